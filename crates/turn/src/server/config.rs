@@ -1,0 +1,139 @@
+//! Server configuration.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::auth::Credentials;
+use crate::policy::PeerPolicy;
+
+/// Default allocation lifetime (RFC 8656 §3.2).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+/// Default maximum allocation lifetime (RFC 8656 §3.2).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// Permission lifetime (RFC 8656 §9).
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// Channel binding lifetime (RFC 8656 §12).
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// How long a channel number and peer stay unusable for another binding
+/// after a binding expires (RFC 8656 §12: 5 minutes).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+/// How long a RESERVATION-TOKEN holds its port (RFC 8656 §7.2: ~30 s).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// How long the server waits for a ConnectionBind after a ConnectionAttempt
+/// or a successful Connect (RFC 6062 §5.2, §5.3: 30 s).
+pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Relay addresses: where the driver binds relay sockets and what the server
+/// advertises in XOR-RELAYED-ADDRESS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayAddresses {
+    /// IPv4 address relay sockets bind.
+    pub ipv4: Option<IpAddr>,
+    /// IPv6 address relay sockets bind.
+    pub ipv6: Option<IpAddr>,
+    /// IPv4 address advertised instead of `ipv4` (behind NAT).
+    pub external_ipv4: Option<IpAddr>,
+    /// IPv6 address advertised instead of `ipv6`.
+    pub external_ipv6: Option<IpAddr>,
+}
+
+impl RelayAddresses {
+    /// Every relay address, internal and external (for the peer policy).
+    pub fn all(&self) -> Vec<IpAddr> {
+        [self.ipv4, self.ipv6, self.external_ipv4, self.external_ipv6]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// Limits that bound every table of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Allocations per user (486 beyond).
+    pub allocations_per_user: u32,
+    /// Allocations per client IP address (486 beyond).
+    pub allocations_per_ip: u32,
+    /// Allocations in total (486 beyond).
+    pub allocations_total: u32,
+    /// Permissions per allocation (508 beyond).
+    pub permissions_per_allocation: u32,
+    /// Channel bindings per allocation (508 beyond; at most 4096 exist).
+    pub channels_per_allocation: u32,
+    /// RFC 6062 peer connections per allocation (508 beyond).
+    pub connections_per_allocation: u32,
+    /// Unauthenticated answers (Binding responses, 401/438 challenges) per
+    /// second per source address.
+    pub unauthenticated_rate: u32,
+    /// Burst of unauthenticated answers per source address.
+    pub unauthenticated_burst: u32,
+    /// Source addresses tracked by the rate limiter.
+    pub rate_limiter_sources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            allocations_per_user: 10,
+            allocations_per_ip: 100,
+            allocations_total: 10_000,
+            permissions_per_allocation: 256,
+            channels_per_allocation: 256,
+            connections_per_allocation: 64,
+            unauthenticated_rate: 50,
+            unauthenticated_burst: 100,
+            rate_limiter_sources: 65_536,
+        }
+    }
+}
+
+/// Everything the sans-IO server needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Credentials (static users, REST secrets) and the REALM.
+    pub credentials: Credentials,
+    /// Peer policy. The server adds the relay addresses to it itself.
+    pub policy: PeerPolicy,
+    /// Relay addresses.
+    pub relay: RelayAddresses,
+    /// Port range for relay sockets.
+    pub ports: RangeInclusive<u16>,
+    /// Default allocation lifetime.
+    pub default_lifetime: Duration,
+    /// Maximum allocation lifetime.
+    pub max_lifetime: Duration,
+    /// How long a nonce stays fresh before 438.
+    pub nonce_lifetime: Duration,
+    /// SOFTWARE attribute sent in responses (`None`: no attribute).
+    pub software: Option<String>,
+    /// Offer SHA-256 as password algorithm (RFC 8489 §9.2) next to MD5.
+    pub offer_sha256: bool,
+    /// Accept RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP).
+    pub tcp_relay: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Secret for stateless nonces and reservation tokens (random by default).
+    pub secret: [u8; 32],
+}
+
+impl ServerConfig {
+    /// A configuration with defaults for everything but credentials
+    /// and relay addresses.
+    pub fn new(credentials: Credentials, relay: RelayAddresses) -> Self {
+        ServerConfig {
+            credentials,
+            policy: PeerPolicy::default(),
+            relay,
+            ports: 49152..=65535,
+            default_lifetime: DEFAULT_LIFETIME,
+            max_lifetime: MAX_LIFETIME,
+            nonce_lifetime: Duration::from_secs(600),
+            software: None,
+            offer_sha256: true,
+            tcp_relay: true,
+            limits: Limits::default(),
+            secret: rand::random(),
+        }
+    }
+}

@@ -1,0 +1,803 @@
+//! The sans-IO TURN server (RFC 8656, RFC 6062).
+//!
+//! # Run loop
+//! ```text
+//! loop {
+//!     // a datagram or stream frame from a client:
+//!     if let Some(send) = server.handle_client_packet(now, five_tuple, bytes) {
+//!         relay_socket(send.relay).send_to(send.data, send.peer);
+//!     }
+//!     // a datagram from a peer, read into buf[PEER_DATA_HEADROOM..]:
+//!     if let Some(fwd) = server.handle_peer_data(now, relay, peer, &mut buf, len) {
+//!         client(fwd.five_tuple).send(&buf[fwd.start..fwd.end]);
+//!     }
+//!     while let Some(out) = server.poll_output() { /* transmit, bind/release sockets, log */ }
+//!     sleep_until(server.poll_timeout()); server.handle_timeout(now);
+//! }
+//! ```
+//! The data plane (ChannelData, Send and Data indications) is answered
+//! synchronously without allocating: the payload is borrowed from the input,
+//! and the framing towards the client is written into headroom the driver
+//! leaves before the peer data. Everything else goes through the output queue.
+
+mod allocation;
+mod config;
+mod ports;
+mod reply;
+mod request;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+use stun::{attr, ChannelData, Class, Message, Method, TransactionId};
+
+pub use allocation::{RelayProtocol, Relayed};
+pub use config::{
+    Limits, RelayAddresses, ServerConfig, CHANNEL_COOLDOWN, CHANNEL_LIFETIME,
+    CONNECTION_BIND_TIMEOUT, DEFAULT_LIFETIME, MAX_LIFETIME, PERMISSION_LIFETIME,
+    RESERVATION_LIFETIME,
+};
+pub use stats::{AuthFailure, Stats};
+
+use crate::nonce::NonceGenerator;
+use crate::policy::PeerPolicy;
+use crate::ratelimit::RateLimiter;
+use crate::FiveTuple;
+use allocation::Allocation;
+use ports::PortPool;
+
+/// Bytes the driver must leave free before peer data given to
+/// [`Server::handle_peer_data`], so that a Data indication header fits.
+pub const PEER_DATA_HEADROOM: usize = 48;
+/// Bytes the driver must leave free after peer data (stream padding).
+pub const PEER_DATA_TAILROOM: usize = 4;
+/// How often expired permissions and channels are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Data a client sent that the driver must relay to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerSend<'a> {
+    /// The allocation's relay socket (its local address).
+    pub relay: SocketAddr,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The payload, borrowed from the client's packet.
+    pub data: &'a [u8],
+}
+
+/// Peer data framed for a client: send `buf[start..end]` on `five_tuple`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientForward {
+    /// The client flow.
+    pub five_tuple: FiveTuple,
+    /// Start of the framed bytes in the driver's buffer.
+    pub start: usize,
+    /// End of the framed bytes.
+    pub end: usize,
+}
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its lifetime ran out.
+    Expired,
+    /// The client deleted it (Refresh with LIFETIME 0).
+    Deleted,
+    /// The client's TCP/TLS connection closed.
+    Disconnected,
+}
+
+impl EndReason {
+    /// Log label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted",
+            EndReason::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Work for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `payload` to the client on `five_tuple`.
+    Transmit {
+        /// The client flow.
+        five_tuple: FiveTuple,
+        /// A whole STUN message (framing on streams is the message itself).
+        payload: Vec<u8>,
+    },
+    /// Bind relay sockets on exactly these addresses (UDP sockets, or TCP
+    /// listeners for RFC 6062), then call [`Server::relay_bound`] with `token`.
+    BindRelay {
+        /// Identifies the pending allocation.
+        token: u64,
+        /// UDP or TCP.
+        protocol: RelayProtocol,
+        /// Local addresses to bind.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Close the relay socket bound on `addr`.
+    ReleaseRelay {
+        /// The local address.
+        addr: SocketAddr,
+        /// UDP or TCP.
+        protocol: RelayProtocol,
+    },
+    /// An allocation was created (for logs and metrics).
+    AllocationCreated {
+        /// The client flow.
+        five_tuple: FiveTuple,
+        /// Advertised relayed addresses.
+        relayed: Vec<SocketAddr>,
+        /// UDP or TCP relaying.
+        protocol: RelayProtocol,
+        /// Granted lifetime.
+        lifetime: Duration,
+    },
+    /// An allocation ended (for logs and metrics).
+    AllocationEnded {
+        /// The client flow.
+        five_tuple: FiveTuple,
+        /// Why.
+        reason: EndReason,
+    },
+    /// RFC 6062: open a TCP connection from `relay` to `peer`, then call
+    /// [`Server::peer_connect_result`].
+    ConnectPeer {
+        /// Connection id.
+        connection_id: u32,
+        /// Local relay address to connect from.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// RFC 6062: the client data connection `data` is now bound to the peer
+    /// connection; from here on move raw bytes between them.
+    BindConnection {
+        /// Connection id.
+        connection_id: u32,
+        /// The client data connection.
+        data: FiveTuple,
+    },
+    /// RFC 6062: close the peer connection (and its client data connection, if bound).
+    ClosePeerConnection {
+        /// Connection id.
+        connection_id: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Allocation(FiveTuple),
+    Reservation([u8; 8]),
+    Connection(u32),
+}
+
+#[derive(Debug)]
+struct Reservation {
+    addr: SocketAddr,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Connect sent to the driver; answer the client's request on success.
+    Connecting { txid: TransactionId },
+    /// Waiting for the client's ConnectionBind until the deadline.
+    AwaitingBind { deadline: Instant },
+    /// Bound to a client data connection.
+    Bound { data: FiveTuple },
+}
+
+#[derive(Debug)]
+struct PeerConnection {
+    allocation: FiveTuple,
+    peer: SocketAddr,
+    state: ConnState,
+    seal: reply::Seal,
+}
+
+#[derive(Debug)]
+struct PendingAllocation {
+    request: request::AllocateRequest,
+    addrs: Vec<(SocketAddr, SocketAddr)>,
+    attempts: u8,
+}
+
+/// The sans-IO TURN server. See the module documentation for the run loop.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    policy: PeerPolicy,
+    nonces: NonceGenerator,
+    limiter: RateLimiter,
+    allocations: FxHashMap<FiveTuple, Allocation>,
+    relay_index: FxHashMap<SocketAddr, FiveTuple>,
+    per_user: FxHashMap<Box<str>, u32>,
+    per_ip: FxHashMap<IpAddr, u32>,
+    pool_v4: PortPool,
+    pool_v6: PortPool,
+    reservations: FxHashMap<[u8; 8], Reservation>,
+    pending: FxHashMap<u64, PendingAllocation>,
+    pending_by_tuple: FxHashMap<FiveTuple, u64>,
+    next_token: u64,
+    connections: FxHashMap<u32, PeerConnection>,
+    data_connections: FxHashMap<FiveTuple, u32>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    next_sweep: Instant,
+    outputs: VecDeque<Output>,
+    rng: StdRng,
+    unix_base: (Instant, u64),
+    stats: Stats,
+}
+
+impl Server {
+    /// A server; `unix_now` is the wall clock (seconds since 1970) at `now`,
+    /// used for REST credential expiry.
+    pub fn new(config: ServerConfig, now: Instant, unix_now: u64) -> Self {
+        let policy = config.policy.clone().relay_addresses(config.relay.all());
+        let nonces = NonceGenerator::new(config.secret, config.nonce_lifetime, now);
+        let l = &config.limits;
+        let limiter = RateLimiter::new(
+            l.unauthenticated_rate,
+            l.unauthenticated_burst,
+            l.rate_limiter_sources,
+        );
+        Server {
+            pool_v4: PortPool::new(config.ports.clone()),
+            pool_v6: PortPool::new(config.ports.clone()),
+            policy,
+            nonces,
+            limiter,
+            allocations: FxHashMap::default(),
+            relay_index: FxHashMap::default(),
+            per_user: FxHashMap::default(),
+            per_ip: FxHashMap::default(),
+            reservations: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            pending_by_tuple: FxHashMap::default(),
+            next_token: 1,
+            connections: FxHashMap::default(),
+            data_connections: FxHashMap::default(),
+            timers: BinaryHeap::new(),
+            next_sweep: now + SWEEP_INTERVAL,
+            outputs: VecDeque::new(),
+            rng: StdRng::from_entropy(),
+            unix_base: (now, unix_now),
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Re-anchors the wall clock (call now and then to follow clock changes).
+    pub fn set_unix_time(&mut self, now: Instant, unix_now: u64) {
+        self.unix_base = (now, unix_now);
+    }
+
+    fn unix_now(&self, now: Instant) -> u64 {
+        let (base, unix) = self.unix_base;
+        unix + now.saturating_duration_since(base).as_secs()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Whether `addr` (local or advertised) is a relayed address of a live allocation.
+    pub fn is_relay_address(&self, addr: &SocketAddr) -> bool {
+        self.relay_index.contains_key(addr)
+    }
+
+    /// For internal delivery between two allocations of this relay: if `peer`
+    /// is a relayed address of a live allocation, the local address to hand
+    /// to [`Server::handle_peer_data`] as `relay`, and the address to hand as
+    /// `peer` (the sender's advertised relayed address).
+    pub fn internal_route(
+        &self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        let dst = self.allocations.get(self.relay_index.get(&peer)?)?;
+        let dst_local = dst
+            .relayed
+            .iter()
+            .flatten()
+            .find(|r| r.local == peer || r.advertised == peer)?
+            .local;
+        let src = self.allocations.get(self.relay_index.get(&relay)?)?;
+        let src_adv = src
+            .relayed
+            .iter()
+            .flatten()
+            .find(|r| r.local == relay)?
+            .advertised;
+        Some((dst_local, src_adv))
+    }
+
+    /// Next output for the driver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.timers.peek().map(|Reverse((t, _))| *t);
+        Some(t.map_or(self.next_sweep, |t| t.min(self.next_sweep)))
+    }
+
+    /// Expires allocations, reservations and unbound peer connections whose
+    /// time has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, _))) = self.timers.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Allocation(ft) => {
+                    if self.allocations.get(&ft).is_some_and(|a| a.expires <= now) {
+                        self.remove_allocation(ft, EndReason::Expired);
+                    }
+                }
+                Timer::Reservation(token) => {
+                    if self
+                        .reservations
+                        .get(&token)
+                        .is_some_and(|r| r.expires <= now)
+                    {
+                        if let Some(r) = self.reservations.remove(&token) {
+                            self.release_port(r.addr);
+                        }
+                    }
+                }
+                Timer::Connection(id) => {
+                    let expired = self.connections.get(&id).is_some_and(|c| {
+                        matches!(c.state, ConnState::AwaitingBind { deadline } if deadline <= now)
+                    });
+                    if expired {
+                        self.close_connection(id);
+                    }
+                }
+            }
+        }
+        if now >= self.next_sweep {
+            for a in self.allocations.values_mut() {
+                a.sweep(now);
+            }
+            self.next_sweep = now + SWEEP_INTERVAL;
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    /// A packet from a client flow: a datagram, or one frame of a stream.
+    ///
+    /// Returns data to relay to a peer (ChannelData or Send indication);
+    /// STUN requests are answered through [`Server::poll_output`].
+    pub fn handle_client_packet<'a>(
+        &mut self,
+        now: Instant,
+        five_tuple: FiveTuple,
+        packet: &'a [u8],
+    ) -> Option<PeerSend<'a>> {
+        match packet.first().map(|b| b >> 6) {
+            Some(0b01) => self.client_channel_data(now, five_tuple, packet),
+            Some(0b00) => {
+                let Ok(msg) = Message::parse(packet) else {
+                    self.stats.malformed += 1;
+                    return None;
+                };
+                if msg.has_fingerprint() && msg.verify_fingerprint().is_err() {
+                    self.stats.malformed += 1;
+                    return None;
+                }
+                match (msg.class(), msg.method()) {
+                    (Class::Indication, Method::SEND) => self.client_send(now, five_tuple, &msg),
+                    (Class::Request, _) => {
+                        self.handle_request(now, five_tuple, &msg);
+                        None
+                    }
+                    // Binding indications are keepalives; responses and other
+                    // indications from clients are dropped.
+                    _ => None,
+                }
+            }
+            _ => {
+                self.stats.malformed += 1;
+                None
+            }
+        }
+    }
+
+    fn client_channel_data<'a>(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        packet: &'a [u8],
+    ) -> Option<PeerSend<'a>> {
+        let Ok(cd) = ChannelData::parse(packet) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let Some(alloc) = self.allocations.get(&ft).filter(|a| now < a.expires) else {
+            self.stats.dropped_no_allocation += 1;
+            return None;
+        };
+        let Some(ch) = alloc.channels.get(&cd.number).filter(|c| c.live(now)) else {
+            self.stats.dropped_no_channel += 1;
+            return None;
+        };
+        let peer = ch.peer;
+        let send = self.to_peer(now, &ft, peer, cd.data)?;
+        Some(send)
+    }
+
+    fn client_send<'a>(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'a>,
+    ) -> Option<PeerSend<'a>> {
+        let peer = match msg.get(attr::XOR_PEER_ADDRESS) {
+            Some(Ok(attr::Attribute::XorPeerAddress(p))) => p,
+            _ => {
+                self.stats.malformed += 1;
+                return None;
+            }
+        };
+        let data = match msg.get(attr::DATA) {
+            Some(Ok(attr::Attribute::Data(d))) => d,
+            _ => {
+                self.stats.malformed += 1;
+                return None;
+            }
+        };
+        if self.allocations.get(&ft).is_none_or(|a| now >= a.expires) {
+            self.stats.dropped_no_allocation += 1;
+            return None;
+        }
+        self.to_peer(now, &ft, peer, data)
+    }
+
+    /// Common checks for client → peer data: UDP allocation, family,
+    /// permission, and for the relay's own IPs a live allocation.
+    fn to_peer<'a>(
+        &mut self,
+        now: Instant,
+        ft: &FiveTuple,
+        peer: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<PeerSend<'a>> {
+        let alloc = self.allocations.get(ft)?;
+        if alloc.protocol != RelayProtocol::Udp {
+            self.stats.malformed += 1;
+            return None;
+        }
+        let Some(relayed) = alloc.relayed_for(&peer) else {
+            self.stats.peer_refused += 1;
+            return None;
+        };
+        let relay = relayed.local;
+        let Some(perm) = alloc.permission(&peer.ip(), now) else {
+            self.stats.dropped_no_permission += 1;
+            return None;
+        };
+        if perm.own && !self.relay_index.contains_key(&peer) {
+            self.stats.peer_refused += 1;
+            return None;
+        }
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += data.len() as u64;
+        Some(PeerSend { relay, peer, data })
+    }
+
+    /// A datagram from `peer` arrived on the relay socket bound at `relay`.
+    ///
+    /// The driver reads it into `buf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + len]`
+    /// and leaves [`PEER_DATA_TAILROOM`] bytes after it; on success the server
+    /// has written ChannelData or Data indication framing around it, and the
+    /// driver sends `buf[start..end]` to the client.
+    pub fn handle_peer_data(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<ClientForward> {
+        const H: usize = PEER_DATA_HEADROOM;
+        if buf.len() < H + len + PEER_DATA_TAILROOM || len > usize::from(u16::MAX) - 64 {
+            self.stats.malformed += 1;
+            return None;
+        }
+        let Some(ft) = self.relay_index.get(&relay).copied() else {
+            self.stats.dropped_no_allocation += 1;
+            return None;
+        };
+        let Some(alloc) = self.allocations.get(&ft).filter(|a| now < a.expires) else {
+            self.stats.dropped_no_allocation += 1;
+            return None;
+        };
+        if alloc.permission(&peer.ip(), now).is_none() {
+            self.stats.dropped_no_permission += 1;
+            return None;
+        }
+        let stream = ft.transport.is_stream();
+        let channel = alloc
+            .peer_channels
+            .get(&peer)
+            .filter(|n| {
+                alloc
+                    .channels
+                    .get(n)
+                    .is_some_and(|c| c.live(now) && c.peer == peer)
+            })
+            .copied();
+        self.stats.packets_to_client += 1;
+        self.stats.bytes_to_client += len as u64;
+        let (start, end) = match channel {
+            Some(number) => {
+                let start = H - 4;
+                // Cannot fail: the header slot is in bounds and len fits in u16.
+                stun::channel::write_header(number, len as u16, &mut buf[start..]).ok()?;
+                let mut end = H + len;
+                if stream {
+                    let padded = (end - start + 3) & !3;
+                    buf[end..start + padded].fill(0);
+                    end = start + padded;
+                }
+                (start, end)
+            }
+            None => {
+                let txid = TransactionId(self.rng.gen());
+                let alen = stun::addr::encoded_len(&peer);
+                let start = H - 4 - (4 + alen) - stun::HEADER_LEN;
+                let padded = (len + 3) & !3;
+                let body = (4 + alen) + 4 + padded;
+                let hdr = &mut buf[start..H];
+                let typ = stun::MessageType::new(Method::DATA, Class::Indication).to_u16();
+                hdr[0..2].copy_from_slice(&typ.to_be_bytes());
+                hdr[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+                hdr[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+                hdr[8..20].copy_from_slice(&txid.0);
+                hdr[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+                hdr[22..24].copy_from_slice(&(alen as u16).to_be_bytes());
+                stun::addr::encode(&peer, Some(&txid), &mut hdr[24..24 + alen]);
+                hdr[24 + alen..26 + alen].copy_from_slice(&attr::DATA.to_be_bytes());
+                hdr[26 + alen..28 + alen].copy_from_slice(&(len as u16).to_be_bytes());
+                buf[H + len..H + padded].fill(0);
+                (start, H + padded)
+            }
+        };
+        Some(ClientForward {
+            five_tuple: ft,
+            start,
+            end,
+        })
+    }
+
+    /// The driver bound (or failed to bind) the relay sockets of a pending
+    /// allocation announced by [`Output::BindRelay`].
+    pub fn relay_bound(&mut self, now: Instant, token: u64, result: Result<(), SocketAddr>) {
+        let Some(mut pending) = self.pending.remove(&token) else {
+            return;
+        };
+        self.pending_by_tuple.remove(&pending.request.five_tuple);
+        match result {
+            Ok(()) => self.finish_allocation(now, pending),
+            Err(_failed) => {
+                for (local, _) in std::mem::take(&mut pending.addrs) {
+                    self.release_port(local);
+                }
+                pending.attempts += 1;
+                if pending.attempts >= 3 || pending.request.reservation.is_some() {
+                    self.stats.capacity_refused += 1;
+                    let req = pending.request;
+                    self.quota_release(&req.username, &req.five_tuple);
+                    self.reply_error(&req.five_tuple, Method::ALLOCATE, req.txid, 508, &req.seal);
+                } else {
+                    self.start_bind(now, pending);
+                }
+            }
+        }
+    }
+
+    /// RFC 6062: the result of an [`Output::ConnectPeer`].
+    pub fn peer_connect_result(&mut self, now: Instant, connection_id: u32, ok: bool) {
+        let Some(conn) = self.connections.get_mut(&connection_id) else {
+            return;
+        };
+        let ConnState::Connecting { txid } = conn.state else {
+            return;
+        };
+        let ft = conn.allocation;
+        let seal = conn.seal.clone();
+        if ok {
+            let deadline = now + CONNECTION_BIND_TIMEOUT;
+            conn.state = ConnState::AwaitingBind { deadline };
+            self.schedule(deadline, Timer::Connection(connection_id));
+            let r = reply::Reply::success(Method::CONNECT, txid)
+                .with(attr::Attribute::ConnectionId(connection_id));
+            self.send_reply(&ft, &r, &seal);
+        } else {
+            self.forget_connection(connection_id);
+            self.reply_error(&ft, Method::CONNECT, txid, 447, &seal);
+        }
+    }
+
+    /// RFC 6062: a peer connected to the TCP relay listener at `relay`.
+    /// Returns the connection id to keep it under, or `None` to refuse
+    /// (close it): no allocation, or no permission for the peer.
+    pub fn peer_connection_incoming(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<u32> {
+        let ft = *self.relay_index.get(&relay)?;
+        let alloc = self.allocations.get(&ft)?;
+        if alloc.protocol != RelayProtocol::Tcp || alloc.permission(&peer.ip(), now).is_none() {
+            self.stats.dropped_no_permission += 1;
+            return None;
+        }
+        if alloc.connections.len() >= self.config.limits.connections_per_allocation as usize {
+            self.stats.capacity_refused += 1;
+            return None;
+        }
+        let id = self.new_connection_id();
+        let deadline = now + CONNECTION_BIND_TIMEOUT;
+        self.connections.insert(
+            id,
+            PeerConnection {
+                allocation: ft,
+                peer,
+                state: ConnState::AwaitingBind { deadline },
+                seal: reply::Seal::none(false),
+            },
+        );
+        if let Some(a) = self.allocations.get_mut(&ft) {
+            a.connections.push(id);
+        }
+        self.schedule(deadline, Timer::Connection(id));
+        let txid = TransactionId(self.rng.gen());
+        let mut r = reply::Reply::success(Method::CONNECTION_ATTEMPT, txid)
+            .with(attr::Attribute::XorPeerAddress(peer))
+            .with(attr::Attribute::ConnectionId(id));
+        r.class = Class::Indication;
+        self.send_reply(&ft, &r, &reply::Seal::none(false));
+        Some(id)
+    }
+
+    /// RFC 6062: the peer side of a connection closed (or failed).
+    pub fn peer_connection_closed(&mut self, _now: Instant, connection_id: u32) {
+        self.forget_connection(connection_id);
+    }
+
+    /// A client's TCP/TLS connection closed: its allocation (if it was a
+    /// control connection) or its peer connection (if a data connection) ends.
+    pub fn client_disconnected(&mut self, _now: Instant, five_tuple: FiveTuple) {
+        if let Some(id) = self.data_connections.remove(&five_tuple) {
+            self.close_connection(id);
+        }
+        if let Some(token) = self.pending_by_tuple.remove(&five_tuple) {
+            if let Some(p) = self.pending.remove(&token) {
+                for (local, _) in p.addrs {
+                    self.release_port(local);
+                }
+                self.quota_release(&p.request.username, &p.request.five_tuple);
+            }
+        }
+        if self.allocations.contains_key(&five_tuple) {
+            self.remove_allocation(five_tuple, EndReason::Disconnected);
+        }
+    }
+
+    fn new_connection_id(&mut self) -> u32 {
+        loop {
+            let id: u32 = self.rng.gen();
+            if id != 0 && !self.connections.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Removes a connection from the tables and tells the driver to close it.
+    fn close_connection(&mut self, id: u32) {
+        if self.forget_connection(id) {
+            self.outputs
+                .push_back(Output::ClosePeerConnection { connection_id: id });
+        }
+    }
+
+    fn forget_connection(&mut self, id: u32) -> bool {
+        let Some(c) = self.connections.remove(&id) else {
+            return false;
+        };
+        if let ConnState::Bound { data } = c.state {
+            self.data_connections.remove(&data);
+        }
+        if let Some(a) = self.allocations.get_mut(&c.allocation) {
+            a.connections.retain(|x| *x != id);
+        }
+        true
+    }
+
+    fn release_port(&mut self, addr: SocketAddr) {
+        match addr {
+            SocketAddr::V4(_) => self.pool_v4.release(addr.port()),
+            SocketAddr::V6(_) => self.pool_v6.release(addr.port()),
+        }
+    }
+
+    fn remove_allocation(&mut self, ft: FiveTuple, reason: EndReason) {
+        let Some(a) = self.allocations.remove(&ft) else {
+            return;
+        };
+        for r in a.relayed.iter().flatten() {
+            self.relay_index.remove(&r.local);
+            self.relay_index.remove(&r.advertised);
+            self.release_port(r.local);
+            self.outputs.push_back(Output::ReleaseRelay {
+                addr: r.local,
+                protocol: a.protocol,
+            });
+        }
+        for id in a.connections.clone() {
+            self.close_connection(id);
+        }
+        self.quota_release(&a.username, &ft);
+        let i = Stats::transport_index(ft.transport);
+        self.stats.allocations_current[i] = self.stats.allocations_current[i].saturating_sub(1);
+        self.outputs.push_back(Output::AllocationEnded {
+            five_tuple: ft,
+            reason,
+        });
+    }
+
+    fn send_reply(&mut self, ft: &FiveTuple, r: &reply::Reply<'_>, seal: &reply::Seal) {
+        if let Some(payload) = r.encode(self.config.software.as_deref(), seal) {
+            self.outputs.push_back(Output::Transmit {
+                five_tuple: *ft,
+                payload,
+            });
+        }
+    }
+
+    fn reply_error(
+        &mut self,
+        ft: &FiveTuple,
+        method: Method,
+        txid: TransactionId,
+        code: u16,
+        seal: &reply::Seal,
+    ) {
+        self.stats.error_responses += 1;
+        let r = reply::Reply::error(method, txid, code);
+        self.send_reply(ft, &r, seal);
+    }
+}

@@ -1,0 +1,933 @@
+//! Request handling: authentication and the methods of RFC 8656 and RFC 6062.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use stun::attr::{self, Attribute};
+use stun::nonce::SecurityFeatures;
+use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId};
+
+use super::allocation::{Allocation, ChannelConflict, RelayProtocol, Relayed};
+use super::reply::{Reply, Seal, PASSWORD_ALGORITHMS_WIRE};
+use super::{
+    AuthFailure, ConnState, Output, PeerConnection, PendingAllocation, Reservation, Server, Stats,
+    Timer, RESERVATION_LIFETIME,
+};
+use crate::nonce::NonceCheck;
+use crate::FiveTuple;
+
+/// The result of authenticating a request.
+pub(super) struct Authed {
+    username: Box<str>,
+    key: Key,
+    sha256: bool,
+}
+
+/// An Allocate request that passed every check and waits for its sockets.
+#[derive(Debug)]
+pub(crate) struct AllocateRequest {
+    pub five_tuple: FiveTuple,
+    pub txid: TransactionId,
+    pub username: Box<str>,
+    pub seal: Seal,
+    pub lifetime: Duration,
+    pub protocol: RelayProtocol,
+    pub v4: bool,
+    pub v6: bool,
+    pub v6_unavailable: bool,
+    pub even: bool,
+    pub reserve: bool,
+    pub reservation: Option<SocketAddr>,
+}
+
+/// Nonces are bound to the client's IP address, not its port: RFC 6062
+/// data connections come from new ports and reuse the control connection's
+/// nonce.
+fn nonce_scope(ft: &FiveTuple) -> SocketAddr {
+    SocketAddr::new(ft.client.ip(), 0)
+}
+
+/// What the request asked for, decoded (`Err(())` for a malformed attribute).
+fn opt<'a, T>(
+    msg: &Message<'a>,
+    typ: u16,
+    f: impl Fn(Attribute<'a>) -> Option<T>,
+) -> Result<Option<T>, ()> {
+    match msg.get(typ) {
+        None => Ok(None),
+        Some(Ok(a)) => f(a).map(Some).ok_or(()),
+        Some(Err(_)) => Err(()),
+    }
+}
+
+impl Server {
+    pub(super) fn handle_request(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) {
+        let method = msg.method();
+        let txid = msg.transaction_id();
+        let fp = msg.has_fingerprint();
+        if method == Method::BINDING {
+            self.binding(now, ft, msg);
+            return;
+        }
+        let known = [
+            Method::ALLOCATE,
+            Method::REFRESH,
+            Method::CREATE_PERMISSION,
+            Method::CHANNEL_BIND,
+            Method::CONNECT,
+            Method::CONNECTION_BIND,
+        ];
+        if !known.contains(&method) {
+            if self.unauthenticated_allowed(now, &ft) {
+                self.reply_error(&ft, method, txid, 400, &Seal::none(fp));
+            }
+            return;
+        }
+        let Some(auth) = self.authenticate(now, ft, msg) else {
+            return;
+        };
+        let seal = Seal {
+            key: Some(auth.key.clone()),
+            sha256: auth.sha256,
+            fingerprint: fp,
+        };
+        let mut unknown = [0u16; 16];
+        let n = msg.unknown_required(attr::is_known, &mut unknown);
+        if n > 0 {
+            self.stats.unknown_attributes += 1;
+            let mut r = Reply::error(method, txid, 420);
+            r.unknown = &unknown[..n];
+            self.send_reply(&ft, &r, &seal);
+            return;
+        }
+        if method != Method::ALLOCATE && method != Method::CONNECTION_BIND {
+            match self.allocations.get(&ft) {
+                None => {
+                    self.reply_error(&ft, method, txid, 437, &seal);
+                    return;
+                }
+                Some(a) if a.username != auth.username => {
+                    self.stats.auth_failure(AuthFailure::WrongCredentials);
+                    self.reply_error(&ft, method, txid, 441, &seal);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        match method {
+            Method::ALLOCATE => self.allocate(now, ft, msg, auth, seal),
+            Method::REFRESH => self.refresh(now, ft, msg, seal),
+            Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, seal),
+            Method::CHANNEL_BIND => self.channel_bind(now, ft, msg, seal),
+            Method::CONNECT => self.connect(now, ft, msg, seal),
+            _ => self.connection_bind(now, ft, msg, auth, seal),
+        }
+    }
+
+    /// Rate limit for unauthenticated answers: only UDP can be spoofed into
+    /// a reflection attack, so streams are not limited (many callers may
+    /// share one address, e.g. a Tor exit).
+    fn unauthenticated_allowed(&mut self, now: Instant, ft: &FiveTuple) -> bool {
+        if ft.transport.is_stream() || self.limiter.allow(ft.client.ip(), now) {
+            true
+        } else {
+            self.stats.rate_limited += 1;
+            false
+        }
+    }
+
+    fn binding(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) {
+        if !self.unauthenticated_allowed(now, &ft) {
+            return;
+        }
+        let txid = msg.transaction_id();
+        let seal = Seal::none(msg.has_fingerprint());
+        let mut unknown = [0u16; 16];
+        let n = msg.unknown_required(attr::is_known, &mut unknown);
+        if n > 0 {
+            self.stats.unknown_attributes += 1;
+            let mut r = Reply::error(Method::BINDING, txid, 420);
+            r.unknown = &unknown[..n];
+            self.send_reply(&ft, &r, &seal);
+            return;
+        }
+        let r = Reply::success(Method::BINDING, txid).with(Attribute::XorMappedAddress(ft.client));
+        self.send_reply(&ft, &r, &seal);
+    }
+
+    fn features(&self) -> SecurityFeatures {
+        SecurityFeatures {
+            password_algorithms: self.config.offer_sha256,
+            username_anonymity: true,
+        }
+    }
+
+    /// 401 (or 438) with REALM, a fresh NONCE and PASSWORD-ALGORITHMS.
+    fn challenge(&mut self, now: Instant, ft: &FiveTuple, msg: &Message<'_>, code: u16) {
+        if !self.unauthenticated_allowed(now, ft) {
+            return;
+        }
+        let nonce = self.nonces.issue(now, nonce_scope(&ft), self.features());
+        let realm = self.config.credentials.realm().to_owned();
+        let mut r = Reply::error(msg.method(), msg.transaction_id(), code)
+            .with(Attribute::Realm(&realm))
+            .with(Attribute::Nonce(&nonce));
+        r.password_algorithms = self.config.offer_sha256;
+        self.send_reply(ft, &r, &Seal::none(msg.has_fingerprint()));
+    }
+
+    fn auth_fail(&mut self, now: Instant, ft: &FiveTuple, msg: &Message<'_>, why: AuthFailure) {
+        self.stats.auth_failure(why);
+        match why {
+            AuthFailure::StaleNonce => self.challenge(now, ft, msg, 438),
+            AuthFailure::BadRequest => {
+                if self.unauthenticated_allowed(now, ft) {
+                    let seal = Seal::none(msg.has_fingerprint());
+                    self.reply_error(ft, msg.method(), msg.transaction_id(), 400, &seal);
+                }
+            }
+            _ => self.challenge(now, ft, msg, 401),
+        }
+    }
+
+    /// Long-term credential check (RFC 8489 §9.2.4). Replies and returns
+    /// `None` when the request does not pass.
+    fn authenticate(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> Option<Authed> {
+        if !msg.has_integrity() && !msg.has_integrity_sha256() {
+            self.stats.challenges += 1;
+            self.challenge(now, &ft, msg, 401);
+            return None;
+        }
+        let realm = match msg.get(attr::REALM) {
+            Some(Ok(Attribute::Realm(r))) => r,
+            _ => {
+                self.auth_fail(now, &ft, msg, AuthFailure::BadRequest);
+                return None;
+            }
+        };
+        let nonce = match msg.get(attr::NONCE) {
+            Some(Ok(Attribute::Nonce(n))) => n,
+            _ => {
+                self.auth_fail(now, &ft, msg, AuthFailure::BadRequest);
+                return None;
+            }
+        };
+        let username: Box<str> = match (msg.get(attr::USERNAME), msg.get(attr::USERHASH)) {
+            (Some(Ok(Attribute::Username(u))), _) => u.into(),
+            (None, Some(Ok(Attribute::UserHash(h)))) => {
+                match self.config.credentials.username_for_hash(&h) {
+                    Some(u) => u.into(),
+                    None => {
+                        self.auth_fail(now, &ft, msg, AuthFailure::UnknownUser);
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.auth_fail(now, &ft, msg, AuthFailure::BadRequest);
+                return None;
+            }
+        };
+        if self.nonces.check(nonce, now, nonce_scope(&ft)) != NonceCheck::Valid {
+            self.auth_fail(now, &ft, msg, AuthFailure::StaleNonce);
+            return None;
+        }
+        if realm != self.config.credentials.realm() {
+            self.auth_fail(now, &ft, msg, AuthFailure::WrongRealm);
+            return None;
+        }
+        let algorithm = match self.password_algorithm(msg, nonce) {
+            Ok(a) => a,
+            Err(()) => {
+                self.auth_fail(now, &ft, msg, AuthFailure::BadRequest);
+                return None;
+            }
+        };
+        let unix = self.unix_now(now);
+        let keys = match self.config.credentials.keys(&username, algorithm, unix) {
+            Ok(k) => k,
+            Err(e) => {
+                let why = match e {
+                    crate::auth::AuthError::Expired => AuthFailure::Expired,
+                    _ => AuthFailure::UnknownUser,
+                };
+                self.auth_fail(now, &ft, msg, why);
+                return None;
+            }
+        };
+        let sha256 = msg.has_integrity_sha256();
+        let key = keys.into_iter().find(|k| {
+            if sha256 {
+                msg.verify_integrity_sha256(k).is_ok()
+            } else {
+                msg.verify_integrity(k).is_ok()
+            }
+        });
+        match key {
+            Some(key) => Some(Authed {
+                username,
+                key,
+                sha256,
+            }),
+            None => {
+                self.auth_fail(now, &ft, msg, AuthFailure::BadIntegrity);
+                None
+            }
+        }
+    }
+
+    /// RFC 8489 §9.2.4: which password algorithm the request uses.
+    fn password_algorithm(&self, msg: &Message<'_>, nonce: &str) -> Result<PasswordAlgorithm, ()> {
+        let offered = SecurityFeatures::from_nonce(nonce).is_some_and(|f| f.password_algorithms)
+            && self.config.offer_sha256;
+        if !offered {
+            return Ok(PasswordAlgorithm::Md5);
+        }
+        let list = msg.get(attr::PASSWORD_ALGORITHMS);
+        let one = msg.get(attr::PASSWORD_ALGORITHM);
+        match (list, one) {
+            (None, None) => Ok(PasswordAlgorithm::Md5),
+            (
+                Some(Ok(Attribute::PasswordAlgorithms(l))),
+                Some(Ok(Attribute::PasswordAlgorithm(a))),
+            ) => {
+                if l.as_bytes() != PASSWORD_ALGORITHMS_WIRE || !a.params.is_empty() {
+                    return Err(());
+                }
+                PasswordAlgorithm::from_number(a.algorithm).ok_or(())
+            }
+            _ => Err(()),
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: Authed,
+        seal: Seal,
+    ) {
+        let txid = msg.transaction_id();
+        if let Some(a) = self.allocations.get(&ft) {
+            if a.allocate_txid == txid && a.username == auth.username {
+                // A retransmission: answer again.
+                let remaining = a.expires.saturating_duration_since(now);
+                let relayed: Vec<SocketAddr> =
+                    a.relayed.iter().flatten().map(|r| r.advertised).collect();
+                let mut r = Reply::success(Method::ALLOCATE, txid);
+                for addr in &relayed {
+                    r = r.with(Attribute::XorRelayedAddress(*addr));
+                }
+                let r = r
+                    .with(Attribute::Lifetime(remaining.as_secs() as u32))
+                    .with(Attribute::XorMappedAddress(ft.client));
+                self.send_reply(&ft, &r, &seal);
+            } else {
+                self.reply_error(&ft, Method::ALLOCATE, txid, 437, &seal);
+            }
+            return;
+        }
+        if self.pending_by_tuple.contains_key(&ft) {
+            return;
+        }
+        match self.check_allocate(now, ft, msg, auth, seal.clone()) {
+            Ok(req) => {
+                self.quota_take(&req.username, &ft);
+                let pending = PendingAllocation {
+                    request: req,
+                    addrs: Vec::new(),
+                    attempts: 0,
+                };
+                self.start_bind(now, pending);
+            }
+            Err(code) => {
+                match code {
+                    486 => self.stats.quota_refused += 1,
+                    508 => self.stats.capacity_refused += 1,
+                    _ => {}
+                }
+                self.reply_error(&ft, Method::ALLOCATE, txid, code, &seal);
+            }
+        }
+    }
+
+    fn check_allocate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: Authed,
+        seal: Seal,
+    ) -> Result<AllocateRequest, u16> {
+        let transport = opt(msg, attr::REQUESTED_TRANSPORT, |a| match a {
+            Attribute::RequestedTransport(p) => Some(p),
+            _ => None,
+        })
+        .map_err(|_| 400u16)?
+        .ok_or(400u16)?;
+        let raf = opt(msg, attr::REQUESTED_ADDRESS_FAMILY, |a| match a {
+            Attribute::RequestedAddressFamily(f) => Some(f),
+            _ => None,
+        })
+        .map_err(|_| 400u16)?;
+        let aaf = opt(msg, attr::ADDITIONAL_ADDRESS_FAMILY, |a| match a {
+            Attribute::AdditionalAddressFamily(f) => Some(f),
+            _ => None,
+        })
+        .map_err(|_| 400u16)?;
+        let even = opt(msg, attr::EVEN_PORT, |a| match a {
+            Attribute::EvenPort(r) => Some(r),
+            _ => None,
+        })
+        .map_err(|_| 400u16)?;
+        let token = opt(msg, attr::RESERVATION_TOKEN, |a| match a {
+            Attribute::ReservationToken(t) => Some(t),
+            _ => None,
+        })
+        .map_err(|_| 400u16)?;
+        let lifetime = opt(msg, attr::LIFETIME, |a| match a {
+            Attribute::Lifetime(l) => Some(l),
+            _ => None,
+        })
+        .map_err(|_| 400u16)?;
+        let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
+
+        let protocol = match transport {
+            17 => RelayProtocol::Udp,
+            6 if self.config.tcp_relay => {
+                if !ft.transport.is_stream() || even.is_some() || token.is_some() || dont_fragment {
+                    return Err(400);
+                }
+                RelayProtocol::Tcp
+            }
+            _ => return Err(442),
+        };
+        if raf.is_some() && aaf.is_some() {
+            return Err(400);
+        }
+        if token.is_some() && (even.is_some() || raf.is_some() || aaf.is_some()) {
+            return Err(400);
+        }
+        if aaf.is_some_and(|f| f != AddressFamily::V6) {
+            return Err(400);
+        }
+        let relay = &self.config.relay;
+        let (mut v4, mut v6, mut v6_unavailable) = match (raf, aaf) {
+            (_, Some(_)) => (true, true, false),
+            (Some(AddressFamily::V6), None) => (false, true, false),
+            _ => (true, false, false),
+        };
+        if v4 && relay.ipv4.is_none() || !v4 && v6 && relay.ipv6.is_none() {
+            return Err(440);
+        }
+        if v4 && v6 && relay.ipv6.is_none() {
+            v6 = false;
+            v6_unavailable = true;
+        }
+        let reservation = match token {
+            Some(t) => {
+                let r = self
+                    .reservations
+                    .remove(&t)
+                    .filter(|r| r.expires > now)
+                    .ok_or(508u16)?;
+                v4 = r.addr.is_ipv4();
+                v6 = !v4;
+                Some(r.addr)
+            }
+            None => None,
+        };
+        let l = &self.config.limits;
+        let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
+        let ip_count = self.per_ip.get(&ft.client.ip()).copied().unwrap_or(0);
+        let total = self.allocations.len() + self.pending.len();
+        if user_count >= l.allocations_per_user
+            || ip_count >= l.allocations_per_ip
+            || total >= l.allocations_total as usize
+        {
+            if let Some(addr) = reservation {
+                self.release_port(addr);
+            }
+            return Err(486);
+        }
+        let cfg = &self.config;
+        let lifetime = match lifetime {
+            Some(s) => Duration::from_secs(u64::from(s))
+                .min(cfg.max_lifetime)
+                .max(cfg.default_lifetime),
+            None => cfg.default_lifetime,
+        };
+        Ok(AllocateRequest {
+            five_tuple: ft,
+            txid: msg.transaction_id(),
+            username: auth.username,
+            seal,
+            lifetime,
+            protocol,
+            v4,
+            v6,
+            v6_unavailable,
+            even: even.is_some(),
+            reserve: even == Some(true),
+            reservation,
+        })
+    }
+
+    fn quota_take(&mut self, username: &str, ft: &FiveTuple) {
+        *self.per_user.entry(username.into()).or_insert(0) += 1;
+        *self.per_ip.entry(ft.client.ip()).or_insert(0) += 1;
+    }
+
+    pub(super) fn quota_release(&mut self, username: &str, ft: &FiveTuple) {
+        if let Some(n) = self.per_user.get_mut(username) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_user.remove(username);
+            }
+        }
+        let ip = ft.client.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Picks ports and asks the driver to bind them.
+    pub(super) fn start_bind(&mut self, _now: Instant, mut pending: PendingAllocation) {
+        let req = &pending.request;
+        let relay = self.config.relay.clone();
+        let mut addrs = Vec::new();
+        let mut ok = true;
+        if let Some(addr) = req.reservation {
+            let adv_ip = if addr.is_ipv4() {
+                relay.external_ipv4.unwrap_or(addr.ip())
+            } else {
+                relay.external_ipv6.unwrap_or(addr.ip())
+            };
+            addrs.push((addr, SocketAddr::new(adv_ip, addr.port())));
+        } else {
+            if req.v4 {
+                match (
+                    relay.ipv4,
+                    self.pool_v4.pick(&mut self.rng, req.even, req.reserve),
+                ) {
+                    (Some(ip), Some(port)) => {
+                        let adv = relay.external_ipv4.unwrap_or(ip);
+                        addrs.push((SocketAddr::new(ip, port), SocketAddr::new(adv, port)));
+                    }
+                    _ => ok = false,
+                }
+            }
+            if req.v6 && ok {
+                let first = !req.v4;
+                match (
+                    relay.ipv6,
+                    self.pool_v6
+                        .pick(&mut self.rng, first && req.even, first && req.reserve),
+                ) {
+                    (Some(ip), Some(port)) => {
+                        let adv = relay.external_ipv6.unwrap_or(ip);
+                        addrs.push((SocketAddr::new(ip, port), SocketAddr::new(adv, port)));
+                    }
+                    _ => ok = false,
+                }
+            }
+        }
+        if !ok {
+            for (local, _) in &addrs {
+                self.release_port(*local);
+            }
+            if req.reserve {
+                if let Some((local, _)) = addrs.first() {
+                    self.release_port(SocketAddr::new(local.ip(), local.port() + 1));
+                }
+            }
+            let req = pending.request;
+            self.quota_release(&req.username, &req.five_tuple);
+            self.stats.capacity_refused += 1;
+            self.reply_error(&req.five_tuple, Method::ALLOCATE, req.txid, 508, &req.seal);
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let protocol = req.protocol;
+        let locals = addrs.iter().map(|(l, _)| *l).collect();
+        pending.addrs = addrs;
+        self.pending_by_tuple
+            .insert(pending.request.five_tuple, token);
+        self.pending.insert(token, pending);
+        self.outputs.push_back(Output::BindRelay {
+            token,
+            protocol,
+            addrs: locals,
+        });
+    }
+
+    pub(super) fn finish_allocation(&mut self, now: Instant, pending: PendingAllocation) {
+        let req = pending.request;
+        let ft = req.five_tuple;
+        let mut relayed = [None, None];
+        for (i, (local, advertised)) in pending.addrs.iter().take(2).enumerate() {
+            relayed[i] = Some(Relayed {
+                local: *local,
+                advertised: *advertised,
+            });
+            self.relay_index.insert(*local, ft);
+            self.relay_index.insert(*advertised, ft);
+        }
+        let mut reserved_token = None;
+        let mut reply = Reply::success(Method::ALLOCATE, req.txid);
+        for (_, adv) in &pending.addrs {
+            reply = reply.with(Attribute::XorRelayedAddress(*adv));
+        }
+        if req.reserve {
+            if let Some((local, _)) = pending.addrs.first() {
+                let token: [u8; 8] = self.rng.gen();
+                let addr = SocketAddr::new(local.ip(), local.port() + 1);
+                let expires = now + RESERVATION_LIFETIME;
+                self.reservations
+                    .insert(token, Reservation { addr, expires });
+                self.schedule(expires, Timer::Reservation(token));
+                reserved_token = Some(token);
+            }
+        }
+        let reply = reply
+            .with(Attribute::Lifetime(req.lifetime.as_secs() as u32))
+            .with(Attribute::XorMappedAddress(ft.client));
+        let reply = match &reserved_token {
+            Some(t) => reply.with(Attribute::ReservationToken(*t)),
+            None => reply,
+        };
+        let reply = if req.v6_unavailable {
+            reply.with(Attribute::AddressErrorCode(attr::AddressErrorCode {
+                family: AddressFamily::V6,
+                code: 440,
+                reason: attr::reason_phrase(440),
+            }))
+        } else {
+            reply
+        };
+        self.send_reply(&ft, &reply, &req.seal);
+        let expires = now + req.lifetime;
+        self.allocations.insert(
+            ft,
+            Allocation {
+                username: req.username,
+                protocol: req.protocol,
+                relayed,
+                expires,
+                allocate_txid: req.txid,
+                permissions: Default::default(),
+                channels: Default::default(),
+                peer_channels: Default::default(),
+                connections: Vec::new(),
+            },
+        );
+        self.schedule(expires, Timer::Allocation(ft));
+        let i = Stats::transport_index(ft.transport);
+        self.stats.allocations_created[i] += 1;
+        self.stats.allocations_current[i] += 1;
+        self.outputs.push_back(Output::AllocationCreated {
+            five_tuple: ft,
+            relayed: pending.addrs.iter().map(|(_, a)| *a).collect(),
+            protocol: req.protocol,
+            lifetime: req.lifetime,
+        });
+    }
+
+    fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
+        let txid = msg.transaction_id();
+        let lifetime = opt(msg, attr::LIFETIME, |a| match a {
+            Attribute::Lifetime(l) => Some(l),
+            _ => None,
+        });
+        let raf = opt(msg, attr::REQUESTED_ADDRESS_FAMILY, |a| match a {
+            Attribute::RequestedAddressFamily(f) => Some(f),
+            _ => None,
+        });
+        let (Ok(lifetime), Ok(raf)) = (lifetime, raf) else {
+            self.reply_error(&ft, Method::REFRESH, txid, 400, &seal);
+            return;
+        };
+        let Some(alloc) = self.allocations.get_mut(&ft) else {
+            return;
+        };
+        if let Some(f) = raf {
+            let has = alloc
+                .relayed
+                .iter()
+                .flatten()
+                .any(|r| AddressFamily::of(&r.local.ip()) == f);
+            if !has {
+                self.reply_error(&ft, Method::REFRESH, txid, 443, &seal);
+                return;
+            }
+        }
+        if lifetime == Some(0) {
+            let r = Reply::success(Method::REFRESH, txid).with(Attribute::Lifetime(0));
+            self.send_reply(&ft, &r, &seal);
+            self.remove_allocation(ft, super::EndReason::Deleted);
+            return;
+        }
+        let granted = match lifetime {
+            Some(s) => Duration::from_secs(u64::from(s)).min(self.config.max_lifetime),
+            None => self.config.default_lifetime,
+        };
+        alloc.expires = now + granted;
+        self.schedule(now + granted, Timer::Allocation(ft));
+        let r = Reply::success(Method::REFRESH, txid)
+            .with(Attribute::Lifetime(granted.as_secs() as u32));
+        self.send_reply(&ft, &r, &seal);
+    }
+
+    /// Whether a client may reach `peer`: `Ok(false)` by the policy,
+    /// `Ok(true)` only because it is a live allocation of this relay
+    /// (then each packet must be checked again), `Err` refused.
+    fn peer_allowed(&self, peer: &SocketAddr) -> Result<bool, ()> {
+        if self.policy.check(*peer).is_ok() {
+            Ok(false)
+        } else if self.relay_index.contains_key(peer) {
+            Ok(true)
+        } else {
+            Err(())
+        }
+    }
+
+    fn peers<'a>(msg: &Message<'a>) -> Result<Vec<SocketAddr>, ()> {
+        let mut out = Vec::new();
+        for a in msg.attributes() {
+            match a {
+                Ok(Attribute::XorPeerAddress(p)) => out.push(p),
+                Err(stun::Error::InvalidAttribute(attr::XOR_PEER_ADDRESS)) => return Err(()),
+                _ => {}
+            }
+            if out.len() > 64 {
+                return Err(());
+            }
+        }
+        if out.is_empty() {
+            Err(())
+        } else {
+            Ok(out)
+        }
+    }
+
+    fn create_permission(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
+        let txid = msg.transaction_id();
+        let Ok(peers) = Self::peers(msg) else {
+            self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 400, &seal);
+            return;
+        };
+        let mut own = Vec::with_capacity(peers.len());
+        for p in &peers {
+            if !self
+                .allocations
+                .get(&ft)
+                .is_some_and(|a| a.has_family(&p.ip()))
+            {
+                self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 443, &seal);
+                return;
+            }
+            match self.peer_allowed(p) {
+                Ok(o) => own.push(o),
+                Err(()) => {
+                    self.stats.peer_refused += 1;
+                    self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 403, &seal);
+                    return;
+                }
+            }
+        }
+        let max = self.config.limits.permissions_per_allocation as usize;
+        let Some(alloc) = self.allocations.get_mut(&ft) else {
+            return;
+        };
+        let new = peers
+            .iter()
+            .filter(|p| alloc.permission(&p.ip(), now).is_none())
+            .count();
+        if alloc.live_permissions(now) + new > max {
+            self.stats.capacity_refused += 1;
+            self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 508, &seal);
+            return;
+        }
+        for (p, o) in peers.iter().zip(own) {
+            alloc.install_permission(p.ip(), o, now);
+        }
+        let r = Reply::success(Method::CREATE_PERMISSION, txid);
+        self.send_reply(&ft, &r, &seal);
+    }
+
+    fn channel_bind(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
+        let txid = msg.transaction_id();
+        let number = match msg.get(attr::CHANNEL_NUMBER) {
+            Some(Ok(Attribute::ChannelNumber(n))) if stun::channel::is_valid_channel(n) => n,
+            _ => {
+                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+                return;
+            }
+        };
+        let peer = match msg.get(attr::XOR_PEER_ADDRESS) {
+            Some(Ok(Attribute::XorPeerAddress(p))) => p,
+            _ => {
+                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+                return;
+            }
+        };
+        let Some(alloc) = self.allocations.get(&ft) else {
+            return;
+        };
+        if alloc.protocol != RelayProtocol::Udp {
+            self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+            return;
+        }
+        if !alloc.has_family(&peer.ip()) {
+            self.reply_error(&ft, Method::CHANNEL_BIND, txid, 443, &seal);
+            return;
+        }
+        let max = self.config.limits.channels_per_allocation as usize;
+        let conflict = alloc.check_channel(number, peer, now, max);
+        let own = match self.peer_allowed(&peer) {
+            Ok(o) => o,
+            Err(()) => {
+                self.stats.peer_refused += 1;
+                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 403, &seal);
+                return;
+            }
+        };
+        match conflict {
+            Ok(()) => {}
+            Err(ChannelConflict::TooMany) => {
+                self.stats.capacity_refused += 1;
+                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 508, &seal);
+                return;
+            }
+            Err(_) => {
+                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+                return;
+            }
+        }
+        let Some(alloc) = self.allocations.get_mut(&ft) else {
+            return;
+        };
+        alloc.bind_channel(number, peer, now);
+        alloc.install_permission(peer.ip(), own, now);
+        let r = Reply::success(Method::CHANNEL_BIND, txid);
+        self.send_reply(&ft, &r, &seal);
+    }
+
+    fn connect(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
+        let txid = msg.transaction_id();
+        let peer = match msg.get(attr::XOR_PEER_ADDRESS) {
+            Some(Ok(Attribute::XorPeerAddress(p))) => p,
+            _ => {
+                self.reply_error(&ft, Method::CONNECT, txid, 400, &seal);
+                return;
+            }
+        };
+        let Some(alloc) = self.allocations.get(&ft) else {
+            return;
+        };
+        if alloc.protocol != RelayProtocol::Tcp {
+            self.reply_error(&ft, Method::CONNECT, txid, 400, &seal);
+            return;
+        }
+        let Some(relay) = alloc.relayed_for(&peer).map(|r| r.local) else {
+            self.reply_error(&ft, Method::CONNECT, txid, 443, &seal);
+            return;
+        };
+        let exists = alloc
+            .connections
+            .iter()
+            .any(|id| self.connections.get(id).is_some_and(|c| c.peer == peer));
+        let full =
+            alloc.connections.len() >= self.config.limits.connections_per_allocation as usize;
+        let own = match self.peer_allowed(&peer) {
+            Ok(o) => o,
+            Err(()) => {
+                self.stats.peer_refused += 1;
+                self.reply_error(&ft, Method::CONNECT, txid, 403, &seal);
+                return;
+            }
+        };
+        if exists {
+            self.reply_error(&ft, Method::CONNECT, txid, 446, &seal);
+            return;
+        }
+        if full {
+            self.stats.capacity_refused += 1;
+            self.reply_error(&ft, Method::CONNECT, txid, 508, &seal);
+            return;
+        }
+        let id = self.new_connection_id();
+        self.connections.insert(
+            id,
+            PeerConnection {
+                allocation: ft,
+                peer,
+                state: ConnState::Connecting { txid },
+                seal,
+            },
+        );
+        if let Some(a) = self.allocations.get_mut(&ft) {
+            a.connections.push(id);
+            a.install_permission(peer.ip(), own, now);
+        }
+        self.outputs.push_back(Output::ConnectPeer {
+            connection_id: id,
+            relay,
+            peer,
+        });
+    }
+
+    fn connection_bind(
+        &mut self,
+        _now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: Authed,
+        seal: Seal,
+    ) {
+        let txid = msg.transaction_id();
+        let id = match msg.get(attr::CONNECTION_ID) {
+            Some(Ok(Attribute::ConnectionId(id))) => id,
+            _ => {
+                self.reply_error(&ft, Method::CONNECTION_BIND, txid, 400, &seal);
+                return;
+            }
+        };
+        let bad_conn = !ft.transport.is_stream()
+            || self.allocations.contains_key(&ft)
+            || self.data_connections.contains_key(&ft);
+        let Some(conn) = self.connections.get(&id).filter(|_| !bad_conn) else {
+            self.reply_error(&ft, Method::CONNECTION_BIND, txid, 400, &seal);
+            return;
+        };
+        if !matches!(conn.state, ConnState::AwaitingBind { .. }) {
+            self.reply_error(&ft, Method::CONNECTION_BIND, txid, 400, &seal);
+            return;
+        }
+        let owner = self
+            .allocations
+            .get(&conn.allocation)
+            .map(|a| a.username.clone());
+        if owner.as_deref() != Some(&*auth.username) {
+            self.stats.auth_failure(AuthFailure::WrongCredentials);
+            self.reply_error(&ft, Method::CONNECTION_BIND, txid, 441, &seal);
+            return;
+        }
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.state = ConnState::Bound { data: ft };
+        }
+        self.data_connections.insert(ft, id);
+        let r = Reply::success(Method::CONNECTION_BIND, txid);
+        self.send_reply(&ft, &r, &seal);
+        self.outputs.push_back(Output::BindConnection {
+            connection_id: id,
+            data: ft,
+        });
+    }
+}

@@ -1,0 +1,1373 @@
+//! Server unit tests in simulated time: no sockets, no sleeps.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use stun::attr::{self, Attribute};
+use stun::{
+    AddressFamily, ChannelData, Class, Key, Message, MessageEncoder, MessageType, Method,
+    PasswordAlgorithm, TransactionId,
+};
+
+use super::*;
+use crate::auth::{rest_password, rest_username, Credentials};
+use crate::{FiveTuple, Transport};
+
+const REALM: &str = "test.realm";
+const UNIX0: u64 = 1_800_000_000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn relay_v4() -> IpAddr {
+    "192.0.2.10".parse().unwrap()
+}
+
+fn config() -> ServerConfig {
+    let creds = Credentials::new(
+        REALM,
+        [("alice", "alice-pw"), ("bob", "bob-pw")],
+        [b"rest-secret".to_vec(), b"old-secret".to_vec()],
+    )
+    .unwrap();
+    let mut c = ServerConfig::new(
+        creds,
+        RelayAddresses {
+            ipv4: Some(relay_v4()),
+            ipv6: Some("2001:db8::10".parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    c.ports = 50000..=50999;
+    c
+}
+
+/// A test client: builds requests, feeds them to the server in simulated
+/// time, and reads what comes back.
+struct H {
+    s: Server,
+    now: Instant,
+    ft: FiveTuple,
+    user: String,
+    password: String,
+    nonce: String,
+    realm: String,
+    algorithm: PasswordAlgorithm,
+    next_tx: u8,
+}
+
+fn ft(client: &str, transport: Transport) -> FiveTuple {
+    FiveTuple {
+        client: addr(client),
+        server: addr("192.0.2.1:3478"),
+        transport,
+    }
+}
+
+impl H {
+    fn new() -> Self {
+        Self::with(config())
+    }
+
+    fn with(c: ServerConfig) -> Self {
+        let now = Instant::now();
+        H {
+            s: Server::new(c, now, UNIX0),
+            now,
+            ft: ft("203.0.113.5:40000", Transport::Udp),
+            user: "alice".into(),
+            password: "alice-pw".into(),
+            nonce: String::new(),
+            realm: REALM.into(),
+            algorithm: PasswordAlgorithm::Md5,
+            next_tx: 0,
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+    }
+
+    fn txid(&mut self) -> TransactionId {
+        self.next_tx = self.next_tx.wrapping_add(1);
+        TransactionId([self.next_tx; 12])
+    }
+
+    fn key(&self) -> Key {
+        Key::long_term(self.algorithm, &self.user, &self.realm, &self.password).unwrap()
+    }
+
+    /// Encodes a request with `attrs`, authenticated if a nonce is known.
+    fn build(
+        &self,
+        method: Method,
+        txid: TransactionId,
+        attrs: &[Attribute<'_>],
+        auth: bool,
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let mut e =
+            MessageEncoder::new(&mut buf, MessageType::new(method, Class::Request), txid).unwrap();
+        for a in attrs {
+            e.push(a).unwrap();
+        }
+        if auth {
+            e.push(&Attribute::Username(&self.user)).unwrap();
+            e.push(&Attribute::Realm(&self.realm)).unwrap();
+            e.push(&Attribute::Nonce(&self.nonce)).unwrap();
+            if self.algorithm == PasswordAlgorithm::Sha256 {
+                e.push_password_algorithms(&[(2, &[]), (1, &[])]).unwrap();
+                e.push(&Attribute::PasswordAlgorithm(
+                    attr::PasswordAlgorithmEntry {
+                        algorithm: 2,
+                        params: &[],
+                    },
+                ))
+                .unwrap();
+                e.message_integrity_sha256(&self.key()).unwrap();
+            } else {
+                e.message_integrity(&self.key()).unwrap();
+            }
+        }
+        e.fingerprint().unwrap();
+        let n = e.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let r = self.s.handle_client_packet(self.now, self.ft, bytes);
+        assert!(r.is_none(), "a request produced data");
+    }
+
+    /// All outputs, binding relays as they are asked for.
+    fn outputs(&mut self) -> Vec<Output> {
+        let mut v = Vec::new();
+        while let Some(o) = self.s.poll_output() {
+            if let Output::BindRelay { token, .. } = &o {
+                let t = *token;
+                v.push(o);
+                self.s.relay_bound(self.now, t, Ok(()));
+                continue;
+            }
+            v.push(o);
+        }
+        v
+    }
+
+    /// The messages transmitted to `ft`.
+    fn replies(&mut self) -> Vec<Vec<u8>> {
+        let ft = self.ft;
+        self.outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Transmit {
+                    five_tuple,
+                    payload,
+                } if five_tuple == ft => Some(payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sends a request and returns the single reply.
+    fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> Vec<u8> {
+        let txid = self.txid();
+        let auth = !self.nonce.is_empty();
+        let req = self.build(method, txid, attrs, auth);
+        self.feed(&req);
+        let mut r = self.replies();
+        assert_eq!(r.len(), 1, "expected one reply to {method}");
+        let reply = r.remove(0);
+        let m = Message::parse(&reply).unwrap();
+        assert_eq!(m.transaction_id(), txid);
+        reply
+    }
+
+    /// Gets a nonce from a 401 challenge.
+    fn login(&mut self) {
+        self.nonce.clear();
+        let r = self.request(Method::ALLOCATE, &[Attribute::RequestedTransport(17)]);
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(code(&m), Some(401));
+        self.take_nonce(&m);
+    }
+
+    fn take_nonce(&mut self, m: &Message<'_>) {
+        match m.get(attr::NONCE) {
+            Some(Ok(Attribute::Nonce(n))) => self.nonce = n.to_string(),
+            other => panic!("no nonce: {other:?}"),
+        }
+    }
+
+    fn allocate_with(&mut self, attrs: &[Attribute<'_>]) -> Vec<u8> {
+        if self.nonce.is_empty() {
+            self.login();
+        }
+        self.request(Method::ALLOCATE, attrs)
+    }
+
+    /// Allocates and returns the relayed addresses.
+    fn allocate(&mut self) -> Vec<SocketAddr> {
+        let r = self.allocate_with(&[Attribute::RequestedTransport(17)]);
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.class(), Class::Success, "allocate failed: {:?}", code(&m));
+        m.verify_integrity(&self.key()).unwrap();
+        relayed(&m)
+    }
+
+    fn expect_code(&mut self, method: Method, attrs: &[Attribute<'_>], want: u16) {
+        let r = self.request(method, attrs);
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(code(&m), Some(want), "{method} {attrs:?}");
+    }
+
+    fn expect_ok(&mut self, method: Method, attrs: &[Attribute<'_>]) {
+        let r = self.request(method, attrs);
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.class(), Class::Success, "{method} failed: {:?}", code(&m));
+        m.verify_integrity(&self.key()).unwrap();
+    }
+
+    fn peer_data(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; PEER_DATA_HEADROOM + data.len() + PEER_DATA_TAILROOM];
+        buf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + data.len()].copy_from_slice(data);
+        let f = self
+            .s
+            .handle_peer_data(self.now, relay, peer, &mut buf, data.len())?;
+        assert_eq!(f.five_tuple, self.ft);
+        Some(buf[f.start..f.end].to_vec())
+    }
+}
+
+fn code(m: &Message<'_>) -> Option<u16> {
+    match m.get(attr::ERROR_CODE) {
+        Some(Ok(Attribute::ErrorCode(e))) => Some(e.code),
+        _ => None,
+    }
+}
+
+fn relayed(m: &Message<'_>) -> Vec<SocketAddr> {
+    m.attributes()
+        .filter_map(|a| match a {
+            Ok(Attribute::XorRelayedAddress(a)) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lifetime(m: &Message<'_>) -> Option<u32> {
+    match m.get(attr::LIFETIME) {
+        Some(Ok(Attribute::Lifetime(l))) => Some(l),
+        _ => None,
+    }
+}
+
+fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let typ = MessageType::new(Method::SEND, Class::Indication);
+    let mut e = MessageEncoder::new(&mut buf, typ, TransactionId([9; 12])).unwrap();
+    e.push(&Attribute::XorPeerAddress(peer)).unwrap();
+    e.push(&Attribute::Data(data)).unwrap();
+    let n = e.finish();
+    buf.truncate(n);
+    buf
+}
+
+fn channel_data(n: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 4 + data.len() + 4];
+    let len = ChannelData::encode(n, data, &mut b, false).unwrap();
+    b.truncate(len);
+    b
+}
+
+const PEER: &str = "198.18.0.1:1";
+
+fn public_peer() -> SocketAddr {
+    // Sans-IO tests send nothing; any address the default policy allows will do.
+    addr("93.184.216.34:5000")
+}
+
+#[test]
+fn binding_answers_with_the_reflexive_address() {
+    let mut h = H::new();
+    let r = h.request(Method::BINDING, &[]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    assert!(
+        matches!(m.get(attr::XOR_MAPPED_ADDRESS), Some(Ok(Attribute::XorMappedAddress(a))) if a == h.ft.client)
+    );
+    m.verify_fingerprint().unwrap();
+    assert!(
+        m.get(attr::SOFTWARE).is_none(),
+        "SOFTWARE is off by default"
+    );
+}
+
+#[test]
+fn challenge_then_allocate() {
+    let mut h = H::new();
+    let r = h.request(Method::ALLOCATE, &[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(401));
+    assert!(matches!(
+        m.get(attr::REALM),
+        Some(Ok(Attribute::Realm(REALM)))
+    ));
+    assert!(m.get(attr::PASSWORD_ALGORITHMS).is_some());
+    assert!(!m.has_integrity());
+    h.take_nonce(&m);
+    assert!(h.nonce.starts_with("obMatJos2"));
+    let r = h.request(Method::ALLOCATE, &[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    m.verify_integrity(&h.key()).unwrap();
+    let rel = relayed(&m);
+    assert_eq!(rel.len(), 1);
+    assert_eq!(rel[0].ip(), relay_v4());
+    assert!((50000..=50999).contains(&rel[0].port()));
+    assert_eq!(lifetime(&m), Some(600));
+    assert!(
+        matches!(m.get(attr::XOR_MAPPED_ADDRESS), Some(Ok(Attribute::XorMappedAddress(a))) if a == h.ft.client)
+    );
+    assert_eq!(h.s.allocation_count(), 1);
+    assert_eq!(h.s.stats().allocations_created[0], 1);
+    assert_eq!(h.s.stats().challenges, 1);
+}
+
+#[test]
+fn wrong_password_is_401_and_counted() {
+    let mut h = H::new();
+    h.login();
+    h.password = "wrong".into();
+    // The server's 401 carries no integrity; read it raw.
+    let txid = h.txid();
+    let req = h.build(
+        Method::ALLOCATE,
+        txid,
+        &[Attribute::RequestedTransport(17)],
+        true,
+    );
+    h.feed(&req);
+    let r = h.replies();
+    let m = Message::parse(&r[0]).unwrap();
+    assert_eq!(code(&m), Some(401));
+    assert_eq!(h.s.stats().auth_failures_for(AuthFailure::BadIntegrity), 1);
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn unknown_user_and_wrong_realm() {
+    let mut h = H::new();
+    h.login();
+    h.user = "mallory".into();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 401);
+    assert_eq!(h.s.stats().auth_failures_for(AuthFailure::UnknownUser), 1);
+    h.user = "alice".into();
+    h.realm = "other.realm".into();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 401);
+    assert_eq!(h.s.stats().auth_failures_for(AuthFailure::WrongRealm), 1);
+}
+
+#[test]
+fn stale_nonce_is_438_and_the_new_nonce_works() {
+    let mut h = H::new();
+    h.login();
+    h.advance(Duration::from_secs(601));
+    let r = h.request(Method::ALLOCATE, &[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(438));
+    assert_eq!(h.s.stats().auth_failures_for(AuthFailure::StaleNonce), 1);
+    h.take_nonce(&m);
+    h.allocate();
+}
+
+#[test]
+fn nonce_is_bound_to_the_client_address() {
+    let mut h = H::new();
+    h.login();
+    h.ft = ft("203.0.113.6:40000", Transport::Udp);
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 438);
+}
+
+#[test]
+fn rest_credentials_valid_rotated_and_expired() {
+    let mut h = H::new();
+    h.user = rest_username(UNIX0 + 100, Some("abc"));
+    h.password = rest_password(b"rest-secret", &h.user);
+    h.allocate();
+    // The old secret still works (rotation).
+    let mut h = H::new();
+    h.user = rest_username(UNIX0 + 100, None);
+    h.password = rest_password(b"old-secret", &h.user);
+    h.allocate();
+    // Expired once the clock passes the expiry.
+    let mut h = H::new();
+    h.user = rest_username(UNIX0 + 100, Some("abc"));
+    h.password = rest_password(b"rest-secret", &h.user);
+    h.login();
+    h.advance(Duration::from_secs(101));
+    let r = h.request(Method::ALLOCATE, &[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(401));
+    assert_eq!(h.s.stats().auth_failures_for(AuthFailure::Expired), 1);
+}
+
+#[test]
+fn sha256_password_algorithm() {
+    let mut h = H::new();
+    h.login();
+    h.algorithm = PasswordAlgorithm::Sha256;
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    m.verify_integrity_sha256(&h.key()).unwrap();
+}
+
+#[test]
+fn userhash_authenticates_static_users() {
+    let mut h = H::new();
+    h.login();
+    let txid = h.txid();
+    let mut buf = vec![0u8; 1024];
+    let mut e = MessageEncoder::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        txid,
+    )
+    .unwrap();
+    e.push(&Attribute::RequestedTransport(17)).unwrap();
+    e.push(&Attribute::UserHash(stun::integrity::userhash(
+        "alice", REALM,
+    )))
+    .unwrap();
+    e.push(&Attribute::Realm(REALM)).unwrap();
+    e.push(&Attribute::Nonce(&h.nonce)).unwrap();
+    e.message_integrity(&h.key()).unwrap();
+    let n = e.finish();
+    h.feed(&buf[..n]);
+    let r = h.replies();
+    let m = Message::parse(&r[0]).unwrap();
+    assert_eq!(m.class(), Class::Success, "{:?}", code(&m));
+}
+
+#[test]
+fn missing_attributes_are_400() {
+    let mut h = H::new();
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[], 400);
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(99)], 442);
+    // TCP relaying needs a TCP/TLS control connection.
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(6)], 400);
+    let both = [
+        Attribute::RequestedTransport(17),
+        Attribute::RequestedAddressFamily(AddressFamily::V4),
+        Attribute::AdditionalAddressFamily(AddressFamily::V6),
+    ];
+    h.expect_code(Method::ALLOCATE, &both, 400);
+    let token_and_even = [
+        Attribute::RequestedTransport(17),
+        Attribute::EvenPort(false),
+        Attribute::ReservationToken([1; 8]),
+    ];
+    h.expect_code(Method::ALLOCATE, &token_and_even, 400);
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_is_420() {
+    let mut h = H::new();
+    h.login();
+    let attrs = [
+        Attribute::RequestedTransport(17),
+        Attribute::Unknown {
+            typ: 0x7777,
+            value: b"x",
+        },
+        Attribute::Unknown {
+            typ: 0xC001,
+            value: b"optional",
+        },
+    ];
+    let r = h.request(Method::ALLOCATE, &attrs);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(420));
+    match m.get(attr::UNKNOWN_ATTRIBUTES) {
+        Some(Ok(Attribute::UnknownAttributes(u))) => {
+            assert_eq!(u.iter().collect::<Vec<_>>(), vec![0x7777])
+        }
+        other => panic!("{other:?}"),
+    }
+    // Optional unknown attributes alone are ignored.
+    let attrs = [
+        Attribute::RequestedTransport(17),
+        Attribute::Unknown {
+            typ: 0xC001,
+            value: b"optional",
+        },
+    ];
+    h.expect_ok(Method::ALLOCATE, &attrs);
+}
+
+#[test]
+fn allocation_mismatch_and_retransmission() {
+    let mut h = H::new();
+    h.login();
+    let txid = h.txid();
+    let req = h.build(
+        Method::ALLOCATE,
+        txid,
+        &[Attribute::RequestedTransport(17)],
+        true,
+    );
+    h.feed(&req);
+    let first = h.replies();
+    h.feed(&req);
+    let again = h.replies();
+    let a = Message::parse(&first[0]).unwrap();
+    let b = Message::parse(&again[0]).unwrap();
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(b.class(), Class::Success);
+    assert_eq!(relayed(&a), relayed(&b));
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 437);
+    assert_eq!(h.s.allocation_count(), 1);
+}
+
+#[test]
+fn allocation_expires_in_simulated_time() {
+    let mut h = H::new();
+    let relay = h.allocate()[0];
+    h.advance(Duration::from_secs(599));
+    assert_eq!(h.s.allocation_count(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.s.allocation_count(), 0);
+    let out = h.outputs();
+    assert!(out.contains(&Output::ReleaseRelay {
+        addr: relay,
+        protocol: RelayProtocol::Udp
+    }));
+    assert!(out.contains(&Output::AllocationEnded {
+        five_tuple: h.ft,
+        reason: EndReason::Expired
+    }));
+    assert_eq!(h.s.stats().allocations_current[0], 0);
+    h.expect_code(Method::REFRESH, &[], 437);
+}
+
+#[test]
+fn refresh_extends_caps_and_deletes() {
+    let mut h = H::new();
+    h.allocate();
+    h.advance(Duration::from_secs(500));
+    let r = h.request(Method::REFRESH, &[Attribute::Lifetime(100_000)]);
+    assert_eq!(lifetime(&Message::parse(&r).unwrap()), Some(3600));
+    h.advance(Duration::from_secs(3599));
+    assert_eq!(h.s.allocation_count(), 1);
+    h.login();
+    let r = h.request(Method::REFRESH, &[]);
+    assert_eq!(lifetime(&Message::parse(&r).unwrap()), Some(600));
+    let r = h.request(Method::REFRESH, &[Attribute::Lifetime(0)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    assert_eq!(lifetime(&m), Some(0));
+    assert_eq!(h.s.allocation_count(), 0);
+    assert_eq!(h.s.stats().allocations_current, [0, 0, 0]);
+}
+
+#[test]
+fn requested_lifetime_on_allocate() {
+    let mut h = H::new();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17), Attribute::Lifetime(30)]);
+    // Below the default: the default applies.
+    assert_eq!(lifetime(&Message::parse(&r).unwrap()), Some(600));
+    let mut h = H::new();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17), Attribute::Lifetime(1200)]);
+    assert_eq!(lifetime(&Message::parse(&r).unwrap()), Some(1200));
+}
+
+#[test]
+fn wrong_user_on_existing_allocation_is_441() {
+    let mut h = H::new();
+    h.allocate();
+    h.user = "bob".into();
+    h.password = "bob-pw".into();
+    h.expect_code(Method::REFRESH, &[], 441);
+    assert_eq!(
+        h.s.stats().auth_failures_for(AuthFailure::WrongCredentials),
+        1
+    );
+}
+
+#[test]
+fn permission_lifetime_and_data_both_ways() {
+    let mut h = H::new();
+    let relay = h.allocate()[0];
+    let peer = public_peer();
+    // No permission yet: Send is dropped, peer data too.
+    assert!(h
+        .s
+        .handle_client_packet(h.now, h.ft, &send_indication(peer, b"x"))
+        .is_none());
+    assert!(h.peer_data(relay, peer, b"in").is_none());
+    assert_eq!(h.s.stats().dropped_no_permission, 2);
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    let pkt = send_indication(peer, b"hello");
+    let s = h.s.handle_client_packet(h.now, h.ft, &pkt).unwrap();
+    assert_eq!((s.relay, s.peer, s.data), (relay, peer, &b"hello"[..]));
+    // Peer → client without a channel: a Data indication.
+    let out = h.peer_data(relay, peer, b"world").unwrap();
+    let m = Message::parse(&out).unwrap();
+    assert_eq!((m.method(), m.class()), (Method::DATA, Class::Indication));
+    assert!(
+        matches!(m.get(attr::XOR_PEER_ADDRESS), Some(Ok(Attribute::XorPeerAddress(p))) if p == peer)
+    );
+    assert!(matches!(
+        m.get(attr::DATA),
+        Some(Ok(Attribute::Data(b"world")))
+    ));
+    // The permission covers the IP, any port.
+    let other_port = SocketAddr::new(peer.ip(), 6000);
+    assert!(h
+        .s
+        .handle_client_packet(h.now, h.ft, &send_indication(other_port, b"x"))
+        .is_some());
+    // It lasts 300 s.
+    h.advance(Duration::from_secs(299));
+    assert!(h.peer_data(relay, peer, b"x").is_some());
+    h.advance(Duration::from_secs(1));
+    assert!(h.peer_data(relay, peer, b"x").is_none());
+    assert!(h.s.handle_client_packet(h.now, h.ft, &pkt).is_none());
+    // Refreshing reinstates it.
+    h.login();
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    assert!(h.peer_data(relay, peer, b"x").is_some());
+    assert_eq!(h.s.stats().packets_to_peer, 2);
+}
+
+#[test]
+fn channels_bind_relay_expire_and_cool_down() {
+    let mut h = H::new();
+    let relay = h.allocate()[0];
+    let peer = public_peer();
+    let bind = |n: u16, p: SocketAddr| [Attribute::ChannelNumber(n), Attribute::XorPeerAddress(p)];
+    h.expect_code(Method::CHANNEL_BIND, &bind(0x3FFF, peer), 400);
+    h.expect_code(Method::CHANNEL_BIND, &bind(0x5000, peer), 400);
+    h.expect_ok(Method::CHANNEL_BIND, &bind(0x4000, peer));
+    // Client → peer over the channel, zero copy.
+    let cd = channel_data(0x4000, b"media");
+    let s = h.s.handle_client_packet(h.now, h.ft, &cd).unwrap();
+    assert_eq!((s.relay, s.peer, s.data), (relay, peer, &b"media"[..]));
+    // Unknown channel: dropped.
+    assert!(h
+        .s
+        .handle_client_packet(h.now, h.ft, &channel_data(0x4001, b"x"))
+        .is_none());
+    assert_eq!(h.s.stats().dropped_no_channel, 1);
+    // Peer → client: ChannelData, unpadded over UDP.
+    let out = h.peer_data(relay, peer, b"abcde").unwrap();
+    assert_eq!(out, [0x40, 0x00, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e']);
+    // Uniqueness rules.
+    let other = addr("93.184.216.35:5000");
+    h.expect_code(Method::CHANNEL_BIND, &bind(0x4000, other), 400);
+    h.expect_code(Method::CHANNEL_BIND, &bind(0x4001, peer), 400);
+    // Re-binding the same pair refreshes.
+    h.advance(Duration::from_secs(299));
+    h.login();
+    h.expect_ok(Method::CHANNEL_BIND, &bind(0x4000, peer));
+    // The permission (300 s) is refreshed separately; ChannelData needs it too.
+    h.advance(Duration::from_secs(290));
+    h.login();
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    h.expect_ok(Method::REFRESH, &[]);
+    h.advance(Duration::from_secs(299));
+    let r = h.s.handle_client_packet(h.now, h.ft, &cd); assert!(r.is_some(), "{:?}", h.s.stats());
+    h.login();
+    h.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(peer)]);
+    h.expect_ok(Method::REFRESH, &[]);
+    // The binding made at t=299 s ends at t=899 s.
+    h.advance(Duration::from_secs(10));
+    assert!(h.s.handle_client_packet(h.now, h.ft, &cd).is_some());
+    h.advance(Duration::from_secs(1));
+    assert!(
+        h.s.handle_client_packet(h.now, h.ft, &cd).is_none(),
+        "channel expired"
+    );
+    // Within the 5-minute cooldown the number cannot go to another peer.
+    h.login();
+    h.expect_code(Method::CHANNEL_BIND, &bind(0x4000, other), 400);
+    h.advance(Duration::from_secs(300));
+    h.login();
+    h.expect_ok(Method::CHANNEL_BIND, &bind(0x4000, other));
+}
+
+#[test]
+fn channel_data_is_padded_on_streams() {
+    let mut h = H::new();
+    h.ft = ft("203.0.113.5:40000", Transport::Tcp);
+    let relay = h.allocate()[0];
+    let peer = public_peer();
+    h.expect_ok(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4abc),
+            Attribute::XorPeerAddress(peer),
+        ],
+    );
+    let out = h.peer_data(relay, peer, b"abcde").unwrap();
+    assert_eq!(out.len(), 12);
+    assert_eq!(&out[..9], &[0x4a, 0xbc, 0, 5, b'a', b'b', b'c', b'd', b'e']);
+    // Data indications are padded too (attribute padding).
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr("93.184.216.36:1"))],
+    );
+    let out = h.peer_data(relay, addr("93.184.216.36:1"), b"abc").unwrap();
+    assert_eq!(out.len() % 4, 0);
+    assert!(Message::parse(&out).is_ok());
+}
+
+#[test]
+fn peer_policy_refuses_private_and_own_addresses() {
+    let mut h = H::new();
+    let relay = h.allocate()[0];
+    for p in [
+        "127.0.0.1:5000",
+        "10.0.0.1:5000",
+        "169.254.169.254:80",
+        "0.0.0.0:5000",
+        "192.168.1.1:5000",
+        "[::1]:5000",
+        "[::ffff:127.0.0.1]:5000",
+        "[fe80::1]:5000",
+        PEER,
+    ] {
+        let p = addr(p);
+        if p.is_ipv4() {
+            h.expect_code(
+                Method::CREATE_PERMISSION,
+                &[Attribute::XorPeerAddress(p)],
+                403,
+            );
+            h.expect_code(
+                Method::CHANNEL_BIND,
+                &[
+                    Attribute::ChannelNumber(0x4000),
+                    Attribute::XorPeerAddress(p),
+                ],
+                403,
+            );
+        } else {
+            // An IPv6 peer on an IPv4-only allocation: family mismatch first.
+            h.expect_code(
+                Method::CREATE_PERMISSION,
+                &[Attribute::XorPeerAddress(p)],
+                443,
+            );
+        }
+    }
+    // Another port on the relay's own address is refused...
+    let own_other = SocketAddr::new(relay.ip(), relay.port() ^ 1);
+    h.expect_code(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(own_other)],
+        403,
+    );
+    assert!(h.s.stats().peer_refused >= 10);
+    // ... and nothing is relayed to refused peers.
+    assert!(h
+        .s
+        .handle_client_packet(h.now, h.ft, &send_indication(addr("10.0.0.1:5000"), b"x"))
+        .is_none());
+}
+
+#[test]
+fn a_live_allocation_on_this_relay_is_a_valid_peer() {
+    let mut c = config();
+    c.relay.ipv4 = Some("127.0.0.1".parse().unwrap());
+    let mut h = H::with(c);
+    let relay_a = h.allocate()[0];
+    let ft_a = h.ft;
+    // A second client, a second allocation on the same (loopback) relay IP.
+    h.ft = ft("203.0.113.9:40000", Transport::Udp);
+    h.nonce.clear();
+    h.user = "bob".into();
+    h.password = "bob-pw".into();
+    let relay_b = h.allocate()[0];
+    assert_eq!(relay_a.ip(), relay_b.ip());
+    // B may reach A's relayed address, but no other port on that IP.
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(relay_a)],
+    );
+    let pkt = send_indication(relay_a, b"hi");
+    let s = h.s.handle_client_packet(h.now, h.ft, &pkt).unwrap();
+    assert_eq!((s.relay, s.peer), (relay_b, relay_a));
+    let stray = SocketAddr::new(relay_a.ip(), 1);
+    assert!(h
+        .s
+        .handle_client_packet(h.now, h.ft, &send_indication(stray, b"x"))
+        .is_none());
+    // Internal delivery route: to A's socket, seen as coming from B's relayed address.
+    assert_eq!(
+        h.s.internal_route(relay_b, relay_a),
+        Some((relay_a, relay_b))
+    );
+    // Once A is gone, B's permission no longer reaches that address.
+    h.ft = ft_a;
+    h.user = "alice".into();
+    h.password = "alice-pw".into();
+    h.nonce.clear();
+    h.login();
+    h.expect_ok(Method::REFRESH, &[Attribute::Lifetime(0)]);
+    h.ft = ft("203.0.113.9:40000", Transport::Udp);
+    assert!(h
+        .s
+        .handle_client_packet(h.now, h.ft, &send_indication(relay_a, b"x"))
+        .is_none());
+}
+
+#[test]
+fn dangerous_loopback_switch_allows_loopback_peers() {
+    let mut c = config();
+    c.policy = crate::policy::PeerPolicy::default().dangerous_allow_loopback_peers(true);
+    let mut h = H::with(c);
+    h.allocate();
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr("127.0.0.1:9"))],
+    );
+    h.expect_code(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr("10.0.0.1:9"))],
+        403,
+    );
+}
+
+#[test]
+fn quotas_are_486() {
+    let mut c = config();
+    c.limits.allocations_per_user = 2;
+    let mut h = H::with(c);
+    for i in 0..2 {
+        h.ft = ft(&format!("203.0.113.5:{}", 40000 + i), Transport::Udp);
+        h.nonce.clear();
+        h.allocate();
+    }
+    h.ft = ft("203.0.113.5:40009", Transport::Udp);
+    h.nonce.clear();
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 486);
+    assert_eq!(h.s.stats().quota_refused, 1);
+    // Another user is not affected; the total quota is.
+    let mut c = config();
+    c.limits.allocations_total = 1;
+    let mut h = H::with(c);
+    h.allocate();
+    h.ft = ft("203.0.113.77:1", Transport::Udp);
+    h.nonce.clear();
+    h.user = "bob".into();
+    h.password = "bob-pw".into();
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 486);
+}
+
+#[test]
+fn per_ip_quota() {
+    let mut c = config();
+    c.limits.allocations_per_ip = 1;
+    let mut h = H::with(c);
+    h.allocate();
+    h.ft = ft("203.0.113.5:40001", Transport::Udp);
+    h.user = "bob".into();
+    h.password = "bob-pw".into();
+    h.nonce.clear();
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 486);
+}
+
+#[test]
+fn even_port_and_reservation_token() {
+    let mut h = H::new();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17), Attribute::EvenPort(true)]);
+    let m = Message::parse(&r).unwrap();
+    let port = relayed(&m)[0].port();
+    assert_eq!(port % 2, 0);
+    let token = match m.get(attr::RESERVATION_TOKEN) {
+        Some(Ok(Attribute::ReservationToken(t))) => t,
+        other => panic!("{other:?}"),
+    };
+    // A second client uses the token and gets port + 1.
+    h.ft = ft("203.0.113.5:40001", Transport::Udp);
+    h.nonce.clear();
+    let r = h.allocate_with(&[
+        Attribute::RequestedTransport(17),
+        Attribute::ReservationToken(token),
+    ]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(relayed(&m)[0].port(), port + 1);
+    // A token works once; an unknown one is 508.
+    h.ft = ft("203.0.113.5:40002", Transport::Udp);
+    h.nonce.clear();
+    h.login();
+    h.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        508,
+    );
+}
+
+#[test]
+fn reservation_expires_after_30s() {
+    let mut h = H::new();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17), Attribute::EvenPort(true)]);
+    let m = Message::parse(&r).unwrap();
+    let Some(Ok(Attribute::ReservationToken(token))) = m.get(attr::RESERVATION_TOKEN) else {
+        panic!()
+    };
+    h.advance(Duration::from_secs(31));
+    h.ft = ft("203.0.113.5:40001", Transport::Udp);
+    h.nonce.clear();
+    h.login();
+    h.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        508,
+    );
+}
+
+#[test]
+fn dual_stack_and_address_families() {
+    let mut h = H::new();
+    let r = h.allocate_with(&[
+        Attribute::RequestedTransport(17),
+        Attribute::AdditionalAddressFamily(AddressFamily::V6),
+    ]);
+    let rel = relayed(&Message::parse(&r).unwrap());
+    assert_eq!(rel.len(), 2);
+    assert!(rel[0].is_ipv4() && rel[1].is_ipv6());
+    // IPv6 only.
+    let mut h = H::new();
+    let r = h.allocate_with(&[
+        Attribute::RequestedTransport(17),
+        Attribute::RequestedAddressFamily(AddressFamily::V6),
+    ]);
+    let rel = relayed(&Message::parse(&r).unwrap());
+    assert_eq!(rel.len(), 1);
+    assert!(rel[0].is_ipv6());
+    // An IPv4 peer on an IPv6 allocation: 443.
+    h.expect_code(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(public_peer())],
+        443,
+    );
+    h.expect_code(
+        Method::REFRESH,
+        &[Attribute::RequestedAddressFamily(AddressFamily::V4)],
+        443,
+    );
+    // No IPv6 relay address configured.
+    let mut c = config();
+    c.relay.ipv6 = None;
+    let mut h = H::with(c.clone());
+    h.login();
+    h.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::RequestedAddressFamily(AddressFamily::V6),
+        ],
+        440,
+    );
+    let mut h = H::with(c);
+    let r = h.allocate_with(&[
+        Attribute::RequestedTransport(17),
+        Attribute::AdditionalAddressFamily(AddressFamily::V6),
+    ]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    assert_eq!(relayed(&m).len(), 1);
+    assert!(matches!(
+        m.get(attr::ADDRESS_ERROR_CODE),
+        Some(Ok(Attribute::AddressErrorCode(e))) if e.code == 440 && e.family == AddressFamily::V6
+    ));
+}
+
+#[test]
+fn external_address_is_advertised_but_local_is_bound() {
+    let mut c = config();
+    c.relay.external_ipv4 = Some("198.51.100.77".parse().unwrap());
+    let mut h = H::with(c);
+    h.login();
+    let txid = h.txid();
+    let req = h.build(
+        Method::ALLOCATE,
+        txid,
+        &[Attribute::RequestedTransport(17)],
+        true,
+    );
+    h.feed(&req);
+    let mut bound = None;
+    while let Some(o) = h.s.poll_output() {
+        if let Output::BindRelay { token, addrs, .. } = o {
+            bound = Some(addrs[0]);
+            h.s.relay_bound(h.now, token, Ok(()));
+        }
+    }
+    let bound = bound.unwrap();
+    assert_eq!(bound.ip(), relay_v4());
+    let r = h.replies();
+    let _ = r;
+    assert!(h.s.is_relay_address(&SocketAddr::new(
+        "198.51.100.77".parse().unwrap(),
+        bound.port()
+    )));
+}
+
+#[test]
+fn bind_failures_retry_then_508() {
+    let mut h = H::new();
+    h.login();
+    let txid = h.txid();
+    let req = h.build(
+        Method::ALLOCATE,
+        txid,
+        &[Attribute::RequestedTransport(17)],
+        true,
+    );
+    h.feed(&req);
+    let mut binds = 0;
+    let mut reply = None;
+    for _ in 0..10 {
+        match h.s.poll_output() {
+            Some(Output::BindRelay { token, addrs, .. }) => {
+                binds += 1;
+                h.s.relay_bound(h.now, token, Err(addrs[0]));
+            }
+            Some(Output::Transmit { payload, .. }) => reply = Some(payload),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(binds, 3);
+    let r = reply.unwrap();
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(508));
+    assert_eq!(h.s.allocation_count(), 0);
+    // The quota taken for the attempt was given back.
+    assert!(h.s.per_user.is_empty());
+}
+
+#[test]
+fn port_exhaustion_is_508() {
+    let mut c = config();
+    c.ports = 50000..=50000;
+    c.limits.allocations_per_ip = 10;
+    let mut h = H::with(c);
+    h.allocate();
+    h.ft = ft("203.0.113.5:40001", Transport::Udp);
+    h.nonce.clear();
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 508);
+    assert_eq!(h.s.stats().capacity_refused, 1);
+}
+
+#[test]
+fn unauthenticated_answers_are_rate_limited_on_udp_only() {
+    let mut c = config();
+    c.limits.unauthenticated_rate = 10;
+    c.limits.unauthenticated_burst = 20;
+    let mut h = H::with(c);
+    let mut answered = 0;
+    for i in 0..200u32 {
+        let txid = TransactionId([(i % 251) as u8; 12]);
+        let req = h.build(Method::BINDING, txid, &[], false);
+        h.feed(&req);
+        answered += h.replies().len();
+    }
+    assert_eq!(answered, 20);
+    assert_eq!(h.s.stats().rate_limited, 180);
+    // The bucket refills.
+    h.advance(Duration::from_secs(1));
+    let req = h.build(Method::BINDING, TransactionId([1; 12]), &[], false);
+    h.feed(&req);
+    assert_eq!(h.replies().len(), 1);
+    // 401 challenges count against the same bucket.
+    for _ in 0..50 {
+        let req = h.build(
+            Method::ALLOCATE,
+            TransactionId([2; 12]),
+            &[Attribute::RequestedTransport(17)],
+            false,
+        );
+        h.feed(&req);
+    }
+    assert!(h.replies().len() <= 10);
+    // Streams are not limited.
+    h.ft = ft("203.0.113.5:40001", Transport::Tls);
+    for _ in 0..100 {
+        let req = h.build(Method::BINDING, TransactionId([3; 12]), &[], false);
+        h.feed(&req);
+    }
+    assert_eq!(h.replies().len(), 100);
+}
+
+#[test]
+fn client_disconnect_ends_stream_allocations() {
+    let mut h = H::new();
+    h.ft = ft("203.0.113.5:40000", Transport::Tls);
+    h.allocate();
+    assert_eq!(h.s.stats().allocations_current[2], 1);
+    h.s.client_disconnected(h.now, h.ft);
+    assert_eq!(h.s.allocation_count(), 0);
+    assert!(h.outputs().iter().any(|o| matches!(
+        o,
+        Output::AllocationEnded {
+            reason: EndReason::Disconnected,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn rfc6062_connect_and_connection_bind() {
+    let mut h = H::new();
+    h.ft = ft("203.0.113.5:40000", Transport::Tcp);
+    let r = h.allocate_with(&[Attribute::RequestedTransport(6)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    let relay = relayed(&m)[0];
+    let peer = public_peer();
+    // ChannelBind and Send make no sense on a TCP allocation.
+    h.expect_code(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4000),
+            Attribute::XorPeerAddress(peer),
+        ],
+        400,
+    );
+    // Connect: the driver is asked to connect; the answer waits for it.
+    let txid = h.txid();
+    let req = h.build(
+        Method::CONNECT,
+        txid,
+        &[Attribute::XorPeerAddress(peer)],
+        true,
+    );
+    h.feed(&req);
+    let out = h.outputs();
+    let id = match out.as_slice() {
+        [Output::ConnectPeer {
+            connection_id,
+            relay: r,
+            peer: p,
+        }] => {
+            assert_eq!((*r, *p), (relay, peer));
+            *connection_id
+        }
+        other => panic!("{other:?}"),
+    };
+    // A second Connect to the same peer: 446.
+    h.expect_code(Method::CONNECT, &[Attribute::XorPeerAddress(peer)], 446);
+    h.s.peer_connect_result(h.now, id, true);
+    let r = h.replies();
+    let m = Message::parse(&r[0]).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    assert!(matches!(m.get(attr::CONNECTION_ID), Some(Ok(Attribute::ConnectionId(x))) if x == id));
+    // ConnectionBind on a new data connection.
+    let control = h.ft;
+    h.ft = ft("203.0.113.5:40001", Transport::Tcp);
+    h.expect_code(
+        Method::CONNECTION_BIND,
+        &[Attribute::ConnectionId(id ^ 1)],
+        400,
+    );
+    let txid = h.txid();
+    let req = h.build(
+        Method::CONNECTION_BIND,
+        txid,
+        &[Attribute::ConnectionId(id)],
+        true,
+    );
+    h.feed(&req);
+    let out = h.outputs();
+    assert!(
+        matches!(&out[0], Output::Transmit { five_tuple, payload } if *five_tuple == h.ft && Message::parse(payload).unwrap().class() == Class::Success)
+    );
+    assert_eq!(
+        out[1],
+        Output::BindConnection {
+            connection_id: id,
+            data: h.ft
+        }
+    );
+    // Binding twice is refused.
+    h.expect_code(Method::CONNECTION_BIND, &[Attribute::ConnectionId(id)], 400);
+    // Closing the data connection closes the peer connection.
+    h.s.client_disconnected(h.now, h.ft);
+    assert!(h
+        .outputs()
+        .contains(&Output::ClosePeerConnection { connection_id: id }));
+    // The allocation is still there; its control connection closing ends it.
+    h.s.client_disconnected(h.now, control);
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn rfc6062_failed_connect_is_447_and_policy_applies() {
+    let mut h = H::new();
+    h.ft = ft("203.0.113.5:40000", Transport::Tls);
+    h.allocate_with(&[Attribute::RequestedTransport(6)]);
+    h.expect_code(
+        Method::CONNECT,
+        &[Attribute::XorPeerAddress(addr("127.0.0.1:22"))],
+        403,
+    );
+    h.expect_code(
+        Method::CONNECT,
+        &[Attribute::XorPeerAddress(addr("10.1.2.3:22"))],
+        403,
+    );
+    let txid = h.txid();
+    let req = h.build(
+        Method::CONNECT,
+        txid,
+        &[Attribute::XorPeerAddress(public_peer())],
+        true,
+    );
+    h.feed(&req);
+    let id = match h.outputs().as_slice() {
+        [Output::ConnectPeer { connection_id, .. }] => *connection_id,
+        other => panic!("{other:?}"),
+    };
+    h.s.peer_connect_result(h.now, id, false);
+    let r = h.replies();
+    assert_eq!(code(&Message::parse(&r[0]).unwrap()), Some(447));
+}
+
+#[test]
+fn rfc6062_incoming_connection_attempt_and_timeout() {
+    let mut h = H::new();
+    h.ft = ft("203.0.113.5:40000", Transport::Tcp);
+    let r = h.allocate_with(&[Attribute::RequestedTransport(6)]);
+    let relay = relayed(&Message::parse(&r).unwrap())[0];
+    let peer = public_peer();
+    // Without a permission the connection is refused.
+    assert_eq!(h.s.peer_connection_incoming(h.now, relay, peer), None);
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    let id = h.s.peer_connection_incoming(h.now, relay, peer).unwrap();
+    let r = h.replies();
+    let m = Message::parse(&r[0]).unwrap();
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::CONNECTION_ATTEMPT, Class::Indication)
+    );
+    assert!(matches!(m.get(attr::CONNECTION_ID), Some(Ok(Attribute::ConnectionId(x))) if x == id));
+    assert!(
+        matches!(m.get(attr::XOR_PEER_ADDRESS), Some(Ok(Attribute::XorPeerAddress(p))) if p == peer)
+    );
+    // No ConnectionBind within 30 s: closed.
+    h.advance(Duration::from_secs(29));
+    assert!(h.outputs().is_empty());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.outputs(),
+        vec![Output::ClosePeerConnection { connection_id: id }]
+    );
+}
+
+#[test]
+fn garbage_never_panics_and_is_counted() {
+    let mut h = H::new();
+    h.allocate();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = h.build(
+        Method::ALLOCATE,
+        TransactionId([5; 12]),
+        &[Attribute::RequestedTransport(17)],
+        true,
+    );
+    for i in 0..20_000 {
+        let mut pkt = if i % 2 == 0 {
+            let len = (next() % 200) as usize;
+            (0..len).map(|_| next() as u8).collect::<Vec<u8>>()
+        } else {
+            let mut v = valid.clone();
+            let at = (next() as usize) % v.len();
+            v[at] ^= (next() as u8) | 1;
+            v.truncate(((next() as usize) % (v.len() + 1)).max(at));
+            v
+        };
+        if i % 3 == 0 && !pkt.is_empty() {
+            pkt[0] = 0x40 | (pkt[0] & 0x0f);
+        }
+        let _ = h.s.handle_client_packet(h.now, h.ft, &pkt);
+        let mut buf = vec![0u8; PEER_DATA_HEADROOM + pkt.len() + PEER_DATA_TAILROOM];
+        buf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let _ = h.s.handle_peer_data(
+            h.now,
+            addr("192.0.2.10:50000"),
+            public_peer(),
+            &mut buf,
+            pkt.len(),
+        );
+        while h.s.poll_output().is_some() {}
+    }
+    assert!(h.s.stats().malformed > 1000);
+    assert_eq!(h.s.allocation_count(), 1);
+    // A too-small buffer is refused, not a panic.
+    let mut small = [0u8; 10];
+    assert!(h
+        .s
+        .handle_peer_data(
+            h.now,
+            addr("192.0.2.10:50000"),
+            public_peer(),
+            &mut small,
+            8
+        )
+        .is_none());
+}
+
+#[test]
+fn poll_timeout_tracks_the_earliest_deadline() {
+    let mut h = H::new();
+    h.allocate();
+    let t = h.s.poll_timeout().unwrap();
+    assert!(t <= h.now + Duration::from_secs(600));
+    // Run the timer loop to the allocation's expiry, bounded.
+    for _ in 0..200 {
+        let Some(t) = h.s.poll_timeout() else { break };
+        if h.s.allocation_count() == 0 {
+            break;
+        }
+        h.now = t.max(h.now);
+        h.s.handle_timeout(h.now);
+    }
+    assert_eq!(h.s.allocation_count(), 0);
+}

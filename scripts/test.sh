@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole OnionRTC test suite, as CI runs it (`.ci/run` calls this script).
+# It installs the system packages the tests need, then runs every test of
+# every workspace member, lints, and checks that the fuzz targets build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests need (none yet beyond a C toolchain; later
+# issues add coturn, chromium, tor, nftables here).
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+  else
+    echo "missing system packages: ${need[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== fuzz targets build"
+(cd fuzz && cargo build --quiet)
+echo "== benchmarks compile"
+cargo bench --workspace --no-run --quiet
+echo "== cargo test"
+cargo test --workspace
