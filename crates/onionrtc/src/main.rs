@@ -1,42 +1,113 @@
 //! `onionrtc`: the one binary of the OnionRTC workspace.
 //!
-//! Subcommands arrive with the crates that implement them; today the binary
-//! exposes the protocol core's self-description.
+//! Subcommands arrive with the crates that implement them: `relay` runs the
+//! TURN/STUN relay, `check-config` validates its configuration, `features`
+//! describes the protocol core.
+
+mod relay_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::relay_cmd::OverrideFlags;
+
+/// Exit status for a configuration error (and for command line errors,
+/// like clap's own).
+const EXIT_CONFIG: u8 = 2;
+/// Exit status when the relay fails while running.
+const EXIT_RUNTIME: u8 = 1;
 
 /// Privacy-first WebRTC relay stack.
 ///
 /// OnionRTC is a TURN/STUN relay, a signaling server with a web app, an onion
 /// connector (TURN and the web app through Tor or a port-443-only firewall)
 /// and a call-quality lab, in one binary.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "onionrtc", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
+    /// Run the TURN/STUN relay (UDP, TCP, TLS) until SIGINT or SIGTERM.
+    ///
+    /// Without --config the relay listens on udp://127.0.0.1:3478 and
+    /// tcp://127.0.0.1:3478; flags override the file. Credentials come from
+    /// the file, --user, or ONIONRTC_AUTH_SECRET (a TURN REST shared secret,
+    /// used as the current one). Logs go to stderr; RUST_LOG sets the level
+    /// (default: info).
+    Relay {
+        /// Configuration file (TOML, `[relay]` table).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        flags: OverrideFlags,
+    },
+    /// Validate a configuration file and print it as resolved.
+    ///
+    /// Loads FILE, applies the flags and ONIONRTC_AUTH_SECRET, checks every
+    /// value (including that the TLS certificate and key load) and prints
+    /// the effective `[relay]` table with passwords and secrets redacted.
+    /// Exits 0 if the configuration is valid, 2 if not.
+    CheckConfig {
+        /// Configuration file (TOML, `[relay]` table).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        flags: OverrideFlags,
+    },
     /// Print what this build implements (RFCs, methods, attributes).
     Features,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Prints the error and its causes on one line.
+fn fail(code: u8, e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::from(code)
+}
+
+fn features() {
+    let methods: Vec<&str> = stun::Method::ALL.iter().map(|m| m.name()).collect();
+    let attributes: Vec<&str> = stun::attr::KNOWN.iter().map(|(_, n)| *n).collect();
+    println!("onionrtc {}", env!("CARGO_PKG_VERSION"));
+    println!("STUN methods: {}", methods.join(", "));
+    println!("STUN attributes: {}", attributes.join(", "));
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Relay { config, flags }) => {
+            let config = match relay_cmd::load(config.as_deref(), &flags) {
+                Ok(c) => c,
+                Err(e) => return fail(EXIT_CONFIG, &e),
+            };
+            match relay_cmd::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_RUNTIME, &e),
+            }
+        }
+        Some(Command::CheckConfig { file, flags }) => {
+            match relay_cmd::check_config(&file, &flags) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_CONFIG, &e),
+            }
+        }
         Some(Command::Features) => {
-            println!("onionrtc {}", env!("CARGO_PKG_VERSION"));
-            println!("STUN methods: {}", stun::Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "));
-            println!("STUN attributes: {}", stun::attr::KNOWN.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", "));
-            Ok(())
+            features();
+            ExitCode::SUCCESS
         }
         None => {
             use clap::CommandFactory;
-            Cli::command().print_help()?;
+            if let Err(e) = Cli::command().print_help() {
+                return fail(EXIT_RUNTIME, &e.into());
+            }
             println!();
-            Ok(())
+            ExitCode::SUCCESS
         }
     }
 }

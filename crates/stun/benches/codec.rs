@@ -59,7 +59,10 @@ fn codec(c: &mut Criterion) {
     });
     g.bench_function("verify_integrity", |b| {
         let m = Message::parse(&msg);
-        b.iter(|| m.as_ref().map(|m| black_box(m).verify_integrity(black_box(&key))))
+        b.iter(|| {
+            m.as_ref()
+                .map(|m| black_box(m).verify_integrity(black_box(&key)))
+        })
     });
     g.bench_function("verify_fingerprint", |b| {
         let m = Message::parse(&msg);

@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn xor_round_trip_v4_v6() {
         let txid = TransactionId([7; 12]);
-        for a in ["192.0.2.1:32853", "[2001:db8:1234:5678:11:2233:4455:6677]:32853"] {
+        for a in [
+            "192.0.2.1:32853",
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
+        ] {
             let a: SocketAddr = a.parse().unwrap();
             let mut buf = vec![0u8; encoded_len(&a)];
             encode(&a, Some(&txid), &mut buf);

@@ -249,7 +249,10 @@ fn decode_password_algorithm(typ: u16, v: &[u8]) -> Result<(PasswordAlgorithmEnt
     let plen = usize::from(u16::from_be_bytes([v[2], v[3]]));
     let params = v.get(4..4 + plen).ok_or(Error::InvalidAttribute(typ))?;
     let used = (4 + plen + 3) & !3;
-    Ok((PasswordAlgorithmEntry { algorithm, params }, used.min(v.len())))
+    Ok((
+        PasswordAlgorithmEntry { algorithm, params },
+        used.min(v.len()),
+    ))
 }
 
 /// UNKNOWN-ATTRIBUTES value: a list of 16-bit types, kept as wire bytes.
@@ -272,7 +275,9 @@ impl<'a> UnknownAttributes<'a> {
 
     /// The attribute types listed.
     pub fn iter(&self) -> impl Iterator<Item = u16> + 'a {
-        self.0.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+        self.0
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
     }
 }
 
@@ -709,7 +714,12 @@ mod tests {
                 value: v,
                 offset: 20,
             };
-            assert!(Attribute::decode(raw, &txid).is_err(), "{} {:?}", name(*t), v);
+            assert!(
+                Attribute::decode(raw, &txid).is_err(),
+                "{} {:?}",
+                name(*t),
+                v
+            );
         }
     }
 

@@ -92,9 +92,7 @@ impl<'b> MessageEncoder<'b> {
     fn check_order(&self, typ: u16) -> Result<()> {
         let ok = match self.sealed {
             Sealed::Open => true,
-            Sealed::Integrity => {
-                typ == attr::MESSAGE_INTEGRITY_SHA256 || typ == attr::FINGERPRINT
-            }
+            Sealed::Integrity => typ == attr::MESSAGE_INTEGRITY_SHA256 || typ == attr::FINGERPRINT,
             Sealed::Integrity256 => typ == attr::FINGERPRINT,
             Sealed::Fingerprint => false,
         };
@@ -217,7 +215,10 @@ mod tests {
         assert!(MessageEncoder::new(&mut small, typ, TransactionId([0; 12])).is_err());
         let mut buf = [0u8; 30];
         let mut e = MessageEncoder::new(&mut buf, typ, TransactionId([0; 12])).unwrap();
-        assert_eq!(e.push(&Attribute::Software("0123456789")), Err(Error::BufferTooSmall));
+        assert_eq!(
+            e.push(&Attribute::Software("0123456789")),
+            Err(Error::BufferTooSmall)
+        );
         // The failed push left the message unchanged.
         assert_eq!(e.len(), 20);
     }

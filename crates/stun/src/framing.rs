@@ -134,7 +134,11 @@ mod tests {
         }
         assert_eq!(
             got,
-            vec![(FrameKind::Stun, 28), (FrameKind::ChannelData, 12), (FrameKind::Stun, 20)]
+            vec![
+                (FrameKind::Stun, 28),
+                (FrameKind::ChannelData, 12),
+                (FrameKind::Stun, 20)
+            ]
         );
         assert_eq!(d.pending(), 0);
     }

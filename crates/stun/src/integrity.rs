@@ -207,9 +207,11 @@ impl Message<'_> {
         let off = self.mi256_offset().ok_or(IntegrityError::Missing)?;
         let buf = self.as_bytes();
         let len = usize::from(crate::message::be16(buf, off + 2));
-        let got = buf.get(off + 4..off + 4 + len).ok_or(IntegrityError::Missing)?;
+        let got = buf
+            .get(off + 4..off + 4 + len)
+            .ok_or(IntegrityError::Missing)?;
         let want = hmac_sha256(key.as_bytes(), buf, off, len);
-        if len < 16 || len > 32 || !bool::from(want[..len].ct_eq(got)) {
+        if !(16..=32).contains(&len) || !bool::from(want[..len].ct_eq(got)) {
             Err(IntegrityError::Mismatch)
         } else {
             Ok(())
@@ -292,7 +294,11 @@ mod tests {
             set_attr_len(&mut buf, off, len);
             let m = Message::parse(&buf).unwrap();
             assert!(m.get(crate::attr::FINGERPRINT).unwrap().is_err());
-            assert_eq!(m.verify_fingerprint(), Err(IntegrityError::Mismatch), "length {len}");
+            assert_eq!(
+                m.verify_fingerprint(),
+                Err(IntegrityError::Mismatch),
+                "length {len}"
+            );
         }
     }
 
@@ -312,8 +318,11 @@ mod tests {
             set_attr_len(&mut buf, off, len);
             let m = Message::parse(&buf).unwrap();
             assert!(m.get(crate::attr::MESSAGE_INTEGRITY).unwrap().is_err());
-            assert_eq!(m.verify_integrity(&key), Err(IntegrityError::Mismatch), "length {len}");
+            assert_eq!(
+                m.verify_integrity(&key),
+                Err(IntegrityError::Mismatch),
+                "length {len}"
+            );
         }
     }
 }
-

@@ -324,7 +324,8 @@ impl<'a> Message<'a> {
     /// [`Attribute::Unknown`]; a known type with a malformed value yields an error item.
     pub fn attributes(&self) -> impl Iterator<Item = Result<Attribute<'a>>> + 'a {
         let txid = self.txid;
-        self.raw_attributes().map(move |raw| Attribute::decode(raw, &txid))
+        self.raw_attributes()
+            .map(move |raw| Attribute::decode(raw, &txid))
     }
 
     /// The first attribute of type `typ` that counts, undecoded.
@@ -335,7 +336,8 @@ impl<'a> Message<'a> {
     /// The first attribute of type `typ` that counts, decoded; `None` if absent,
     /// `Some(Err(_))` if present but malformed.
     pub fn get(&self, typ: u16) -> Option<Result<Attribute<'a>>> {
-        self.get_raw(typ).map(|raw| Attribute::decode(raw, &self.txid))
+        self.get_raw(typ)
+            .map(|raw| Attribute::decode(raw, &self.txid))
     }
 
     /// Comprehension-required attribute types (0x0000–0x7FFF) that `known`
@@ -403,20 +405,49 @@ mod tests {
     #[test]
     fn message_type_round_trip() {
         for m in Method::ALL {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let t = MessageType::new(m, c);
                 assert_eq!(MessageType::from_u16(t.to_u16()).unwrap(), t);
             }
         }
         // Known encodings from RFC 8489/8656.
-        assert_eq!(MessageType::new(Method::BINDING, Class::Request).to_u16(), 0x0001);
-        assert_eq!(MessageType::new(Method::BINDING, Class::Success).to_u16(), 0x0101);
-        assert_eq!(MessageType::new(Method::BINDING, Class::Error).to_u16(), 0x0111);
-        assert_eq!(MessageType::new(Method::ALLOCATE, Class::Request).to_u16(), 0x0003);
-        assert_eq!(MessageType::new(Method::ALLOCATE, Class::Error).to_u16(), 0x0113);
-        assert_eq!(MessageType::new(Method::SEND, Class::Indication).to_u16(), 0x0016);
-        assert_eq!(MessageType::new(Method::DATA, Class::Indication).to_u16(), 0x0017);
-        assert_eq!(MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication).to_u16(), 0x001C);
+        assert_eq!(
+            MessageType::new(Method::BINDING, Class::Request).to_u16(),
+            0x0001
+        );
+        assert_eq!(
+            MessageType::new(Method::BINDING, Class::Success).to_u16(),
+            0x0101
+        );
+        assert_eq!(
+            MessageType::new(Method::BINDING, Class::Error).to_u16(),
+            0x0111
+        );
+        assert_eq!(
+            MessageType::new(Method::ALLOCATE, Class::Request).to_u16(),
+            0x0003
+        );
+        assert_eq!(
+            MessageType::new(Method::ALLOCATE, Class::Error).to_u16(),
+            0x0113
+        );
+        assert_eq!(
+            MessageType::new(Method::SEND, Class::Indication).to_u16(),
+            0x0016
+        );
+        assert_eq!(
+            MessageType::new(Method::DATA, Class::Indication).to_u16(),
+            0x0017
+        );
+        assert_eq!(
+            MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication).to_u16(),
+            0x001C
+        );
     }
 
     #[test]
@@ -456,7 +487,10 @@ mod tests {
         b[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         b[20..22].copy_from_slice(&0x0006u16.to_be_bytes());
         b[22..24].copy_from_slice(&5u16.to_be_bytes());
-        assert_eq!(Message::parse(&b).unwrap_err(), Error::AttributeTruncated(6));
+        assert_eq!(
+            Message::parse(&b).unwrap_err(),
+            Error::AttributeTruncated(6)
+        );
     }
 
     /// Regression: attribute offsets were stored as `u16`, so a valid message

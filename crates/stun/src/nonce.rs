@@ -25,8 +25,15 @@ pub struct SecurityFeatures {
 impl SecurityFeatures {
     /// The 24 feature bits.
     pub const fn bits(self) -> u32 {
-        (if self.password_algorithms { 0x80_0000 } else { 0 })
-            | (if self.username_anonymity { 0x40_0000 } else { 0 })
+        (if self.password_algorithms {
+            0x80_0000
+        } else {
+            0
+        }) | (if self.username_anonymity {
+            0x40_0000
+        } else {
+            0
+        })
     }
 
     /// From the 24 feature bits (unassigned bits ignored).
@@ -52,7 +59,9 @@ impl SecurityFeatures {
         if n != 3 {
             return None;
         }
-        Some(Self::from_bits(u32::from_be_bytes([0, out[0], out[1], out[2]])))
+        Some(Self::from_bits(u32::from_be_bytes([
+            0, out[0], out[1], out[2],
+        ])))
     }
 }
 
@@ -77,6 +86,8 @@ mod tests {
         assert_eq!(SecurityFeatures::from_nonce("obMatJos2A"), None);
         assert_eq!(SecurityFeatures::from_nonce("obMatJos2!!!!"), None);
         // RFC 8489 B.1's nonce parses.
-        assert!(SecurityFeatures::from_nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA").is_some());
+        assert!(
+            SecurityFeatures::from_nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA").is_some()
+        );
     }
 }

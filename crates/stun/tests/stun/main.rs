@@ -9,6 +9,10 @@
 //! - `malformed`: truncated, mutated, oversized and garbage input: never a
 //!   panic, and an error where the input is invalid.
 
+// Helpers and proptest bodies outside `#[test]` fns unwrap too: a panic in a
+// test is a failure, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod malformed;
 mod roundtrip;
 mod stream;

@@ -48,14 +48,20 @@ fn truncated_prefixes_are_refused() {
         assert!(exercise(&msg), "{name}: valid message refused");
         for n in 0..msg.len() {
             let p = &msg[..n];
-            assert!(Message::parse(p).is_err(), "{name}: prefix of {n} bytes accepted");
+            assert!(
+                Message::parse(p).is_err(),
+                "{name}: prefix of {n} bytes accepted"
+            );
             exercise(p);
         }
         // Trailing bytes are refused too.
         let mut longer = msg.clone();
         for extra in 1..=8 {
             longer.push(0);
-            assert!(Message::parse(&longer).is_err(), "{name}: +{extra} bytes accepted");
+            assert!(
+                Message::parse(&longer).is_err(),
+                "{name}: +{extra} bytes accepted"
+            );
         }
     }
 }
@@ -69,7 +75,16 @@ fn every_single_byte_mutation_is_handled() {
                 (0..=255).collect()
             } else {
                 let o = msg[i];
-                vec![0x00, 0xFF, o ^ 0x01, o ^ 0x02, o ^ 0x04, o ^ 0x10, o ^ 0x40, o ^ 0x80]
+                vec![
+                    0x00,
+                    0xFF,
+                    o ^ 0x01,
+                    o ^ 0x02,
+                    o ^ 0x04,
+                    o ^ 0x10,
+                    o ^ 0x40,
+                    o ^ 0x80,
+                ]
             };
             for v in values {
                 let mut m = msg.clone();
@@ -139,12 +154,21 @@ fn random_values_of_known_attributes() {
 #[test]
 fn giant_length_fields() {
     // Header announcing 0xFFFC bytes, none present.
-    assert_eq!(Message::parse(&header(0xFFFC)).err(), Some(Error::LengthMismatch));
+    assert_eq!(
+        Message::parse(&header(0xFFFC)).err(),
+        Some(Error::LengthMismatch)
+    );
     // Largest length field, unaligned.
-    assert_eq!(Message::parse(&header(0xFFFF)).err(), Some(Error::UnalignedLength));
+    assert_eq!(
+        Message::parse(&header(0xFFFF)).err(),
+        Some(Error::UnalignedLength)
+    );
     // Attribute announcing 0xFFFF bytes in an 8-byte body.
     let b = one_attr(attr::DATA, 0xFFFF, &[1, 2, 3, 4]);
-    assert_eq!(Message::parse(&b).err(), Some(Error::AttributeTruncated(attr::DATA)));
+    assert_eq!(
+        Message::parse(&b).err(),
+        Some(Error::AttributeTruncated(attr::DATA))
+    );
     // Attribute overflowing the message by 1..=4 bytes (after padding).
     for over in 1..=4u16 {
         let b = one_attr(attr::SOFTWARE, 8 + over, &[b'a'; 8]);
@@ -159,7 +183,10 @@ fn giant_length_fields() {
     b.extend_from_slice(&[0x80, 0x22, 0x00]);
     assert!(Message::parse(&b).is_err());
     // ChannelData announcing more than it carries.
-    assert_eq!(ChannelData::parse(&[0x40, 0, 0xFF, 0xFF, 1]), Err(Error::TooShort));
+    assert_eq!(
+        ChannelData::parse(&[0x40, 0, 0xFF, 0xFF, 1]),
+        Err(Error::TooShort)
+    );
     // A stream frame announcing 64 KiB is refused on its header.
     let mut d = StreamDecoder::new(1500);
     d.push(&header(0xFFFC)).unwrap();
@@ -173,13 +200,19 @@ fn attribute_after_fingerprint_is_refused() {
     b.extend_from_slice(&[0x80, 0x22, 0x00, 0x00]);
     let len = (b.len() - HEADER_LEN) as u16;
     b[2..4].copy_from_slice(&len.to_be_bytes());
-    assert_eq!(Message::parse(&b).err(), Some(Error::AttributeAfterFingerprint));
+    assert_eq!(
+        Message::parse(&b).err(),
+        Some(Error::AttributeAfterFingerprint)
+    );
     // A second FINGERPRINT too.
     let mut b = msg.clone();
     b.extend_from_slice(&msg[msg.len() - 8..]);
     let len = (b.len() - HEADER_LEN) as u16;
     b[2..4].copy_from_slice(&len.to_be_bytes());
-    assert_eq!(Message::parse(&b).err(), Some(Error::AttributeAfterFingerprint));
+    assert_eq!(
+        Message::parse(&b).err(),
+        Some(Error::AttributeAfterFingerprint)
+    );
 }
 
 #[test]
@@ -198,8 +231,14 @@ fn zero_length_everything() {
     let empty = header(0);
     let m = Message::parse(&empty).unwrap();
     assert_eq!(m.attributes().count(), 0);
-    assert_eq!(m.verify_integrity(&util::allocate_key()), Err(IntegrityError::Missing));
-    assert_eq!(m.verify_integrity_sha256(&util::allocate_key()), Err(IntegrityError::Missing));
+    assert_eq!(
+        m.verify_integrity(&util::allocate_key()),
+        Err(IntegrityError::Missing)
+    );
+    assert_eq!(
+        m.verify_integrity_sha256(&util::allocate_key()),
+        Err(IntegrityError::Missing)
+    );
     assert_eq!(m.verify_fingerprint(), Err(IntegrityError::Missing));
     assert_eq!(ChannelData::parse(&[0x40, 0, 0, 0]).unwrap().data, b"");
     // Every known type with a zero-length value: parses, decodes to a value
@@ -220,13 +259,20 @@ fn zero_length_everything() {
         let b = one_attr(typ, 0, &[]);
         let m = Message::parse(&b).unwrap();
         let decoded = m.get(typ).unwrap();
-        assert_eq!(decoded.is_ok(), empty_ok.contains(&typ), "{name}: {decoded:?}");
+        assert_eq!(
+            decoded.is_ok(),
+            empty_ok.contains(&typ),
+            "{name}: {decoded:?}"
+        );
         let raw = RawAttribute {
             typ,
             value: &[],
             offset: HEADER_LEN,
         };
-        assert_eq!(Attribute::decode(raw, &txid).is_ok(), empty_ok.contains(&typ));
+        assert_eq!(
+            Attribute::decode(raw, &txid).is_ok(),
+            empty_ok.contains(&typ)
+        );
         for key in util::keys() {
             assert!(m.verify_integrity(key).is_err(), "{name}");
             assert!(m.verify_integrity_sha256(key).is_err(), "{name}");
@@ -243,7 +289,12 @@ fn channel_data_malformed() {
         for n in 0..msg.len() {
             let r = ChannelData::parse(&msg[..n]);
             // Only the padding may be cut.
-            assert_eq!(r.is_ok(), n >= 4 + data_len, "prefix {n} of {}", hex::encode(&msg));
+            assert_eq!(
+                r.is_ok(),
+                n >= 4 + data_len,
+                "prefix {n} of {}",
+                hex::encode(&msg)
+            );
             exercise(&msg[..n]);
         }
         for i in 0..msg.len() {
@@ -251,7 +302,7 @@ fn channel_data_malformed() {
                 let mut m = msg.clone();
                 m[i] = v;
                 if let Ok(c) = ChannelData::parse(&m) {
-                    assert!(stun::channel::is_valid_channel(c.number));
+                    assert!(stun::channel::is_rfc5766_channel(c.number));
                     assert!(m.len() - 4 - c.data.len() <= 3);
                 }
                 exercise(&m);
@@ -261,9 +312,18 @@ fn channel_data_malformed() {
         long.extend_from_slice(&[0; 4]);
         assert_eq!(ChannelData::parse(&long), Err(Error::LengthMismatch));
     }
-    for n in [0x0000u16, 0x3FFF, 0x5000, 0x7FFF, 0x8000, 0xFFFF] {
+    // RFC 5766 channel numbers (0x4000–0x7FFF) are accepted, nothing else.
+    for n in [0x0000u16, 0x0001, 0x3FFF, 0x8000, 0xBFFF, 0xC000, 0xFFFF] {
         let b = [(n >> 8) as u8, n as u8, 0, 0];
-        assert!(ChannelData::parse(&b).is_err(), "{n:#06x}");
+        assert_eq!(
+            ChannelData::parse(&b),
+            Err(Error::NotChannelData),
+            "{n:#06x}"
+        );
+    }
+    for n in [0x4000u16, 0x4FFF, 0x5000, 0x7FFF] {
+        let b = [(n >> 8) as u8, n as u8, 0, 0];
+        assert_eq!(ChannelData::parse(&b).map(|c| c.number), Ok(n), "{n:#06x}");
     }
 }
 

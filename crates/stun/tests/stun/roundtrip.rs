@@ -367,7 +367,7 @@ proptest! {
     /// ChannelData encode/parse, padded (streams) and unpadded (datagrams).
     #[test]
     fn channel_data_round_trip(
-        number in stun::channel::MIN_CHANNEL..=stun::channel::MAX_CHANNEL,
+        number in stun::channel::MIN_CHANNEL..=stun::channel::MAX_CHANNEL_RFC5766,
         data in prop_oneof![vec(any::<u8>(), 0..64), vec(any::<u8>(), 0..4000)],
         pad in any::<bool>(),
     ) {
@@ -399,7 +399,8 @@ fn push_password_algorithms_matches_wire_form() {
     let mut e = MessageEncoder::new(&mut buf, typ, TransactionId([1; 12])).unwrap();
     e.push_password_algorithms(&[(1, &[]), (2, &[]), (0x77, params)])
         .unwrap();
-    e.push_unknown_attributes(&[0x0031, 0x0032, 0x0033]).unwrap();
+    e.push_unknown_attributes(&[0x0031, 0x0032, 0x0033])
+        .unwrap();
     let n = e.finish();
     let m = Message::parse(&buf[..n]).unwrap();
     let Some(Ok(Attribute::PasswordAlgorithms(p))) = m.get(attr::PASSWORD_ALGORITHMS) else {

@@ -157,7 +157,11 @@ fn vectors_decode_to_documented_values() {
     for e in expectations() {
         let v = util::vector(e.name);
         for s in e.params_mention {
-            assert!(v.params.contains(s), "{}: params do not mention {s}", e.name);
+            assert!(
+                v.params.contains(s),
+                "{}: params do not mention {s}",
+                e.name
+            );
         }
         let m = Message::parse(&v.bytes).unwrap_or_else(|err| panic!("{}: {err}", e.name));
         assert_eq!(m.class(), e.class, "{}", e.name);
@@ -194,16 +198,29 @@ fn vectors_decode_to_documented_values() {
         let mi = m.verify_integrity(&e.key);
         assert_eq!(mi, if e.mi { Ok(()) } else { missing }, "{} MI", e.name);
         let mi256 = m.verify_integrity_sha256(&e.key);
-        assert_eq!(mi256, if e.mi256 { Ok(()) } else { missing }, "{} MI-SHA256", e.name);
+        assert_eq!(
+            mi256,
+            if e.mi256 { Ok(()) } else { missing },
+            "{} MI-SHA256",
+            e.name
+        );
         let fp = m.verify_fingerprint();
-        assert_eq!(fp, if e.fp { Ok(()) } else { missing }, "{} FINGERPRINT", e.name);
+        assert_eq!(
+            fp,
+            if e.fp { Ok(()) } else { missing },
+            "{} FINGERPRINT",
+            e.name
+        );
 
         let wrong = Key::short_term("not the password").unwrap();
         if e.mi {
             assert_eq!(m.verify_integrity(&wrong), Err(IntegrityError::Mismatch));
         }
         if e.mi256 {
-            assert_eq!(m.verify_integrity_sha256(&wrong), Err(IntegrityError::Mismatch));
+            assert_eq!(
+                m.verify_integrity_sha256(&wrong),
+                Err(IntegrityError::Mismatch)
+            );
         }
     }
 }
@@ -249,7 +266,10 @@ fn saslprep_is_what_makes_the_long_term_key() {
 
 #[test]
 fn short_term_key_is_the_password() {
-    assert_eq!(util::short_term_key().as_bytes(), SHORT_TERM_PASSWORD.as_bytes());
+    assert_eq!(
+        util::short_term_key().as_bytes(),
+        SHORT_TERM_PASSWORD.as_bytes()
+    );
 }
 
 #[test]
@@ -269,7 +289,12 @@ fn b1_userhash_and_nonce_cookie() {
     };
     assert!(SecurityFeatures::from_nonce(n).is_some());
     // The SHA-256 long-term key does not verify B.1 (it is keyed with MD5).
-    let sha = Key::long_term(PasswordAlgorithm::Sha256, LONG_TERM_USER, REALM, LONG_TERM_PASSWORD);
+    let sha = Key::long_term(
+        PasswordAlgorithm::Sha256,
+        LONG_TERM_USER,
+        REALM,
+        LONG_TERM_PASSWORD,
+    );
     assert_eq!(
         m.verify_integrity_sha256(&sha.unwrap()),
         Err(IntegrityError::Mismatch)
@@ -298,7 +323,11 @@ fn tampering_with_any_byte_is_detected() {
                 t[i] ^= mask;
                 // Padding bytes are covered by MI and FINGERPRINT but are not
                 // part of any value: a change is detected all the same.
-                assert!(detected(&t, &e), "{}: byte {i} ^ {mask:#04x} undetected", e.name);
+                assert!(
+                    detected(&t, &e),
+                    "{}: byte {i} ^ {mask:#04x} undetected",
+                    e.name
+                );
             }
         }
     }
@@ -323,7 +352,13 @@ fn tampered_fingerprint_and_integrity_values_mismatch() {
                 1 => m2.verify_integrity_sha256(&e.key),
                 _ => m2.verify_fingerprint(),
             };
-            assert_eq!(r, Err(IntegrityError::Mismatch), "{} {}", e.name, attr::name(t));
+            assert_eq!(
+                r,
+                Err(IntegrityError::Mismatch),
+                "{} {}",
+                e.name,
+                attr::name(t)
+            );
         }
     }
 }

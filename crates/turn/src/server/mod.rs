@@ -304,6 +304,11 @@ impl Server {
         self.allocations.len()
     }
 
+    /// Whether the client flow has a live allocation.
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.allocations.contains_key(five_tuple)
+    }
+
     /// Whether `addr` (local or advertised) is a relayed address of a live allocation.
     pub fn is_relay_address(&self, addr: &SocketAddr) -> bool {
         self.relay_index.contains_key(addr)
@@ -453,7 +458,7 @@ impl Server {
             return None;
         };
         let peer = ch.peer;
-        let send = self.to_peer(now, &ft, peer, cd.data)?;
+        let send = self.relay_to_peer(now, &ft, peer, cd.data)?;
         Some(send)
     }
 
@@ -481,12 +486,12 @@ impl Server {
             self.stats.dropped_no_allocation += 1;
             return None;
         }
-        self.to_peer(now, &ft, peer, data)
+        self.relay_to_peer(now, &ft, peer, data)
     }
 
     /// Common checks for client → peer data: UDP allocation, family,
     /// permission, and for the relay's own IPs a live allocation.
-    fn to_peer<'a>(
+    fn relay_to_peer<'a>(
         &mut self,
         now: Instant,
         ft: &FiveTuple,

@@ -168,7 +168,7 @@ impl Server {
         if !self.unauthenticated_allowed(now, ft) {
             return;
         }
-        let nonce = self.nonces.issue(now, nonce_scope(&ft), self.features());
+        let nonce = self.nonces.issue(now, nonce_scope(ft), self.features());
         let realm = self.config.credentials.realm().to_owned();
         let mut r = Reply::error(msg.method(), msg.transaction_id(), code)
             .with(Attribute::Realm(&realm))
@@ -764,7 +764,7 @@ impl Server {
     fn channel_bind(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
         let txid = msg.transaction_id();
         let number = match msg.get(attr::CHANNEL_NUMBER) {
-            Some(Ok(Attribute::ChannelNumber(n))) if stun::channel::is_valid_channel(n) => n,
+            Some(Ok(Attribute::ChannelNumber(n))) if stun::channel::is_rfc5766_channel(n) => n,
             _ => {
                 self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
                 return;

@@ -659,7 +659,7 @@ fn channels_bind_relay_expire_and_cool_down() {
     let peer = public_peer();
     let bind = |n: u16, p: SocketAddr| [Attribute::ChannelNumber(n), Attribute::XorPeerAddress(p)];
     h.expect_code(Method::CHANNEL_BIND, &bind(0x3FFF, peer), 400);
-    h.expect_code(Method::CHANNEL_BIND, &bind(0x5000, peer), 400);
+    h.expect_code(Method::CHANNEL_BIND, &bind(0x8000, peer), 400);
     h.expect_ok(Method::CHANNEL_BIND, &bind(0x4000, peer));
     // Client → peer over the channel, zero copy.
     let cd = channel_data(0x4000, b"media");

@@ -1,0 +1,206 @@
+//! # relay — the running OnionRTC TURN/STUN server
+//!
+//! A thin driver around [`turn::server::Server`]: it owns the sockets
+//! (UDP, TCP and TLS listeners; relay sockets; RFC 6062 peer connections),
+//! the timers and the metrics, and leaves every protocol decision to the
+//! sans-IO server.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let config = relay::config::RelayConfig::defaults().with_auth_secret("s3cret");
+//! let handle = relay::start(&config)?; // binds, then serves on its own thread
+//! println!("TURN on {:?}", handle.udp_addrs());
+//! handle.shutdown()?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Design decisions
+//! - One event loop per shard on `mio`, owning one `Server`: no locks, no
+//!   task or channel hop per packet, zero heap allocation per relayed
+//!   datagram (client data is borrowed from the receive buffer; peer data is
+//!   read behind headroom and framed in place).
+//! - Relay sockets are opened when the server asks (`Output::BindRelay`) and
+//!   closed when it says so; the driver never decides protocol matters.
+//! - Every connection has limits: total and per-IP connection counts, a
+//!   handshake timeout for streams that never complete a frame, an idle
+//!   timeout for streams without allocation, bounded output buffers.
+
+pub mod config;
+mod conn;
+pub mod logfmt;
+pub mod metrics;
+mod shard;
+mod sockets;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+
+use crate::config::{ListenProto, RelayConfig};
+use crate::metrics::{Metrics, MetricsServer};
+use crate::shard::{DriverConfig, Listeners, Shard};
+
+/// A running relay. Dropping it does not stop it; call [`RelayHandle::shutdown`].
+#[derive(Debug)]
+pub struct RelayHandle {
+    udp: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+    tls: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    metrics: Arc<Metrics>,
+    metrics_server: Option<MetricsServer>,
+}
+
+impl RelayHandle {
+    /// Bound UDP listener addresses.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp
+    }
+
+    /// Bound TCP listener addresses.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp
+    }
+
+    /// Bound TLS listener addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls
+    }
+
+    /// The metrics of all shards.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The Prometheus endpoint's bound address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The flag that stops the relay when set (e.g. by a signal handler).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Whether every shard is still running.
+    pub fn is_running(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Stops the shards and waits for them.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(anyhow::Error::new(e).context("relay shard failed")),
+                Err(_) => result = Err(anyhow::anyhow!("relay shard panicked")),
+            }
+        }
+        drop(self.metrics_server.take());
+        result
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Validates `config`, binds every listener and starts serving.
+pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
+    config.validate()?;
+    let server_config = config.to_server_config()?;
+    let tls = config.tls_server_config()?;
+    let driver = DriverConfig {
+        log_client_addresses: config.log_client_addresses,
+        tls,
+        max_connections: config.max_connections as usize,
+        max_connections_per_ip: config.max_connections_per_ip as usize,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+        max_frame: config.max_frame,
+    };
+    let mut listeners = Listeners::default();
+    let (mut udp, mut tcp, mut tlsa) = (Vec::new(), Vec::new(), Vec::new());
+    for l in &config.listen {
+        let what = || format!("cannot listen on {l}");
+        match l.proto {
+            ListenProto::Udp => {
+                let s = sockets::udp(l.addr, true).with_context(what)?;
+                udp.push(s.local_addr()?);
+                listeners.udp.push(s);
+            }
+            ListenProto::Tcp => {
+                let s = sockets::tcp_listener(l.addr, false).with_context(what)?;
+                tcp.push(s.local_addr()?);
+                listeners.tcp.push(s);
+            }
+            ListenProto::Tls => {
+                let s = sockets::tcp_listener(l.addr, false).with_context(what)?;
+                tlsa.push(s.local_addr()?);
+                listeners.tls.push(s);
+            }
+        }
+    }
+    let metrics = Metrics::new(1);
+    let metrics_server = match config.metrics {
+        Some(a) => Some(
+            MetricsServer::start(a, metrics.clone())
+                .with_context(|| format!("cannot serve metrics on {a}"))?,
+        ),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = turn::server::Server::new(server_config, Instant::now(), unix_now());
+    let shard = Shard::new(0, server, driver, listeners, metrics.clone(), stop.clone())?;
+    let thread = std::thread::Builder::new()
+        .name("relay-0".into())
+        .spawn(move || shard.run())?;
+    Ok(RelayHandle {
+        udp,
+        tcp,
+        tls: tlsa,
+        stop,
+        threads: vec![thread],
+        metrics,
+        metrics_server,
+    })
+}
+
+/// Runs the relay until SIGINT or SIGTERM.
+pub fn run(config: RelayConfig) -> anyhow::Result<()> {
+    let handle = start(&config)?;
+    for a in handle.udp_addrs() {
+        tracing::info!("listening on udp://{a}");
+    }
+    for a in handle.tcp_addrs() {
+        tracing::info!("listening on tcp://{a}");
+    }
+    for a in handle.tls_addrs() {
+        tracing::info!("listening on tls://{a}");
+    }
+    if let Some(a) = handle.metrics_addr() {
+        tracing::info!("metrics on http://{a}/metrics");
+    }
+    if config.dangerous_allow_loopback_peers {
+        tracing::warn!("dangerous_allow_loopback_peers is on: clients may relay to loopback addresses of this machine (tests only)");
+    }
+    let stop = handle.stop_flag();
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    while !stop.load(Ordering::Relaxed) && handle.is_running() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("shutting down");
+    handle.shutdown()
+}

@@ -1,0 +1,68 @@
+//! Socket creation with the options the relay needs (socket2).
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Socket buffer size asked for on listener sockets (the kernel may cap it).
+const LISTENER_BUFFER: usize = 4 << 20;
+
+fn domain(addr: &SocketAddr) -> Domain {
+    if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    }
+}
+
+/// A non-blocking UDP socket bound to `addr`. IPv6 sockets are v6-only so
+/// that `[::]` and `0.0.0.0` can be bound side by side.
+pub fn udp(addr: SocketAddr, big_buffers: bool) -> io::Result<mio::net::UdpSocket> {
+    let s = Socket::new(domain(&addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if big_buffers {
+        // Best effort: the kernel caps these at net.core.[rw]mem_max.
+        let _ = s.set_recv_buffer_size(LISTENER_BUFFER);
+        let _ = s.set_send_buffer_size(LISTENER_BUFFER);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(s.into()))
+}
+
+/// A non-blocking TCP listener on `addr`; with `reuse_port` (RFC 6062 relay
+/// listeners) outgoing connections may bind the same address.
+pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpListener> {
+    let s = Socket::new(domain(&addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(mio::net::TcpListener::from_std(s.into()))
+}
+
+/// A non-blocking TCP connection from `local` (a relay address, shared with
+/// its listener) to `peer` (RFC 6062 Connect).
+pub fn tcp_connect(local: SocketAddr, peer: SocketAddr) -> io::Result<mio::net::TcpStream> {
+    let s = Socket::new(domain(&local), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    s.bind(&local.into())?;
+    match s.connect(&peer.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(s.into()))
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the running relay: interop with coturn's client
+//! tools, bad input, authentication, and the peer policy in a network
+//! namespace. One test binary, so it links once.
+//!
+//! Servers bind only loopback; every child process is killed by PID when its
+//! test ends; every loop is bounded.
+
+mod interop;
+mod support;
