@@ -64,9 +64,26 @@ enum Command {
     Features,
 }
 
-/// Prints the error and its causes on one line.
+/// The error and its causes, `: `-separated; a cause whose text an outer
+/// message already quotes is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Prints `error: <message>` to stderr and returns `code`.
 fn fail(code: u8, e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", message(e));
     ExitCode::from(code)
 }
 

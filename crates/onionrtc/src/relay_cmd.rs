@@ -12,7 +12,7 @@ use relay::config::{env_auth_secret, Overrides, RelayConfig};
 #[command(next_help_heading = "Configuration overrides")]
 pub struct OverrideFlags {
     /// Listen on URL: udp://IP:PORT, tcp://IP:PORT or tls://IP:PORT, e.g.
-    /// udp://0.0.0.0:3478 or tls://[::]:5349 (IP addresses only, no host
+    /// udp://0.0.0.0:3478 (IPv6 addresses in square brackets; no host
     /// names). Repeat for several listeners; replaces the file's `listen`.
     #[arg(long = "listen", value_name = "URL")]
     pub listen: Vec<String>,

@@ -1,6 +1,9 @@
 //! The `onionrtc` binary as an operator runs it: exit codes, messages, and
 //! that secrets never reach its output.
 
+// Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -50,6 +53,8 @@ fn assert_config_error(body: &str, needles: &[&str]) {
     let (code, stdout, stderr) = check(body, &[]);
     assert_eq!(code, 2, "stdout {stdout}\nstderr {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
+    // The message is not repeated by its error chain.
+    assert_eq!(stderr.matches(needles[0]).count(), 1, "repeated: {stderr}");
     for n in needles {
         assert!(stderr.contains(n), "{stderr:?} lacks {n:?}");
     }

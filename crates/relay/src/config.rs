@@ -354,7 +354,9 @@ impl fmt::Debug for Overrides {
 #[serde(deny_unknown_fields)]
 struct File {
     relay: Option<RelayFile>,
-    serve: Option<toml::Table>,
+    /// Accepted and left to `onionrtc serve`.
+    #[serde(rename = "serve")]
+    _serve: Option<toml::Table>,
 }
 
 /// The `[relay]` table as written; every key optional.
@@ -681,7 +683,6 @@ impl RelayConfig {
             origin: origin.to_owned(),
             source: Box::new(e),
         })?;
-        let _opaque_for_now = file.serve;
         Self::resolve(file.relay.unwrap_or_default(), base_dir)
     }
 
@@ -707,7 +708,8 @@ impl RelayConfig {
             .external_ip
             .map(|v| parse_ip("external_ip", &v, false))
             .transpose()?;
-        c.external_ip6 = (f.external_ip6)
+        c.external_ip6 = f
+            .external_ip6
             .map(|v| parse_ip("external_ip6", &v, true))
             .transpose()?;
         if let Some(v) = &f.relay_ports {
@@ -730,11 +732,10 @@ impl RelayConfig {
             .collect();
         c.allowed_peers = parse_cidrs("allowed_peers", f.allowed_peers.as_deref().unwrap_or(&[]))?;
         c.denied_peers = parse_cidrs("denied_peers", f.denied_peers.as_deref().unwrap_or(&[]))?;
-        let flag = |v: Option<bool>, default| v.unwrap_or(default);
-        c.dangerous_allow_loopback_peers = flag(f.dangerous_allow_loopback_peers, false);
-        c.log_client_addresses = flag(f.log_client_addresses, false);
-        c.software = flag(f.software, false);
-        c.tcp_relay = flag(f.tcp_relay, true);
+        c.dangerous_allow_loopback_peers = f.dangerous_allow_loopback_peers.unwrap_or(false);
+        c.log_client_addresses = f.log_client_addresses.unwrap_or(false);
+        c.software = f.software.unwrap_or(false);
+        c.tcp_relay = f.tcp_relay.unwrap_or(true);
         c.metrics = f
             .metrics
             .map(|v| parse_metrics("metrics", &v))

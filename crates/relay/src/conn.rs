@@ -2,7 +2,6 @@
 //! connections. Plain byte plumbing with bounded buffers; no protocol here.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -204,7 +203,6 @@ impl ClientConn {
         }
         outcome
     }
-
 }
 
 /// State of an RFC 6062 peer connection.

@@ -78,47 +78,172 @@ impl Metrics {
         let (s, d) = self.totals();
         let mut o = String::with_capacity(4096);
         let t = ["udp", "tcp", "tls"];
-        header(&mut o, "onionrtc_allocations_current", "gauge", "Allocations alive now, by client transport.");
+        header(
+            &mut o,
+            "onionrtc_allocations_current",
+            "gauge",
+            "Allocations alive now, by client transport.",
+        );
         for (i, name) in t.iter().enumerate() {
-            let _ = writeln!(o, "onionrtc_allocations_current{{transport=\"{name}\"}} {}", s.allocations_current[i]);
+            let _ = writeln!(
+                o,
+                "onionrtc_allocations_current{{transport=\"{name}\"}} {}",
+                s.allocations_current[i]
+            );
         }
-        header(&mut o, "onionrtc_allocations_total", "counter", "Allocations created, by client transport.");
+        header(
+            &mut o,
+            "onionrtc_allocations_total",
+            "counter",
+            "Allocations created, by client transport.",
+        );
         for (i, name) in t.iter().enumerate() {
-            let _ = writeln!(o, "onionrtc_allocations_total{{transport=\"{name}\"}} {}", s.allocations_created[i]);
+            let _ = writeln!(
+                o,
+                "onionrtc_allocations_total{{transport=\"{name}\"}} {}",
+                s.allocations_created[i]
+            );
         }
-        header(&mut o, "onionrtc_relayed_packets_total", "counter", "Packets relayed, by direction.");
-        let _ = writeln!(o, "onionrtc_relayed_packets_total{{direction=\"to_peer\"}} {}", s.packets_to_peer);
-        let _ = writeln!(o, "onionrtc_relayed_packets_total{{direction=\"to_client\"}} {}", s.packets_to_client);
-        header(&mut o, "onionrtc_relayed_bytes_total", "counter", "Payload bytes relayed, by direction.");
-        let _ = writeln!(o, "onionrtc_relayed_bytes_total{{direction=\"to_peer\"}} {}", s.bytes_to_peer);
-        let _ = writeln!(o, "onionrtc_relayed_bytes_total{{direction=\"to_client\"}} {}", s.bytes_to_client);
-        header(&mut o, "onionrtc_auth_failures_total", "counter", "Authentication failures, by reason.");
+        header(
+            &mut o,
+            "onionrtc_relayed_packets_total",
+            "counter",
+            "Packets relayed, by direction.",
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_relayed_packets_total{{direction=\"to_peer\"}} {}",
+            s.packets_to_peer
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_relayed_packets_total{{direction=\"to_client\"}} {}",
+            s.packets_to_client
+        );
+        header(
+            &mut o,
+            "onionrtc_relayed_bytes_total",
+            "counter",
+            "Payload bytes relayed, by direction.",
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_relayed_bytes_total{{direction=\"to_peer\"}} {}",
+            s.bytes_to_peer
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_relayed_bytes_total{{direction=\"to_client\"}} {}",
+            s.bytes_to_client
+        );
+        header(
+            &mut o,
+            "onionrtc_auth_failures_total",
+            "counter",
+            "Authentication failures, by reason.",
+        );
         for f in AuthFailure::ALL {
-            let _ = writeln!(o, "onionrtc_auth_failures_total{{reason=\"{}\"}} {}", f.as_str(), s.auth_failures_for(f));
+            let _ = writeln!(
+                o,
+                "onionrtc_auth_failures_total{{reason=\"{}\"}} {}",
+                f.as_str(),
+                s.auth_failures_for(f)
+            );
         }
         let simple: [(&str, &str, u64); 11] = [
-            ("onionrtc_auth_challenges_total", "401 challenges to requests without credentials.", s.challenges),
-            ("onionrtc_peer_refused_total", "Requests or packets refused by the peer policy.", s.peer_refused),
-            ("onionrtc_quota_refused_total", "Allocations refused by a quota (486).", s.quota_refused),
-            ("onionrtc_capacity_refused_total", "Requests refused for lack of capacity (508).", s.capacity_refused),
-            ("onionrtc_rate_limited_total", "Unauthenticated answers not sent because of the rate limit.", s.rate_limited),
-            ("onionrtc_malformed_total", "Packets that were neither valid STUN nor ChannelData.", s.malformed),
-            ("onionrtc_unknown_attributes_total", "Requests answered 420.", s.unknown_attributes),
-            ("onionrtc_dropped_no_permission_total", "Data dropped for lack of a permission.", s.dropped_no_permission),
-            ("onionrtc_dropped_no_allocation_total", "Data dropped for lack of an allocation.", s.dropped_no_allocation),
-            ("onionrtc_connections_refused_total", "Client connections refused by a connection limit.", d.connections_refused),
-            ("onionrtc_connections_timed_out_total", "Client connections closed by a timeout.", d.connections_timed_out),
+            (
+                "onionrtc_auth_challenges_total",
+                "401 challenges to requests without credentials.",
+                s.challenges,
+            ),
+            (
+                "onionrtc_peer_refused_total",
+                "Requests or packets refused by the peer policy.",
+                s.peer_refused,
+            ),
+            (
+                "onionrtc_quota_refused_total",
+                "Allocations refused by a quota (486).",
+                s.quota_refused,
+            ),
+            (
+                "onionrtc_capacity_refused_total",
+                "Requests refused for lack of capacity (508).",
+                s.capacity_refused,
+            ),
+            (
+                "onionrtc_rate_limited_total",
+                "Unauthenticated answers not sent because of the rate limit.",
+                s.rate_limited,
+            ),
+            (
+                "onionrtc_malformed_total",
+                "Packets that were neither valid STUN nor ChannelData.",
+                s.malformed,
+            ),
+            (
+                "onionrtc_unknown_attributes_total",
+                "Requests answered 420.",
+                s.unknown_attributes,
+            ),
+            (
+                "onionrtc_dropped_no_permission_total",
+                "Data dropped for lack of a permission.",
+                s.dropped_no_permission,
+            ),
+            (
+                "onionrtc_dropped_no_allocation_total",
+                "Data dropped for lack of an allocation.",
+                s.dropped_no_allocation,
+            ),
+            (
+                "onionrtc_connections_refused_total",
+                "Client connections refused by a connection limit.",
+                d.connections_refused,
+            ),
+            (
+                "onionrtc_connections_timed_out_total",
+                "Client connections closed by a timeout.",
+                d.connections_timed_out,
+            ),
         ];
         for (name, help, v) in simple {
             header(&mut o, name, "counter", help);
             let _ = writeln!(o, "{name} {v}");
         }
-        header(&mut o, "onionrtc_send_errors_total", "counter", "Datagrams or frames not sent (full buffers, errors).");
-        let _ = writeln!(o, "onionrtc_send_errors_total {}", d.send_errors + d.stream_drops);
-        header(&mut o, "onionrtc_connections_current", "gauge", "Client connections alive now, by transport.");
-        let _ = writeln!(o, "onionrtc_connections_current{{transport=\"tcp\"}} {}", d.connections_current[0]);
-        let _ = writeln!(o, "onionrtc_connections_current{{transport=\"tls\"}} {}", d.connections_current[1]);
-        header(&mut o, "onionrtc_relay_sockets_current", "gauge", "Relay sockets open now.");
+        header(
+            &mut o,
+            "onionrtc_send_errors_total",
+            "counter",
+            "Datagrams or frames not sent (full buffers, errors).",
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_send_errors_total {}",
+            d.send_errors + d.stream_drops
+        );
+        header(
+            &mut o,
+            "onionrtc_connections_current",
+            "gauge",
+            "Client connections alive now, by transport.",
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_connections_current{{transport=\"tcp\"}} {}",
+            d.connections_current[0]
+        );
+        let _ = writeln!(
+            o,
+            "onionrtc_connections_current{{transport=\"tls\"}} {}",
+            d.connections_current[1]
+        );
+        header(
+            &mut o,
+            "onionrtc_relay_sockets_current",
+            "gauge",
+            "Relay sockets open now.",
+        );
         let _ = writeln!(o, "onionrtc_relay_sockets_current {}", d.relay_sockets);
         o
     }
@@ -214,7 +339,8 @@ fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
                         break;
                     }
                 }
-                let ok = req[..n].starts_with(b"GET /metrics ") || req[..n].starts_with(b"GET /metrics?");
+                let ok = req[..n].starts_with(b"GET /metrics ")
+                    || req[..n].starts_with(b"GET /metrics?");
                 let (status, body) = if ok {
                     ("200 OK", metrics.render())
                 } else {
@@ -267,7 +393,8 @@ mod tests {
         let m = Metrics::new(1);
         let srv = MetricsServer::start("127.0.0.1:0".parse().unwrap(), m).unwrap();
         let mut s = std::net::TcpStream::connect(srv.local_addr()).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200 OK"));

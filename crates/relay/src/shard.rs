@@ -71,10 +71,23 @@ pub struct Listeners {
 }
 
 enum Entry {
-    Udp { sock: UdpSocket, local: SocketAddr },
-    Listener { l: TcpListener, local: SocketAddr, tls: bool },
-    RelayUdp { sock: UdpSocket, local: SocketAddr },
-    RelayTcp { l: TcpListener, local: SocketAddr },
+    Udp {
+        sock: UdpSocket,
+        local: SocketAddr,
+    },
+    Listener {
+        l: TcpListener,
+        local: SocketAddr,
+        tls: bool,
+    },
+    RelayUdp {
+        sock: UdpSocket,
+        local: SocketAddr,
+    },
+    RelayTcp {
+        l: TcpListener,
+        local: SocketAddr,
+    },
     Client(Box<ClientConn>),
     Peer(Box<PeerConn>),
 }
@@ -117,7 +130,9 @@ pub struct Shard {
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard").field("index", &self.index).finish_non_exhaustive()
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,7 +172,9 @@ impl Shard {
         for mut sock in listeners.udp {
             let local = sock.local_addr()?;
             let t = Token(s.slab.vacant_key());
-            s.poll.registry().register(&mut sock, t, Interest::READABLE)?;
+            s.poll
+                .registry()
+                .register(&mut sock, t, Interest::READABLE)?;
             s.slab.insert(Entry::Udp { sock, local });
             s.udp_by_local.insert(local, t);
         }
@@ -222,11 +239,16 @@ impl Shard {
         self.stats.connections_current = [0, 0];
         for (_, e) in self.slab.iter() {
             if let Entry::Client(c) = e {
-                let i = if c.ft.transport == Transport::Tls { 1 } else { 0 };
+                let i = if c.ft.transport == Transport::Tls {
+                    1
+                } else {
+                    0
+                };
                 self.stats.connections_current[i] += 1;
             }
         }
-        self.metrics.update(self.index, self.server.stats(), &self.stats);
+        self.metrics
+            .update(self.index, self.server.stats(), &self.stats);
     }
 
     fn ready(&mut self, ev: &Event, now: Instant, bufs: &mut Bufs) {
@@ -235,7 +257,14 @@ impl Shard {
         self.dispatch(ev.token(), readable, writable, now, bufs);
     }
 
-    fn dispatch(&mut self, t: Token, readable: bool, writable: bool, now: Instant, bufs: &mut Bufs) {
+    fn dispatch(
+        &mut self,
+        t: Token,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+        bufs: &mut Bufs,
+    ) {
         match self.slab.get(t.0) {
             Some(Entry::Udp { .. }) if readable => self.udp_ready(t, now, bufs),
             Some(Entry::Listener { .. }) if readable => self.accept(t, now),
@@ -281,7 +310,7 @@ impl Shard {
             let len = send.data.len();
             pbuf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + len].copy_from_slice(send.data);
             if let Some(f) = self.server.handle_peer_data(now, dst, src, pbuf, len) {
-                self.to_client(&f.five_tuple, &pbuf[f.start..f.end]);
+                self.send_client(&f.five_tuple, &pbuf[f.start..f.end]);
             }
             return;
         }
@@ -296,7 +325,7 @@ impl Shard {
     }
 
     /// Sends a whole message or frame to a client flow.
-    fn to_client(&mut self, ft: &FiveTuple, bytes: &[u8]) {
+    fn send_client(&mut self, ft: &FiveTuple, bytes: &[u8]) {
         match ft.transport {
             Transport::Udp => {
                 let Some(t) = self.udp_by_local.get(&ft.server) else {
@@ -342,8 +371,11 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => continue,
             };
-            if let Some(f) = self.server.handle_peer_data(now, local, from, &mut bufs.peer, n) {
-                self.to_client(&f.five_tuple, &bufs.peer[f.start..f.end]);
+            if let Some(f) = self
+                .server
+                .handle_peer_data(now, local, from, &mut bufs.peer, n)
+            {
+                self.send_client(&f.five_tuple, &bufs.peer[f.start..f.end]);
             }
         }
         self.again.push(t);
@@ -363,7 +395,9 @@ impl Shard {
                 Err(_) => return,
             };
             let per_ip = self.conns_per_ip.get(&from.ip()).copied().unwrap_or(0);
-            if self.clients.len() >= self.cfg.max_connections || per_ip >= self.cfg.max_connections_per_ip {
+            if self.clients.len() >= self.cfg.max_connections
+                || per_ip >= self.cfg.max_connections_per_ip
+            {
                 self.stats.connections_refused += 1;
                 continue;
             }
@@ -388,7 +422,11 @@ impl Shard {
             if self
                 .poll
                 .registry()
-                .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    &mut stream,
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .is_err()
             {
                 continue;
@@ -401,7 +439,14 @@ impl Shard {
         self.again.push(t);
     }
 
-    fn client_ready(&mut self, t: Token, readable: bool, writable: bool, now: Instant, bufs: &mut Bufs) {
+    fn client_ready(
+        &mut self,
+        t: Token,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+        bufs: &mut Bufs,
+    ) {
         if writable {
             let res = match self.slab.get_mut(t.0) {
                 Some(Entry::Client(c)) => c.flush().map(|()| c.queued() < OUT_LIMIT / 2),
@@ -539,19 +584,34 @@ impl Shard {
             if self
                 .poll
                 .registry()
-                .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    &mut stream,
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .is_err()
             {
                 self.server.peer_connection_closed(now, id);
                 continue;
             }
-            self.slab.insert(Entry::Peer(Box::new(PeerConn::new(stream, id, PeerState::Waiting))));
+            self.slab.insert(Entry::Peer(Box::new(PeerConn::new(
+                stream,
+                id,
+                PeerState::Waiting,
+            ))));
             self.peers.insert(id, Token(key));
         }
         self.again.push(t);
     }
 
-    fn peer_ready(&mut self, t: Token, readable: bool, writable: bool, now: Instant, bufs: &mut Bufs) {
+    fn peer_ready(
+        &mut self,
+        t: Token,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+        bufs: &mut Bufs,
+    ) {
         let (id, state) = match self.slab.get(t.0) {
             Some(Entry::Peer(p)) => (p.id, p.state),
             _ => return,
@@ -652,7 +712,10 @@ impl Shard {
     fn drain(&mut self, now: Instant, bufs: &mut Bufs) {
         while let Some(o) = self.server.poll_output() {
             match o {
-                Output::Transmit { five_tuple, payload } => self.to_client(&five_tuple, &payload),
+                Output::Transmit {
+                    five_tuple,
+                    payload,
+                } => self.send_client(&five_tuple, &payload),
                 Output::BindRelay {
                     token,
                     protocol,
@@ -712,17 +775,25 @@ impl Shard {
         }
     }
 
-    fn bind_relay(&mut self, protocol: RelayProtocol, addrs: &[SocketAddr]) -> Result<(), SocketAddr> {
+    fn bind_relay(
+        &mut self,
+        protocol: RelayProtocol,
+        addrs: &[SocketAddr],
+    ) -> Result<(), SocketAddr> {
         let mut done: Vec<SocketAddr> = Vec::new();
         for a in addrs {
             let key = self.slab.vacant_key();
             let entry = match protocol {
                 RelayProtocol::Udp => sockets::udp(*a, false).and_then(|mut sock| {
-                    self.poll.registry().register(&mut sock, Token(key), Interest::READABLE)?;
+                    self.poll
+                        .registry()
+                        .register(&mut sock, Token(key), Interest::READABLE)?;
                     Ok(Entry::RelayUdp { sock, local: *a })
                 }),
                 RelayProtocol::Tcp => sockets::tcp_listener(*a, true).and_then(|mut l| {
-                    self.poll.registry().register(&mut l, Token(key), Interest::READABLE)?;
+                    self.poll
+                        .registry()
+                        .register(&mut l, Token(key), Interest::READABLE)?;
                     Ok(Entry::RelayTcp { l, local: *a })
                 }),
             };
@@ -748,7 +819,10 @@ impl Shard {
     }
 
     fn remove_relay_socket(&mut self, t: Token) {
-        if !matches!(self.slab.get(t.0), Some(Entry::RelayUdp { .. } | Entry::RelayTcp { .. })) {
+        if !matches!(
+            self.slab.get(t.0),
+            Some(Entry::RelayUdp { .. } | Entry::RelayTcp { .. })
+        ) {
             return;
         }
         match self.slab.try_remove(t.0) {
@@ -766,9 +840,11 @@ impl Shard {
     fn connect_peer(&mut self, id: u32, relay: SocketAddr, peer: SocketAddr, now: Instant) {
         let key = self.slab.vacant_key();
         let stream = sockets::tcp_connect(relay, peer).and_then(|mut s| {
-            self.poll
-                .registry()
-                .register(&mut s, Token(key), Interest::READABLE | Interest::WRITABLE)?;
+            self.poll.registry().register(
+                &mut s,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             Ok(s)
         });
         match stream {
@@ -776,7 +852,8 @@ impl Shard {
                 let state = PeerState::Connecting {
                     deadline: now + CONNECT_TIMEOUT,
                 };
-                self.slab.insert(Entry::Peer(Box::new(PeerConn::new(s, id, state))));
+                self.slab
+                    .insert(Entry::Peer(Box::new(PeerConn::new(s, id, state))));
                 self.peers.insert(id, Token(key));
             }
             Err(_) => self.server.peer_connect_result(now, id, false),
@@ -784,7 +861,10 @@ impl Shard {
     }
 
     fn bind_connection(&mut self, id: u32, data: FiveTuple) {
-        let (Some(pt), Some(ct)) = (self.peers.get(&id).copied(), self.clients.get(&data).copied()) else {
+        let (Some(pt), Some(ct)) = (
+            self.peers.get(&id).copied(),
+            self.clients.get(&data).copied(),
+        ) else {
             return;
         };
         let rest = match self.slab.get_mut(ct.0) {
@@ -811,7 +891,8 @@ impl Shard {
         for (k, e) in self.slab.iter() {
             match e {
                 Entry::Client(c) => {
-                    let handshake = !c.got_frame && now.duration_since(c.opened) > self.cfg.handshake_timeout;
+                    let handshake =
+                        !c.got_frame && now.duration_since(c.opened) > self.cfg.handshake_timeout;
                     let idle = c.mode == Mode::Frames
                         && !self.server.has_allocation(&c.ft)
                         && now.duration_since(c.last_activity) > self.cfg.idle_timeout;

@@ -1,6 +1,9 @@
 //! The relay configuration through its public API: every key, the defaults,
 //! each error, overrides, the environment secret and redaction.
 
+// Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

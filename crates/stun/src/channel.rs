@@ -130,9 +130,11 @@ mod tests {
     fn errors() {
         assert_eq!(ChannelData::parse(&[0x40, 0]), Err(Error::TooShort));
         assert_eq!(
-            ChannelData::parse(&[0x50, 0, 0, 0]),
+            ChannelData::parse(&[0x80, 0, 0, 0]),
             Err(Error::NotChannelData)
         );
+        // RFC 5766 numbers above 0x4FFF are accepted (see `is_rfc5766_channel`).
+        assert!(ChannelData::parse(&[0x50, 0, 0, 0]).is_ok());
         assert_eq!(
             ChannelData::parse(&[0x40, 0, 0, 5, 1]),
             Err(Error::TooShort)

@@ -5,5 +5,7 @@
 //! Servers bind only loopback; every child process is killed by PID when its
 //! test ends; every loop is bounded.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod interop;
 mod support;

@@ -57,7 +57,7 @@ pub struct TestRelay {
     pub handle: Option<RelayHandle>,
     pub port: u16,
     pub tls_port: u16,
-    pub dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 impl TestRelay {
@@ -92,6 +92,8 @@ impl TestRelay {
             c.auth_secrets = vec![Secret::new("rest-secret")];
             c.dangerous_allow_loopback_peers = true;
             c.relay_ports = 40000..=59999;
+            c.max_allocations_per_user = 1000;
+            c.max_allocations_per_ip = 1000;
             edit(&mut c);
             match relay::start(&c) {
                 Ok(handle) => {
@@ -99,7 +101,7 @@ impl TestRelay {
                         handle: Some(handle),
                         port,
                         tls_port,
-                        dir,
+                        _dir: dir,
                     }
                 }
                 Err(e) => eprintln!("relay start failed, retrying: {e:#}"),
@@ -123,7 +125,8 @@ impl Drop for TestRelay {
 
 /// A self-signed certificate for 127.0.0.1 and localhost.
 pub fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();

@@ -691,9 +691,13 @@ fn channels_bind_relay_expire_and_cool_down() {
     );
     h.expect_ok(Method::REFRESH, &[]);
     h.advance(Duration::from_secs(299));
-    let r = h.s.handle_client_packet(h.now, h.ft, &cd); assert!(r.is_some(), "{:?}", h.s.stats());
+    let r = h.s.handle_client_packet(h.now, h.ft, &cd);
+    assert!(r.is_some(), "{:?}", h.s.stats());
     h.login();
-    h.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(peer)]);
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
     h.expect_ok(Method::REFRESH, &[]);
     // The binding made at t=299 s ends at t=899 s.
     h.advance(Duration::from_secs(10));
