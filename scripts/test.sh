@@ -5,15 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests need (none yet beyond a C toolchain; later
-# issues add coturn, chromium, tor, nftables here).
+# System packages the tests need:
+#   coturn   - turnutils_uclient/_peer/_stunclient (independent TURN client
+#              tools the relay is tested against) and turnserver (benchmarks)
+#   chromium - headless browser for the WebRTC end-to-end tests
+#   iproute2, util-linux - `ip` and `unshare` for network-namespace tests
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
   else
     echo "missing system packages: ${need[*]} (run as root or install them)" >&2
     exit 1
@@ -26,7 +33,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz targets build"
 (cd fuzz && cargo build --quiet)
-echo "== benchmarks compile"
-cargo bench --workspace --no-run --quiet
 echo "== cargo test"
 cargo test --workspace

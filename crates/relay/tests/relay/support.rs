@@ -1,51 +1,19 @@
 //! Test support: a relay on free loopback ports, child processes with
 //! deadlines, coturn output parsing.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+pub use testkit::{free_port, run_bounded, Proc};
 
 use relay::config::{Listen, ListenProto, RelayConfig, Secret, TlsFiles};
 use relay::RelayHandle;
 
-/// Whether coturn's tools are installed (the test command installs them).
-pub fn have_coturn() -> bool {
-    Command::new("turnutils_uclient")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// Fails loudly in CI when a tool is missing, skips with a note elsewhere.
+/// Whether coturn's tools are installed (required in CI).
 pub fn require_coturn() -> bool {
-    if have_coturn() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "coturn's turnutils_* are required in CI (scripts/test.sh installs them)"
-    );
-    eprintln!("skipping: coturn's turnutils_* not installed");
-    false
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(u) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = u.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
+    testkit::require_tool("turnutils_uclient", &[])
 }
 
 pub const USER: &str = "alice";
@@ -132,56 +100,6 @@ pub fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     (cert, key)
-}
-
-/// A child process killed by PID when dropped.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `cmd` to completion within `limit`, killing it by PID otherwise.
-pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let s = child.wait().unwrap();
-            eprintln!("killed after {limit:?}: {cmd:?}");
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
 }
 
 /// coturn's `turnutils_peer` on 127.0.0.1.

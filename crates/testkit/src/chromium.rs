@@ -1,0 +1,1 @@
+//! Headless Chromium driven over the DevTools protocol (being written).

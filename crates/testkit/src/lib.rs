@@ -1,0 +1,12 @@
+//! # testkit — support code for OnionRTC's integration tests
+//!
+//! Shared by the crates' `tests/` binaries (as a dev-dependency only):
+//! processes that are always stopped by PID, bounded waits, free loopback
+//! ports, and drivers for real peers we did not write.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod chromium;
+pub mod netns;
+pub mod process;
+
+pub use process::{free_port, require_tool, run_bounded, wait_until, Proc};
