@@ -130,8 +130,8 @@ pub fn name(typ: u16) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// Maximum USERNAME length in bytes (RFC 8489 §14.3).
-pub const MAX_USERNAME: usize = 513;
+/// Maximum USERNAME length in bytes (RFC 8489 §14.3: fewer than 509).
+pub const MAX_USERNAME: usize = 508;
 /// Maximum length in bytes of REALM, NONCE, SOFTWARE and reason phrases
 /// (128 characters of up to 6 bytes; RFC 8489 §14).
 pub const MAX_TEXT: usize = 763;
@@ -289,7 +289,7 @@ pub enum Attribute<'a> {
     MappedAddress(SocketAddr),
     /// XOR-MAPPED-ADDRESS.
     XorMappedAddress(SocketAddr),
-    /// USERNAME (UTF-8, at most 513 bytes).
+    /// USERNAME (UTF-8, at most 508 bytes).
     Username(&'a str),
     /// USERHASH: SHA-256(username ":" realm).
     UserHash([u8; 32]),

@@ -34,7 +34,7 @@ pub enum Error {
     #[error("output buffer too small")]
     BufferTooSmall,
     /// A value is too long to be encoded (attribute or message over 65535 bytes,
-    /// or a limit of the RFC such as 513 bytes for USERNAME).
+    /// or a limit of the RFC such as 508 bytes for USERNAME).
     #[error("value too long to encode")]
     ValueTooLong,
     /// Not a ChannelData message (channel number outside 0x4000..=0x4FFF

@@ -81,9 +81,12 @@ impl Key {
     }
 
     /// The long-term key (RFC 8489 §9.2.2): the algorithm's hash of
-    /// `username ":" OpaqueString(realm) ":" OpaqueString(password)`.
+    /// `username ":" realm ":" password`.
     ///
-    /// Passwords are prepared with SASLprep, as the RFC 5769 vectors expect.
+    /// The password is prepared with SASLprep (RFC 4013), as RFC 5389 and
+    /// the RFC 5769 vectors expect; RFC 8489's OpaqueString (RFC 8265) gives
+    /// the same bytes for every ASCII password and for those vectors. The
+    /// realm is used as sent: servers compare it byte for byte.
     pub fn long_term(
         algorithm: PasswordAlgorithm,
         username: &str,
