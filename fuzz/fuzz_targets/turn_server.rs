@@ -207,6 +207,7 @@ impl Harness {
         while let Some(o) = self.server.poll_output() {
             match o {
                 Output::BindRelay { token, addrs, .. } => {
+                    // A BindRelay always names at least one address.
                     let r = if self.fail_binds {
                         Err(addrs[0])
                     } else {
@@ -214,10 +215,8 @@ impl Harness {
                     };
                     self.server.relay_bound(self.now, token, r);
                 }
-                Output::ConnectPeer { connection_id, .. } => {
-                    if self.connections.len() < 64 {
-                        self.connections.push(connection_id);
-                    }
+                Output::ConnectPeer { connection_id, .. } if self.connections.len() < 64 => {
+                    self.connections.push(connection_id);
                 }
                 _ => {}
             }

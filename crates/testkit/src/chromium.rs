@@ -1,1 +1,805 @@
-//! Headless Chromium driven over the DevTools protocol (being written).
+//! Headless Chromium driven over the DevTools protocol (CDP), synchronously.
+//!
+//! ```text
+//! Chromium::launch(opts) ─ /json/version ─ browser WebSocket
+//!        └─ new_page(url) ─ Target.createTarget ─ page WebSocket ─ Page::{navigate, evaluate, wait_for}
+//! ```
+//!
+//! Design decisions:
+//! - No async runtime: one blocking WebSocket per target, with a read timeout
+//!   on the socket and a deadline on every call, so nothing waits forever.
+//! - The browser is started with the flags measured to work here
+//!   (`shared/BROWSER-TESTS.md`), a fresh profile directory, and the DevTools
+//!   endpoint on 127.0.0.1 only. It is killed by PID on drop (its helper
+//!   processes die with it) and the profile is removed.
+//! - Pages are served from a real `http://127.0.0.1` origin ([`StaticServer`]):
+//!   a secure context, so `getUserMedia` and WebRTC behave as on a web site.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tungstenite::{Message, WebSocket};
+
+use crate::process::{free_port, Proc};
+
+/// What [`Page::evaluate`] returns; re-exported so tests need no JSON crate.
+pub use serde_json::{self, Value};
+
+/// The flags of `shared/BROWSER-TESTS.md`, less the per-launch ones
+/// (`--user-data-dir`, `--remote-debugging-port`).
+const BASE_FLAGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--remote-debugging-address=127.0.0.1",
+];
+
+/// Lines of Chromium's stderr kept for error messages.
+const STDERR_LINES: usize = 60;
+/// CDP events kept per connection (older ones are dropped).
+const MAX_EVENTS: usize = 2000;
+/// Console lines kept per page.
+const MAX_CONSOLE: usize = 500;
+
+/// How to start the browser.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// The executable; `None` means `$CHROMIUM`, else `/usr/bin/chromium`.
+    pub binary: Option<PathBuf>,
+    /// Flags added after the standard ones, e.g.
+    /// `--ignore-certificate-errors-spki-list=…` or
+    /// `--allow-loopback-in-peer-connection`.
+    pub extra_args: Vec<String>,
+    /// How long the DevTools endpoint may take to come up.
+    pub startup_timeout: Duration,
+    /// The default limit of one CDP call (`evaluate`, `navigate`, …).
+    pub call_timeout: Duration,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            binary: None,
+            extra_args: Vec::new(),
+            startup_timeout: Duration::from_secs(20),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl LaunchOptions {
+    /// Adds one flag.
+    pub fn arg(mut self, flag: impl Into<String>) -> Self {
+        self.extra_args.push(flag.into());
+        self
+    }
+}
+
+/// The executable the tests use: `$CHROMIUM`, else `/usr/bin/chromium`.
+pub fn chromium_binary() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// A running headless Chromium; killed by PID and its profile removed on drop.
+#[derive(Debug)]
+pub struct Chromium {
+    // Declared before `profile`: the browser dies before its profile goes.
+    proc: Option<Proc>,
+    profile: Option<tempfile::TempDir>,
+    port: u16,
+    version: Value,
+    browser: Mutex<Cdp>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    call_timeout: Duration,
+}
+
+impl Chromium {
+    /// Starts the browser and waits (bounded) for its DevTools endpoint.
+    pub fn launch(opts: LaunchOptions) -> Result<Chromium, String> {
+        let binary = opts.binary.clone().unwrap_or_else(chromium_binary);
+        let profile = tempfile::Builder::new()
+            .prefix("testkit-chromium-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a profile directory: {e}"))?;
+        let port = free_port();
+        let mut cmd = Command::new(&binary);
+        cmd.args(BASE_FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--remote-debugging-port={port}"))
+            .args(&opts.extra_args)
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut proc =
+            Proc::spawn(&mut cmd).map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(pipe) = proc.0.stderr.take() {
+            let tail = Arc::clone(&stderr);
+            std::thread::spawn(move || keep_tail(pipe, &tail));
+        }
+
+        let deadline = Instant::now() + opts.startup_timeout;
+        let mut last_err: String;
+        let version = loop {
+            if let Ok(Some(status)) = proc.0.try_wait() {
+                return Err(format!(
+                    "{} exited during startup ({status}); stderr tail:\n{}",
+                    binary.display(),
+                    tail_text(&stderr)
+                ));
+            }
+            match http_json("GET", port, "/json/version", Duration::from_secs(2)) {
+                Ok(v) => break v,
+                Err(e) => last_err = e,
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "DevTools endpoint on 127.0.0.1:{port} not up within {:?} ({last_err}); \
+                     stderr tail:\n{}",
+                    opts.startup_timeout,
+                    tail_text(&stderr)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let ws_url = version["webSocketDebuggerUrl"]
+            .as_str()
+            .ok_or_else(|| format!("no webSocketDebuggerUrl in /json/version: {version}"))?
+            .to_owned();
+        let browser = Cdp::connect(&ws_url, opts.call_timeout).map_err(|e| {
+            format!(
+                "browser WebSocket {ws_url}: {e}; stderr tail:\n{}",
+                tail_text(&stderr)
+            )
+        })?;
+        Ok(Chromium {
+            proc: Some(proc),
+            profile: Some(profile),
+            port,
+            version,
+            browser: Mutex::new(browser),
+            stderr,
+            call_timeout: opts.call_timeout,
+        })
+    }
+
+    /// What `/json/version` answered (`Browser`, `Protocol-Version`, …).
+    pub fn version(&self) -> &Value {
+        &self.version
+    }
+
+    /// The DevTools port on 127.0.0.1.
+    pub fn devtools_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The browser's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// The last lines Chromium wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        tail_text(&self.stderr)
+    }
+
+    /// Opens a new tab, connects to it and loads `url` (waits for `load`).
+    pub fn new_page(&self, url: &str) -> Result<Page, String> {
+        let target = {
+            let mut browser = self.browser.lock().map_err(|_| "browser lock poisoned")?;
+            browser.call(
+                "Target.createTarget",
+                json!({ "url": "about:blank" }),
+                self.call_timeout,
+            )?
+        };
+        let target_id = target["targetId"]
+            .as_str()
+            .ok_or_else(|| format!("Target.createTarget answered {target}"))?
+            .to_owned();
+        let ws_url = format!("ws://127.0.0.1:{}/devtools/page/{target_id}", self.port);
+        let mut cdp = Cdp::connect(&ws_url, self.call_timeout)?;
+        cdp.call("Page.enable", json!({}), self.call_timeout)?;
+        cdp.call("Runtime.enable", json!({}), self.call_timeout)?;
+        let mut page = Page {
+            cdp,
+            target_id,
+            call_timeout: self.call_timeout,
+            console: VecDeque::new(),
+        };
+        page.navigate(url)?;
+        Ok(page)
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        // Kill by PID first (Proc's drop), then remove the profile.
+        drop(self.proc.take());
+        if let Some(dir) = self.profile.take() {
+            let path = dir.path().to_owned();
+            if dir.close().is_err() {
+                // Helper processes may still write for a moment.
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = std::fs::remove_dir_all(path);
+            }
+        }
+    }
+}
+
+/// One tab, driven over its own WebSocket.
+#[derive(Debug)]
+pub struct Page {
+    cdp: Cdp,
+    target_id: String,
+    call_timeout: Duration,
+    console: VecDeque<String>,
+}
+
+impl Page {
+    /// The DevTools target id.
+    pub fn target_id(&self) -> &str {
+        &self.target_id
+    }
+
+    /// Loads `url` and waits (bounded) for its `load` event.
+    pub fn navigate(&mut self, url: &str) -> Result<(), String> {
+        self.cdp
+            .events
+            .retain(|e| e["method"] != "Page.loadEventFired");
+        let r = self
+            .cdp
+            .call("Page.navigate", json!({ "url": url }), self.call_timeout)?;
+        if let Some(err) = r["errorText"].as_str() {
+            return Err(format!("navigating to {url}: {err}"));
+        }
+        self.cdp
+            .wait_event("Page.loadEventFired", self.call_timeout)
+            .map(|_| ())
+            .map_err(|e| format!("navigating to {url}: {e}"))
+    }
+
+    /// Evaluates `js` in the page (promises are awaited) and returns its
+    /// value as JSON (`undefined` is `null`). A thrown exception is an error.
+    pub fn evaluate(&mut self, js: &str) -> Result<Value, String> {
+        self.evaluate_within(js, self.call_timeout)
+    }
+
+    /// [`Page::evaluate`] with its own limit.
+    pub fn evaluate_within(&mut self, js: &str, limit: Duration) -> Result<Value, String> {
+        let r = self.cdp.call(
+            "Runtime.evaluate",
+            json!({ "expression": js, "awaitPromise": true, "returnByValue": true }),
+            limit,
+        );
+        self.collect_console();
+        let r = r?;
+        if let Some(ex) = r.get("exceptionDetails") {
+            return Err(format!("page threw: {}", describe_exception(ex)));
+        }
+        Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Polls `js_expr` until it is truthy, at most `limit`; returns its value.
+    pub fn wait_for(&mut self, js_expr: &str, limit: Duration) -> Result<Value, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.evaluate_within(js_expr, left.max(Duration::from_millis(500)))?;
+            if truthy(&v) {
+                return Ok(v);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "`{js_expr}` not truthy within {limit:?} (last: {v})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100).min(left));
+        }
+    }
+
+    /// Console messages and uncaught exceptions seen so far (oldest first).
+    pub fn console(&mut self) -> Vec<String> {
+        self.collect_console();
+        self.console.iter().cloned().collect()
+    }
+
+    fn collect_console(&mut self) {
+        let events = std::mem::take(&mut self.cdp.events);
+        for e in events {
+            let line = match e["method"].as_str() {
+                Some("Runtime.consoleAPICalled") => {
+                    let p = &e["params"];
+                    let args: Vec<String> = p["args"]
+                        .as_array()
+                        .map(|a| a.iter().map(remote_object_text).collect())
+                        .unwrap_or_default();
+                    format!(
+                        "console.{}: {}",
+                        p["type"].as_str().unwrap_or("?"),
+                        args.join(" ")
+                    )
+                }
+                Some("Runtime.exceptionThrown") => format!(
+                    "uncaught: {}",
+                    describe_exception(&e["params"]["exceptionDetails"])
+                ),
+                _ => {
+                    // Keep other events for `wait_event`.
+                    self.cdp.push_event(e);
+                    continue;
+                }
+            };
+            if self.console.len() == MAX_CONSOLE {
+                self.console.pop_front();
+            }
+            self.console.push_back(line);
+        }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // Best effort: close the tab so its peer connections go away.
+        let _ = self.cdp.send("Page.close", json!({}));
+        let _ = self.cdp.ws.close(None);
+        let _ = self.cdp.ws.flush();
+    }
+}
+
+/// JavaScript truthiness of a JSON value.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+fn describe_exception(ex: &Value) -> String {
+    ex["exception"]["description"]
+        .as_str()
+        .or_else(|| ex["text"].as_str())
+        .unwrap_or("unknown exception")
+        .to_owned()
+}
+
+fn remote_object_text(o: &Value) -> String {
+    match o.get("value") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => o["description"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+/// One CDP WebSocket: numbered calls, events buffered until asked for.
+#[derive(Debug)]
+struct Cdp {
+    ws: WebSocket<TcpStream>,
+    next_id: u64,
+    events: VecDeque<Value>,
+}
+
+impl Cdp {
+    fn connect(ws_url: &str, limit: Duration) -> Result<Cdp, String> {
+        let rest = ws_url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("not a ws:// URL: {ws_url}"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        let addr: SocketAddr = host
+            .parse()
+            .map_err(|e| format!("bad DevTools address {host}: {e}"))?;
+        let stream =
+            TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect {addr}: {e}"))?;
+        stream
+            .set_read_timeout(Some(limit))
+            .and_then(|()| stream.set_write_timeout(Some(limit)))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(|e| format!("socket options: {e}"))?;
+        let (ws, _) = tungstenite::client(ws_url, stream)
+            .map_err(|e| format!("WebSocket handshake with {ws_url}: {e}"))?;
+        Ok(Cdp {
+            ws,
+            next_id: 1,
+            events: VecDeque::new(),
+        })
+    }
+
+    fn send(&mut self, method: &str, params: Value) -> Result<u64, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.ws
+            .send(Message::text(msg))
+            .map_err(|e| format!("{method}: send: {e}"))?;
+        Ok(id)
+    }
+
+    /// Sends `method` and waits (bounded) for its answer.
+    fn call(&mut self, method: &str, params: Value, limit: Duration) -> Result<Value, String> {
+        let deadline = Instant::now() + limit;
+        let id = self.send(method, params)?;
+        loop {
+            let Some(msg) = self.recv(deadline).map_err(|e| format!("{method}: {e}"))? else {
+                return Err(format!("{method}: no answer within {limit:?}"));
+            };
+            if msg.get("id").and_then(Value::as_u64) == Some(id) {
+                if let Some(err) = msg.get("error") {
+                    return Err(format!("{method}: {err}"));
+                }
+                return Ok(msg.get("result").cloned().unwrap_or(Value::Null));
+            }
+            if msg.get("method").is_some() {
+                self.push_event(msg);
+            }
+            // Answers to earlier calls that timed out are dropped.
+        }
+    }
+
+    /// Waits (bounded) for the event `method`, taking it from the buffer.
+    fn wait_event(&mut self, method: &str, limit: Duration) -> Result<Value, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
+                return Ok(self.events.remove(i).unwrap_or(Value::Null));
+            }
+            let Some(msg) = self.recv(deadline)? else {
+                return Err(format!("no {method} within {limit:?}"));
+            };
+            if msg.get("method").is_some() {
+                self.push_event(msg);
+            }
+        }
+    }
+
+    fn push_event(&mut self, e: Value) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// The next JSON message, or `None` at the deadline.
+    fn recv(&mut self, deadline: Instant) -> Result<Option<Value>, String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.ws
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .map_err(|e| format!("set_read_timeout: {e}"))?;
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    return serde_json::from_str(t.as_str())
+                        .map(Some)
+                        .map_err(|e| format!("bad CDP message: {e}"));
+                }
+                Ok(Message::Close(f)) => return Err(format!("DevTools closed the socket: {f:?}")),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("DevTools socket: {e}")),
+            }
+        }
+    }
+}
+
+/// A bounded HTTP/1.1 request to the DevTools endpoint, answer parsed as JSON.
+fn http_json(method: &str, port: u16, path: &str, limit: Duration) -> Result<Value, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(limit))
+        .and_then(|()| s.set_write_timeout(Some(limit)))
+        .map_err(|e| format!("socket options: {e}"))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("{method} {path}: {e}"))?;
+    let (status, body) = read_http_response(&mut s).map_err(|e| format!("{method} {path}: {e}"))?;
+    if status != 200 {
+        return Err(format!(
+            "{method} {path}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{method} {path}: bad JSON: {e}"))
+}
+
+/// Reads one response: status code and body (by Content-Length, else to EOF).
+fn read_http_response(s: &mut impl Read) -> Result<(u16, Vec<u8>), String> {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let mut len = None;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed in headers".into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = Vec::new();
+    match len {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body).map_err(|e| e.to_string())?;
+        }
+        None => {
+            r.read_to_end(&mut body).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok((status, body))
+}
+
+fn keep_tail(pipe: impl Read, tail: &Mutex<VecDeque<String>>) {
+    for line in BufReader::new(pipe).lines() {
+        let Ok(line) = line else { break };
+        let Ok(mut t) = tail.lock() else { break };
+        if t.len() == STDERR_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    tail.lock()
+        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+/// The base64 SHA-256 of a PEM certificate's SubjectPublicKeyInfo, the form
+/// `--ignore-certificate-errors-spki-list` takes (the same as
+/// `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der |
+/// openssl dgst -sha256 -binary | base64`).
+pub fn spki_sha256_base64(cert_pem: &str) -> Result<String, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let digest = Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
+/// A tiny HTTP server on 127.0.0.1 that answers every `GET` with one HTML
+/// page (and `/favicon.ico` with 404). Stopped on drop.
+#[derive(Debug)]
+pub struct StaticServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StaticServer {
+    /// Starts serving `html`.
+    pub fn start(html: impl Into<String>) -> std::io::Result<StaticServer> {
+        let html = html.into();
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => serve_one(conn, &html),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(StaticServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(mut conn: TcpStream, html: &str) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&head);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, ctype, body) = if path.starts_with("/favicon") {
+        ("404 Not Found", "text/plain", "")
+    } else {
+        ("200 OK", "text/html; charset=utf-8", html)
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.flush();
+    let _ = conn.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A self-signed certificate (`openssl req -x509 -newkey ec -pkeyopt
+    // ec_paramgen_curve:P-256 -subj /CN=localhost`), and the hash that
+    // `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der |
+    // openssl dgst -sha256 -binary | base64` gives for it.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBfjCCASWgAwIBAgIUSyOXeugncTVRwp7Qm9cqcS/wReowCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMjAwMDcwMloYDzIxMjYxMDI5
+MDAwNzAyWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAASIVxWjo9j+h6N54p23cPyLNzlmTDMsfVIPUhYpswK0quW/vhshS0hB
+3nSKcjT0vNGsTbBhOo7m6KgLy+zudlMoo1MwUTAdBgNVHQ4EFgQUZoXiOH6lVjWv
+4FJteWp3lTymjBwwHwYDVR0jBBgwFoAUZoXiOH6lVjWv4FJteWp3lTymjBwwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiA4KxKJ06JM/cCBo09PrJTa
+qCAIUHQN37CALiJINtRrWQIgKi3Jo95r1I7wHy7+VMpHryBI/rmk8NJuqpoy7ZNq
+PYI=
+-----END CERTIFICATE-----
+";
+    const CERT_SPKI: &str = "aMTOpr5xZaUPJoGENzQNUFEotpNEVuJM8OWABnP/SXo=";
+
+    #[test]
+    fn spki_hash_matches_openssl() {
+        assert_eq!(spki_sha256_base64(CERT).unwrap(), CERT_SPKI);
+    }
+
+    #[test]
+    fn spki_hash_rejects_garbage() {
+        assert!(spki_sha256_base64("").is_err());
+        assert!(spki_sha256_base64(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn truthiness_is_javascripts() {
+        for v in [json!(null), json!(false), json!(0), json!(0.0), json!("")] {
+            assert!(!truthy(&v), "{v}");
+        }
+        for v in [
+            json!(true),
+            json!(1),
+            json!(-0.5),
+            json!("x"),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(truthy(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn http_response_by_content_length_and_to_eof() {
+        let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}trailing";
+        assert_eq!(
+            read_http_response(&mut r).unwrap(),
+            (200, b"{\"a\":1}".to_vec())
+        );
+        let mut r: &[u8] = b"HTTP/1.0 404 Not Found\r\nX: y\r\n\r\nnope";
+        assert_eq!(read_http_response(&mut r).unwrap(), (404, b"nope".to_vec()));
+        let mut r: &[u8] = b"garbage";
+        assert!(read_http_response(&mut r).is_err());
+        let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n";
+        assert!(read_http_response(&mut r).is_err());
+    }
+
+    #[test]
+    fn static_server_serves_the_page() {
+        let server = StaticServer::start("<p>hi</p>").unwrap();
+        let port: u16 = server
+            .url()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let get = |path: &str| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            read_http_response(&mut s).unwrap()
+        };
+        assert_eq!(get("/"), (200, b"<p>hi</p>".to_vec()));
+        assert_eq!(get("/any/path?x=1"), (200, b"<p>hi</p>".to_vec()));
+        assert_eq!(get("/favicon.ico").0, 404);
+        drop(server);
+        assert!(TcpStream::connect(("127.0.0.1", port))
+            .map(|mut s| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut b = [0u8; 1];
+                matches!(s.read(&mut b), Ok(0) | Err(_))
+            })
+            .unwrap_or(true));
+    }
+
+    #[test]
+    fn launch_failure_is_an_error_not_a_hang() {
+        let opts = LaunchOptions {
+            binary: Some(PathBuf::from("/nonexistent/chromium")),
+            ..LaunchOptions::default()
+        };
+        let err = Chromium::launch(opts).unwrap_err();
+        assert!(err.contains("cannot start"), "{err}");
+        // A program that exits at once: the error carries its stderr.
+        let opts = LaunchOptions {
+            binary: Some(PathBuf::from("/bin/sh")),
+            extra_args: vec![],
+            startup_timeout: Duration::from_secs(5),
+            ..LaunchOptions::default()
+        };
+        let started = Instant::now();
+        let err = Chromium::launch(opts).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(err.contains("exited during startup"), "{err}");
+    }
+}
