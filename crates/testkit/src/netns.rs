@@ -134,17 +134,23 @@ fn current_exe() -> PathBuf {
 fn run_child(test: &str, limit: Duration) {
     let exe = current_exe();
     let mut cmd = Command::new("unshare");
-    cmd.args(["--net", "--", "sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
-        .arg(&exe)
-        .args([
-            test,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(MARKER_ENV, test);
+    cmd.args([
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        r#"ip link set lo up && exec "$0" "$@""#,
+    ])
+    .arg(&exe)
+    .args([
+        test,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(MARKER_ENV, test);
     eprintln!("running {test} in a new network namespace: {cmd:?}");
     let out = run_bounded(&mut cmd, limit);
     report(test, &out);

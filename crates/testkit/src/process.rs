@@ -70,7 +70,11 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
 }
 
 /// Polls `f` every `step` until it returns `Some`, at most until `limit`.
-pub fn wait_until<T>(limit: Duration, step: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_until<T>(
+    limit: Duration,
+    step: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {

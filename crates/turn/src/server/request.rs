@@ -245,6 +245,19 @@ impl Server {
             }
         };
         let unix = self.unix_now(now);
+        // TURN REST credentials are checked for expiry when an allocation is
+        // made; requests on that allocation by the same user (Refresh,
+        // CreatePermission, ChannelBind, Connect) keep working after the
+        // expiry, so calls outlive short-lived credentials.
+        let owns_allocation = msg.method() != Method::ALLOCATE
+            && self
+                .allocations
+                .get(&ft)
+                .is_some_and(|a| a.username == username);
+        let unix = match crate::auth::rest_expiry(&username) {
+            Some(expiry) if owns_allocation => unix.min(expiry),
+            _ => unix,
+        };
         let keys = match self.config.credentials.keys(&username, algorithm, unix) {
             Ok(k) => k,
             Err(e) => {

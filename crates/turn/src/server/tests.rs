@@ -1375,3 +1375,24 @@ fn poll_timeout_tracks_the_earliest_deadline() {
     }
     assert_eq!(h.s.allocation_count(), 0);
 }
+
+#[test]
+fn expired_rest_credential_keeps_its_allocation_alive() {
+    let mut h = H::new();
+    h.user = rest_username(UNIX0 + 60, Some("call"));
+    h.password = rest_password(b"rest-secret", &h.user);
+    h.allocate();
+    h.advance(Duration::from_secs(300));
+    h.login();
+    // Past the expiry: the allocation made in time can still be refreshed
+    // and used...
+    h.expect_ok(Method::REFRESH, &[]);
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(public_peer())],
+    );
+    // ... but no new allocation is made with it.
+    h.ft = ft("203.0.113.5:40001", Transport::Udp);
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 401);
+}
