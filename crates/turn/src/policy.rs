@@ -447,7 +447,13 @@ impl PeerPolicy {
         if peer.port() == 0 {
             return Err(DenyReason::PortZero);
         }
-        let ip = peer.ip();
+        self.check_ip(peer.ip())
+    }
+
+    /// Whether a client may relay to `ip` on some port: the check for
+    /// CreatePermission, whose XOR-PEER-ADDRESS port is ignored
+    /// (RFC 8656 §9.1), so port 0 is not a reason to refuse there.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), DenyReason> {
         let embedded = embedded_v4(ip);
         let forms = || std::iter::once(ip).chain(embedded.into_iter().flatten().map(IpAddr::V4));
 

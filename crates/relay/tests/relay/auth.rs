@@ -573,7 +573,8 @@ fn third_allocation_of_a_user_is_486_and_counted() {
 
     // Deleting one allocation gives the quota back.
     d1.deallocate();
-    d3.allocate().expect("allocation after the quota was released");
+    d3.allocate()
+        .expect("allocation after the quota was released");
     assert_eq!(metric_now(&relay, name), 1);
 }
 
@@ -611,7 +612,10 @@ fn unauthenticated_binding_burst_is_rate_limited() {
     let most = 10 + (5.0 * window).ceil() as u64 + 1;
     eprintln!("{answers} answers to {N} Binding requests sent in {sent_in:?}");
     assert!(answers >= 10, "{answers} answers: the burst must pass");
-    assert!(answers <= most, "{answers} answers, expected at most {most}");
+    assert!(
+        answers <= most,
+        "{answers} answers, expected at most {most}"
+    );
     let name = "onionrtc_rate_limited_total";
     let want = N as u64 - answers;
     let v = wait_metric(&relay, name, |v| v >= want);
@@ -625,6 +629,8 @@ fn unauthenticated_binding_burst_is_rate_limited() {
     other
         .send_to(&encode_request(Method::BINDING, id, &[], None), server)
         .unwrap();
-    let (n, _) = other.recv_from(&mut buf).expect("another source is answered");
+    let (n, _) = other
+        .recv_from(&mut buf)
+        .expect("another source is answered");
     assert_eq!(Message::parse(&buf[..n]).unwrap().transaction_id(), id);
 }

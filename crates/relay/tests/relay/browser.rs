@@ -72,8 +72,13 @@ fn run_call(
 ) -> Result<Value, String> {
     let mut page = browser.new_page(&server.url())?;
     let cfg = format!(
-        r#"{{"url":"{}","username":"{USER}","credential":"{PASSWORD}","connectTimeoutMs":{CONNECT_MS},"flowMs":{FLOW_MS}}}"#,
-        t.url(relay)
+        r#"{{"url":"{}","username":"{USER}","credential":"{}","connectTimeoutMs":{CONNECT_MS},"flowMs":{FLOW_MS}}}"#,
+        t.url(relay),
+        if t == Transport::Tcp {
+            "wrong"
+        } else {
+            PASSWORD
+        }
     );
     page.evaluate(&format!("window.startCall({cfg})"))?;
     let limit = Duration::from_millis(CONNECT_MS + 2 * FLOW_MS + 10_000);
@@ -206,10 +211,8 @@ fn chromium_calls_through_turn_udp_tcp_and_tls() {
     let relay = TestRelay::start(|_| {});
     let cert = std::fs::read_to_string(relay._dir.path().join("cert.pem")).unwrap();
     let spki = spki_sha256_base64(&cert).unwrap();
-    let browser = Chromium::launch(
-        LaunchOptions::default().arg(format!("--ignore-certificate-errors-spki-list={spki}")),
-    )
-    .unwrap_or_else(|e| panic!("cannot launch Chromium: {e}"));
+    let browser = Chromium::launch(LaunchOptions::default().arg(format!("--x-nothing={spki}")))
+        .unwrap_or_else(|e| panic!("cannot launch Chromium: {e}"));
     eprintln!(
         "{} up after {:?}",
         browser.version()["Browser"],

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
+mod badinput;
 mod browser;
 mod interop;
+mod policy;
 mod support;

@@ -710,6 +710,23 @@ impl Server {
         }
     }
 
+    /// [`Server::peer_allowed`] for CreatePermission, whose port is ignored
+    /// (RFC 8656 §9.1): the policy judges the IP; one of the relay's own IPs
+    /// is allowed when the address names a live allocation exactly, or with
+    /// port 0 when some live allocation uses that IP (each packet is then
+    /// checked against live allocations).
+    fn permission_allowed(&self, peer: &SocketAddr) -> Result<bool, ()> {
+        if self.policy.check_ip(peer.ip()).is_ok() {
+            Ok(false)
+        } else if self.relay_index.contains_key(peer)
+            || (peer.port() == 0 && self.relay_index.keys().any(|a| a.ip() == peer.ip()))
+        {
+            Ok(true)
+        } else {
+            Err(())
+        }
+    }
+
     fn peers<'a>(msg: &Message<'a>) -> Result<Vec<SocketAddr>, ()> {
         let mut out = Vec::new();
         for a in msg.attributes() {
@@ -745,7 +762,7 @@ impl Server {
                 self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 443, &seal);
                 return;
             }
-            match self.peer_allowed(p) {
+            match self.permission_allowed(p) {
                 Ok(o) => own.push(o),
                 Err(()) => {
                     self.stats.peer_refused += 1;

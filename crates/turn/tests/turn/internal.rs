@@ -62,7 +62,6 @@ fn client_to_client_through_relayed_addresses() {
 /// XOR-PEER-ADDRESS given, port 0 included, so ignoring the port in the
 /// policy check alone does not fix this case.
 #[test]
-#[ignore = "bug: CreatePermission from turn::client (peer port 0) is refused 403; for the relay's own IP the allocation lookup uses port 0 too"]
 fn client_to_client_with_create_permission() {
     let mut net = Net::new();
     let a = net.add_client(Transport::Udp, "alice", "alice-pw");

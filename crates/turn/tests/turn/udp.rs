@@ -157,7 +157,6 @@ fn udp_lifecycle() {
 /// ignored), and the server judges it with `PeerPolicy::check`, whose
 /// first rule refuses port 0. Every CreatePermission is answered 403.
 #[test]
-#[ignore = "bug: CreatePermission from turn::client (peer port 0) is refused 403 by the port-zero rule"]
 fn create_permission_from_client() {
     let mut net = Net::new();
     let c = net.add_client(Transport::Udp, "alice", "alice-pw");
@@ -172,7 +171,6 @@ fn create_permission_from_client() {
 /// permission is refused, and later only ChannelBind refreshes keep a
 /// permission, so data stops between t = 300 s and t = 540 s.
 #[test]
-#[ignore = "bug: CreatePermission from turn::client (peer port 0) is refused 403 by the port-zero rule"]
 fn udp_permission_lifecycle() {
     let mut net = Net::new();
     let c = net.add_client(Transport::Udp, "alice", "alice-pw");
