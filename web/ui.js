@@ -69,6 +69,9 @@ export function showLocal(stream) {
   const has = (kind) => !!stream && stream.getTracks().some((t) => t.kind === kind);
   $('mute').disabled = !has('audio');
   $('camera').disabled = !has('video');
+  $('local-caption').textContent = !stream
+    ? 'You (not sending: receive-only)'
+    : has('video') ? 'You' : 'You (audio only)';
 }
 
 export function showRemote(stream) {

@@ -1,10 +1,12 @@
 //! `onionrtc`: the one binary of the OnionRTC workspace.
 //!
-//! Subcommands arrive with the crates that implement them: `relay` runs the
-//! TURN/STUN relay, `check-config` validates its configuration, `features`
-//! describes the protocol core.
+//! Subcommands arrive with the crates that implement them: `serve` runs the
+//! relay and the signaling server with the web app, `relay` runs the
+//! TURN/STUN relay alone, `check-config` validates a configuration file,
+//! `features` describes the protocol core.
 
 mod relay_cmd;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::relay_cmd::OverrideFlags;
+use crate::serve_cmd::ServeFlags;
 
 /// Exit status for a configuration error (and for command line errors,
 /// like clap's own).
@@ -33,6 +36,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the relay and the signaling server with the web app until SIGINT
+    /// or SIGTERM.
+    ///
+    /// Without --config: TURN on udp://127.0.0.1:3478 and
+    /// tcp://127.0.0.1:3478, the web app on http://127.0.0.1:8080/. A TURN
+    /// REST secret is generated on first run into DATA_DIR/turn-secret (mode
+    /// 0600) and reused. Prints one line, `Open http://ADDR/`, once both
+    /// listen; logs go to stderr (RUST_LOG sets the level).
+    Serve {
+        #[command(flatten)]
+        flags: ServeFlags,
+    },
     /// Run the TURN/STUN relay (UDP, TCP, TLS) until SIGINT or SIGTERM.
     ///
     /// Without --config the relay listens on udp://127.0.0.1:3478 and
@@ -52,7 +67,9 @@ enum Command {
     /// Loads FILE, applies the flags and ONIONRTC_AUTH_SECRET, checks every
     /// value (including that the TLS certificate and key load) and prints
     /// the effective `[relay]` table with passwords and secrets redacted.
-    /// Exits 0 if the configuration is valid, 2 if not.
+    /// A file with a `[serve]` table is checked as `onionrtc serve --config
+    /// FILE` reads it (its own secret, no flags) and both tables are
+    /// printed. Exits 0 if the configuration is valid, 2 if not.
     CheckConfig {
         /// Configuration file (TOML, `[relay]` table).
         #[arg(value_name = "FILE")]
@@ -98,6 +115,16 @@ fn features() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Serve { flags }) => {
+            let loaded = match serve_cmd::load(&flags) {
+                Ok(l) => l,
+                Err(e) => return fail(EXIT_CONFIG, &e),
+            };
+            match serve_cmd::run(loaded) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_RUNTIME, &e),
+            }
+        }
         Some(Command::Relay { config, flags }) => {
             let config = match relay_cmd::load(config.as_deref(), &flags) {
                 Ok(c) => c,
@@ -109,7 +136,12 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::CheckConfig { file, flags }) => {
-            match relay_cmd::check_config(&file, &flags) {
+            let checked = if serve_cmd::has_serve_table(&file) {
+                serve_cmd::check_config(&file)
+            } else {
+                relay_cmd::check_config(&file, &flags)
+            };
+            match checked {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_CONFIG, &e),
             }

@@ -25,6 +25,7 @@
 //!   handshake timeout for streams that never complete a frame, an idle
 //!   timeout for streams without allocation, bounded output buffers.
 
+mod batch;
 pub mod config;
 mod conn;
 pub mod logfmt;
@@ -162,10 +163,30 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let server = turn::server::Server::new(server_config, Instant::now(), unix_now());
-    let shard = Shard::new(0, server, driver, listeners, metrics.clone(), stop.clone())?;
-    let thread = std::thread::Builder::new()
-        .name("relay-0".into())
-        .spawn(move || shard.run())?;
+    // The shard is built on its own thread (its batch buffers are not
+    // `Send`); construction errors come back before `start` returns.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (m, s) = (metrics.clone(), stop.clone());
+    let thread =
+        std::thread::Builder::new()
+            .name("relay-0".into())
+            .spawn(
+                move || match Shard::new(0, server, driver, listeners, m, s) {
+                    Ok(shard) => {
+                        let _ = ready_tx.send(Ok(()));
+                        shard.run()
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        Err(e)
+                    }
+                },
+            )?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!("relay shard failed to start: {e}"),
+        Err(_) => anyhow::bail!("relay shard failed to start"),
+    }
     Ok(RelayHandle {
         udp,
         tcp,

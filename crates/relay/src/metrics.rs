@@ -28,6 +28,8 @@ pub struct DriverStats {
     pub stream_drops: u64,
     /// Relay sockets open now.
     pub relay_sockets: u64,
+    /// Datagrams larger than a receive slot (4096 bytes), dropped.
+    pub oversize_datagrams: u64,
 }
 
 /// The latest counters of every shard.
@@ -68,6 +70,7 @@ impl Metrics {
                 t.1.send_errors += d.send_errors;
                 t.1.stream_drops += d.stream_drops;
                 t.1.relay_sockets += d.relay_sockets;
+                t.1.oversize_datagrams += d.oversize_datagrams;
             }
         }
         t

@@ -8,6 +8,7 @@
 use std::collections::hash_map::Entry as MapEntry;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +23,7 @@ use turn::server::{
 };
 use turn::{FiveTuple, Transport};
 
+use crate::batch::{RecvBatch, SendBatch, BATCH};
 use crate::conn::{ClientConn, Mode, PeerConn, PeerState, ReadOutcome, OUT_LIMIT};
 use crate::logfmt::ClientAddr;
 use crate::metrics::{DriverStats, Metrics};
@@ -74,6 +76,7 @@ enum Entry {
     Udp {
         sock: UdpSocket,
         local: SocketAddr,
+        out: Box<SendBatch>,
     },
     Listener {
         l: TcpListener,
@@ -93,7 +96,8 @@ enum Entry {
 }
 
 struct Bufs {
-    rx: Vec<u8>,
+    rx_v4: RecvBatch,
+    rx_v6: RecvBatch,
     peer: Vec<u8>,
     frame: Vec<u8>,
     scratch: Vec<u8>,
@@ -102,10 +106,21 @@ struct Bufs {
 impl Bufs {
     fn new() -> Self {
         Bufs {
-            rx: vec![0; MAX_DATAGRAM],
+            // One batch per address family: the kernel writes the sender's
+            // address length into reused headers.
+            rx_v4: RecvBatch::new(PEER_DATA_HEADROOM, PEER_DATA_TAILROOM),
+            rx_v6: RecvBatch::new(PEER_DATA_HEADROOM, PEER_DATA_TAILROOM),
             peer: vec![0; PEER_DATA_HEADROOM + MAX_DATAGRAM + PEER_DATA_TAILROOM],
             frame: vec![0; 65_600],
             scratch: vec![0; 64 * 1024],
+        }
+    }
+
+    fn rx(&mut self, local: &SocketAddr) -> &mut RecvBatch {
+        if local.is_ipv4() {
+            &mut self.rx_v4
+        } else {
+            &mut self.rx_v6
         }
     }
 }
@@ -123,6 +138,8 @@ pub struct Shard {
     conns_per_ip: FxHashMap<IpAddr, usize>,
     peers: FxHashMap<u32, Token>,
     again: Vec<Token>,
+    /// Listener sockets with datagrams queued in their send batch.
+    dirty: Vec<Token>,
     stats: DriverStats,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -165,6 +182,7 @@ impl Shard {
             conns_per_ip: FxHashMap::default(),
             peers: FxHashMap::default(),
             again: Vec::new(),
+            dirty: Vec::new(),
             stats: DriverStats::default(),
             metrics,
             stop,
@@ -175,7 +193,11 @@ impl Shard {
             s.poll
                 .registry()
                 .register(&mut sock, t, Interest::READABLE)?;
-            s.slab.insert(Entry::Udp { sock, local });
+            s.slab.insert(Entry::Udp {
+                sock,
+                local,
+                out: Box::default(),
+            });
             s.udp_by_local.insert(local, t);
         }
         for (list, tls) in [(listeners.tcp, false), (listeners.tls, true)] {
@@ -218,10 +240,12 @@ impl Shard {
             for t in std::mem::take(&mut self.again) {
                 self.dispatch(t, true, false, now, &mut bufs);
             }
+            self.flush_batches();
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now);
                 self.drain(now, &mut bufs);
             }
+            self.flush_batches();
             if now >= next_tick {
                 if now.duration_since(last_unix) > Duration::from_secs(60) {
                     self.server.set_unix_time(now, unix_now());
@@ -233,6 +257,15 @@ impl Shard {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Sends what the listener sockets have queued.
+    fn flush_batches(&mut self) {
+        for t in std::mem::take(&mut self.dirty) {
+            if let Some(Entry::Udp { sock, out, .. }) = self.slab.get_mut(t.0) {
+                self.stats.send_errors += out.flush(sock.as_raw_fd()) as u64;
+            }
+        }
     }
 
     fn publish(&mut self) {
@@ -279,26 +312,39 @@ impl Shard {
     // ---- UDP clients -------------------------------------------------------
 
     fn udp_ready(&mut self, t: Token, now: Instant, bufs: &mut Bufs) {
-        for _ in 0..UDP_BUDGET {
-            let Some(Entry::Udp { sock, local }) = self.slab.get(t.0) else {
+        for _ in 0..UDP_BUDGET / BATCH {
+            let Some(Entry::Udp { sock, local, .. }) = self.slab.get(t.0) else {
                 return;
             };
             let local = *local;
-            let (n, from) = match sock.recv_from(&mut bufs.rx) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+            let fd = sock.as_raw_fd();
+            let n = match bufs.rx(&local).recv(fd) {
+                Ok(n) => n,
+                Err(_) => return,
             };
-            let ft = FiveTuple {
-                client: from,
-                server: local,
-                transport: Transport::Udp,
-            };
-            let Bufs { rx, peer, .. } = bufs;
-            if let Some(send) = self.server.handle_client_packet(now, ft, &rx[..n]) {
-                self.send_to_peer(now, send, peer);
+            for i in 0..n {
+                let Bufs {
+                    rx_v4, rx_v6, peer, ..
+                } = &mut *bufs;
+                let rx = if local.is_ipv4() { rx_v4 } else { rx_v6 };
+                let Some((from, slot, len)) = rx.get(i) else {
+                    self.stats.oversize_datagrams += 1;
+                    continue;
+                };
+                let ft = FiveTuple {
+                    client: from,
+                    server: local,
+                    transport: Transport::Udp,
+                };
+                let data = &slot[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + len];
+                if let Some(send) = self.server.handle_client_packet(now, ft, data) {
+                    self.send_to_peer(now, send, peer);
+                }
+                self.drain(now, bufs);
             }
-            self.drain(now, bufs);
+            if !bufs.rx(&local).full() {
+                return;
+            }
         }
         self.again.push(t);
     }
@@ -328,11 +374,17 @@ impl Shard {
     fn send_client(&mut self, ft: &FiveTuple, bytes: &[u8]) {
         match ft.transport {
             Transport::Udp => {
-                let Some(t) = self.udp_by_local.get(&ft.server) else {
+                let Some(t) = self.udp_by_local.get(&ft.server).copied() else {
                     return;
                 };
-                if let Some(Entry::Udp { sock, .. }) = self.slab.get(t.0) {
-                    if sock.send_to(bytes, ft.client).is_err() {
+                if let Some(Entry::Udp { sock, out, .. }) = self.slab.get_mut(t.0) {
+                    if out.is_empty() {
+                        self.dirty.push(t);
+                    }
+                    if out.is_full() {
+                        self.stats.send_errors += out.flush(sock.as_raw_fd()) as u64;
+                    }
+                    if !out.push(ft.client, bytes) && sock.send_to(bytes, ft.client).is_err() {
                         self.stats.send_errors += 1;
                     }
                 }
@@ -360,22 +412,28 @@ impl Shard {
     // ---- relay sockets ----------------------------------------------------
 
     fn relay_ready(&mut self, t: Token, now: Instant, bufs: &mut Bufs) {
-        for _ in 0..UDP_BUDGET {
+        for _ in 0..UDP_BUDGET / BATCH {
             let Some(Entry::RelayUdp { sock, local }) = self.slab.get(t.0) else {
                 return;
             };
             let local = *local;
-            let h = PEER_DATA_HEADROOM;
-            let (n, from) = match sock.recv_from(&mut bufs.peer[h..h + MAX_DATAGRAM]) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
+            let fd = sock.as_raw_fd();
+            let rx = bufs.rx(&local);
+            let n = match rx.recv(fd) {
+                Ok(n) => n,
+                Err(_) => return,
             };
-            if let Some(f) = self
-                .server
-                .handle_peer_data(now, local, from, &mut bufs.peer, n)
-            {
-                self.send_client(&f.five_tuple, &bufs.peer[f.start..f.end]);
+            for i in 0..n {
+                let Some((from, slot, len)) = rx.get(i) else {
+                    self.stats.oversize_datagrams += 1;
+                    continue;
+                };
+                if let Some(f) = self.server.handle_peer_data(now, local, from, slot, len) {
+                    self.send_client(&f.five_tuple, &slot[f.start..f.end]);
+                }
+            }
+            if !rx.full() {
+                return;
             }
         }
         self.again.push(t);

@@ -109,18 +109,46 @@ pub struct Chromium {
     port: u16,
     version: Value,
     browser: Mutex<Cdp>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Arc<Mutex<Stderr>>,
     call_timeout: Duration,
+}
+
+/// Why one launch failed.
+enum Launch {
+    /// The DevTools port was taken before Chromium bound it: try another.
+    PortTaken(String),
+    Failed(String),
+}
+
+/// What Chromium wrote to stderr: its last lines, and the DevTools line.
+#[derive(Debug, Default)]
+struct Stderr {
+    tail: VecDeque<String>,
+    listening: Option<String>,
+    bind_failed: bool,
 }
 
 impl Chromium {
     /// Starts the browser and waits (bounded) for its DevTools endpoint.
+    /// Tries again on a new port if the chosen one was taken meanwhile.
     pub fn launch(opts: LaunchOptions) -> Result<Chromium, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::launch_once(&opts) {
+                Ok(c) => return Ok(c),
+                Err(Launch::PortTaken(e)) => last = e,
+                Err(Launch::Failed(e)) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn launch_once(opts: &LaunchOptions) -> Result<Chromium, Launch> {
         let binary = opts.binary.clone().unwrap_or_else(chromium_binary);
         let profile = tempfile::Builder::new()
             .prefix("testkit-chromium-")
             .tempdir()
-            .map_err(|e| format!("cannot create a profile directory: {e}"))?;
+            .map_err(|e| Launch::Failed(format!("cannot create a profile directory: {e}")))?;
         let port = free_port();
         let mut cmd = Command::new(&binary);
         cmd.args(BASE_FLAGS)
@@ -130,48 +158,56 @@ impl Chromium {
             .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut proc =
-            Proc::spawn(&mut cmd).map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let mut proc = Proc::spawn(&mut cmd)
+            .map_err(|e| Launch::Failed(format!("cannot start {}: {e}", binary.display())))?;
+        let stderr = Arc::new(Mutex::new(Stderr::default()));
         if let Some(pipe) = proc.0.stderr.take() {
-            let tail = Arc::clone(&stderr);
-            std::thread::spawn(move || keep_tail(pipe, &tail));
+            let state = Arc::clone(&stderr);
+            std::thread::spawn(move || keep_tail(pipe, &state));
         }
+        let failed =
+            |what: String| Launch::Failed(format!("{what}; stderr tail:\n{}", tail_text(&stderr)));
 
+        // Chromium announces its endpoint on stderr. If the port was taken
+        // it says `bind() failed` and may listen on [::1] instead: then
+        // another server could be answering on 127.0.0.1:port.
+        let expected = format!("DevTools listening on ws://127.0.0.1:{port}/");
         let deadline = Instant::now() + opts.startup_timeout;
-        let mut last_err: String;
-        let version = loop {
+        loop {
             if let Ok(Some(status)) = proc.0.try_wait() {
-                return Err(format!(
-                    "{} exited during startup ({status}); stderr tail:\n{}",
-                    binary.display(),
-                    tail_text(&stderr)
-                ));
+                return Err(failed(format!(
+                    "{} exited during startup ({status})",
+                    binary.display()
+                )));
             }
-            match http_json("GET", port, "/json/version", Duration::from_secs(2)) {
-                Ok(v) => break v,
-                Err(e) => last_err = e,
+            let (listening, bind_failed) = stderr
+                .lock()
+                .map(|s| (s.listening.clone(), s.bind_failed))
+                .unwrap_or_default();
+            match listening {
+                Some(l) if l.starts_with(&expected) => break,
+                Some(l) => return Err(Launch::PortTaken(format!("port {port} taken: {l}"))),
+                None if bind_failed => {
+                    return Err(Launch::PortTaken(format!("port {port} taken")));
+                }
+                None => {}
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "DevTools endpoint on 127.0.0.1:{port} not up within {:?} ({last_err}); \
-                     stderr tail:\n{}",
-                    opts.startup_timeout,
-                    tail_text(&stderr)
-                ));
+                return Err(failed(format!(
+                    "no DevTools endpoint within {:?}",
+                    opts.startup_timeout
+                )));
             }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let version = http_json("GET", port, "/json/version", opts.call_timeout)
+            .map_err(|e| failed(format!("DevTools endpoint: {e}")))?;
         let ws_url = version["webSocketDebuggerUrl"]
             .as_str()
-            .ok_or_else(|| format!("no webSocketDebuggerUrl in /json/version: {version}"))?
+            .ok_or_else(|| failed(format!("no webSocketDebuggerUrl in {version}")))?
             .to_owned();
-        let browser = Cdp::connect(&ws_url, opts.call_timeout).map_err(|e| {
-            format!(
-                "browser WebSocket {ws_url}: {e}; stderr tail:\n{}",
-                tail_text(&stderr)
-            )
-        })?;
+        let browser = Cdp::connect(&ws_url, opts.call_timeout)
+            .map_err(|e| failed(format!("browser WebSocket {ws_url}: {e}")))?;
         Ok(Chromium {
             proc: Some(proc),
             profile: Some(profile),
@@ -573,20 +609,30 @@ fn read_http_response(s: &mut impl Read) -> Result<(u16, Vec<u8>), String> {
     Ok((status, body))
 }
 
-fn keep_tail(pipe: impl Read, tail: &Mutex<VecDeque<String>>) {
+fn keep_tail(pipe: impl Read, state: &Mutex<Stderr>) {
     for line in BufReader::new(pipe).lines() {
         let Ok(line) = line else { break };
-        let Ok(mut t) = tail.lock() else { break };
-        if t.len() == STDERR_LINES {
-            t.pop_front();
+        if line.contains("ERROR:dbus/") {
+            continue; // No system bus here: noise, not a cause.
         }
-        t.push_back(line);
+        let Ok(mut s) = state.lock() else { break };
+        if line.starts_with("DevTools listening on ") {
+            s.listening.get_or_insert_with(|| line.clone());
+        }
+        if line.contains("bind() failed") {
+            s.bind_failed = true;
+        }
+        if s.tail.len() == STDERR_LINES {
+            s.tail.pop_front();
+        }
+        s.tail.push_back(line);
     }
 }
 
-fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
-    tail.lock()
-        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+fn tail_text(state: &Mutex<Stderr>) -> String {
+    state
+        .lock()
+        .map(|s| s.tail.iter().cloned().collect::<Vec<_>>().join("\n"))
         .unwrap_or_default()
 }
 

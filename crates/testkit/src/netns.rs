@@ -7,11 +7,12 @@
 //!
 //! ```text
 //! unshare --net -- sh -c 'ip link set lo up && exec "$0" "$@"' \
-//!     <current test binary> <test path> --exact --include-ignored --nocapture --test-threads 1
+//!     /proc/<PID>/exe <test path> --exact --include-ignored --nocapture --test-threads 1
 //! ```
 //!
-//! with [`MARKER_ENV`] set to the test's path. [`run_isolated`] is the first
-//! call of such a test:
+//! with [`MARKER_ENV`] set to the test's path (`/proc/<PID>/exe` is the
+//! running binary itself, even if a concurrent build replaced its file).
+//! [`run_isolated`] is the first call of such a test:
 //!
 //! - **outside** (marker not set) it starts that child, waits for it with a
 //!   deadline (killing it by PID past it), prints its output, asserts that it
@@ -127,8 +128,16 @@ pub fn available() -> Result<(), String> {
     }
 }
 
+/// This process's executable as a path the child can exec: `/proc/PID/exe`
+/// keeps naming the running binary even when a concurrent build has
+/// replaced (deleted) the file at its original path.
 fn current_exe() -> PathBuf {
-    std::env::current_exe().expect("path of the running test binary")
+    let proc_exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if proc_exe.exists() {
+        proc_exe
+    } else {
+        std::env::current_exe().expect("path of the running test binary")
+    }
 }
 
 fn run_child(test: &str, limit: Duration) {

@@ -200,14 +200,6 @@ impl Driver {
         Self::new(config, IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
-    /// The local address of the socket.
-    pub fn local_addr(&self) -> SocketAddr {
-        match &self.wire {
-            Wire::Udp(s) => s.local_addr().unwrap(),
-            Wire::Stream { sock, .. } => sock.local_addr().unwrap(),
-        }
-    }
-
     fn send_bytes(&mut self, bytes: &[u8]) {
         match &mut self.wire {
             Wire::Udp(s) => {

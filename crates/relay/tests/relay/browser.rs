@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::chromium::{spki_sha256_base64, Chromium, LaunchOptions, StaticServer, Value};
+use testkit::chromium::{
+    serde_json, spki_sha256_base64, Chromium, LaunchOptions, StaticServer, Value,
+};
 
 use crate::support::*;
 
@@ -71,25 +73,25 @@ fn run_call(
     t: Transport,
 ) -> Result<Value, String> {
     let mut page = browser.new_page(&server.url())?;
-    let cfg = format!(
-        r#"{{"url":"{}","username":"{USER}","credential":"{}","connectTimeoutMs":{CONNECT_MS},"flowMs":{FLOW_MS}}}"#,
-        t.url(relay),
-        if t == Transport::Tcp {
-            "wrong"
-        } else {
-            PASSWORD
-        }
-    );
+    let cfg = serde_json::json!({
+        "url": t.url(relay),
+        "username": USER,
+        "credential": PASSWORD,
+        "connectTimeoutMs": CONNECT_MS,
+        "flowMs": FLOW_MS,
+    });
     page.evaluate(&format!("window.startCall({cfg})"))?;
     let limit = Duration::from_millis(CONNECT_MS + 2 * FLOW_MS + 10_000);
     let done = page.wait_for("window.callDone", limit);
     let result = page.evaluate("window.callResult").unwrap_or(Value::Null);
     let log = page.evaluate("window.callLog").unwrap_or(Value::Null);
     let console = page.console();
+    let details = format!("\npage log: {log:#}\nconsole: {console:#?}");
     match done {
         Ok(_) if result["ok"] == true => Ok(result),
-        outcome => Err(format!(
-            "{outcome:?}\nresult: {result:#}\npage log: {log:#}\nconsole: {console:#?}"
+        Ok(_) => Err(format!("call failed: {result:#}{details}")),
+        Err(e) => Err(format!(
+            "page did not finish: {e}\nresult: {result:#}{details}"
         )),
     }
 }
@@ -211,8 +213,10 @@ fn chromium_calls_through_turn_udp_tcp_and_tls() {
     let relay = TestRelay::start(|_| {});
     let cert = std::fs::read_to_string(relay._dir.path().join("cert.pem")).unwrap();
     let spki = spki_sha256_base64(&cert).unwrap();
-    let browser = Chromium::launch(LaunchOptions::default().arg(format!("--x-nothing={spki}")))
-        .unwrap_or_else(|e| panic!("cannot launch Chromium: {e}"));
+    let browser = Chromium::launch(
+        LaunchOptions::default().arg(format!("--ignore-certificate-errors-spki-list={spki}")),
+    )
+    .unwrap_or_else(|e| panic!("cannot launch Chromium: {e}"));
     eprintln!(
         "{} up after {:?}",
         browser.version()["Browser"],
@@ -226,7 +230,7 @@ fn chromium_calls_through_turn_udp_tcp_and_tls() {
         let problems = match run_call(&browser, &server, &relay, t) {
             Ok(result) => check_call(&relay, t, &before, &result),
             Err(e) => vec![format!(
-                "no call: {e}\nrelay metrics:\n{}\nChromium stderr:\n{}",
+                "{e}\nrelay metrics:\n{}\nChromium stderr:\n{}",
                 relay.handle().metrics().render(),
                 browser.stderr_tail()
             )],

@@ -241,10 +241,16 @@ fn assert_metric(relay: &TestRelay, name: &str, want: u64) {
     assert_eq!(v, want, "{name}");
 }
 
-/// ChannelBind (client), CreatePermission (client, port 0; and hand-made
-/// with the real port) must all be 403; Send indications deliver nothing.
-/// Returns the refusals the relay must have counted as peer refusals and as
-/// data without permission.
+/// The relay's own IPs in the namespace: relayed addresses live there.
+const RELAY_IPS: [IpAddr; 2] = [LOCALHOST, IpAddr::V6(Ipv6Addr::LOCALHOST)];
+
+/// Every denied peer: ChannelBind (client) and CreatePermission with the
+/// real port (hand-made) are 403; CreatePermission with port 0 (client) is
+/// 403 too, except on the relay's own IPs, where it is granted because live
+/// allocations use them (RFC 8656 §9.1: the port is ignored) and each packet
+/// is then checked against the live allocations; Send indications deliver
+/// nothing. Returns what the relay must have counted as peer refusals and
+/// as data without permission.
 fn refuse_all(d: &mut Driver, peers: &[SocketAddr]) -> (u64, u64) {
     let now = Instant::now();
     let mut ips: Vec<IpAddr> = peers.iter().map(SocketAddr::ip).collect();
@@ -260,41 +266,46 @@ fn refuse_all(d: &mut Driver, peers: &[SocketAddr]) -> (u64, u64) {
         let ev = d
             .wait_event(EVENT_WAIT, |e| matches!(e, Event::ChannelBindFailed { peer, .. } | Event::ChannelBound { peer, .. } if peer == p))
             .unwrap_or_else(|| panic!("no answer to ChannelBind {p}"));
-        assert_eq!(
-            ev,
-            Event::ChannelBindFailed {
-                peer: *p,
-                code: 403
-            },
-            "ChannelBind {p}"
-        );
+        let want = Event::ChannelBindFailed {
+            peer: *p,
+            code: 403,
+        };
+        assert_eq!(ev, want, "ChannelBind {p}");
     }
+    let mut refused = 2 * peers.len() as u64;
     for ip in &ips {
         let ev = d
             .wait_event(EVENT_WAIT, |e| matches!(e, Event::PermissionFailed { peer, .. } | Event::PermissionCreated(peer) if peer == ip))
             .unwrap_or_else(|| panic!("no answer to CreatePermission {ip}"));
-        assert_eq!(
-            ev,
+        let want = if RELAY_IPS.contains(ip) {
+            Event::PermissionCreated(*ip)
+        } else {
+            refused += 1;
             Event::PermissionFailed {
                 peer: *ip,
-                code: 403
-            },
-            "CreatePermission {ip}"
-        );
+                code: 403,
+            }
+        };
+        assert_eq!(ev, want, "CreatePermission {ip} (port 0)");
     }
     for p in peers {
         let code = d.signed(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(*p)]);
         assert_eq!(code, Some(403), "hand-made CreatePermission {p}");
     }
+    let mut no_permission = 0;
     for p in peers {
         d.client
             .send_to(Instant::now(), *p, b"must never arrive")
             .unwrap();
         d.step(Duration::ZERO);
+        if RELAY_IPS.contains(&p.ip()) {
+            refused += 1;
+        } else {
+            no_permission += 1;
+        }
     }
     d.run_for(Duration::from_millis(100));
-    let n = peers.len() as u64;
-    (2 * n + ips.len() as u64, n)
+    (refused, no_permission)
 }
 
 /// Sends `data` from `x` to `to`, and expects `y` to get it from `from`.
@@ -406,8 +417,13 @@ fn peer_policy_in_netns() {
     // addresses again: a's channel and permission to them carry nothing,
     // even to a process that now listens there.
     b.deallocate();
-    let late4 = UdpBait::bind(b4).expect("b's IPv4 relay port is free again");
-    let late6 = UdpBait::bind(b6).expect("b's IPv6 relay port is free again");
+    let rebind = |addr| {
+        testkit::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            UdpBait::bind(addr).ok()
+        })
+        .unwrap_or_else(|| panic!("the relay still holds {addr} after Refresh(0)"))
+    };
+    let (late4, late6) = (rebind(b4), rebind(b6));
     assert!(
         a.client.channel(b4).is_some(),
         "a keeps its channel to {b4}"
@@ -480,11 +496,10 @@ fn peer_policy_in_netns() {
 }
 
 /// The turn client's CreatePermission carries the peer with port 0 (RFC
-/// 8656 §9: the port is ignored), and the relay's policy refuses port 0
-/// before anything else, so even the one loopback peer that is allowed —
-/// another allocation's relayed address — is refused 403.
+/// 8656 §9.1: the port is ignored); another allocation's relayed address is
+/// the one loopback peer it may name, and data then flows both ways with
+/// Send and Data indications.
 #[test]
-#[ignore = "bug: relay answers 403 (port-zero rule) to turn::client's CreatePermission, whose XOR-PEER-ADDRESS has port 0"]
 fn client_create_permission_to_relayed_address() {
     if !testkit::netns::run_isolated("policy::client_create_permission_to_relayed_address") {
         return;
@@ -510,6 +525,106 @@ fn client_create_permission_to_relayed_address() {
     }
     deliver(&mut a, b4, &mut b, a4, b"a to b");
     deliver(&mut b, a4, &mut a, b4, b"b to a");
+    assert_eq!(peer_refused(&relay), 0);
+}
+
+/// An RFC 6062 allocation's relayed address is a TCP listener: UDP data
+/// can never reach it on the wire, so it is not a peer a UDP allocation may
+/// relay to. The relay lets a UDP allocation bind a channel to it (the
+/// live-allocation exception of the policy ignores the transport) and hands
+/// the datagram, in-process, to the TCP allocation as a Data indication on
+/// its control connection, which RFC 6062 allocations never receive.
+#[test]
+#[ignore = "bug: UDP data from one allocation is delivered internally to an RFC 6062 (TCP) allocation as a Data indication; relay_index, peer_allowed and internal_route ignore the relayed transport"]
+fn udp_data_never_reaches_a_tcp_allocation() {
+    if !testkit::netns::run_isolated("policy::udp_data_never_reaches_a_tcp_allocation") {
+        return;
+    }
+    let relay = TestRelay::start(|c| c.dangerous_allow_loopback_peers = false);
+    let (mut a, a4) = udp_v4(&relay);
+    let server = SocketAddr::new(LOCALHOST, relay.port);
+    let mut config = ClientConfig::new(server, Transport::Tcp, USER, PASSWORD);
+    config.requested_transport = RequestedTransport::Tcp;
+    let mut c = Driver::new(config, LOCALHOST);
+    let c4 = c.allocate().unwrap()[0];
+    // c accepts anything from the relay's IP (port 0: a live allocation uses it).
+    c.client.create_permission(Instant::now(), a4.ip()).unwrap();
+    let ev = c.wait_event(EVENT_WAIT, |e| {
+        matches!(
+            e,
+            Event::PermissionCreated(_) | Event::PermissionFailed { .. }
+        )
+    });
+    assert_eq!(ev, Some(Event::PermissionCreated(a4.ip())));
+
+    a.client.bind_channel(Instant::now(), c4).unwrap();
+    let ev = a.wait_event(EVENT_WAIT, |e| {
+        matches!(
+            e,
+            Event::ChannelBound { .. } | Event::ChannelBindFailed { .. }
+        )
+    });
+    a.client
+        .send_to(Instant::now(), c4, b"udp into a tcp allocation")
+        .unwrap();
+    a.step(Duration::ZERO);
+    c.run_for(Duration::from_millis(500));
+    let data: Vec<Event> = c
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Data { .. }))
+        .collect();
+    assert_eq!(data, vec![], "UDP data reached the TCP allocation {c4}");
+    assert_eq!(
+        ev,
+        Some(Event::ChannelBindFailed {
+            peer: c4,
+            code: 403
+        }),
+        "ChannelBind from a UDP allocation to the TCP relayed address {c4}"
+    );
+}
+
+/// A UDP allocation's relayed port is a UDP socket; on TCP that same port
+/// may belong to anything else on the relay's IP. An RFC 6062 Connect to it
+/// must be refused like any other loopback peer, or the relay opens a TCP
+/// connection to whatever local service listens there.
+#[test]
+#[ignore = "bug: RFC 6062 Connect to a UDP allocation's relayed address is allowed (live-allocation exception ignores the transport) and the relay connects to the local TCP service on that port"]
+fn tcp_connect_never_reaches_a_udp_relayed_port() {
+    if !testkit::netns::run_isolated("policy::tcp_connect_never_reaches_a_udp_relayed_port") {
+        return;
+    }
+    let relay = TestRelay::start(|c| c.dangerous_allow_loopback_peers = false);
+    let (_b, b4) = udp_v4(&relay);
+    // A local TCP service that happens to use the same port number.
+    let service = TcpBait::bind(b4).expect("TCP port of b's UDP relay port is free");
+    let server = SocketAddr::new(LOCALHOST, relay.port);
+    let mut config = ClientConfig::new(server, Transport::Tcp, USER, PASSWORD);
+    config.requested_transport = RequestedTransport::Tcp;
+    let mut c = Driver::new(config, LOCALHOST);
+    c.allocate().unwrap();
+    c.client.connect(Instant::now(), b4).unwrap();
+    let ev = c.wait_event(EVENT_WAIT, |e| {
+        matches!(
+            e,
+            Event::ConnectFailed { .. } | Event::ConnectionCreated { .. }
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        service.accepted(),
+        0,
+        "the relay connected to the local service on {b4}"
+    );
+    assert_eq!(
+        ev,
+        Some(Event::ConnectFailed {
+            peer: b4,
+            code: 403
+        }),
+        "Connect to the UDP relayed address {b4}"
+    );
 }
 
 /// An IPv4-only UDP allocation and its relayed address.

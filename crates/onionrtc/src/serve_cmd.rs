@@ -1,0 +1,791 @@
+//! `onionrtc serve`: the relay and the signaling server (with the web app)
+//! in one process, on embedded defaults.
+//!
+//! ```text
+//! load: [relay] (RelayConfig::from_file or defaults) + the data dir's
+//!       turn-secret (generated on first run, first in auth_secrets)
+//!       [serve] (strict) + --data-dir/--listen
+//! run:  relay::start (its own thread) → bind the web listener →
+//!       signal::serve on a 2-worker tokio runtime → "Open http://…/"
+//!       → SIGINT/SIGTERM (or the relay dying) → stop both
+//! ```
+//!
+//! Design decisions:
+//! - The `[serve]` table is parsed here with `deny_unknown_fields`: the
+//!   relay's loader accepts it as an opaque table.
+//! - The TURN REST secret lives in `DATA_DIR/turn-secret` (mode 0600), so
+//!   credentials handed out before a restart stay valid after it. Secrets in
+//!   `[relay] auth_secrets` are still accepted, after the generated one.
+//! - TURN URLs for browsers are derived from the relay's bound listeners; an
+//!   unspecified address (0.0.0.0, ::) cannot be given to a browser, so then
+//!   `[serve] turn_urls` is required.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use clap::Args;
+use rand::RngCore as _;
+use relay::config::{Listen, ListenProto, RelayConfig, REDACTED};
+use serde::Deserialize;
+
+/// The web listener when neither `--listen` nor `[serve] listen` is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The data directory when neither `--data-dir` nor `[serve] data_dir` is
+/// given (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "onionrtc-data";
+/// The TURN REST secret's file in the data directory.
+pub const SECRET_FILE: &str = "turn-secret";
+/// Stored statistics expire after this many days by default.
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+/// TURN credentials are valid this long by default.
+pub const DEFAULT_CREDENTIAL_TTL_SECS: u64 = 600;
+/// How long the signaling server may take to stop after SIGINT/SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Flags of `onionrtc serve`.
+#[derive(Args, Debug)]
+pub struct ServeFlags {
+    /// Configuration file (TOML: `[relay]` and `[serve]` tables).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory: the TURN secret and the statistics database
+    /// (default ./onionrtc-data, created with mode 0700). Replaces
+    /// `[serve] data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Web listener IP:PORT (default 127.0.0.1:8080). Replaces
+    /// `[serve] listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+/// The configuration file as `serve` reads it: `[serve]` strictly, the rest
+/// left to the relay's loader (which rejects unknown tables).
+#[derive(Debug, Default, Deserialize)]
+struct File {
+    serve: Option<ServeFile>,
+}
+
+/// The `[serve]` table as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    allowed_origins: Option<Vec<String>>,
+    admin_token: Option<String>,
+    stats_retention_days: Option<u32>,
+    turn_urls: Option<Vec<String>>,
+    credential_ttl_secs: Option<u64>,
+}
+
+/// The resolved `[serve]` settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServeSettings {
+    /// Web listener (HTTP, WebSocket, web app, API, metrics).
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Origins allowed to open the WebSocket besides the page's own.
+    pub allowed_origins: Vec<String>,
+    /// Bearer token of the operator API; `None`: loopback clients only.
+    pub admin_token: Option<String>,
+    /// Days stored statistics are kept.
+    pub stats_retention_days: u32,
+    /// TURN URLs given to browsers; `None`: derived from the relay listeners.
+    pub turn_urls: Option<Vec<String>>,
+    /// Lifetime of the TURN credentials handed out.
+    pub credential_ttl: Duration,
+}
+
+impl std::fmt::Debug for ServeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeSettings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
+            .field("stats_retention_days", &self.stats_retention_days)
+            .field("turn_urls", &self.turn_urls)
+            .field("credential_ttl", &self.credential_ttl)
+            .finish()
+    }
+}
+
+/// An invalid value of a `[serve]` key or of a flag (`--listen`).
+fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> anyhow::Error {
+    let table = if key.starts_with("--") {
+        ""
+    } else {
+        "[serve] "
+    };
+    anyhow::anyhow!("invalid {table}{key} {:?}: {reason}", value.to_string())
+}
+
+/// Parses `[serve]` out of the file text (absent table: defaults).
+fn parse_file(text: &str, origin: &str) -> anyhow::Result<Option<ServeFile>> {
+    let file: File =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration {origin}: {e}"))?;
+    Ok(file.serve)
+}
+
+fn parse_listen(key: &str, s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            s,
+            "expected IP:PORT such as 127.0.0.1:8080 (host names are not resolved)",
+        )
+    })
+}
+
+fn check_origin(s: &str) -> anyhow::Result<()> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| {
+            invalid(
+                "allowed_origins",
+                s,
+                "an origin starts with https:// or http://",
+            )
+        })?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+        return Err(invalid(
+            "allowed_origins",
+            s,
+            "an origin is scheme://host[:port], without path, query or user",
+        ));
+    }
+    Ok(())
+}
+
+fn check_turn_url(s: &str) -> anyhow::Result<()> {
+    let rest = s
+        .strip_prefix("turn:")
+        .or_else(|| s.strip_prefix("turns:"))
+        .ok_or_else(|| invalid("turn_urls", s, "a TURN URL starts with turn: or turns:"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(invalid(
+            "turn_urls",
+            s,
+            "expected turn:HOST:PORT?transport=udp|tcp or turns:HOST:PORT?transport=tcp",
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves the `[serve]` table and the flags: flags win over the file, the
+/// file over the defaults. A relative `data_dir` in the file is relative to
+/// the file's directory; the flag's to the working directory.
+fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Result<ServeSettings> {
+    let listen = match (&flags.listen, &file.listen) {
+        (Some(s), _) => parse_listen("--listen", s)?,
+        (None, Some(s)) => parse_listen("listen", s)?,
+        (None, None) => parse_listen("listen", DEFAULT_LISTEN)?,
+    };
+    let data_dir = match (&flags.data_dir, &file.data_dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => base_dir.join(d),
+        (None, None) => PathBuf::from(DEFAULT_DATA_DIR),
+    };
+    if data_dir.as_os_str().is_empty() {
+        bail!("invalid [serve] data_dir \"\": give a directory");
+    }
+    let allowed_origins = file.allowed_origins.unwrap_or_default();
+    for o in &allowed_origins {
+        check_origin(o)?;
+    }
+    if let Some(t) = &file.admin_token {
+        if t.len() < 16 || t.contains(char::is_whitespace) {
+            // The value is a secret: not quoted.
+            bail!("invalid [serve] admin_token: use at least 16 characters without spaces");
+        }
+    }
+    let stats_retention_days = file.stats_retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if !(1..=3650).contains(&stats_retention_days) {
+        return Err(invalid(
+            "stats_retention_days",
+            stats_retention_days,
+            "must be between 1 and 3650",
+        ));
+    }
+    if let Some(urls) = &file.turn_urls {
+        if urls.is_empty() {
+            bail!("invalid [serve] turn_urls []: give at least one URL, or leave it out");
+        }
+        for u in urls {
+            check_turn_url(u)?;
+        }
+    }
+    let ttl = file
+        .credential_ttl_secs
+        .unwrap_or(DEFAULT_CREDENTIAL_TTL_SECS);
+    if !(60..=86_400).contains(&ttl) {
+        return Err(invalid(
+            "credential_ttl_secs",
+            ttl,
+            "must be between 60 and 86400",
+        ));
+    }
+    Ok(ServeSettings {
+        listen,
+        data_dir,
+        allowed_origins,
+        admin_token: file.admin_token,
+        stats_retention_days,
+        turn_urls: file.turn_urls,
+        credential_ttl: Duration::from_secs(ttl),
+    })
+}
+
+/// What `serve` runs with, secret not yet loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The relay (without the generated secret).
+    pub relay: RelayConfig,
+    /// The `[serve]` settings.
+    pub serve: ServeSettings,
+}
+
+/// Reads the file (if any), resolves `[serve]` and `[relay]` and checks
+/// that browsers can be given TURN URLs. Touches no data directory.
+pub fn load(flags: &ServeFlags) -> anyhow::Result<Loaded> {
+    let (file, relay, base) = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+            let serve = parse_file(&text, &path.display().to_string())?;
+            let relay = RelayConfig::from_file(path)?;
+            let base = path.parent().unwrap_or(Path::new("")).to_owned();
+            (serve.unwrap_or_default(), relay, base)
+        }
+        None => (
+            ServeFile::default(),
+            RelayConfig::defaults(),
+            PathBuf::new(),
+        ),
+    };
+    let serve = resolve(file, &base, flags)?;
+    if serve.turn_urls.is_none() {
+        if let Some(l) = relay.listen.iter().find(|l| l.addr.ip().is_unspecified()) {
+            bail!(
+                "the relay listens on {l}, an unspecified address that browsers cannot be \
+                 given: set [serve] turn_urls to the address(es) browsers reach the relay on, \
+                 e.g. [\"turn:203.0.113.7:3478?transport=udp\", \
+                 \"turn:203.0.113.7:3478?transport=tcp\"]"
+            );
+        }
+    }
+    // Validate the relay as serve will run it: with a secret.
+    relay
+        .clone()
+        .with_auth_secret("placeholder-for-the-generated-secret")
+        .validate()?;
+    Ok(Loaded { relay, serve })
+}
+
+/// Whether `file` has a `[serve]` table (a file that does not parse has
+/// none: the relay's loader reports the error).
+pub fn has_serve_table(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .is_some_and(|t| t.contains_key("serve"))
+}
+
+/// `onionrtc check-config FILE` for a file with a `[serve]` table: checks it
+/// as `onionrtc serve --config FILE` reads it and prints both tables,
+/// secrets redacted.
+pub fn check_config(file: &Path) -> anyhow::Result<()> {
+    let flags = ServeFlags {
+        config: Some(file.to_owned()),
+        data_dir: None,
+        listen: None,
+    };
+    let loaded = load(&flags)?;
+    print!("{}", loaded.relay.redacted_toml());
+    println!();
+    print!("{}", redacted_toml(&loaded.serve, &loaded.relay));
+    Ok(())
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn toml_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_str(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The resolved `[serve]` table, admin token redacted.
+fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
+    let urls = s
+        .turn_urls
+        .clone()
+        .unwrap_or_else(|| derive_turn_urls(&relay.listen));
+    let mut out = String::from(
+        "# The TURN REST secret is DATA_DIR/turn-secret (generated on first run), \
+         used before [relay] auth_secrets.\n[serve]\n",
+    );
+    out.push_str(&format!("listen = {}\n", toml_str(&s.listen.to_string())));
+    out.push_str(&format!(
+        "data_dir = {}\n",
+        toml_str(&s.data_dir.display().to_string())
+    ));
+    out.push_str(&format!(
+        "allowed_origins = {}\n",
+        toml_list(&s.allowed_origins)
+    ));
+    if s.admin_token.is_some() {
+        out.push_str(&format!("admin_token = {}\n", toml_str(REDACTED)));
+    }
+    out.push_str(&format!(
+        "stats_retention_days = {}\n",
+        s.stats_retention_days
+    ));
+    out.push_str(&format!("turn_urls = {}\n", toml_list(&urls)));
+    out.push_str(&format!(
+        "credential_ttl_secs = {}\n",
+        s.credential_ttl.as_secs()
+    ));
+    out
+}
+
+/// The TURN URL of one relay listener (`turns:` for TLS).
+fn turn_url(l: &Listen) -> String {
+    let host = match l.addr.ip() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let port = l.addr.port();
+    match l.proto {
+        ListenProto::Udp => format!("turn:{host}:{port}?transport=udp"),
+        ListenProto::Tcp => format!("turn:{host}:{port}?transport=tcp"),
+        ListenProto::Tls => format!("turns:{host}:{port}?transport=tcp"),
+    }
+}
+
+/// TURN URLs for browsers from the listeners (UDP first, then TCP, then TLS).
+fn derive_turn_urls(listen: &[Listen]) -> Vec<String> {
+    let mut sorted: Vec<&Listen> = listen.iter().collect();
+    sorted.sort_by_key(|l| match l.proto {
+        ListenProto::Udp => 0,
+        ListenProto::Tcp => 1,
+        ListenProto::Tls => 2,
+    });
+    sorted.into_iter().map(turn_url).collect()
+}
+
+/// The bound listeners of a running relay (ports resolved).
+fn bound_listeners(h: &relay::RelayHandle) -> Vec<Listen> {
+    let with = |proto, addrs: &[SocketAddr]| -> Vec<Listen> {
+        addrs.iter().map(|&addr| Listen { proto, addr }).collect()
+    };
+    let mut out = with(ListenProto::Udp, h.udp_addrs());
+    out.extend(with(ListenProto::Tcp, h.tcp_addrs()));
+    out.extend(with(ListenProto::Tls, h.tls_addrs()));
+    out
+}
+
+/// Creates the data directory (mode 0700); warns when an existing one is
+/// open to other users.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the data directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("the data directory {} is not a directory", dir.display());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "the data directory {} is accessible to other users (mode {:o}): \
+             consider chmod 700",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(())
+}
+
+/// The TURN REST secret of `DATA_DIR/turn-secret`, generated on first run
+/// (32 random bytes, base64) with mode 0600. An existing file readable by
+/// others is set back to 0600, with a warning.
+pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(SECRET_FILE);
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
+            f.write_all(format!("{secret}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!("generated a TURN secret in {}", path.display());
+            return Ok(secret);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create {}", path.display()));
+        }
+    }
+    let meta = std::fs::symlink_metadata(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(&path, Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot chmod 600 {}", path.display()))?;
+        tracing::warn!(
+            "{} was readable by other users (mode {mode:o}); set it to 0600. \
+             Consider replacing the secret (delete the file and restart).",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        bail!(
+            "{} is empty: delete it to have a new secret generated",
+            path.display()
+        );
+    }
+    Ok(secret.to_owned())
+}
+
+/// The address to print for the bound web listener: an unspecified address
+/// is shown as loopback, which a local browser can open.
+fn openable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(a) if a.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// The web app, embedded in the binary.
+fn web_assets() -> signal::WebAssets {
+    const HTML: &str = "text/html; charset=utf-8";
+    const JS: &str = "text/javascript; charset=utf-8";
+    const CSS: &str = "text/css; charset=utf-8";
+    signal::WebAssets {
+        files: vec![
+            (
+                "/index.html",
+                HTML,
+                include_bytes!("../../../web/index.html"),
+            ),
+            ("/app.js", JS, include_bytes!("../../../web/app.js")),
+            (
+                "/signaling.js",
+                JS,
+                include_bytes!("../../../web/signaling.js"),
+            ),
+            ("/stats.js", JS, include_bytes!("../../../web/stats.js")),
+            ("/ui.js", JS, include_bytes!("../../../web/ui.js")),
+            ("/style.css", CSS, include_bytes!("../../../web/style.css")),
+        ],
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+    Ok(())
+}
+
+/// Resolves when a relay shard has stopped on its own.
+async fn relay_stopped(handle: &relay::RelayHandle) {
+    while handle.is_running() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `onionrtc serve`: runs until SIGINT or SIGTERM.
+pub fn run(loaded: Loaded) -> anyhow::Result<()> {
+    crate::relay_cmd::init_tracing();
+    let Loaded { relay, serve } = loaded;
+    prepare_data_dir(&serve.data_dir)?;
+    let secret = load_or_create_secret(&serve.data_dir)?;
+    let relay = relay.with_auth_secret(secret.clone());
+    if relay.dangerous_allow_loopback_peers {
+        tracing::warn!(
+            "dangerous_allow_loopback_peers is on: clients may relay to loopback addresses \
+             of this machine (tests only)"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("serve")
+        .build()
+        .context("cannot start the async runtime")?;
+    let handle = relay::start(&relay).context("cannot start the relay")?;
+    let result = rt.block_on(serve_web(&handle, serve, secret));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let stopped = handle.shutdown().context("the relay stopped with an error");
+    let result = result.and(stopped);
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+async fn serve_web(
+    handle: &relay::RelayHandle,
+    serve: ServeSettings,
+    secret: String,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let web_addr = listener.local_addr()?;
+    let turn_urls = match serve.turn_urls {
+        Some(u) => u,
+        None => derive_turn_urls(&bound_listeners(handle)),
+    };
+    for l in bound_listeners(handle) {
+        tracing::info!("relay listening on {l}");
+    }
+    tracing::info!("web listening on http://{web_addr} (TURN URLs {turn_urls:?})");
+    let metrics = handle.metrics();
+    let config = signal::SignalConfig {
+        data_dir: serve.data_dir,
+        turn_urls,
+        turn_secret: secret,
+        credential_ttl: serve.credential_ttl,
+        allowed_origins: serve.allowed_origins,
+        admin_token: serve.admin_token,
+        stats_retention_days: serve.stats_retention_days,
+        metrics: Some(Arc::new(move || metrics.render())),
+        web_root: web_assets(),
+        ..signal::SignalConfig::default()
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(signal::serve(config, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    println!("Open http://{}/", openable(web_addr));
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+
+    let why = tokio::select! {
+        r = stop_signal() => r.map(|()| None),
+        () = relay_stopped(handle) => Ok(Some("the relay stopped unexpectedly")),
+        r = &mut server => {
+            return match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the signaling server stopped unexpectedly")),
+                Ok(Err(e)) => Err(e.context("the signaling server failed")),
+                Err(e) => Err(anyhow::anyhow!("the signaling server panicked: {e}")),
+            };
+        }
+    };
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(STOP_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e.context("the signaling server failed while stopping")),
+        Ok(Err(e)) => bail!("the signaling server panicked: {e}"),
+        Err(_) => tracing::warn!(
+            "the signaling server did not stop within {STOP_GRACE:?}; closing its connections"
+        ),
+    }
+    match why? {
+        None => Ok(()),
+        Some(reason) => bail!(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn flags() -> ServeFlags {
+        ServeFlags {
+            config: None,
+            data_dir: None,
+            listen: None,
+        }
+    }
+
+    fn settings(text: &str) -> anyhow::Result<ServeSettings> {
+        let file = parse_file(text, "text")?.unwrap_or_default();
+        resolve(file, Path::new("/etc/onionrtc"), &flags())
+    }
+
+    #[test]
+    fn defaults_and_file_values() {
+        let s = settings("").unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("onionrtc-data"));
+        assert_eq!(s.stats_retention_days, 7);
+        assert_eq!(s.credential_ttl, Duration::from_secs(600));
+        assert!(s.turn_urls.is_none() && s.admin_token.is_none());
+
+        let s = settings(
+            r#"
+            [serve]
+            listen = "0.0.0.0:443"
+            data_dir = "data"
+            allowed_origins = ["https://call.example.org"]
+            admin_token = "0123456789abcdef0123"
+            stats_retention_days = 30
+            turn_urls = ["turns:call.example.org:443?transport=tcp"]
+            credential_ttl_secs = 3600
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 443);
+        assert_eq!(s.data_dir, PathBuf::from("/etc/onionrtc/data"));
+        assert_eq!(s.credential_ttl, Duration::from_secs(3600));
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = parse_file("[serve]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"x\"", "t")
+            .unwrap()
+            .unwrap();
+        let f = ServeFlags {
+            config: None,
+            data_dir: Some("y".into()),
+            listen: Some("127.0.0.1:2".into()),
+        };
+        let s = resolve(file, Path::new("/base"), &f).unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.data_dir, PathBuf::from("y"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, needle) in [
+            ("[serve]\nlisen = \"x\"", "unknown field `lisen`"),
+            ("[serve]\nlisten = \"localhost:80\"", "listen"),
+            (
+                "[serve]\nallowed_origins = [\"example.org\"]",
+                "allowed_origins",
+            ),
+            (
+                "[serve]\nallowed_origins = [\"https://a/b\"]",
+                "allowed_origins",
+            ),
+            ("[serve]\nadmin_token = \"short\"", "admin_token"),
+            ("[serve]\nstats_retention_days = 0", "stats_retention_days"),
+            ("[serve]\nturn_urls = []", "turn_urls"),
+            ("[serve]\nturn_urls = [\"stun:x:1\"]", "turn_urls"),
+            ("[serve]\ncredential_ttl_secs = 5", "credential_ttl_secs"),
+        ] {
+            let e = settings(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        let e = settings("[serve]\nadmin_token = \"short secret\"")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("short secret"), "{e}");
+    }
+
+    #[test]
+    fn turn_urls_from_listeners() {
+        let l = |s: &str| -> Listen { s.parse().unwrap() };
+        let urls = derive_turn_urls(&[
+            l("tls://127.0.0.1:5349"),
+            l("tcp://[::1]:3478"),
+            l("udp://127.0.0.1:3478"),
+        ]);
+        assert_eq!(
+            urls,
+            [
+                "turn:127.0.0.1:3478?transport=udp",
+                "turn:[::1]:3478?transport=tcp",
+                "turns:127.0.0.1:5349?transport=tcp",
+            ]
+        );
+    }
+
+    #[test]
+    fn unspecified_relay_address_needs_turn_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[relay]\nlisten = [\"udp://0.0.0.0:3478\"]\nrelay_ip = \"192.0.2.1\"\n",
+        )
+        .unwrap();
+        let f = ServeFlags {
+            config: Some(path.clone()),
+            ..flags()
+        };
+        let e = load(&f).unwrap_err().to_string();
+        assert!(e.contains("turn_urls") && e.contains("0.0.0.0:3478"), "{e}");
+        std::fs::write(
+            &path,
+            "[relay]\nlisten = [\"udp://0.0.0.0:3478\"]\nrelay_ip = \"192.0.2.1\"\n\
+             [serve]\nturn_urls = [\"turn:192.0.2.1:3478?transport=udp\"]\n",
+        )
+        .unwrap();
+        load(&f).unwrap();
+    }
+
+    #[test]
+    fn secret_is_generated_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/b");
+        prepare_data_dir(&data).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let s1 = load_or_create_secret(&data).unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&s1)
+                .unwrap()
+                .len(),
+            32
+        );
+        let path = data.join(SECRET_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create_secret(&data).unwrap(), s1);
+        // Looser permissions are fixed.
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_or_create_secret(&data).unwrap(), s1);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An empty file is an error, not an empty secret.
+        std::fs::write(&path, "\n").unwrap();
+        assert!(load_or_create_secret(&data).is_err());
+    }
+}

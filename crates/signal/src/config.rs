@@ -1,0 +1,139 @@
+//! [`SignalConfig`]: everything the signaling server needs, with the
+//! defaults of docs/signaling.md, and [`WebAssets`], the embedded web app.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Renders Prometheus text for `GET /metrics` (under `serve`, the relay's).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The signaling server's configuration. Build it with `Default` and set
+/// fields: `SignalConfig { turn_secret, turn_urls, ..Default::default() }`.
+#[derive(Clone)]
+pub struct SignalConfig {
+    /// Where `signal.sqlite` lives (created with mode 0700 if missing).
+    /// Default `./onionrtc-data`.
+    pub data_dir: PathBuf,
+    /// What goes into `iceServers[0].urls`, e.g.
+    /// `turn:relay.example:3478?transport=udp`.
+    pub turn_urls: Vec<String>,
+    /// The TURN REST shared secret (the relay's current `auth_secret`).
+    pub turn_secret: String,
+    /// How long issued TURN credentials are valid. Default 600 s.
+    pub credential_ttl: Duration,
+    /// Origins accepted for the WebSocket upgrade besides the page's own
+    /// (`http(s)://` + `Host`), e.g. `https://call.example`.
+    pub allowed_origins: Vec<String>,
+    /// When set, the operator endpoints require `Authorization: Bearer
+    /// <token>` from every client (loopback included).
+    pub admin_token: Option<String>,
+    /// Stored statistics older than this many days are deleted. Default 7.
+    pub stats_retention_days: u32,
+    /// Largest WebSocket message in bytes. Default 65,536.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per connection. Default 50.
+    pub messages_per_sec: u32,
+    /// Message burst per connection. Default 100.
+    pub messages_burst: u32,
+    /// Joins per minute per client address (IPv6: per /64). Default 20.
+    pub joins_per_minute_per_ip: u32,
+    /// Rooms at once. Default 10,000.
+    pub max_rooms: usize,
+    /// WebSocket connections at once (joined or not). Default 20,000.
+    pub max_connections: usize,
+    /// A connection that has not joined within this time is closed.
+    /// Default 30 s.
+    pub join_timeout: Duration,
+    /// Serve `GET /metrics` to loopback clients (without a token). Default
+    /// true. Turn it off when loopback clients are not the operator, e.g.
+    /// behind a local reverse proxy or a Tor onion service; `/metrics` then
+    /// needs the admin token.
+    pub trust_loopback_metrics: bool,
+    /// Renders the Prometheus text for `GET /metrics`; `None` answers 404.
+    /// The signaling server's own gauges and counters are appended.
+    pub metrics: Option<MetricsRenderer>,
+    /// The web app's files.
+    pub web_root: WebAssets,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        SignalConfig {
+            data_dir: PathBuf::from("./onionrtc-data"),
+            turn_urls: Vec::new(),
+            turn_secret: String::new(),
+            credential_ttl: Duration::from_secs(600),
+            allowed_origins: Vec::new(),
+            admin_token: None,
+            stats_retention_days: 7,
+            max_message_bytes: 65_536,
+            messages_per_sec: 50,
+            messages_burst: 100,
+            joins_per_minute_per_ip: 20,
+            max_rooms: 10_000,
+            max_connections: 20_000,
+            join_timeout: Duration::from_secs(30),
+            trust_loopback_metrics: true,
+            metrics: None,
+            web_root: WebAssets::default(),
+        }
+    }
+}
+
+impl fmt::Debug for SignalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalConfig")
+            .field("data_dir", &self.data_dir)
+            .field("turn_urls", &self.turn_urls)
+            .field("turn_secret", &"<redacted>")
+            .field("credential_ttl", &self.credential_ttl)
+            .field("allowed_origins", &self.allowed_origins)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("stats_retention_days", &self.stats_retention_days)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("messages_per_sec", &self.messages_per_sec)
+            .field("messages_burst", &self.messages_burst)
+            .field("joins_per_minute_per_ip", &self.joins_per_minute_per_ip)
+            .field("max_rooms", &self.max_rooms)
+            .field("max_connections", &self.max_connections)
+            .field("join_timeout", &self.join_timeout)
+            .field("trust_loopback_metrics", &self.trust_loopback_metrics)
+            .field("metrics", &self.metrics.as_ref().map(|_| "<fn>"))
+            .field("web_root", &self.web_root)
+            .finish()
+    }
+}
+
+/// The web app's files, embedded in the binary: `(path, content type,
+/// bytes)`, e.g. `("/app.js", "text/javascript; charset=utf-8",
+/// include_bytes!(…))`. `GET /` and `GET /index.html` answer the
+/// `"/index.html"` entry; other paths their own entry; anything else 404.
+#[derive(Clone, Default)]
+pub struct WebAssets {
+    /// `(path starting with '/', content type, body)`.
+    pub files: Vec<(&'static str, &'static str, &'static [u8])>,
+}
+
+impl WebAssets {
+    /// The entry for a request path (`/` means `/index.html`).
+    pub fn get(&self, path: &str) -> Option<(&'static str, &'static [u8])> {
+        let path = if path == "/" { "/index.html" } else { path };
+        self.files
+            .iter()
+            .find(|(p, _, _)| *p == path)
+            .map(|(_, ctype, body)| (*ctype, *body))
+    }
+}
+
+impl fmt::Debug for WebAssets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.files.iter().map(|(p, t, b)| (p, t, b.len())))
+            .finish()
+    }
+}

@@ -1,0 +1,130 @@
+//! The operator page `GET /calls`: a server-rendered table, every value
+//! escaped, no script.
+
+use std::fmt::Write as _;
+
+use crate::store::CallSummary;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn format_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{:.*}", digits, v * scale))
+}
+
+/// The whole page.
+pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64) -> String {
+    let mut out = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"referrer\" content=\"no-referrer\">\
+         <title>OnionRTC calls</title><style>\
+         body{font:14px system-ui,sans-serif;margin:2em}\
+         table{border-collapse:collapse}th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}\
+         th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}code{font-size:12px}\
+         </style></head><body>\n<h1>Recent calls</h1>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<p>{} call(s); times in UTC; generated {}.</p>",
+        calls.len(),
+        escape(&format_utc(now_ms))
+    );
+    out.push_str(
+        "<table><thead><tr><th>id</th><th>room</th><th>started</th><th>duration</th>\
+         <th>samples</th><th>median RTT ms</th><th>median jitter ms</th><th>loss %</th>\
+         <th>relay protocols</th></tr></thead><tbody>\n",
+    );
+    for c in calls {
+        let duration = (c.last - c.started).max(0) / 1000;
+        let id = escape(&c.id);
+        let _ = writeln!(
+            out,
+            "<tr><td><a href=\"/api/calls/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td>\
+             <td>{}:{:02}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.room),
+            escape(&format_utc(c.started)),
+            duration / 60,
+            duration % 60,
+            c.samples,
+            escape(&opt(c.rtt_median, 1000.0, 1)),
+            escape(&opt(c.jitter_median, 1000.0, 1)),
+            escape(&opt(c.loss_pct, 1.0, 2)),
+            escape(&c.relay_protocols.join(", ")),
+        );
+    }
+    out.push_str("</tbody></table>\n</body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_dates() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_763_800_000_123), "2025-11-22 08:26:40");
+    }
+
+    #[test]
+    fn page_escapes_everything() {
+        let c = CallSummary {
+            id: "ab".into(),
+            room: "<script>alert(1)</script>".into(),
+            started: 0,
+            last: 61_000,
+            samples: 3,
+            rtt_median: Some(0.0125),
+            jitter_median: None,
+            loss_pct: Some(1.5),
+            relay_protocols: vec!["udp".into(), "<b>".into()],
+        };
+        let page = calls_page(&[c], 0);
+        assert!(!page.contains("<script>alert"));
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(page.contains("<td>1:01</td>"));
+        assert!(page.contains("<td>12.5</td>"));
+        assert!(page.contains("udp, &lt;b&gt;"));
+    }
+}

@@ -1,0 +1,162 @@
+//! The OnionRTC signaling server: rooms of two, the WebSocket protocol of
+//! `docs/signaling.md`, the SDP/candidate sanitizer, TURN REST credentials,
+//! the statistics store, the embedded web app and the operator API.
+//!
+//! ```text
+//! serve(config, listener, shutdown)
+//!   ├─ SignalState::new: open data_dir/signal.sqlite (migrate, writer thread), retention sweep
+//!   ├─ maintenance task: retention sweep hourly, join-limiter pruning every minute
+//!   └─ axum: router(state) with ConnectInfo<SocketAddr>
+//!        /ws ─ origin check ─ one task per connection (rooms, sanitizer, limits, stats → store)
+//!        /healthz /api/whoami /api/calls[/{id}] /calls /metrics, else the web app's files
+//! shutdown: stop accepting, close every WebSocket (1001), wait ≤ 3 s, flush the store (≤ 1 s)
+//! ```
+//!
+//! Design decisions:
+//! - The sanitizer ([`sanitize`]) is pure and runs on everything forwarded;
+//!   there is no way for a client to switch it off.
+//! - Nothing a WebSocket task does waits on another connection or on disk:
+//!   forwarding is `try_send` into the other member's bounded queue (a full
+//!   queue closes that member), samples go to the store's bounded queue
+//!   (a full queue drops and counts).
+//! - Every table is bounded: rooms (`max_rooms`), connections
+//!   (`max_connections`), per-address join buckets, queues; every wait has a
+//!   timeout (join, sends, shutdown).
+//! - No client address is logged or stored; `/api/whoami` only echoes the
+//!   requester's own.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod html;
+mod http;
+pub mod protocol;
+mod ratelimit;
+mod rooms;
+pub mod sanitize;
+pub mod state;
+pub mod stats;
+pub mod store;
+pub mod ws;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+
+pub use config::{MetricsRenderer, SignalConfig, WebAssets};
+pub use html::{escape as escape_html, format_utc};
+pub use protocol::ErrorCode;
+pub use state::SignalState;
+
+/// How often the retention sweep runs after the one at startup.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How long shutdown waits for WebSocket connections to close.
+const DRAIN: Duration = Duration::from_secs(3);
+/// How long shutdown waits for queued samples to be written.
+const FLUSH: Duration = Duration::from_secs(1);
+
+/// The HTTP routes. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: handlers need the
+/// peer address (access rules, `/api/whoami`, per-address join limits).
+pub fn router(state: SignalState) -> Router {
+    Router::new()
+        .route("/ws", get(ws::handler))
+        .route("/healthz", get(http::healthz))
+        .route("/api/whoami", get(http::whoami))
+        .route("/api/calls", get(http::calls))
+        .route("/api/calls/{id}", get(http::call))
+        .route("/calls", get(http::calls_page))
+        .route("/metrics", get(http::metrics))
+        .fallback(get(http::assets))
+        .with_state(state)
+}
+
+/// Opens the store and serves until `shutdown` completes. See
+/// [`serve_state`].
+pub async fn serve(
+    config: SignalConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = tokio::task::spawn_blocking(move || SignalState::new(config)).await??;
+    serve_state(state, listener, shutdown).await
+}
+
+/// Serves an existing state until `shutdown` completes: runs the retention
+/// sweep at once and then hourly, accepts connections, and on shutdown
+/// closes every WebSocket, waits up to 3 s for them and up to 1 s for the
+/// store to write what is queued (4 s in all at most).
+pub async fn serve_state(
+    state: SignalState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    sweep(&state).await;
+    let maintenance = tokio::spawn(maintenance(state.clone()));
+    let app = router(state.clone());
+    let closer = state.clone();
+    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closer.close_all();
+        let _ = fired.send(());
+    })
+    .into_future();
+    tokio::pin!(server);
+    // Graceful shutdown waits for open HTTP connections; a client that
+    // never finishes its request must not hold it up for long.
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = async {
+            if on_fire.await.is_ok() {
+                tokio::time::sleep(DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("signal: HTTP connections still open after {DRAIN:?}; not waiting");
+            Ok(())
+        }
+    };
+    maintenance.abort();
+    state.close_all();
+    let deadline = Instant::now() + DRAIN;
+    while state.connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let flusher = state.clone();
+    let _ = tokio::task::spawn_blocking(move || flusher.store().flush(FLUSH)).await;
+    result.map_err(Into::into)
+}
+
+/// Deletes statistics older than `stats_retention_days` now.
+pub async fn sweep(state: &SignalState) {
+    let s = state.clone();
+    let days = state.config().stats_retention_days;
+    match tokio::task::spawn_blocking(move || s.store().sweep(days, state::now_ms())).await {
+        Ok(Ok(n)) if n > 0 => tracing::info!(rows = n, days, "stats retention sweep"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "stats retention sweep failed"),
+        Err(e) => tracing::warn!(error = %e, "stats retention sweep panicked"),
+    }
+}
+
+async fn maintenance(state: SignalState) {
+    let start = tokio::time::Instant::now();
+    let mut sweeps = tokio::time::interval_at(start + SWEEP_EVERY, SWEEP_EVERY);
+    let mut prunes =
+        tokio::time::interval_at(start + ratelimit::PRUNE_EVERY, ratelimit::PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = sweeps.tick() => sweep(&state).await,
+            _ = prunes.tick() => state.inner.joins.prune(Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The WebSocket messages of docs/signaling.md: parsing what pages send and
+//! building what the server sends.
+
+use serde_json::{json, Map, Value};
+
+/// The `code` of an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, or a field missing or of the wrong type.
+    BadMessage,
+    /// A `type` the server does not know.
+    UnknownType,
+    /// A message larger than the limit (the connection is then closed).
+    TooLarge,
+    /// Too many messages per second.
+    RateLimited,
+    /// A room name that is not 1–64 characters `[A-Za-z0-9_-]`.
+    BadRoom,
+    /// The room already has two members.
+    RoomFull,
+    /// `join` while in a room.
+    AlreadyJoined,
+    /// `offer`/`answer`/`candidate` before `join`.
+    NotJoined,
+    /// `offer`/`answer`/`candidate` while alone in the room.
+    NoPeer,
+    /// Too many joins per minute from this address.
+    TooManyJoins,
+    /// Too many rooms on the server.
+    ServerFull,
+}
+
+impl ErrorCode {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::BadRoom => "bad-room",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::NoPeer => "no-peer",
+            ErrorCode::TooManyJoins => "too-many-joins",
+            ErrorCode::ServerFull => "server-full",
+        }
+    }
+
+    /// A human-readable explanation.
+    pub const fn message(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "not JSON, or a field is missing or of the wrong type",
+            ErrorCode::UnknownType => "unknown message type",
+            ErrorCode::TooLarge => "message too large",
+            ErrorCode::RateLimited => "too many messages, slow down",
+            ErrorCode::BadRoom => "a room name is 1-64 characters A-Z a-z 0-9 _ -",
+            ErrorCode::RoomFull => "the room already has two members",
+            ErrorCode::AlreadyJoined => "already in a room",
+            ErrorCode::NotJoined => "join a room first",
+            ErrorCode::NoPeer => "nobody else is in the room",
+            ErrorCode::TooManyJoins => "too many joins from this address, try again later",
+            ErrorCode::ServerFull => "the server has too many rooms, try again later",
+        }
+    }
+}
+
+/// A parsed page → server message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Incoming {
+    Join {
+        room: String,
+    },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    /// `None` is the end of candidates.
+    Candidate(Option<CandidateInit>),
+    Bye,
+    Stats(Value),
+}
+
+/// An `RTCIceCandidateInit`, with only the fields that are forwarded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CandidateInit {
+    pub(crate) candidate: String,
+    pub(crate) sdp_mid: Option<String>,
+    pub(crate) sdp_m_line_index: Option<u64>,
+    pub(crate) username_fragment: Option<String>,
+}
+
+/// Longest `sdpMid` / `usernameFragment` accepted.
+const MAX_TOKEN: usize = 256;
+
+/// Parses one text frame.
+pub(crate) fn parse(text: &str) -> Result<Incoming, ErrorCode> {
+    let value: Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadMessage)?;
+    let Value::Object(mut m) = value else {
+        return Err(ErrorCode::BadMessage);
+    };
+    let ty = match m.get("type") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(ErrorCode::BadMessage),
+    };
+    match ty.as_str() {
+        "join" => {
+            let room = take_string(&mut m, "room")?;
+            if !valid_room(&room) {
+                return Err(ErrorCode::BadRoom);
+            }
+            Ok(Incoming::Join { room })
+        }
+        "offer" => Ok(Incoming::Offer {
+            sdp: take_string(&mut m, "sdp")?,
+        }),
+        "answer" => Ok(Incoming::Answer {
+            sdp: take_string(&mut m, "sdp")?,
+        }),
+        "candidate" => match m.remove("candidate") {
+            Some(Value::Null) => Ok(Incoming::Candidate(None)),
+            Some(Value::Object(c)) => Ok(Incoming::Candidate(Some(candidate_init(c)?))),
+            _ => Err(ErrorCode::BadMessage),
+        },
+        "bye" => Ok(Incoming::Bye),
+        "stats" => match m.remove("stats") {
+            Some(v @ Value::Object(_)) => Ok(Incoming::Stats(v)),
+            _ => Err(ErrorCode::BadMessage),
+        },
+        _ => Err(ErrorCode::UnknownType),
+    }
+}
+
+fn take_string(m: &mut Map<String, Value>, key: &str) -> Result<String, ErrorCode> {
+    match m.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(ErrorCode::BadMessage),
+    }
+}
+
+fn candidate_init(mut c: Map<String, Value>) -> Result<CandidateInit, ErrorCode> {
+    let candidate = take_string(&mut c, "candidate")?;
+    let sdp_mid = match c.remove("sdpMid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_TOKEN => Some(s),
+        Some(_) => return Err(ErrorCode::BadMessage),
+    };
+    let sdp_m_line_index = match c.remove("sdpMLineIndex") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|i| *i <= u64::from(u16::MAX))
+                .ok_or(ErrorCode::BadMessage)?,
+        ),
+    };
+    let username_fragment = match c.remove("usernameFragment") {
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.len() <= MAX_TOKEN
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') =>
+        {
+            Some(s)
+        }
+        _ => None,
+    };
+    Ok(CandidateInit {
+        candidate,
+        sdp_mid,
+        sdp_m_line_index,
+        username_fragment,
+    })
+}
+
+/// 1–64 characters `[A-Za-z0-9_-]`.
+pub(crate) fn valid_room(room: &str) -> bool {
+    (1..=64).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `{"type":"error","code":…,"message":…}`.
+pub(crate) fn error(code: ErrorCode) -> String {
+    json!({"type": "error", "code": code.as_str(), "message": code.message()}).to_string()
+}
+
+/// `{"type": ty}` for `peer-joined` / `peer-left`.
+pub(crate) fn bare(ty: &str) -> String {
+    json!({ "type": ty }).to_string()
+}
+
+/// `{"type": "offer"|"answer", "sdp": …}`.
+pub(crate) fn description(ty: &str, sdp: &str) -> String {
+    json!({"type": ty, "sdp": sdp}).to_string()
+}
+
+/// `{"type": "candidate", "candidate": …}` (`None`: `null`).
+pub(crate) fn candidate(c: Option<&CandidateInit>) -> String {
+    let value = match c {
+        None => Value::Null,
+        Some(c) => {
+            let mut m = Map::new();
+            m.insert("candidate".into(), Value::String(c.candidate.clone()));
+            m.insert(
+                "sdpMid".into(),
+                c.sdp_mid.clone().map_or(Value::Null, Value::String),
+            );
+            m.insert(
+                "sdpMLineIndex".into(),
+                c.sdp_m_line_index.map_or(Value::Null, Value::from),
+            );
+            if let Some(u) = &c.username_fragment {
+                m.insert("usernameFragment".into(), Value::String(u.clone()));
+            }
+            Value::Object(m)
+        }
+    };
+    json!({"type": "candidate", "candidate": value}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_messages() {
+        assert_eq!(
+            parse(r#"{"type":"join","room":"a-B_9"}"#),
+            Ok(Incoming::Join {
+                room: "a-B_9".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","room":""}"#),
+            Err(ErrorCode::BadRoom)
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","room":"a b"}"#),
+            Err(ErrorCode::BadRoom)
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(65))),
+            Err(ErrorCode::BadRoom)
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","room":5}"#),
+            Err(ErrorCode::BadMessage)
+        );
+        assert_eq!(parse(r#"{"type":"join"}"#), Err(ErrorCode::BadMessage));
+        assert_eq!(parse("nope"), Err(ErrorCode::BadMessage));
+        assert_eq!(parse("[]"), Err(ErrorCode::BadMessage));
+        assert_eq!(parse(r#"{"type":7}"#), Err(ErrorCode::BadMessage));
+        assert_eq!(parse(r#"{"type":"hello"}"#), Err(ErrorCode::UnknownType));
+        assert_eq!(parse(r#"{"type":"bye"}"#), Ok(Incoming::Bye));
+        assert_eq!(
+            parse(r#"{"type":"candidate","candidate":null}"#),
+            Ok(Incoming::Candidate(None))
+        );
+        assert_eq!(parse(r#"{"type":"candidate"}"#), Err(ErrorCode::BadMessage));
+        assert_eq!(
+            parse(r#"{"type":"candidate","candidate":{"candidate":"x","sdpMLineIndex":-1}}"#),
+            Err(ErrorCode::BadMessage)
+        );
+        let c = parse(
+            r#"{"type":"candidate","candidate":{"candidate":"x","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"ab+/"}}"#,
+        );
+        let Ok(Incoming::Candidate(Some(c))) = c else {
+            panic!("{c:?}");
+        };
+        let out: Value = serde_json::from_str(&candidate(Some(&c))).unwrap_or_default();
+        assert_eq!(
+            out,
+            json!({"type": "candidate", "candidate": {"candidate": "x", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "ab+/"}})
+        );
+        assert_eq!(
+            parse(r#"{"type":"stats","stats":1}"#),
+            Err(ErrorCode::BadMessage)
+        );
+        assert_eq!(parse(r#"{"type":"offer"}"#), Err(ErrorCode::BadMessage));
+    }
+}

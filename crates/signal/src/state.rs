@@ -1,0 +1,190 @@
+//! [`SignalState`]: the configuration, rooms, limiters and store shared by
+//! every request.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+use crate::config::SignalConfig;
+use crate::ratelimit::JoinLimiter;
+use crate::rooms::Rooms;
+use crate::store::{Store, StoreError};
+
+/// Everything the handlers share. Cloning is cheap (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct SignalState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: SignalConfig,
+    pub(crate) rooms: Rooms,
+    pub(crate) joins: JoinLimiter,
+    pub(crate) store: Store,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) connections: AtomicUsize,
+    pub(crate) counters: Counters,
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Random per-process key; tokens are compared as HMACs under it, so the
+    /// comparison is constant-time whatever their lengths.
+    token_key: [u8; 32],
+    token_mac: Option<String>,
+}
+
+/// Monotonic counters for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) joins: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) candidates_dropped: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) samples: AtomicU64,
+}
+
+impl SignalState {
+    /// Opens the store (creating `data_dir`) and sets everything up.
+    /// Blocking (SQLite); call it before serving.
+    pub fn new(config: SignalConfig) -> Result<SignalState, StoreError> {
+        if config.turn_secret.is_empty() || config.turn_urls.is_empty() {
+            tracing::warn!("signal: no TURN secret or URLs configured; calls will not connect");
+        }
+        let store = Store::open(&config.data_dir)?;
+        let token_key: [u8; 32] = rand::random();
+        let token_mac = config
+            .admin_token
+            .as_deref()
+            .map(|t| turn::auth::rest_password(&token_key, t));
+        let (shutdown, _) = watch::channel(false);
+        Ok(SignalState {
+            inner: Arc::new(Inner {
+                rooms: Rooms::new(config.max_rooms),
+                joins: JoinLimiter::new(config.joins_per_minute_per_ip),
+                store,
+                next_conn: AtomicU64::new(1),
+                connections: AtomicUsize::new(0),
+                counters: Counters::default(),
+                shutdown,
+                token_key,
+                token_mac,
+                config,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SignalConfig {
+        &self.inner.config
+    }
+
+    /// The statistics store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Rooms at the moment.
+    pub fn rooms(&self) -> usize {
+        self.inner.rooms.len()
+    }
+
+    /// Tells every WebSocket connection to close (code 1001, going away).
+    pub fn close_all(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Whether `presented` is the admin token (constant-time).
+    pub(crate) fn token_matches(&self, presented: &str) -> bool {
+        match &self.inner.token_mac {
+            None => false,
+            Some(expected) => {
+                let mac = turn::auth::rest_password(&self.inner.token_key, presented);
+                mac.as_bytes().ct_eq(expected.as_bytes()).into()
+            }
+        }
+    }
+
+    /// The signaling server's own metrics, Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        metric(
+            "onionrtc_signal_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections() as u64,
+        );
+        metric(
+            "onionrtc_signal_rooms",
+            "gauge",
+            "Rooms with at least one member.",
+            self.rooms() as u64,
+        );
+        metric(
+            "onionrtc_signal_joins_total",
+            "counter",
+            "Successful joins.",
+            get(&c.joins),
+        );
+        metric(
+            "onionrtc_signal_forwarded_total",
+            "counter",
+            "Offers, answers and candidates forwarded to the other member.",
+            get(&c.forwarded),
+        );
+        metric(
+            "onionrtc_signal_candidates_dropped_total",
+            "counter",
+            "Trickled candidates the sanitizer dropped.",
+            get(&c.candidates_dropped),
+        );
+        metric(
+            "onionrtc_signal_errors_total",
+            "counter",
+            "Error messages sent to pages.",
+            get(&c.errors),
+        );
+        metric(
+            "onionrtc_signal_stats_samples_total",
+            "counter",
+            "Statistics samples queued for the store.",
+            get(&c.samples),
+        );
+        metric(
+            "onionrtc_signal_stats_dropped_total",
+            "counter",
+            "Statistics samples dropped because the store's queue was full.",
+            self.inner.store.dropped(),
+        );
+        out
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

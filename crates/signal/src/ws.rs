@@ -1,0 +1,552 @@
+//! `GET /ws`: the origin check, the upgrade, and one task per connection.
+//!
+//! ```text
+//! loop select {
+//!   shutdown / kill (own queue overflowed) / join timeout  → close
+//!   outgoing queue (from the other member)                 → send
+//!   frame from the page → size check → token bucket → parse → handle
+//! }
+//! on exit: leave the room (the other member gets peer-left)
+//! ```
+//!
+//! Replies to the page itself (`joined`, `error`) are sent directly; what
+//! the other member sends arrives through this connection's bounded queue
+//! ([`OUT_QUEUE`]). Every send has a timeout ([`SEND_TIMEOUT`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::{mpsc, Notify};
+
+use crate::protocol::{self, ErrorCode, Incoming};
+use crate::ratelimit::TokenBucket;
+use crate::rooms::Member;
+use crate::sanitize::{sanitize_candidate, sanitize_sdp};
+use crate::state::{now_ms, now_unix, SignalState};
+use crate::stats::StatsSample;
+use crate::store::SampleRecord;
+
+/// Messages waiting for a slow page at most; beyond, its connection closes.
+pub const OUT_QUEUE: usize = 128;
+/// A send to a page that takes longer closes the connection.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sending the close frame gives up after this long.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The server pings every connection this often (browsers answer pings
+/// without the page's help).
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// A connection that sends nothing (not even a pong) for this long is
+/// closed, so a vanished member does not hold its room's slot.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most one stats sample per member per this interval is stored.
+pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
+/// At most this many stats samples per member and call are stored.
+pub const MAX_SAMPLES_PER_MEMBER: u32 = 7200;
+
+/// The upgrade handler.
+pub(crate) async fn handler(
+    State(state): State<SignalState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let config = state.config();
+    if !origin_allowed(&headers, &config.allowed_origins) {
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let Some(guard) = ConnGuard::acquire(&state) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    };
+    // The transport limit is a little above the protocol limit, so that a
+    // message just over it still gets a `too-large` answer; far larger
+    // ones are cut off by the WebSocket layer before they are buffered.
+    let limit = config.max_message_bytes;
+    let hard = limit.saturating_add(limit / 8).saturating_add(1024);
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| async move {
+            let conn = Connection::new(state, peer.ip().to_canonical());
+            conn.run(socket).await;
+            drop(guard);
+        })
+}
+
+/// Counts open connections; refuses beyond `max_connections`.
+struct ConnGuard(SignalState);
+
+impl ConnGuard {
+    fn acquire(state: &SignalState) -> Option<ConnGuard> {
+        let max = state.config().max_connections;
+        let counter = &state.inner.connections;
+        let prev = counter.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnGuard(state.clone()))
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.inner.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether the upgrade's `Origin` is the page's own (`http(s)://` + `Host`)
+/// or an allowed one. A request without `Origin` is not from a browser page
+/// (browsers always send it on WebSocket upgrades) and is accepted: the
+/// check protects pages from cross-site use, not the server from clients.
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        let host = host.trim();
+        for scheme in ["http://", "https://"] {
+            if origin
+                .get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+                && origin
+                    .get(scheme.len()..)
+                    .is_some_and(|h| !h.is_empty() && h.eq_ignore_ascii_case(host))
+            {
+                return true;
+            }
+        }
+    }
+    allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Where a joined connection is.
+struct Joined {
+    room: String,
+    side: u8,
+    call_id: String,
+    started_ms: i64,
+    last_stats: Option<Instant>,
+    stats_count: u32,
+}
+
+/// The token bucket's verdict on one frame.
+enum Token {
+    /// Within the limit.
+    Pass,
+    /// Over the limit: the frame is dropped; `first` of this episode.
+    Refused { first: bool },
+    /// Kept going far over the limit: close.
+    Exhausted,
+}
+
+/// What to do after a message.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Connection {
+    state: SignalState,
+    id: u64,
+    ip: IpAddr,
+    tx: mpsc::Sender<String>,
+    rx: mpsc::Receiver<String>,
+    kill: Arc<Notify>,
+    joined: Option<Joined>,
+    ever_joined: bool,
+    bucket: TokenBucket,
+    /// Messages refused by the bucket since it was last full.
+    rejected: u32,
+}
+
+impl Connection {
+    fn new(state: SignalState, ip: IpAddr) -> Self {
+        let config = state.config();
+        let bucket = TokenBucket::new(
+            f64::from(config.messages_per_sec),
+            config.messages_burst,
+            Instant::now(),
+        );
+        let id = state.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        Connection {
+            state,
+            id,
+            ip,
+            tx,
+            rx,
+            kill: Arc::new(Notify::new()),
+            joined: None,
+            ever_joined: false,
+            bucket,
+            rejected: 0,
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let join_deadline = tokio::time::sleep(self.state.config().join_timeout);
+        tokio::pin!(join_deadline);
+        let mut shutdown = self.state.inner.shutdown.subscribe();
+        let kill = Arc::clone(&self.kill);
+        let start = tokio::time::Instant::now();
+        let mut ping = tokio::time::interval_at(start + PING_EVERY, PING_EVERY);
+        let mut last_seen = Instant::now();
+        let flow = loop {
+            let flow = tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => Flow::Close(close_code::AWAY, "server shutting down"),
+                _ = kill.notified() => Flow::Close(close_code::POLICY, "too slow"),
+                _ = &mut join_deadline, if !self.ever_joined => Flow::Close(close_code::POLICY, "join timeout"),
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > IDLE_TIMEOUT {
+                        Flow::Close(close_code::POLICY, "idle")
+                    } else {
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        match tokio::time::timeout(SEND_TIMEOUT, ping).await {
+                            Ok(Ok(())) => Flow::Continue,
+                            _ => break None,
+                        }
+                    }
+                },
+                out = self.rx.recv() => match out {
+                    Some(text) => {
+                        if send(&mut socket, text).await {
+                            Flow::Continue
+                        } else {
+                            break None;
+                        }
+                    }
+                    None => Flow::Close(close_code::ERROR, "internal error"),
+                },
+                msg = socket.recv() => {
+                    if matches!(msg, Some(Ok(_))) {
+                        last_seen = Instant::now();
+                    }
+                    match msg {
+                        None | Some(Ok(Message::Close(_))) => break None,
+                        Some(Ok(Message::Text(text))) => self.on_frame(&mut socket, Some(text.as_str()), text.len()).await,
+                        Some(Ok(Message::Binary(data))) => self.on_frame(&mut socket, None, data.len()).await,
+                        Some(Ok(Message::Ping(_))) => self.charge(),
+                        Some(Ok(Message::Pong(_))) => Flow::Continue,
+                        Some(Err(e)) => {
+                            let text = e.to_string();
+                            if text.contains("Space limit exceeded") || text.contains("too long") {
+                                self.reply(&mut socket, ErrorCode::TooLarge).await;
+                                Flow::Close(close_code::SIZE, "message too large")
+                            } else {
+                                break None;
+                            }
+                        }
+                    }
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close(code, reason) => break Some((code, reason)),
+            }
+        };
+        if let Some((code, reason)) = flow {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let close = socket.send(Message::Close(Some(frame)));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+        }
+        self.leave();
+    }
+
+    /// Takes a token from the connection's bucket.
+    fn take_token(&mut self) -> Token {
+        let now = Instant::now();
+        if self.rejected > 0 && self.bucket.is_full(now) {
+            self.rejected = 0;
+        }
+        if self.bucket.take(now) {
+            return Token::Pass;
+        }
+        self.rejected += 1;
+        if self.rejected > self.state.config().messages_burst.max(1) {
+            Token::Exhausted
+        } else {
+            Token::Refused {
+                first: self.rejected == 1,
+            }
+        }
+    }
+
+    /// Charges a ping to the bucket silently (the WebSocket layer answers
+    /// pings, so a ping flood costs the server too).
+    fn charge(&mut self) -> Flow {
+        match self.take_token() {
+            Token::Pass | Token::Refused { .. } => Flow::Continue,
+            Token::Exhausted => Flow::Close(close_code::POLICY, "rate limit"),
+        }
+    }
+
+    /// One data frame: `text` is `None` for a binary frame.
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: Option<&str>, len: usize) -> Flow {
+        if len > self.state.config().max_message_bytes {
+            self.reply(socket, ErrorCode::TooLarge).await;
+            return Flow::Close(close_code::SIZE, "message too large");
+        }
+        match self.take_token() {
+            Token::Pass => {}
+            Token::Refused { first } => {
+                // One error per episode, not one per refused message.
+                if first {
+                    self.reply(socket, ErrorCode::RateLimited).await;
+                }
+                return Flow::Continue;
+            }
+            Token::Exhausted => return Flow::Close(close_code::POLICY, "rate limit"),
+        }
+        let Some(text) = text else {
+            self.reply(socket, ErrorCode::BadMessage).await;
+            return Flow::Continue;
+        };
+        match protocol::parse(text) {
+            Err(code) => self.reply(socket, code).await,
+            Ok(msg) => return self.on_message(socket, msg).await,
+        }
+        Flow::Continue
+    }
+
+    async fn on_message(&mut self, socket: &mut WebSocket, msg: Incoming) -> Flow {
+        match msg {
+            Incoming::Join { room } => return self.on_join(socket, room).await,
+            Incoming::Offer { sdp } => self.forward_description(socket, "offer", &sdp).await,
+            Incoming::Answer { sdp } => self.forward_description(socket, "answer", &sdp).await,
+            Incoming::Candidate(c) => {
+                let Some(room) = self.joined.as_ref().map(|j| j.room.clone()) else {
+                    self.reply(socket, ErrorCode::NotJoined).await;
+                    return Flow::Continue;
+                };
+                let rooms = &self.state.inner.rooms;
+                if !rooms.has_peer(&room, self.id) {
+                    self.reply(socket, ErrorCode::NoPeer).await;
+                    return Flow::Continue;
+                }
+                let text = match c {
+                    None => protocol::candidate(None),
+                    Some(mut c) => match sanitize_candidate(&c.candidate) {
+                        Some(clean) => {
+                            c.candidate = clean;
+                            protocol::candidate(Some(&c))
+                        }
+                        None => {
+                            self.state
+                                .inner
+                                .counters
+                                .candidates_dropped
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Flow::Continue;
+                        }
+                    },
+                };
+                self.forward(socket, &room, text).await;
+            }
+            Incoming::Bye => self.leave(),
+            Incoming::Stats(value) => self.on_stats(&value),
+        }
+        Flow::Continue
+    }
+
+    async fn on_join(&mut self, socket: &mut WebSocket, room: String) -> Flow {
+        if self.joined.is_some() {
+            self.reply(socket, ErrorCode::AlreadyJoined).await;
+            return Flow::Continue;
+        }
+        let inner = &self.state.inner;
+        if !inner.joins.allow(self.ip, Instant::now()) {
+            self.reply(socket, ErrorCode::TooManyJoins).await;
+            return Flow::Continue;
+        }
+        let member = Member {
+            conn: self.id,
+            tx: self.tx.clone(),
+            kill: Arc::clone(&self.kill),
+        };
+        let info = match inner.rooms.join(&room, member, now_ms()) {
+            Ok(info) => info,
+            Err(code) => {
+                self.reply(socket, code).await;
+                return Flow::Continue;
+            }
+        };
+        inner.counters.joins.fetch_add(1, Ordering::Relaxed);
+        let config = self.state.config();
+        let ttl = config.credential_ttl.as_secs();
+        let id = format!("{:016x}", rand::random::<u64>());
+        let username = turn::auth::rest_username(now_unix().saturating_add(ttl), Some(&id));
+        let credential = turn::auth::rest_password(config.turn_secret.as_bytes(), &username);
+        let joined = json!({
+            "type": "joined",
+            "room": room,
+            "callId": info.call_id,
+            "peers": info.peers,
+            "initiator": info.peers == 1,
+            "iceServers": [{
+                "urls": config.turn_urls,
+                "username": username,
+                "credential": credential,
+            }],
+            "iceTransportPolicy": "relay",
+            "credentialTtl": ttl,
+        });
+        self.joined = Some(Joined {
+            room,
+            side: info.side,
+            call_id: info.call_id,
+            started_ms: info.started_ms,
+            last_stats: None,
+            stats_count: 0,
+        });
+        self.ever_joined = true;
+        if send(socket, joined.to_string()).await {
+            Flow::Continue
+        } else {
+            Flow::Close(close_code::ERROR, "send failed")
+        }
+    }
+
+    async fn forward_description(&mut self, socket: &mut WebSocket, ty: &str, sdp: &str) {
+        let Some(room) = self.joined.as_ref().map(|j| j.room.clone()) else {
+            self.reply(socket, ErrorCode::NotJoined).await;
+            return;
+        };
+        let text = protocol::description(ty, &sanitize_sdp(sdp));
+        self.forward(socket, &room, text).await;
+    }
+
+    async fn forward(&mut self, socket: &mut WebSocket, room: &str, text: String) {
+        match self.state.inner.rooms.forward(room, self.id, text) {
+            Ok(()) => {
+                self.state
+                    .inner
+                    .counters
+                    .forwarded
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(code) => self.reply(socket, code).await,
+        }
+    }
+
+    fn on_stats(&mut self, value: &serde_json::Value) {
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if j.last_stats
+            .is_some_and(|t| now.saturating_duration_since(t) < STATS_INTERVAL)
+            || j.stats_count >= MAX_SAMPLES_PER_MEMBER
+        {
+            return;
+        }
+        let Some(sample) = StatsSample::from_json(value) else {
+            return;
+        };
+        j.last_stats = Some(now);
+        j.stats_count += 1;
+        let record = SampleRecord {
+            call_id: j.call_id.clone(),
+            room: j.room.clone(),
+            call_started_ms: j.started_ms,
+            side: j.side,
+            ts_ms: now_ms(),
+            sample,
+        };
+        if self.state.store().record(record) {
+            self.state
+                .inner
+                .counters
+                .samples
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn leave(&mut self) {
+        if let Some(j) = self.joined.take() {
+            self.state.inner.rooms.leave(&j.room, self.id);
+        }
+    }
+
+    async fn reply(&mut self, socket: &mut WebSocket, code: ErrorCode) {
+        self.state
+            .inner
+            .counters
+            .errors
+            .fetch_add(1, Ordering::Relaxed);
+        // A failed send shows up as a closed socket on the next receive.
+        let _ = send(socket, protocol::error(code)).await;
+    }
+}
+
+/// Completes when the server shuts down.
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone: the server is gone too.
+    let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+/// Sends one text frame with [`SEND_TIMEOUT`]; false on failure.
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://call.example/".to_owned()];
+        assert!(origin_allowed(&headers(None, "a:1"), &allowed));
+        assert!(origin_allowed(
+            &headers(Some("http://a:1"), "a:1"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://A:1"), "a:1"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://call.example"), "a:1"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://a:2"), "a:1"),
+            &allowed
+        ));
+        assert!(!origin_allowed(&headers(Some("null"), "a:1"), &allowed));
+        assert!(!origin_allowed(&headers(Some("http://"), ""), &allowed));
+        assert!(!origin_allowed(
+            &headers(Some("http://evil.example"), "a:1"),
+            &[]
+        ));
+    }
+}
