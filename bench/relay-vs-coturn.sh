@@ -21,6 +21,7 @@ trap cleanup EXIT
 
 tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+split_ticks() { awk '{print "user=" $14 " sys=" $15}' "/proc/$1/stat"; }
 peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -44,6 +45,7 @@ run_load() { # name pid port
   local rate; rate=$(awk -v m="$relayed" -v c="$cpu" 'BEGIN{ if (c>0) printf "%.0f", m/c; else print "inf"}')
   printf '%-8s sent=%-7s recv=%-7s lost=%-5s cpu_s=%-6s msgs_per_cpu_s=%-9s peak_rss_kb=%s\n' \
     "$name" "${sent:-?}" "${recv:-?}" "${lost:-?}" "$cpu" "$rate" "$(peak_kb "$pid")"
+  echo "         cumulative ticks: $(split_ticks "$pid")"
   echo "$rate" > "$tmp/$name.rate"
 }
 
