@@ -71,7 +71,7 @@ enum Command {
     /// FILE` reads it (its own secret, no flags) and both tables are
     /// printed. Exits 0 if the configuration is valid, 2 if not.
     CheckConfig {
-        /// Configuration file (TOML, `[relay]` table).
+        /// Configuration file (TOML: `[relay]`, optionally `[serve]`).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         #[command(flatten)]

@@ -3,7 +3,7 @@
 //! opens the web app twice in one room (fake camera and microphone). The call
 //! must connect through the relay only, the pages must receive no address
 //! but the relay's, the relay's metrics and the stored statistics must show
-//! the call, a third page must connect after one leaves, and SIGTERM must
+//! the call, a third page must connect after one hangs up, and SIGTERM must
 //! stop the server cleanly. Every wait is bounded; the browser and the
 //! server are killed by PID on any failure.
 
@@ -502,7 +502,18 @@ fn two_tabs_call_through_serve() {
         );
     };
 
-    // One leaves: the other waits, then calls the next one with a fresh pc.
+    // One hangs up: it is closed, the other waits, then calls the next one
+    // with a fresh peer connection.
+    let hung_up = pages[1]
+        .evaluate("document.getElementById('hangup').click(); window.onionrtc.state")
+        .unwrap();
+    if hung_up != "closed" || pages[1].evaluate("window.onionrtc.pc").unwrap() != Value::Null {
+        fail(
+            &format!("page 1 after hang-up: {hung_up}"),
+            &mut pages,
+            &server,
+        );
+    }
     drop(pages.pop());
     if let Err(e) = pages[0].wait_for(
         "window.onionrtc.state === 'waiting' && window.onionrtc.pc === null",

@@ -4,9 +4,9 @@
 //! on unauthenticated answers. Each refusal must show in its counter.
 //!
 //! Also home of [`Driver`], the small synchronous driver that runs the
-//! sans-IO `turn::client::Client` over a real UDP socket or TCP stream (used
-//! by `policy` too), and of hand-made STUN requests signed with the
-//! long-term key.
+//! sans-IO `turn::client::Client` over a real UDP socket or TCP stream
+//! (used by `policy` and `badinput` too), and of hand-made STUN requests
+//! signed with the long-term key.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};

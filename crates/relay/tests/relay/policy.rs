@@ -535,7 +535,6 @@ fn client_create_permission_to_relayed_address() {
 /// the datagram, in-process, to the TCP allocation as a Data indication on
 /// its control connection, which RFC 6062 allocations never receive.
 #[test]
-#[ignore = "bug: UDP data from one allocation is delivered internally to an RFC 6062 (TCP) allocation as a Data indication; relay_index, peer_allowed and internal_route ignore the relayed transport"]
 fn udp_data_never_reaches_a_tcp_allocation() {
     if !testkit::netns::run_isolated("policy::udp_data_never_reaches_a_tcp_allocation") {
         return;
@@ -590,7 +589,6 @@ fn udp_data_never_reaches_a_tcp_allocation() {
 /// must be refused like any other loopback peer, or the relay opens a TCP
 /// connection to whatever local service listens there.
 #[test]
-#[ignore = "bug: RFC 6062 Connect to a UDP allocation's relayed address is allowed (live-allocation exception ignores the transport) and the relay connects to the local TCP service on that port"]
 fn tcp_connect_never_reaches_a_udp_relayed_port() {
     if !testkit::netns::run_isolated("policy::tcp_connect_never_reaches_a_udp_relayed_port") {
         return;

@@ -309,6 +309,20 @@ impl Server {
         self.allocations.contains_key(five_tuple)
     }
 
+    /// Whether `addr` is a relayed address of a live allocation relaying
+    /// `protocol`: UDP and TCP (RFC 6062) allocations never reach each other.
+    pub(crate) fn is_live_relay(&self, addr: &SocketAddr, protocol: RelayProtocol) -> bool {
+        self.relay_index
+            .get(addr)
+            .is_some_and(|ft| self.relays_with(ft, protocol))
+    }
+
+    pub(crate) fn relays_with(&self, ft: &FiveTuple, protocol: RelayProtocol) -> bool {
+        self.allocations
+            .get(ft)
+            .is_some_and(|a| a.protocol == protocol)
+    }
+
     /// Whether `addr` (local or advertised) is a relayed address of a live allocation.
     pub fn is_relay_address(&self, addr: &SocketAddr) -> bool {
         self.relay_index.contains_key(addr)
@@ -323,7 +337,10 @@ impl Server {
         relay: SocketAddr,
         peer: SocketAddr,
     ) -> Option<(SocketAddr, SocketAddr)> {
-        let dst = self.allocations.get(self.relay_index.get(&peer)?)?;
+        let dst = self
+            .allocations
+            .get(self.relay_index.get(&peer)?)
+            .filter(|a| a.protocol == RelayProtocol::Udp)?;
         let dst_local = dst
             .relayed
             .iter()
@@ -512,7 +529,7 @@ impl Server {
             self.stats.dropped_no_permission += 1;
             return None;
         };
-        if perm.own && !self.relay_index.contains_key(&peer) {
+        if perm.own && !self.is_live_relay(&peer, RelayProtocol::Udp) {
             self.stats.peer_refused += 1;
             return None;
         }
@@ -544,7 +561,11 @@ impl Server {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
-        let Some(alloc) = self.allocations.get(&ft).filter(|a| now < a.expires) else {
+        let Some(alloc) = self
+            .allocations
+            .get(&ft)
+            .filter(|a| now < a.expires && a.protocol == RelayProtocol::Udp)
+        else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };

@@ -700,10 +700,10 @@ impl Server {
     /// Whether a client may reach `peer`: `Ok(false)` by the policy,
     /// `Ok(true)` only because it is a live allocation of this relay
     /// (then each packet must be checked again), `Err` refused.
-    fn peer_allowed(&self, peer: &SocketAddr) -> Result<bool, ()> {
+    fn peer_allowed(&self, peer: &SocketAddr, protocol: RelayProtocol) -> Result<bool, ()> {
         if self.policy.check(*peer).is_ok() {
             Ok(false)
-        } else if self.relay_index.contains_key(peer) {
+        } else if self.is_live_relay(peer, protocol) {
             Ok(true)
         } else {
             Err(())
@@ -712,14 +712,18 @@ impl Server {
 
     /// [`Server::peer_allowed`] for CreatePermission, whose port is ignored
     /// (RFC 8656 §9.1): the policy judges the IP; one of the relay's own IPs
-    /// is allowed when the address names a live allocation exactly, or with
-    /// port 0 when some live allocation uses that IP (each packet is then
-    /// checked against live allocations).
-    fn permission_allowed(&self, peer: &SocketAddr) -> Result<bool, ()> {
+    /// is allowed when the address names a live allocation of the same
+    /// relaying protocol exactly, or with port 0 when some such allocation
+    /// uses that IP (each packet is then checked against live allocations).
+    fn permission_allowed(&self, peer: &SocketAddr, protocol: RelayProtocol) -> Result<bool, ()> {
         if self.policy.check_ip(peer.ip()).is_ok() {
             Ok(false)
-        } else if self.relay_index.contains_key(peer)
-            || (peer.port() == 0 && self.relay_index.keys().any(|a| a.ip() == peer.ip()))
+        } else if self.is_live_relay(peer, protocol)
+            || (peer.port() == 0
+                && self
+                    .relay_index
+                    .iter()
+                    .any(|(a, ft)| a.ip() == peer.ip() && self.relays_with(ft, protocol)))
         {
             Ok(true)
         } else {
@@ -752,6 +756,9 @@ impl Server {
             self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 400, &seal);
             return;
         };
+        let Some(protocol) = self.allocations.get(&ft).map(|a| a.protocol) else {
+            return;
+        };
         let mut own = Vec::with_capacity(peers.len());
         for p in &peers {
             if !self
@@ -762,7 +769,7 @@ impl Server {
                 self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 443, &seal);
                 return;
             }
-            match self.permission_allowed(p) {
+            match self.permission_allowed(p, protocol) {
                 Ok(o) => own.push(o),
                 Err(()) => {
                     self.stats.peer_refused += 1;
@@ -820,7 +827,7 @@ impl Server {
         }
         let max = self.config.limits.channels_per_allocation as usize;
         let conflict = alloc.check_channel(number, peer, now, max);
-        let own = match self.peer_allowed(&peer) {
+        let own = match self.peer_allowed(&peer, RelayProtocol::Udp) {
             Ok(o) => o,
             Err(()) => {
                 self.stats.peer_refused += 1;
@@ -875,7 +882,7 @@ impl Server {
             .any(|id| self.connections.get(id).is_some_and(|c| c.peer == peer));
         let full =
             alloc.connections.len() >= self.config.limits.connections_per_allocation as usize;
-        let own = match self.peer_allowed(&peer) {
+        let own = match self.peer_allowed(&peer, RelayProtocol::Tcp) {
             Ok(o) => o,
             Err(()) => {
                 self.stats.peer_refused += 1;
