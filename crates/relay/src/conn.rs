@@ -48,6 +48,8 @@ pub struct ClientConn {
     out: Vec<u8>,
     out_pos: usize,
     pub mode: Mode,
+    /// Frames are queued and waiting for the end-of-turn flush.
+    pub dirty: bool,
     pub opened: Instant,
     pub last_activity: Instant,
     pub got_frame: bool,
@@ -83,6 +85,7 @@ impl ClientConn {
             out: Vec::new(),
             out_pos: 0,
             mode: Mode::Frames,
+            dirty: false,
             opened: now,
             last_activity: now,
             got_frame: false,

@@ -33,6 +33,8 @@ use crate::sockets;
 const UDP_BUDGET: usize = 256;
 /// Stream bytes read per readiness event.
 const STREAM_BUDGET: usize = 256 * 1024;
+/// Queued stream bytes that trigger an immediate write.
+const STREAM_FLUSH: usize = 16 * 1024;
 /// Connections accepted per readiness event.
 const ACCEPT_BUDGET: usize = 64;
 /// Largest datagram.
@@ -140,6 +142,8 @@ pub struct Shard {
     again: Vec<Token>,
     /// Listener sockets with datagrams queued in their send batch.
     dirty: Vec<Token>,
+    /// Client streams with frames queued since the last flush.
+    dirty_streams: Vec<Token>,
     stats: DriverStats,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -183,6 +187,7 @@ impl Shard {
             peers: FxHashMap::default(),
             again: Vec::new(),
             dirty: Vec::new(),
+            dirty_streams: Vec::new(),
             stats: DriverStats::default(),
             metrics,
             stop,
@@ -259,11 +264,19 @@ impl Shard {
         Ok(())
     }
 
-    /// Sends what the listener sockets have queued.
+    /// Sends what the listener sockets and client streams have queued.
     fn flush_batches(&mut self) {
         for t in std::mem::take(&mut self.dirty) {
             if let Some(Entry::Udp { sock, out, .. }) = self.slab.get_mut(t.0) {
                 self.stats.send_errors += out.flush(sock.as_raw_fd()) as u64;
+            }
+        }
+        for t in std::mem::take(&mut self.dirty_streams) {
+            if let Some(Entry::Client(c)) = self.slab.get_mut(t.0) {
+                c.dirty = false;
+                if c.flush().is_err() {
+                    self.again.push(t);
+                }
             }
         }
     }
@@ -393,12 +406,23 @@ impl Shard {
                 let Some(t) = self.clients.get(ft).copied() else {
                     return;
                 };
+                // Frames are coalesced and written once per event-loop turn
+                // (fewer system calls and TLS records), or at once when much
+                // is queued.
                 let dead = match self.slab.get_mut(t.0) {
                     Some(Entry::Client(c)) => {
                         if !c.queue(bytes) {
                             self.stats.stream_drops += 1;
                         }
-                        c.flush().is_err()
+                        if c.queued() >= STREAM_FLUSH {
+                            c.flush().is_err()
+                        } else {
+                            if !c.dirty {
+                                c.dirty = true;
+                                self.dirty_streams.push(t);
+                            }
+                            false
+                        }
                     }
                     _ => false,
                 };
