@@ -46,8 +46,9 @@ pub const SECRET_FILE: &str = "turn-secret";
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 /// TURN credentials are valid this long by default.
 pub const DEFAULT_CREDENTIAL_TTL_SECS: u64 = 600;
-/// How long the signaling server may take to stop after SIGINT/SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the signaling server may take to stop after SIGINT/SIGTERM
+/// (it waits up to 5 s for WebSockets to close, then flushes the store).
+const STOP_GRACE: Duration = Duration::from_secs(12);
 
 /// Flags of `onionrtc serve`.
 #[derive(Args, Debug)]
@@ -512,16 +513,30 @@ fn web_assets() -> signal::WebAssets {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+/// SIGINT and SIGTERM, caught from the moment this is made (before the
+/// relay starts, so a signal sent during startup or on seeing "Open" stops
+/// `serve` cleanly instead of killing it).
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
     }
-    Ok(())
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
+            _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+    }
 }
 
 /// Resolves when a relay shard has stopped on its own.
@@ -550,8 +565,9 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         .thread_name("serve")
         .build()
         .context("cannot start the async runtime")?;
+    let signals = rt.block_on(async { StopSignals::install() })?;
     let handle = relay::start(&relay).context("cannot start the relay")?;
-    let result = rt.block_on(serve_web(&handle, serve, secret));
+    let result = rt.block_on(serve_web(&handle, serve, secret, signals));
     rt.shutdown_timeout(Duration::from_secs(1));
     let stopped = handle.shutdown().context("the relay stopped with an error");
     let result = result.and(stopped);
@@ -565,6 +581,7 @@ async fn serve_web(
     handle: &relay::RelayHandle,
     serve: ServeSettings,
     secret: String,
+    mut signals: StopSignals,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(serve.listen)
         .await
@@ -592,8 +609,14 @@ async fn serve_web(
         ..signal::SignalConfig::default()
     };
 
+    // Open the store before saying "Open": a failure is reported first.
+    let state = tokio::task::spawn_blocking(move || signal::SignalState::new(config))
+        .await
+        .context("opening the statistics store panicked")?
+        .context("cannot open the statistics store")?;
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(signal::serve(config, listener, async move {
+    let mut server = tokio::spawn(signal::serve_state(state, listener, async move {
         let _ = stop_rx.await;
     }));
     println!("Open http://{}/", openable(web_addr));
@@ -603,8 +626,8 @@ async fn serve_web(
     }
 
     let why = tokio::select! {
-        r = stop_signal() => r.map(|()| None),
-        () = relay_stopped(handle) => Ok(Some("the relay stopped unexpectedly")),
+        () = signals.recv() => None,
+        () = relay_stopped(handle) => Some("the relay stopped unexpectedly"),
         r = &mut server => {
             return match r {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the signaling server stopped unexpectedly")),
@@ -622,7 +645,7 @@ async fn serve_web(
             "the signaling server did not stop within {STOP_GRACE:?}; closing its connections"
         ),
     }
-    match why? {
+    match why {
         None => Ok(()),
         Some(reason) => bail!(reason),
     }

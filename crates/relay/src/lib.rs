@@ -200,6 +200,10 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
 
 /// Runs the relay until SIGINT or SIGTERM.
 pub fn run(config: RelayConfig) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM during start-up must stop us cleanly.
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let handle = start(&config)?;
     for a in handle.udp_addrs() {
         tracing::info!("listening on udp://{a}");
@@ -216,9 +220,6 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
     if config.dangerous_allow_loopback_peers {
         tracing::warn!("dangerous_allow_loopback_peers is on: clients may relay to loopback addresses of this machine (tests only)");
     }
-    let stop = handle.stop_flag();
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     while !stop.load(Ordering::Relaxed) && handle.is_running() {
         std::thread::sleep(Duration::from_millis(100));
     }
