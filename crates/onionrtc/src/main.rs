@@ -5,6 +5,9 @@
 //! TURN/STUN relay alone, `check-config` validates a configuration file,
 //! `features` describes the protocol core.
 
+mod bench_cmd;
+mod connect_cmd;
+mod lab_cmd;
 mod relay_cmd;
 mod serve_cmd;
 
@@ -13,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::connect_cmd::ConnectFlags;
 use crate::relay_cmd::OverrideFlags;
 use crate::serve_cmd::ServeFlags;
 
@@ -76,6 +80,27 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         flags: OverrideFlags,
+    },
+    /// Run the local connector until SIGINT or SIGTERM: TURN over UDP and
+    /// TCP on loopback carried to the relay over TLS (or TCP), and the
+    /// signaling site proxied on loopback, directly, through a SOCKS5 proxy
+    /// (tor, I2P) or through a tor it launches. See docs/connector.md.
+    Connect {
+        #[command(flatten)]
+        flags: ConnectFlags,
+    },
+    /// Call-quality lab: run calls over direct and TURN paths, measure
+    /// them (RTT, one-way delay, jitter, loss, MOS), store and report.
+    /// See docs/lab.md.
+    Lab {
+        #[command(subcommand)]
+        command: lab_cmd::LabCommand,
+    },
+    /// Benchmarks: our relay against coturn, side by side (see
+    /// docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
     },
     /// Print what this build implements (RFCs, methods, attributes).
     Features,
@@ -146,6 +171,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_CONFIG, &e),
             }
         }
+        Some(Command::Connect { flags }) => {
+            let config = match connect_cmd::load(&flags) {
+                Ok(c) => c,
+                Err(e) => return fail(EXIT_CONFIG, &e),
+            };
+            match connect_cmd::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_RUNTIME, &e),
+            }
+        }
+        Some(Command::Lab { command }) => lab_cmd::run(command),
+        Some(Command::Bench { command }) => bench_cmd::run(command),
         Some(Command::Features) => {
             features();
             ExitCode::SUCCESS

@@ -8,5 +8,7 @@
 pub mod chromium;
 pub mod netns;
 pub mod process;
+pub mod topology;
+pub mod tor;
 
 pub use process::{free_port, require_tool, run_bounded, wait_until, Proc};

@@ -1,0 +1,120 @@
+//! Counters shared by every task: atomics, read as a [`StatsSnapshot`].
+//! Nothing is per client or per address.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The live counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) flows_current: AtomicU64,
+    pub(crate) flows_total: AtomicU64,
+    pub(crate) bytes_up: AtomicU64,
+    pub(crate) bytes_down: AtomicU64,
+    pub(crate) payload_up: AtomicU64,
+    pub(crate) payload_down: AtomicU64,
+    pub(crate) redials: AtomicU64,
+    pub(crate) upstream_failures: AtomicU64,
+    pub(crate) dead_upstreams: AtomicU64,
+    pub(crate) idle_closed: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) web_requests: AtomicU64,
+    pub(crate) web_upgrades: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// TURN flows open now: UDP client 5-tuples and TCP client connections.
+    pub flows_current: u64,
+    /// TURN flows opened since start.
+    pub flows_total: u64,
+    /// Bytes written to upstream TURN sockets: TURN frames plus TLS and
+    /// SOCKS overhead (what leaves the machine, before TCP/IP headers).
+    pub bytes_up: u64,
+    /// Bytes read from upstream TURN sockets (same scope).
+    pub bytes_down: u64,
+    /// TURN message bytes the clients sent (datagram or stream bytes).
+    pub payload_up: u64,
+    /// TURN message bytes delivered to clients.
+    pub payload_down: u64,
+    /// Upstream streams dialled again for a flow that already had one
+    /// (after the upstream closed, failed or was found dead).
+    pub redials: u64,
+    /// Dials that failed (TCP, SOCKS, TLS or certificate errors, timeouts).
+    pub upstream_failures: u64,
+    /// Upstreams closed because a client request went unanswered.
+    pub dead_upstreams: u64,
+    /// Flows closed for silence from the client.
+    pub idle_closed: u64,
+    /// Client datagrams dropped: not TURN, queue full, too many flows, or
+    /// no upstream.
+    pub dropped: u64,
+    /// HTTP requests forwarded by the web proxy.
+    pub web_requests: u64,
+    /// WebSocket (Upgrade) tunnels opened by the web proxy.
+    pub web_upgrades: u64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn flow_opened(&self) {
+        Stats::inc(&self.flows_current);
+        Stats::inc(&self.flows_total);
+    }
+
+    pub(crate) fn flow_closed(&self) {
+        self.flows_current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            flows_current: g(&self.flows_current),
+            flows_total: g(&self.flows_total),
+            bytes_up: g(&self.bytes_up),
+            bytes_down: g(&self.bytes_down),
+            payload_up: g(&self.payload_up),
+            payload_down: g(&self.payload_down),
+            redials: g(&self.redials),
+            upstream_failures: g(&self.upstream_failures),
+            dead_upstreams: g(&self.dead_upstreams),
+            idle_closed: g(&self.idle_closed),
+            dropped: g(&self.dropped),
+            web_requests: g(&self.web_requests),
+            web_upgrades: g(&self.web_upgrades),
+        }
+    }
+}
+
+impl std::fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "flows {} open, {} total; upstream {} B up, {} B down (TURN payload {} B up, \
+             {} B down); {} redials, {} dial failures, {} dead upstreams, {} idle closed, \
+             {} datagrams dropped; web {} requests, {} WebSockets",
+            self.flows_current,
+            self.flows_total,
+            self.bytes_up,
+            self.bytes_down,
+            self.payload_up,
+            self.payload_down,
+            self.redials,
+            self.upstream_failures,
+            self.dead_upstreams,
+            self.idle_closed,
+            self.dropped,
+            self.web_requests,
+            self.web_upgrades
+        )
+    }
+}

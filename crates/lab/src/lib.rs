@@ -1,0 +1,55 @@
+//! # lab — the OnionRTC call-quality lab
+//!
+//! Runs calls over chosen paths (direct, TURN over UDP/TCP/TLS, and the
+//! connector's SOCKS/Tor paths), measures them, stores them and reports.
+//!
+//! ```text
+//! plan.toml ─► Plan ─► Runner ─┬─► realtime::run_call (per call, retried on setup failure)
+//!                              │     ├─ Leg ×2 (path::{direct, TURN via turn::client})
+//!                              │     ├─ Agent ×2 (sans-IO media: pacing, echo, stats)
+//!                              │     └─ ImpairStage ×2 (seeded egress impairment)
+//!                              ├─► Store::record_call (one transaction per call)
+//!                              └─► report::write (report.html, summary.json, calls.csv)
+//! ```
+//!
+//! The run loop of one agent thread (see [`realtime`]):
+//! `leg.housekeeping(now)` → `agent.poll_transmit(now)` → `stage.push` →
+//! `stage.poll(now)` → `leg.send` → `leg.recv(until the next deadline)` →
+//! `agent.handle_packet(now, bytes)`.
+//!
+//! ## Design decisions
+//! - **Sans-IO agents and impairment, one clock argument.** [`agent::Agent`]
+//!   and [`impair::ImpairStage`] take `now` in nanoseconds and never read a
+//!   clock, so [`sim`] drives them in simulated time (the calibration
+//!   tests are exact) and [`realtime`] drives the same code on sockets.
+//! - **Both agents share one clock** ([`realtime::LabClock`]): one-way delay
+//!   is measured, not estimated from RTT/2.
+//! - **Impairment is the lab's own**, seeded and on each agent's egress, so
+//!   calibration needs no root; `tc netem` is not used (this machine's
+//!   kernel has no `sch_netem`, and plans asking for it are refused).
+//! - **Paths are a trait** ([`path::PathOpener`], [`path::Leg`]): the
+//!   connector's `turn-socks`/`turn-tor` are TURN over UDP to a running
+//!   connector today, and a lab-launched connector or a browser mode are
+//!   new openers later.
+//! - **Store behind a trait** ([`store::Store`]) with SQLite today; each
+//!   call is committed when it ends, so an interrupted run loses nothing
+//!   finished and `--resume` continues it.
+//! - **Browser mode is not implemented**: a scenario with
+//!   `mode = "browser"` is refused when the plan loads.
+
+pub mod agent;
+pub mod call;
+pub mod cli;
+pub mod emodel;
+pub mod env;
+pub mod impair;
+pub mod metrics;
+pub mod path;
+pub mod plan;
+pub mod realtime;
+pub mod report;
+pub mod runner;
+pub mod sim;
+pub mod store;
+
+pub use cli::{execute, Failure, LabCommand};
