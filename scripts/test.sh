@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 #              tools the relay is tested against) and turnserver (benchmarks)
 #   chromium - headless browser for the WebRTC end-to-end tests
 #   iproute2, util-linux - `ip` and `unshare` for network-namespace tests
+#   tor, tor-geoipdb - a private Tor network for the connector's tests
+#              (testkit::tor, inside a network namespace) and the GeoIP
+#              files `--tor-nodes` presets need
+#   nftables - `nft`, the port-443-only firewall of the restricted-network test
+#   microsocks - a tiny SOCKS5 proxy for the connector and lab SOCKS tests
+#   prlimit (util-linux) - raises the open-file limit in the bad-input test
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -17,6 +23,11 @@ command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v tor >/dev/null 2>&1 || need+=(tor)
+[ -f /usr/share/tor/geoip ] || need+=(tor-geoipdb)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update

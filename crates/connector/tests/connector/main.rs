@@ -9,6 +9,7 @@ mod pinning;
 mod socks;
 mod support;
 mod tor_launch;
+mod tor_testnet;
 mod torrc;
 mod uclient;
 mod web;
