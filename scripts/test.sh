@@ -30,8 +30,19 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
+    # Installed packages must not start their services: tor would join the
+    # public Tor network, coturn would bind ports. Debian honours
+    # policy-rc.d (exit 101 = "not allowed").
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy"
+      chmod +x "$policy"
+      made_policy=1
+    fi
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
+    if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi
   else
     echo "missing system packages: ${need[*]} (run as root or install them)" >&2
     exit 1

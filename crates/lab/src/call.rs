@@ -132,6 +132,24 @@ pub struct Sample {
     pub rx_packets: u64,
     /// RFC 3550 jitter at the end of that second, ms.
     pub jitter_ms: f64,
+    /// The sender's RTT in that second, ms (browser calls; synthetic calls
+    /// keep their RTT samples per call).
+    pub rtt_ms: Option<f64>,
+}
+
+/// What one browser page reported about its connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SideReport {
+    /// `caller` or `callee`.
+    pub side: String,
+    /// The selected pair's local candidate type (`relay`).
+    pub local_candidate: Option<String>,
+    /// The selected pair's remote candidate type.
+    pub remote_candidate: Option<String>,
+    /// The local candidate's relay protocol (`udp`, `tcp`, `tls`).
+    pub relay_protocol: Option<String>,
+    /// Mean jitter-buffer delay of what this page received, ms.
+    pub jitter_buffer_ms: Option<f64>,
 }
 
 /// How the E-model is fed.
@@ -187,6 +205,7 @@ impl DirectionReport {
                     .or(rx.jitter_per_second_ms.last())
                     .copied()
                     .unwrap_or(0.0),
+                rtt_ms: None,
             })
             .collect();
         DirectionReport {
@@ -233,6 +252,11 @@ pub struct CallReport {
     pub rtt_ms: Option<f64>,
     /// 95th percentile RTT over both agents' echoes, ms.
     pub rtt_p95_ms: Option<f64>,
+    /// Whether the one-way delays are estimates (browser calls: RTT/2 +
+    /// jitter-buffer delay + packetisation) rather than measured.
+    pub owd_estimated: bool,
+    /// Browser calls: what each page reported about its connection.
+    pub sides: Vec<SideReport>,
 }
 
 impl CallReport {
@@ -248,6 +272,8 @@ impl CallReport {
             backward: DirectionReport::default(),
             rtt_ms: None,
             rtt_p95_ms: None,
+            owd_estimated: false,
+            sides: Vec::new(),
         }
     }
 
@@ -272,6 +298,8 @@ impl CallReport {
             backward: DirectionReport::from_agents(callee, caller, rating),
             rtt_ms: median(&rtts),
             rtt_p95_ms: percentile(&rtts, 95.0),
+            owd_estimated: false,
+            sides: Vec::new(),
         }
     }
 

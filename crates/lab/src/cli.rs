@@ -45,6 +45,11 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// The onionrtc executable started for `serve` (browser scenarios) and
+    /// `connect` (connectors the lab starts). Default: $ONIONRTC_BIN, else
+    /// this executable.
+    #[arg(long, value_name = "PATH")]
+    pub onionrtc_bin: Option<PathBuf>,
 }
 
 /// `lab report` flags.
@@ -89,13 +94,37 @@ pub fn execute(cmd: LabCommand) -> Result<(), Failure> {
             );
             for s in &p.scenarios {
                 println!(
-                    "  {}: {} → {}, {} calls, impairment {}",
+                    "  {}: {} → {}, {} calls, {}impairment {}",
                     s.name,
                     s.caller,
                     s.callee,
                     s.repetitions,
+                    match s.mode {
+                        crate::plan::ScenarioMode::Browser => "browser pages, ",
+                        crate::plan::ScenarioMode::Synthetic => "",
+                    },
                     s.impairment_name.as_deref().unwrap_or("none")
                 );
+            }
+            for path in p.paths.values() {
+                match (&path.launch, path.connector) {
+                    (Some(l), _) => println!(
+                        "  path {}: {} via a connector the lab starts ({} to the relay, through {})",
+                        path.name,
+                        path.kind.name(),
+                        l.relay_transport.name(),
+                        match &l.proxy {
+                            crate::plan::Proxy::Microsocks => "microsocks".to_owned(),
+                            crate::plan::Proxy::Socks(a) => format!("socks5://{a}"),
+                        }
+                    ),
+                    (None, Some(c)) => println!(
+                        "  path {}: {} via the running connector {c}",
+                        path.name,
+                        path.kind.name()
+                    ),
+                    (None, None) => {}
+                }
             }
             Ok(())
         }
@@ -105,6 +134,7 @@ pub fn execute(cmd: LabCommand) -> Result<(), Failure> {
                 out: a.out,
                 resume: a.resume,
                 quiet: a.quiet,
+                onionrtc_bin: a.onionrtc_bin,
             };
             let mut runner = Runner::new(&opts).map_err(|e| {
                 if e.downcast_ref::<crate::plan::PlanError>().is_some() {

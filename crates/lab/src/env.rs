@@ -1,8 +1,11 @@
 //! The plan's environment: the relay (started in this process, or an
-//! external one) and one [`PathOpener`] per plan path.
+//! external one), the connectors the lab starts for `turn-socks` and
+//! `turn-tor` paths ([`crate::launch`]), and one [`PathOpener`] per path
+//! that a synthetic scenario uses.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -12,9 +15,17 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use turn::Transport;
 
+use base64::Engine as _;
+use rcgen::PublicKeyData as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::launch::{ConnectorArgs, LaunchedConnector, RelayTrust};
 use crate::path::wire::TlsSettings;
 use crate::path::{DirectOpener, PathOpener, TurnCredentials, TurnOpener};
-use crate::plan::{Credentials, PathKind, Plan, RelaySpec};
+use crate::plan::{
+    ConnectorLaunch, Credentials, PathKind, PathSpec, Plan, RelaySpec, RelayTransport,
+    ScenarioMode,
+};
 
 /// Realm of the lab's own relay.
 pub const LAB_REALM: &str = "lab.onionrtc";
@@ -29,12 +40,19 @@ struct Endpoints {
     tls: Option<SocketAddr>,
     tls_settings: Option<TlsSettings>,
     credentials: TurnCredentials,
+    /// How a lab-launched connector reaches the relay over TLS: the
+    /// `HOST:PORT` to dial and the certificate check.
+    connector_tls: Option<(String, RelayTrust)>,
+    /// Likewise over TCP.
+    connector_tcp: Option<String>,
 }
 
 /// The relay and the path openers of a plan. Dropping it stops a relay the
 /// lab started.
 #[derive(Debug)]
 pub struct Environment {
+    // Declared first: connectors stop before the relay.
+    connectors: BTreeMap<String, LaunchedConnector>,
     relay: Option<RelayHandle>,
     _dir: Option<tempfile::TempDir>,
     openers: BTreeMap<String, Arc<dyn PathOpener>>,
@@ -54,10 +72,11 @@ fn tls_client(roots: Vec<CertificateDer<'static>>) -> anyhow::Result<Arc<rustls:
     Ok(Arc::new(config))
 }
 
-/// Starts a relay on loopback: UDP, TCP and TLS on free ports, a
-/// self-signed certificate for `localhost`, one static user with a random
-/// password, loopback peers allowed (both agents are on this machine).
-fn start_relay() -> anyhow::Result<(RelayHandle, tempfile::TempDir, Endpoints)> {
+/// Starts a relay on loopback address `bind`: UDP, TCP and TLS on free
+/// ports, a self-signed certificate for `localhost`, one static user with a
+/// random password, loopback peers allowed (both agents are on this
+/// machine).
+fn start_relay(bind: Ipv4Addr) -> anyhow::Result<(RelayHandle, tempfile::TempDir, Endpoints)> {
     let dir = tempfile::tempdir().context("temporary directory for the relay's certificate")?;
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])
         .context("cannot make a certificate")?;
@@ -69,7 +88,7 @@ fn start_relay() -> anyhow::Result<(RelayHandle, tempfile::TempDir, Endpoints)> 
     let mut c = RelayConfig::defaults();
     let lo = |proto| Listen {
         proto,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        addr: SocketAddr::from((bind, 0)),
     };
     c.listen = vec![
         lo(ListenProto::Udp),
@@ -77,7 +96,7 @@ fn start_relay() -> anyhow::Result<(RelayHandle, tempfile::TempDir, Endpoints)> 
         lo(ListenProto::Tls),
     ];
     c.realm = LAB_REALM.into();
-    c.relay_ip = "127.0.0.1".parse()?;
+    c.relay_ip = IpAddr::V4(bind);
     c.tls = Some(TlsFiles {
         cert,
         key: key.clone(),
@@ -94,15 +113,21 @@ fn start_relay() -> anyhow::Result<(RelayHandle, tempfile::TempDir, Endpoints)> 
         config: tls_client(vec![ck.cert.der().clone()])?,
         server_name: ServerName::try_from("localhost")?.to_owned(),
     };
+    let spki = base64::engine::general_purpose::STANDARD
+        .encode(Sha256::digest(ck.signing_key.subject_public_key_info()));
+    let tls = handle.tls_addrs().first().copied();
+    let tcp = handle.tcp_addrs().first().copied();
     let endpoints = Endpoints {
         udp: handle.udp_addrs().first().copied(),
-        tcp: handle.tcp_addrs().first().copied(),
-        tls: handle.tls_addrs().first().copied(),
+        tcp,
+        tls,
         tls_settings: Some(tls_settings),
         credentials: TurnCredentials::LongTerm {
             username: LAB_USER.into(),
             password,
         },
+        connector_tls: tls.map(|a| (a.to_string(), RelayTrust::Spki(spki))),
+        connector_tcp: tcp.map(|a| a.to_string()),
     };
     Ok((handle, dir, endpoints))
 }
@@ -112,6 +137,8 @@ fn external(spec: &RelaySpec) -> anyhow::Result<Endpoints> {
         udp,
         tcp,
         tls,
+        tcp_text,
+        tls_text,
         tls_ca,
         tls_server_name,
         credentials,
@@ -154,26 +181,51 @@ fn external(spec: &RelaySpec) -> anyhow::Result<Endpoints> {
         tls: *tls,
         tls_settings,
         credentials,
+        connector_tls: match (tls_text, tls_ca) {
+            (Some(t), Some(ca)) => Some((t.clone(), RelayTrust::CaFile(ca.clone()))),
+            _ => None,
+        },
+        connector_tcp: tcp_text.clone(),
     })
 }
 
 impl Environment {
-    /// Starts or reaches the relay and builds the openers of every path.
-    pub fn prepare(plan: &Plan) -> anyhow::Result<Environment> {
-        let needs_relay = plan.paths.values().any(|p| p.kind != PathKind::Direct);
+    /// Starts or reaches the relay, starts the connectors the plan asks
+    /// for (with the `onionrtc` executable `exe`, see
+    /// [`crate::child::onionrtc_exe`]) and builds the openers of every path
+    /// a synthetic scenario uses.
+    pub fn prepare(plan: &Plan, exe: Option<&Path>) -> anyhow::Result<Environment> {
+        let used: BTreeSet<&str> = plan
+            .scenarios
+            .iter()
+            .filter(|s| s.mode == ScenarioMode::Synthetic)
+            .flat_map(|s| [s.caller.as_str(), s.callee.as_str()])
+            .collect();
+        let paths: Vec<&PathSpec> = plan
+            .paths
+            .values()
+            .filter(|p| used.contains(p.name.as_str()))
+            .collect();
+        let needs_relay = paths.iter().any(|p| p.kind != PathKind::Direct);
         let (relay, dir, endpoints) = if !needs_relay {
             (None, None, None)
         } else {
             match &plan.relay {
                 RelaySpec::Start => {
-                    let (h, d, e) = start_relay()?;
+                    let (h, d, e) = start_relay(plan.relay_bind)?;
                     (Some(h), Some(d), Some(e))
                 }
                 spec => (None, None, Some(external(spec)?)),
             }
         };
-        let mut openers: BTreeMap<String, Arc<dyn PathOpener>> = BTreeMap::new();
-        for (name, p) in &plan.paths {
+        let mut env = Environment {
+            connectors: BTreeMap::new(),
+            relay,
+            _dir: dir,
+            openers: BTreeMap::new(),
+        };
+        for p in paths {
+            let name = &p.name;
             let opener: Arc<dyn PathOpener> = match (p.kind, &endpoints) {
                 (PathKind::Direct, _) => Arc::new(DirectOpener::default()),
                 (_, None) => bail!("path {name} needs a relay"),
@@ -192,12 +244,19 @@ impl Environment {
                             Transport::Tls,
                             Some(e.tls_settings.clone().with_context(missing)?),
                         ),
-                        PathKind::TurnSocks | PathKind::TurnTor => (
-                            p.connector
-                                .with_context(|| format!("path {name} has no connector"))?,
-                            Transport::Udp,
-                            None,
-                        ),
+                        PathKind::TurnSocks | PathKind::TurnTor => {
+                            let server = match (&p.launch, p.connector) {
+                                (Some(launch), _) => {
+                                    let c = launch_connector(name, launch, e, exe)?;
+                                    let addr = c.turn_addr();
+                                    env.connectors.insert(name.clone(), c);
+                                    addr
+                                }
+                                (None, Some(addr)) => addr,
+                                (None, None) => bail!("path {name} has no connector"),
+                            };
+                            (server, Transport::Udp, None)
+                        }
                         PathKind::Direct => unreachable_direct()?,
                     };
                     Arc::new(TurnOpener::new(
@@ -209,13 +268,14 @@ impl Environment {
                     ))
                 }
             };
-            openers.insert(name.clone(), opener);
+            env.openers.insert(name.clone(), opener);
         }
-        Ok(Environment {
-            relay,
-            _dir: dir,
-            openers,
-        })
+        Ok(env)
+    }
+
+    /// The connector the lab started for the path named `name`, if any.
+    pub fn connector(&self, name: &str) -> Option<&LaunchedConnector> {
+        self.connectors.get(name)
     }
 
     /// The opener of the path named `name`.
@@ -233,8 +293,48 @@ fn unreachable_direct() -> anyhow::Result<(SocketAddr, Transport, Option<TlsSett
     bail!("direct paths use no relay")
 }
 
+/// `tls://`/`tcp://` URL of a relay address as written (`HOST:PORT`).
+fn relay_url(scheme: &str, host_port: &str) -> String {
+    format!("{scheme}://{host_port}")
+}
+
+/// Starts the connector of path `name` towards the relay of `e`.
+fn launch_connector(
+    name: &str,
+    launch: &ConnectorLaunch,
+    e: &Endpoints,
+    exe: Option<&Path>,
+) -> anyhow::Result<LaunchedConnector> {
+    let exe = crate::child::onionrtc_exe(exe)?;
+    let (relay_url, trust) = match launch.relay_transport {
+        RelayTransport::Tls => {
+            let (addr, trust) = e
+                .connector_tls
+                .clone()
+                .with_context(|| format!("path {name}: the relay has no TLS listener"))?;
+            (relay_url("tls", &addr), trust)
+        }
+        RelayTransport::Tcp => {
+            let addr = e
+                .connector_tcp
+                .clone()
+                .with_context(|| format!("path {name}: the relay has no TCP listener"))?;
+            (relay_url("tcp", &addr), RelayTrust::None)
+        }
+    };
+    LaunchedConnector::start(&ConnectorArgs {
+        exe: &exe,
+        relay_url,
+        trust,
+        proxy: &launch.proxy,
+    })
+    .with_context(|| format!("path {name}: cannot start its connector"))
+}
+
 impl Drop for Environment {
     fn drop(&mut self) {
+        // Connectors (by PID) before the relay they are connected to.
+        self.connectors.clear();
         if let Some(h) = self.relay.take() {
             let _ = h.shutdown();
         }

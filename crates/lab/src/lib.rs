@@ -38,11 +38,14 @@
 //!   `mode = "browser"` is refused when the plan loads.
 
 pub mod agent;
+pub mod browser;
 pub mod call;
+pub mod child;
 pub mod cli;
 pub mod emodel;
 pub mod env;
 pub mod impair;
+pub mod launch;
 pub mod metrics;
 pub mod path;
 pub mod plan;

@@ -4,7 +4,7 @@
 //! the format; `examples/lab-plan.toml` is a complete example.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -105,6 +105,46 @@ impl PathKind {
     }
 }
 
+/// The SOCKS5 proxy a lab-launched connector goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// A running proxy (`socks = "HOST:PORT"`, or a Tor `SocksPort` with
+    /// `tor_socks`).
+    Socks(SocketAddr),
+    /// The lab starts Debian's `microsocks` on a free loopback port.
+    Microsocks,
+}
+
+/// How a lab-launched connector reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTransport {
+    /// TURN over TLS (`--relay tls://…`), the default.
+    Tls,
+    /// TURN over TCP (`--relay tcp://…`): a proxy or a Tor exit can read
+    /// the TURN messages.
+    Tcp,
+}
+
+impl RelayTransport {
+    /// The plan name (`tls`, `tcp`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            RelayTransport::Tls => "tls",
+            RelayTransport::Tcp => "tcp",
+        }
+    }
+}
+
+/// A connector the lab starts for a `turn-socks`/`turn-tor` path:
+/// `onionrtc connect --relay tls://…|tcp://… --via socks5://PROXY --listen 127.0.0.1:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorLaunch {
+    /// The proxy.
+    pub proxy: Proxy,
+    /// TLS or TCP to the relay.
+    pub relay_transport: RelayTransport,
+}
+
 /// A named path of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathSpec {
@@ -115,6 +155,9 @@ pub struct PathSpec {
     /// For `turn-socks` and `turn-tor`: the local TURN (UDP) address of a
     /// running `onionrtc connect`.
     pub connector: Option<SocketAddr>,
+    /// For `turn-socks` and `turn-tor`: the connector the lab starts
+    /// (instead of `connector`).
+    pub launch: Option<ConnectorLaunch>,
 }
 
 /// Credentials for an external relay.
@@ -162,6 +205,11 @@ pub enum RelaySpec {
         tcp: Option<SocketAddr>,
         /// TURN over TLS address.
         tls: Option<SocketAddr>,
+        /// `tcp` as written (`HOST:PORT`), for a lab-launched connector.
+        tcp_text: Option<String>,
+        /// `tls` as written, with the host replaced by `tls_server_name`,
+        /// for a lab-launched connector (it verifies the name it dials).
+        tls_text: Option<String>,
         /// PEM file of the CA (or self-signed certificate) to trust for TLS.
         tls_ca: Option<PathBuf>,
         /// Name to verify in the TLS certificate.
@@ -186,6 +234,57 @@ pub struct CallTiming {
     pub pause_ms: f64,
 }
 
+/// How a scenario's calls are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioMode {
+    /// The lab's own agents exchange RTP-like packets (measured exactly).
+    Synthetic,
+    /// Two headless Chromium pages call each other on `onionrtc serve`;
+    /// figures come from the pages' `getStats()` (one-way delay estimated).
+    Browser,
+}
+
+impl ScenarioMode {
+    /// The plan and store name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ScenarioMode::Synthetic => "synthetic",
+            ScenarioMode::Browser => "browser",
+        }
+    }
+}
+
+/// Where browser scenarios find `onionrtc serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeSpec {
+    /// The lab starts `onionrtc serve` on free loopback ports (TURN over
+    /// UDP, TCP and TLS, the web app over HTTP).
+    Start,
+    /// A running serve: its base URL (`http://HOST:PORT`, no trailing `/`).
+    External(String),
+}
+
+/// The `[browser]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserSpec {
+    /// The serve the pages open.
+    pub serve: ServeSpec,
+    /// The Chromium executable (`None`: `$CHROMIUM`, else `/usr/bin/chromium`).
+    pub chromium: Option<PathBuf>,
+    /// Flags added after the standard ones.
+    pub chromium_args: Vec<String>,
+}
+
+impl Default for BrowserSpec {
+    fn default() -> Self {
+        BrowserSpec {
+            serve: ServeSpec::Start,
+            chromium: None,
+            chromium_args: Vec::new(),
+        }
+    }
+}
+
 /// One scenario: a caller path, a callee path, an impairment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
@@ -201,6 +300,8 @@ pub struct Scenario {
     pub impairment: Impairment,
     /// Calls in this scenario.
     pub repetitions: u32,
+    /// Synthetic agents or browser pages.
+    pub mode: ScenarioMode,
 }
 
 /// A validated plan.
@@ -214,6 +315,11 @@ pub struct Plan {
     pub setup_retries: u32,
     /// The relay.
     pub relay: RelaySpec,
+    /// The address the lab's own relay binds (`relay.bind`, a loopback
+    /// address; default 127.0.0.1).
+    pub relay_bind: Ipv4Addr,
+    /// Browser mode settings.
+    pub browser: BrowserSpec,
     /// Media of every call.
     pub profile: MediaProfile,
     /// The media as written, for the store (`audio`, `video`, `audio+video`).
@@ -256,6 +362,15 @@ struct RawPlan {
     impairments: BTreeMap<String, toml::Table>,
     #[serde(default)]
     scenarios: Vec<RawScenario>,
+    browser: Option<RawBrowser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBrowser {
+    serve: Option<String>,
+    chromium: Option<PathBuf>,
+    chromium_args: Vec<String>,
 }
 
 fn default_repetitions() -> u32 {
@@ -270,6 +385,7 @@ fn default_retries() -> u32 {
 #[serde(deny_unknown_fields)]
 struct RawRelay {
     mode: String,
+    bind: Option<String>,
     udp: Option<String>,
     tcp: Option<String>,
     tls: Option<String>,
@@ -351,6 +467,9 @@ impl Default for RawEmodel {
 struct RawPath {
     kind: String,
     connector: Option<String>,
+    socks: Option<String>,
+    tor_socks: Option<String>,
+    relay_transport: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,8 +564,8 @@ impl Plan {
                 ),
             ));
         }
-        let relay = match raw.relay {
-            toml::Value::String(mode) if mode == "start" => RelaySpec::Start,
+        let (relay, relay_bind) = match raw.relay {
+            toml::Value::String(mode) if mode == "start" => (RelaySpec::Start, Ipv4Addr::LOCALHOST),
             toml::Value::String(mode) => {
                 return Err(invalid(
                     "relay",
@@ -454,9 +573,30 @@ impl Plan {
                 ))
             }
             table @ toml::Value::Table(_) => {
-                let r = RawRelay::deserialize(table)
+                let mut r = RawRelay::deserialize(table)
                     .map_err(|e| invalid("relay", e.to_string().trim().to_owned()))?;
-                Self::relay(r, base_dir)?
+                let bind = match r.bind.take() {
+                    None => Ipv4Addr::LOCALHOST,
+                    Some(_) if r.mode != "start" => {
+                        return Err(invalid(
+                            "relay.bind",
+                            "only for mode = \"start\" (the address of the lab's own relay)",
+                        ))
+                    }
+                    Some(b) => match b.parse::<Ipv4Addr>() {
+                        Ok(a) if a.is_loopback() => a,
+                        _ => {
+                            return Err(invalid(
+                                "relay.bind",
+                                format!(
+                                    "{b:?}: expected a loopback IPv4 address such as 127.0.0.2 \
+                                     (the lab's relay listens on loopback only)"
+                                ),
+                            ))
+                        }
+                    },
+                };
+                (Self::relay(r, base_dir)?, bind)
             }
             other => {
                 return Err(invalid(
@@ -514,43 +654,14 @@ impl Plan {
                     ),
                 )
             })?;
-            let connector = match (&p.connector, kind.via_connector()) {
-                (Some(c), true) => Some(resolve(&format!("{key}.connector"), c)?),
-                (None, true) => {
-                    return Err(invalid(
-                        format!("{key}.connector"),
-                        format!(
-                            "{} needs connector = \"127.0.0.1:PORT\", the local TURN (UDP) port of a \
-                             running `onionrtc connect` (starting the connector from the lab is not \
-                             implemented yet)",
-                            kind.name()
-                        ),
-                    ))
-                }
-                (Some(_), false) => {
-                    return Err(invalid(
-                        format!("{key}.connector"),
-                        format!("only turn-socks and turn-tor paths take a connector, not {}", kind.name()),
-                    ))
-                }
-                (None, false) => None,
-            };
-            if kind.via_connector() && relay == RelaySpec::Start {
-                return Err(invalid(
-                    key,
-                    format!(
-                        "{} needs relay.mode = \"external\": the connector forwards to a fixed relay \
-                         address, and the lab cannot start a connector for its own relay yet",
-                        kind.name()
-                    ),
-                ));
-            }
+            let (connector, launch) = Self::connector(&key, kind, &p, &relay)?;
             paths.insert(
                 pname.clone(),
                 PathSpec {
                     name: pname,
                     kind,
                     connector,
+                    launch,
                 },
             );
         }
@@ -610,20 +721,16 @@ impl Plan {
                     format!("{sname:?} is used twice"),
                 ));
             }
-            match s.mode.as_deref() {
-                None | Some("synthetic") => {}
-                Some("browser") => return Err(invalid(
-                    format!("{key}.mode"),
-                    "\"browser\" (two headless Chromium pages on `onionrtc serve`, getStats) is \
-                         not implemented yet; use mode = \"synthetic\"",
-                )),
+            let mode = match s.mode.as_deref() {
+                None | Some("synthetic") => ScenarioMode::Synthetic,
+                Some("browser") => ScenarioMode::Browser,
                 Some(m) => {
                     return Err(invalid(
                         format!("{key}.mode"),
-                        format!("{m:?}: expected \"synthetic\""),
+                        format!("{m:?}: expected \"synthetic\" or \"browser\""),
                     ))
                 }
-            }
+            };
             let mut kinds = Vec::new();
             for (side, pname) in [("caller", &s.caller), ("callee", &s.callee)] {
                 if !paths.contains_key(pname) {
@@ -635,6 +742,7 @@ impl Plan {
                                     name: pname.clone(),
                                     kind,
                                     connector: None,
+                                    launch: None,
                                 },
                             );
                         }
@@ -642,7 +750,7 @@ impl Plan {
                             return Err(invalid(
                                 format!("{key}.{side}"),
                                 format!(
-                                    "{} needs a [paths.NAME] table with its connector address",
+                                    "{} needs a [paths.NAME] table (socks, tor_socks or connector)",
                                     kind.name()
                                 ),
                             ))
@@ -662,6 +770,37 @@ impl Plan {
                     kinds.push(p.kind);
                 }
             }
+            if mode == ScenarioMode::Browser {
+                if let Some(k) = kinds
+                    .iter()
+                    .find(|k| !matches!(k, PathKind::TurnUdp | PathKind::TurnTcp | PathKind::TurnTls))
+                {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "browser pages reach each other through serve's relay: caller and \
+                             callee must be turn-udp, turn-tcp or turn-tls paths, not {}",
+                            k.name()
+                        ),
+                    ));
+                }
+                if s.impairment.is_some() {
+                    return Err(invalid(
+                        format!("{key}.impairment"),
+                        "browser calls cannot be impaired: the lab's impairment stage sits in \
+                         its synthetic agents",
+                    ));
+                }
+                if media == "video" {
+                    return Err(invalid(
+                        "profile.media",
+                        format!(
+                            "{key} is a browser scenario: the web app always sends audio; use \
+                             \"audio\" or \"audio+video\""
+                        ),
+                    ));
+                }
+            }
             let direct = kinds.iter().filter(|k| **k == PathKind::Direct).count();
             if direct == 1 {
                 return Err(invalid(
@@ -669,7 +808,9 @@ impl Plan {
                     "direct is peer to peer: caller and callee must both use it (or neither)",
                 ));
             }
-            if let RelaySpec::External { udp, tcp, tls, .. } = &relay {
+            if let (RelaySpec::External { udp, tcp, tls, .. }, ScenarioMode::Synthetic) =
+                (&relay, mode)
+            {
                 for k in &kinds {
                     let (ok, what) = match k {
                         PathKind::TurnUdp => (udp.is_some(), "relay.udp"),
@@ -708,13 +849,17 @@ impl Plan {
                 impairment_name: s.impairment,
                 impairment,
                 repetitions,
+                mode,
             });
         }
+        let browser = Self::browser(raw.browser.unwrap_or_default())?;
         Ok(Plan {
             name,
             seed: raw.seed,
             setup_retries: raw.setup_retries,
             relay,
+            relay_bind,
+            browser,
             profile,
             media,
             rating,
@@ -771,6 +916,16 @@ impl Plan {
                             .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
                     })
                 });
+                let tls_text = match (&r.tls, &tls_server_name) {
+                    (Some(t), Some(name)) => t.rsplit_once(':').map(|(_, port)| {
+                        if name.contains(':') {
+                            format!("[{name}]:{port}")
+                        } else {
+                            format!("{name}:{port}")
+                        }
+                    }),
+                    (t, _) => t.clone(),
+                };
                 if tls.is_some() && r.tls_ca.is_none() {
                     return Err(invalid(
                         "relay.tls_ca",
@@ -806,6 +961,8 @@ impl Plan {
                     udp,
                     tcp,
                     tls,
+                    tcp_text: r.tcp.clone(),
+                    tls_text,
                     tls_ca: r.tls_ca.map(|p| base_dir.join(p)),
                     tls_server_name,
                     credentials,
@@ -816,6 +973,183 @@ impl Plan {
                 format!("{other:?}: expected \"start\" or \"external\""),
             )),
         }
+    }
+
+    /// The connector of a path: a running one (`connector`) or one the lab
+    /// starts (`socks` for turn-socks, `tor_socks` for turn-tor).
+    fn connector(
+        key: &str,
+        kind: PathKind,
+        p: &RawPath,
+        relay: &RelaySpec,
+    ) -> Result<(Option<SocketAddr>, Option<ConnectorLaunch>), PlanError> {
+        if !kind.via_connector() {
+            for (k, set) in [
+                ("connector", p.connector.is_some()),
+                ("socks", p.socks.is_some()),
+                ("tor_socks", p.tor_socks.is_some()),
+                ("relay_transport", p.relay_transport.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("{key}.{k}"),
+                        format!("only turn-socks and turn-tor paths take {k}, not {}", kind.name()),
+                    ));
+                }
+            }
+            return Ok((None, None));
+        }
+        let (proxy_key, wrong_key) = match kind {
+            PathKind::TurnTor => ("tor_socks", "socks"),
+            _ => ("socks", "tor_socks"),
+        };
+        let wrong = match kind {
+            PathKind::TurnTor => p.socks.is_some(),
+            _ => p.tor_socks.is_some(),
+        };
+        if wrong {
+            return Err(invalid(
+                format!("{key}.{wrong_key}"),
+                format!("a {} path takes {proxy_key}, not {wrong_key}", kind.name()),
+            ));
+        }
+        let proxy = match kind {
+            PathKind::TurnTor => p.tor_socks.as_deref(),
+            _ => p.socks.as_deref(),
+        };
+        match (&p.connector, proxy) {
+            (Some(_), Some(_)) => Err(invalid(
+                format!("{key}.connector"),
+                format!(
+                    "give connector (a running `onionrtc connect`) or {proxy_key} (the lab starts \
+                     the connector), not both"
+                ),
+            )),
+            (Some(c), None) => {
+                if p.relay_transport.is_some() {
+                    return Err(invalid(
+                        format!("{key}.relay_transport"),
+                        format!("only with {proxy_key}: a running connector has its own --relay"),
+                    ));
+                }
+                if *relay == RelaySpec::Start {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{} with connector = … needs relay.mode = \"external\": a running \
+                             connector forwards to a fixed relay address; give {proxy_key} instead \
+                             and the lab starts a connector for its own relay",
+                            kind.name()
+                        ),
+                    ));
+                }
+                Ok((Some(resolve(&format!("{key}.connector"), c)?), None))
+            }
+            (None, None) => Err(invalid(
+                format!("{key}.{proxy_key}"),
+                match kind {
+                    PathKind::TurnTor => format!(
+                        "{} needs tor_socks = \"127.0.0.1:9050\" (a Tor SocksPort; the lab starts \
+                         `onionrtc connect` through it) or connector = \"127.0.0.1:PORT\" (the \
+                         local TURN port of a running `onionrtc connect`)",
+                        kind.name()
+                    ),
+                    _ => format!(
+                        "{} needs socks = \"HOST:PORT\" or \"microsocks\" (the lab starts \
+                         `onionrtc connect` through that SOCKS5 proxy) or connector = \
+                         \"127.0.0.1:PORT\" (the local TURN port of a running `onionrtc connect`)",
+                        kind.name()
+                    ),
+                },
+            )),
+            (None, Some(proxy)) => {
+                let proxy = if proxy == "microsocks" && kind == PathKind::TurnSocks {
+                    Proxy::Microsocks
+                } else {
+                    Proxy::Socks(resolve(&format!("{key}.{proxy_key}"), proxy)?)
+                };
+                let relay_transport = match p.relay_transport.as_deref() {
+                    None | Some("tls") => RelayTransport::Tls,
+                    Some("tcp") => RelayTransport::Tcp,
+                    Some(other) => {
+                        return Err(invalid(
+                            format!("{key}.relay_transport"),
+                            format!("{other:?}: expected \"tls\" or \"tcp\""),
+                        ))
+                    }
+                };
+                if let RelaySpec::External { tls_text, tcp_text, tls_ca, .. } = relay {
+                    let ok = match relay_transport {
+                        RelayTransport::Tls => tls_text.is_some() && tls_ca.is_some(),
+                        RelayTransport::Tcp => tcp_text.is_some(),
+                    };
+                    if !ok {
+                        return Err(invalid(
+                            key,
+                            format!(
+                                "the connector reaches the relay over {} but relay.{} is not set",
+                                relay_transport.name(),
+                                relay_transport.name()
+                            ),
+                        ));
+                    }
+                }
+                Ok((
+                    None,
+                    Some(ConnectorLaunch {
+                        proxy,
+                        relay_transport,
+                    }),
+                ))
+            }
+        }
+    }
+
+    fn browser(b: RawBrowser) -> Result<BrowserSpec, PlanError> {
+        let serve = match b.serve.as_deref() {
+            None | Some("start") => ServeSpec::Start,
+            Some(url) => {
+                let rest = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                match rest {
+                    Some(r)
+                        if !r.is_empty()
+                            && !r.contains(['?', '#', ' ', '@'])
+                            && !r.trim_end_matches('/').contains('/') =>
+                    {
+                        ServeSpec::External(url.trim_end_matches('/').to_owned())
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "browser.serve",
+                            format!(
+                                "{url:?}: expected \"start\" or the base URL of a running \
+                                 `onionrtc serve` (http://HOST:PORT)"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        for a in &b.chromium_args {
+            if !a.starts_with("--") || a.chars().any(char::is_control) {
+                return Err(invalid(
+                    "browser.chromium_args",
+                    format!("{a:?}: expected a --flag"),
+                ));
+            }
+        }
+        Ok(BrowserSpec {
+            serve,
+            chromium: b.chromium,
+            chromium_args: b.chromium_args,
+        })
+    }
+
+    /// Whether any scenario runs in `mode`.
+    pub fn has_mode(&self, mode: ScenarioMode) -> bool {
+        self.scenarios.iter().any(|s| s.mode == mode)
     }
 
     fn profile(p: &RawProfile) -> Result<(MediaProfile, String), PlanError> {

@@ -18,8 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::agent::StreamKind;
+use crate::browser::{self, BrowserEnv};
 use crate::env::Environment;
-use crate::plan::Plan;
+use crate::plan::{Plan, ScenarioMode};
 use crate::realtime::{self, CallSpec, LabClock};
 use crate::report;
 use crate::store::{NewRun, ScenarioRow, SqliteStore, Store};
@@ -38,6 +40,10 @@ pub struct RunOptions {
     pub resume: bool,
     /// No progress bar.
     pub quiet: bool,
+    /// The `onionrtc` executable for `serve` (browser scenarios) and
+    /// `connect` (lab-launched connectors); `None`: `$ONIONRTC_BIN`, else
+    /// this executable.
+    pub onionrtc_bin: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -48,6 +54,7 @@ impl RunOptions {
             out: out.into(),
             resume: false,
             quiet: false,
+            onionrtc_bin: None,
         }
     }
 }
@@ -84,6 +91,9 @@ pub struct Runner {
     out: PathBuf,
     progress: ProgressBar,
     clock: LabClock,
+    onionrtc_bin: Option<PathBuf>,
+    // Dropped last among the children: pages and Chromium, then serve.
+    browser: Option<BrowserEnv>,
 }
 
 impl Runner {
@@ -126,11 +136,12 @@ impl Runner {
                 callee_kind: kind(&s.callee),
                 impairment: serde_json::to_string(&s.impairment)?,
                 repetitions: s.repetitions,
+                mode: s.mode.name().to_owned(),
             };
             scenario_ids.push(store.ensure_scenario(run_id, &row)?);
         }
         let done = store.done_calls(run_id)?;
-        let env = Environment::prepare(&plan)?;
+        let env = Environment::prepare(&plan, opts.onionrtc_bin.as_deref())?;
         let progress = if opts.quiet {
             ProgressBar::hidden()
         } else {
@@ -156,6 +167,8 @@ impl Runner {
             out: opts.out.clone(),
             progress,
             clock: LabClock::new(),
+            onionrtc_bin: opts.onionrtc_bin.clone(),
+            browser: None,
         })
     }
 
@@ -182,11 +195,7 @@ impl Runner {
         let mut ran = 0u64;
         for (si, s) in self.plan.scenarios.iter().enumerate() {
             let sid = self.scenario_ids[si];
-            let (Some(caller), Some(callee)) =
-                (self.env.opener(&s.caller), self.env.opener(&s.callee))
-            else {
-                bail!("scenario {}: path not prepared", s.name);
-            };
+            let openers = (self.env.opener(&s.caller), self.env.opener(&s.callee));
             for rep in 0..s.repetitions {
                 if self.done.contains(&(sid, rep)) {
                     continue;
@@ -205,8 +214,36 @@ impl Runner {
                     setup_retries: self.plan.setup_retries,
                 };
                 let started = unix_ms();
-                let report =
-                    realtime::run_call(caller.as_ref(), callee.as_ref(), &spec, self.clock);
+                let report = match s.mode {
+                    ScenarioMode::Synthetic => {
+                        let (Some(caller), Some(callee)) = &openers else {
+                            bail!("scenario {}: path not prepared", s.name);
+                        };
+                        realtime::run_call(caller.as_ref(), callee.as_ref(), &spec, self.clock)
+                    }
+                    ScenarioMode::Browser => {
+                        if self.browser.is_none() {
+                            self.browser = Some(
+                                BrowserEnv::start(&self.plan.browser, self.onionrtc_bin.as_deref())
+                                    .context("browser mode")?,
+                            );
+                        }
+                        let Some(env) = self.browser.as_ref() else {
+                            bail!("browser mode: not started");
+                        };
+                        let kind = |n: &str| self.plan.path(n).map(|p| p.kind);
+                        let (Some(ck), Some(ek)) = (kind(&s.caller), kind(&s.callee)) else {
+                            bail!("scenario {}: path not prepared", s.name);
+                        };
+                        let audio_only = !self
+                            .plan
+                            .profile
+                            .streams
+                            .iter()
+                            .any(|st| st.kind == StreamKind::Video);
+                        browser::run_call(env, ck, ek, &spec, audio_only)
+                    }
+                };
                 self.store.record_call(sid, rep, started, &report)?;
                 self.done.insert((sid, rep));
                 self.progress.inc(1);

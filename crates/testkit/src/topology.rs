@@ -92,11 +92,7 @@ impl Default for TopologyConfig {
 impl TopologyConfig {
     /// The server link's network, e.g. `10.200.0.0/24`.
     pub fn network(&self) -> String {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        let net = Ipv4Addr::from(u32::from(self.server_addr) & mask);
-        format!("{net}/{}", self.prefix)
+        network_of(self.server_addr, self.prefix)
     }
 }
 
@@ -301,10 +297,10 @@ impl Drop for ClientNs {
 
 impl Topology {
     /// Creates the server namespace and its veth pair (test side `srv`,
-    /// server side `eth0`), assigns the addresses, brings the links up and
-    /// checks that each side answers the other's ARP (a TCP probe to a closed
-    /// port gets a reset). Enables IPv4 forwarding in the test namespace (for
-    /// client namespaces).
+    /// server side `eth0`), assigns the addresses, brings the links up,
+    /// enables IPv4 forwarding in the test namespace (for client
+    /// namespaces) and checks the path both ways: a TCP probe to a closed
+    /// port of the server gets its reset back.
     ///
     /// Panics unless the current namespace is isolated ([`assert_isolated`]).
     pub fn new(config: &TopologyConfig) -> io::Result<Topology> {
@@ -326,7 +322,13 @@ impl Topology {
         };
         link.create(&topo.server)?;
         topo.server.ip(&with_quickack(
-            &["route", "add", CLIENT_NET, "via", &config.router_addr.to_string()],
+            &[
+                "route",
+                "add",
+                CLIENT_NET,
+                "via",
+                &config.router_addr.to_string(),
+            ],
             config.quickack,
         ))?;
         if config.quickack {
@@ -417,14 +419,22 @@ impl Veth<'_> {
     fn create(&self, far: &Netns) -> io::Result<()> {
         let peer = format!("{}-peer", self.near);
         let p = self.prefix;
-        ip(&["link", "add", self.near, "type", "veth", "peer", "name", &peer])?;
+        ip(&[
+            "link", "add", self.near, "type", "veth", "peer", "name", &peer,
+        ])?;
         ip(&["link", "set", &peer, "netns", &far.pid().to_string()])?;
         for a in self.near_addrs {
             ip(&["addr", "add", &format!("{a}/{p}"), "dev", self.near])?;
         }
         ip(&["link", "set", self.near, "up"])?;
         far.ip(&["link", "set", &peer, "name", "eth0"])?;
-        far.ip(&["addr", "add", &format!("{}/{p}", self.far_addr), "dev", "eth0"])?;
+        far.ip(&[
+            "addr",
+            "add",
+            &format!("{}/{p}", self.far_addr),
+            "dev",
+            "eth0",
+        ])?;
         far.ip(&["link", "set", "eth0", "up"])?;
         if self.quickack {
             // The kernel's connected routes, again, with quickack.
@@ -476,8 +486,22 @@ pub fn loopback_quickack(ns: Option<&Netns>) -> io::Result<()> {
     }
     for dst in ["127.0.0.0/8", "127.0.0.1"] {
         let args = [
-            "route", "replace", "local", dst, "dev", "lo", "table", "local", "proto", "kernel",
-            "scope", "host", "src", "127.0.0.1", "quickack", "1",
+            "route",
+            "replace",
+            "local",
+            dst,
+            "dev",
+            "lo",
+            "table",
+            "local",
+            "proto",
+            "kernel",
+            "scope",
+            "host",
+            "src",
+            "127.0.0.1",
+            "quickack",
+            "1",
         ];
         match ns {
             Some(ns) => ns.ip(&args)?,

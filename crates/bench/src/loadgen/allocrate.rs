@@ -1,10 +1,10 @@
 //! `--measure alloc-rate`: allocations per second with REST credentials.
 //!
-//! `--allocations` sessions each loop: a fresh client with a fresh REST
-//! username sends Allocate (401, then authenticated), and once allocated
-//! deletes the allocation (Refresh with LIFETIME 0) so no quota binds; then
-//! the next client takes the same socket. Allocations made within
-//! `--duration` seconds are counted.
+//! `--allocations` sessions each loop: a fresh client on a fresh socket
+//! (a new 5-tuple, as a new call would have) with a fresh REST username
+//! sends Allocate (401, then authenticated), and once allocated deletes the
+//! allocation (Refresh with LIFETIME 0) so no quota binds. Allocations made
+//! within `--duration` seconds are counted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,9 @@ use super::{count_error, io_err, secs};
 use super::{LoadgenArgs, LoadgenError, LoadgenReport, ServerUrl};
 
 const IDLE: Duration = Duration::from_millis(10);
+/// Local ports cycled through: Linux's default ephemeral range, above the
+/// relay ports of `onionrtc bench relay` (16384-32767).
+const LOCAL_PORTS: std::ops::RangeInclusive<u16> = 33_000..=60_999;
 
 pub(super) fn run(
     args: &LoadgenArgs,
@@ -37,6 +40,7 @@ pub(super) fn run(
         allocations: u32::try_from(slots).unwrap_or(u32::MAX),
         ..LoadgenReport::default()
     };
+    engine.cycle_ports(LOCAL_PORTS);
     let mut serial: u64 = 0;
     let start = Instant::now();
     for i in 0..slots {
@@ -66,7 +70,7 @@ pub(super) fn run(
                 Notice::Turn(Event::Deallocated) => true,
                 Notice::Turn(Event::AllocationFailed { code, reason }) => {
                     failed += 1;
-                    count_error(&mut report.errors, format!("Allocate: {code} {reason}"));
+                    count_error(&mut report.errors, format!("Allocate: {code} {}", reason.trim()));
                     true
                 }
                 Notice::Turn(Event::RefreshFailed { code }) => {
@@ -81,18 +85,19 @@ pub(super) fn run(
                 Notice::LinkFailed(e) => {
                     failed += 1;
                     count_error(&mut report.errors, format!("link: {e}"));
-                    let client = Client::new(args.client_config(server, serial), Instant::now());
-                    serial += 1;
-                    if let Err(e) = engine.open(i, server.addr, Some(client)) {
-                        count_error(&mut report.errors, format!("connect: {e}"));
-                    }
-                    false
+                    true
                 }
                 Notice::Turn(_) => false,
             };
             if recycle {
-                engine.restart_client(i, args.client_config(server, serial));
+                // Some servers keep a deleted allocation's 5-tuple for a
+                // while (coturn answers 437): every allocation gets a new one.
+                engine.close(i);
+                let client = Client::new(args.client_config(server, serial), Instant::now());
                 serial += 1;
+                if let Err(e) = engine.open(i, server.addr, Some(client)) {
+                    count_error(&mut report.errors, format!("connect: {e}"));
+                }
             }
         }
     }

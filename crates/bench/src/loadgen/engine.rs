@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
-use turn::client::{Client, ClientConfig, Event};
+use turn::client::{Client, Event};
 
 use super::link::{Link, LinkKind, MAX_FRAME};
 use super::pacer::Pacer;
@@ -91,6 +91,25 @@ pub struct Counters {
     pub foreign: u64,
 }
 
+/// Local ports handed out in turn.
+#[derive(Debug)]
+struct PortCycle {
+    range: std::ops::RangeInclusive<u16>,
+    next: u16,
+}
+
+impl PortCycle {
+    fn take(&mut self) -> u16 {
+        let port = self.next;
+        self.next = if port >= *self.range.end() {
+            *self.range.start()
+        } else {
+            port + 1
+        };
+        port
+    }
+}
+
 /// How sessions talk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -123,6 +142,7 @@ pub struct Engine {
     path: Path,
     kind: LinkKind,
     tls: Option<Arc<rustls::ClientConfig>>,
+    ports: Option<PortCycle>,
     /// Data path counters.
     pub counters: Counters,
     /// Which probes came back.
@@ -172,6 +192,7 @@ impl Engine {
             path,
             kind,
             tls,
+            ports: None,
             counters: Counters::default(),
             seq: SeqTracker::with_capacity(expected_probes),
             rtt: Samples::with_capacity(samples),
@@ -189,10 +210,35 @@ impl Engine {
         Ok(addr)
     }
 
+    /// From now on, UDP links bind the ports of `range` in turn (skipping
+    /// ports in use), so a 5-tuple is reused as late as possible.
+    pub fn cycle_ports(&mut self, range: std::ops::RangeInclusive<u16>) {
+        self.ports = Some(PortCycle {
+            next: *range.start(),
+            range,
+        });
+    }
+
+    fn udp_link(&mut self, to: SocketAddr) -> io::Result<Link> {
+        let Some(cycle) = self.ports.as_mut() else {
+            return Link::udp(to, 0);
+        };
+        let mut last = None;
+        for _ in 0..64 {
+            let port = cycle.take();
+            match Link::udp(to, port) {
+                Ok(link) => return Ok(link),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
     /// Opens session `i`'s link to `to`. With `client`, sends its Allocate.
     pub fn open(&mut self, i: usize, to: SocketAddr, client: Option<Client>) -> io::Result<()> {
         let mut link = match self.kind {
-            LinkKind::Udp => Link::udp(to)?,
+            LinkKind::Udp => self.udp_link(to)?,
             LinkKind::Tcp => Link::stream(to, None)?,
             LinkKind::Tls => Link::stream(to, self.tls.as_ref())?,
         };
@@ -211,19 +257,6 @@ impl Engine {
         }
         self.service(i);
         Ok(())
-    }
-
-    /// Replaces session `i`'s client on the same link and allocates.
-    pub fn restart_client(&mut self, i: usize, config: ClientConfig) {
-        let now = Instant::now();
-        let mut c = Client::new(config, now);
-        let _ = c.allocate(now);
-        let s = &mut self.sessions[i];
-        s.client = Some(c);
-        s.relayed = None;
-        s.armed = None;
-        s.state = SessionState::Setup;
-        self.service(i);
     }
 
     /// Closes session `i`'s link and forgets its client.

@@ -90,9 +90,12 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Link {
-    /// A non-blocking UDP socket on an ephemeral port, connected to `to`.
-    pub fn udp(to: SocketAddr) -> io::Result<Link> {
-        let s = std::net::UdpSocket::bind(local_for(to))?;
+    /// A non-blocking UDP socket on `port` (0: an ephemeral port),
+    /// connected to `to`.
+    pub fn udp(to: SocketAddr, port: u16) -> io::Result<Link> {
+        let mut local = local_for(to);
+        local.set_port(port);
+        let s = std::net::UdpSocket::bind(local)?;
         s.connect(to)?;
         s.set_nonblocking(true)?;
         Ok(Link::Udp(UdpSocket::from_std(s)))

@@ -90,7 +90,7 @@ impl<'a> Setup<'a> {
                     }
                 }
                 Notice::Turn(Event::AllocationFailed { code, reason }) => {
-                    self.fail(engine, i, format!("Allocate: {code} {reason}"));
+                    self.fail(engine, i, format!("Allocate: {code} {}", reason.trim()));
                 }
                 Notice::Turn(Event::ChannelBindFailed { code, .. }) => {
                     self.fail(engine, i, format!("ChannelBind: error {code}"));

@@ -152,6 +152,9 @@ fn ratio_line(rows: &[Row], what: &str, f: impl Fn(&Row) -> Option<f64>) {
             .find(|r| r.ok && r.server == server)
             .and_then(&f)
     };
+    if !rows.iter().any(|r| r.server == "coturn") {
+        return;
+    }
     match (get("onionrtc"), get("coturn")) {
         (Some(a), Some(b)) if b > 0.0 => println!("ratio onionrtc/coturn, {what}: {:.2}", a / b),
         _ => println!("ratio onionrtc/coturn, {what}: n/a"),

@@ -79,12 +79,32 @@ fn summary_table(out: &mut String, summary: &Summary) {
     for s in &summary.scenarios {
         let o = |k: &str| s.outcomes.get(k).copied().unwrap_or(0);
         let g = |k: &str| s.g114.get(k).copied().unwrap_or(0);
+        let owd = if s.owd_estimated && s.owd_ms.is_some() {
+            format!("≈ {}", cell(&s.owd_ms))
+        } else {
+            cell(&s.owd_ms)
+        };
+        let name = if s.mode == "browser" {
+            let protocols: Vec<String> = s
+                .relay_protocols
+                .iter()
+                .map(|(p, n)| format!("{} ×{n}", esc(p)))
+                .collect();
+            format!(
+                "{} <span class=meta>(browser{}{})</span>",
+                esc(&s.name),
+                if protocols.is_empty() { "" } else { "; relay " },
+                protocols.join(", ")
+            )
+        } else {
+            esc(&s.name)
+        };
         let _ = write!(
             out,
             "<tr><td class=l>{}</td><td class=l>{} → {}</td><td>{}/{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}/{}/{}</td></tr>",
-            esc(&s.name),
+            name,
             path_cell(&s.caller, &s.caller_kind),
             path_cell(&s.callee, &s.callee_kind),
             s.calls,
@@ -94,7 +114,7 @@ fn summary_table(out: &mut String, summary: &Summary) {
             o("failed_during_call"),
             s.acceptable,
             cell(&s.rtt_ms),
-            cell(&s.owd_ms),
+            owd,
             cell(&s.jitter_ms),
             cell(&s.loss_pct),
             cell(&s.mos),
@@ -105,9 +125,16 @@ fn summary_table(out: &mut String, summary: &Summary) {
             g("poor"),
         );
     }
-    out.push_str(
-        "</table><p class=meta>Cells: median / 95th percentile over successful calls.</p>",
-    );
+    out.push_str("</table><p class=meta>Cells: median / 95th percentile over successful calls.");
+    if summary.scenarios.iter().any(|s| s.owd_estimated) {
+        let _ = write!(
+            out,
+            " ≈: one-way delay <b>estimated</b> (browser calls: browsers do not expose it): \
+             RTT/2 + mean jitter-buffer delay + {} ms packetisation.",
+            crate::browser::PACKETISATION_MS
+        );
+    }
+    out.push_str("</p>");
 }
 
 fn metric_rows(data: &RunData, f: impl Fn(&CallRow) -> Option<f64>) -> Vec<(String, Vec<f64>)> {
@@ -238,7 +265,11 @@ pub fn render(data: &RunData, summary: &Summary) -> String {
             Some((call::MAX_RTT_MS, &rtt)),
         ),
         (
-            "One-way delay (worse direction)",
+            if summary.scenarios.iter().any(|s| s.owd_estimated) {
+                "One-way delay (worse direction; browser scenarios: estimate)"
+            } else {
+                "One-way delay (worse direction)"
+            },
             "ms",
             metric_rows(data, |c| c.owd_ms),
             Some((call::G114_GOOD_MS, &owd)),
@@ -278,6 +309,11 @@ pub fn render(data: &RunData, summary: &Summary) -> String {
          <li>Each call: two agents exchange RTP-like packets both ways through the scenario's \
          paths; RTT from echoed packets, one-way delay from send timestamps on a clock both \
          agents share, RFC 3550 interarrival jitter, loss from the sender's count.</li>\
+         <li>Browser scenarios: two headless Chromium pages call each other through \
+         <code>onionrtc serve</code>; RTT is the selected candidate pair's, jitter and loss the \
+         receiving page's <code>inbound-rtp</code>; one-way delay is estimated as RTT/2 + mean \
+         jitter-buffer delay + {pkt} ms packetisation; MOS with BurstR 1. Setup: page load to \
+         both pages connected.</li>\
          <li>Acceptable: success with RTT &lt; {rtt} ms, loss &lt; {loss} %, jitter &lt; {jit} ms. \
          ITU-T G.114: one-way delay &lt; {good} ms good, &lt; {acc} ms acceptable.</li>\
          <li>E-model (ITU-T G.107 simplified): R = 93.2 − Id − Ie,eff; codec constants \
@@ -292,6 +328,7 @@ pub fn render(data: &RunData, summary: &Summary) -> String {
         acc = call::G114_ACCEPTABLE_MS,
         g711_ie = Codec::G711.ie(),
         g711_bpl = Codec::G711.bpl(),
+        pkt = crate::browser::PACKETISATION_MS,
     );
     out.push('\n');
     out

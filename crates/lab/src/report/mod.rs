@@ -55,6 +55,15 @@ pub struct ScenarioSummary {
     pub callee: String,
     /// Callee's path kind.
     pub callee_kind: String,
+    /// `synthetic` (the lab's agents) or `browser` (two Chromium pages).
+    pub mode: String,
+    /// Whether the one-way delays are estimates (browser calls: RTT/2 +
+    /// mean jitter-buffer delay + 20 ms packetisation), not measurements.
+    pub owd_estimated: bool,
+    /// Browser calls: the relay protocol each page's selected candidate
+    /// used (`udp`, `tcp`, `tls`), counted per page.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub relay_protocols: BTreeMap<String, usize>,
     /// Impairment (JSON object).
     pub impairment: serde_json::Value,
     /// Calls planned.
@@ -171,12 +180,22 @@ pub fn summarize(data: &RunData) -> Summary {
                     *g114.entry(g.clone()).or_default() += 1;
                 }
             }
+            let ids: std::collections::HashSet<i64> = calls.iter().map(|c| c.id).collect();
+            let mut relay_protocols: BTreeMap<String, usize> = BTreeMap::new();
+            for side in data.sides.iter().filter(|d| ids.contains(&d.call_id)) {
+                if let Some(p) = &side.relay_protocol {
+                    *relay_protocols.entry(p.clone()).or_default() += 1;
+                }
+            }
             ScenarioSummary {
                 name: s.name.clone(),
                 caller: s.caller_path.clone(),
                 caller_kind: s.caller_kind.clone(),
                 callee: s.callee_path.clone(),
                 callee_kind: s.callee_kind.clone(),
+                mode: s.mode.clone(),
+                owd_estimated: s.mode == "browser" || calls.iter().any(|c| c.owd_estimated),
+                relay_protocols,
                 impairment: serde_json::from_str(&s.impairment).unwrap_or(serde_json::Value::Null),
                 planned: s.repetitions,
                 calls: calls.len(),
@@ -234,7 +253,8 @@ pub fn calls_csv(data: &RunData) -> String {
     let names: BTreeMap<i64, &ScenarioRow> = data.scenarios.iter().map(|s| (s.id, s)).collect();
     let mut out = String::from(
         "call_id,scenario,caller,callee,repetition,outcome,acceptable,g114,attempts,started_ms,\
-         setup_ms,duration_ms,rtt_ms,rtt_p95_ms,owd_ms,jitter_ms,loss_pct,r,mos,rx_kbps,failure\n",
+         setup_ms,duration_ms,rtt_ms,rtt_p95_ms,owd_ms,jitter_ms,loss_pct,r,mos,rx_kbps,failure,\
+         mode,owd_estimated\n",
     );
     for c in &data.calls {
         let s = names.get(&c.scenario_id);
@@ -260,6 +280,8 @@ pub fn calls_csv(data: &RunData) -> String {
             csv_num(c.mos),
             csv_num(c.rx_kbps),
             csv_text(c.failure.as_deref().unwrap_or("")),
+            csv_text(s.map_or("", |s| s.mode.as_str())),
+            u8::from(c.owd_estimated).to_string(),
         ];
         out.push_str(&fields.join(","));
         out.push('\n');
@@ -313,8 +335,15 @@ pub fn text_table(summary: &Summary) -> String {
         "MOS",
         "setup ms"
     );
+    let mut estimated = false;
     for s in &summary.scenarios {
         let ok = s.outcomes.get("success").copied().unwrap_or(0);
+        let owd = if s.owd_estimated && s.owd_ms.is_some() {
+            estimated = true;
+            format!("~{}", f(&s.owd_ms, 1))
+        } else {
+            f(&s.owd_ms, 1)
+        };
         out.push_str(&format!(
             "{:<24} {:>5} {:>5} {:>5} {:>5} {:>9} {:>9} {:>9} {:>7} {:>5} {:>9}\n",
             s.name.chars().take(24).collect::<String>(),
@@ -323,12 +352,17 @@ pub fn text_table(summary: &Summary) -> String {
             s.calls - ok,
             s.acceptable,
             f(&s.rtt_ms, 1),
-            f(&s.owd_ms, 1),
+            owd,
             f(&s.jitter_ms, 2),
             f(&s.loss_pct, 2),
             f(&s.mos, 2),
             f(&s.setup_ms, 0),
         ));
+    }
+    if estimated {
+        out.push_str(
+            "~ one-way delay estimated (browser calls: RTT/2 + jitter buffer + 20 ms packetisation)\n",
+        );
     }
     out
 }

@@ -90,6 +90,8 @@ pub struct ScenarioRow {
     pub impairment: String,
     /// Calls planned.
     pub repetitions: u32,
+    /// `synthetic` or `browser`.
+    pub mode: String,
 }
 
 /// A stored call (call-level figures; see [`crate::call`] for how they
@@ -134,6 +136,8 @@ pub struct CallRow {
     pub mos: Option<f64>,
     /// Received media throughput, both directions, kbit/s.
     pub rx_kbps: Option<f64>,
+    /// The one-way delay is an estimate (browser calls), not a measurement.
+    pub owd_estimated: bool,
 }
 
 /// A stored per-second sample.
@@ -153,6 +157,25 @@ pub struct SampleRow {
     pub rx_packets: u64,
     /// Jitter at the end of that second, ms.
     pub jitter_ms: f64,
+    /// The sender's RTT in that second, ms (browser calls).
+    pub rtt_ms: Option<f64>,
+}
+
+/// What one page of a browser call reported about its connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideRow {
+    /// Call id.
+    pub call_id: i64,
+    /// `caller` or `callee`.
+    pub side: String,
+    /// Local candidate type of the selected pair.
+    pub local_candidate: Option<String>,
+    /// Remote candidate type of the selected pair.
+    pub remote_candidate: Option<String>,
+    /// Relay protocol of the local candidate (`udp`, `tcp`, `tls`).
+    pub relay_protocol: Option<String>,
+    /// Mean jitter-buffer delay of what the page received, ms.
+    pub jitter_buffer_ms: Option<f64>,
 }
 
 /// Everything a report needs about one run.
@@ -166,6 +189,8 @@ pub struct RunData {
     pub calls: Vec<CallRow>,
     /// Per-second samples of its calls.
     pub samples: Vec<SampleRow>,
+    /// Browser calls: each page's connection.
+    pub sides: Vec<SideRow>,
 }
 
 /// Direction names as stored.

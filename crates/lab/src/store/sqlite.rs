@@ -6,7 +6,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
 use super::{
-    CallRow, NewRun, RunData, RunRow, SampleRow, ScenarioRow, Store, StoreError, BACKWARD, FORWARD,
+    CallRow, NewRun, RunData, RunRow, SampleRow, ScenarioRow, SideRow, Store, StoreError,
+    BACKWARD, FORWARD,
 };
 use crate::call::{CallReport, DirectionReport, Outcome};
 
@@ -88,6 +89,20 @@ pub const MIGRATIONS: &[&str] = &[
         rx_packets INTEGER NOT NULL,
         jitter_ms REAL NOT NULL,
         PRIMARY KEY (call_id, direction, t_s)
+    );",
+    // 2: browser mode: the scenario's mode, estimated one-way delays, the
+    // per-second RTT of browser calls, and each page's connection.
+    "ALTER TABLE scenarios ADD COLUMN mode TEXT NOT NULL DEFAULT 'synthetic';
+    ALTER TABLE calls ADD COLUMN owd_estimated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE samples ADD COLUMN rtt_ms REAL;
+    CREATE TABLE call_sides (
+        call_id INTEGER NOT NULL REFERENCES calls(id),
+        side TEXT NOT NULL,
+        local_candidate TEXT,
+        remote_candidate TEXT,
+        relay_protocol TEXT,
+        jitter_buffer_ms REAL,
+        PRIMARY KEY (call_id, side)
     );",
 ];
 
@@ -183,8 +198,9 @@ impl SqliteStore {
             ],
         )?;
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO samples (call_id, direction, t_s, tx_bytes, rx_bytes, rx_packets, jitter_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO samples (call_id, direction, t_s, tx_bytes, rx_bytes, rx_packets, jitter_ms,
+                rtt_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for s in &d.seconds {
             stmt.execute(params![
@@ -194,7 +210,8 @@ impl SqliteStore {
                 to_i64(s.tx_bytes),
                 to_i64(s.rx_bytes),
                 to_i64(s.rx_packets),
-                s.jitter_ms
+                s.jitter_ms,
+                s.rtt_ms
             ])?;
         }
         Ok(())
@@ -231,8 +248,8 @@ impl Store for SqliteStore {
     fn ensure_scenario(&mut self, run_id: i64, s: &ScenarioRow) -> Result<i64, StoreError> {
         self.conn.execute(
             "INSERT INTO scenarios (run_id, idx, name, caller_path, caller_kind, callee_path,
-                callee_kind, impairment, repetitions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                callee_kind, impairment, repetitions, mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (run_id, name) DO NOTHING",
             params![
                 run_id,
@@ -243,7 +260,8 @@ impl Store for SqliteStore {
                 s.callee_path,
                 s.callee_kind,
                 s.impairment,
-                s.repetitions
+                s.repetitions,
+                s.mode
             ],
         )?;
         Ok(self.conn.query_row(
@@ -277,9 +295,9 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO calls (scenario_id, repetition, attempts, outcome, failure, acceptable,
                 g114, started_ms, setup_ms, duration_ms, rtt_ms, rtt_p95_ms, owd_ms, jitter_ms,
-                loss_pct, r, mos, rx_kbps)
+                loss_pct, r, mos, rx_kbps, owd_estimated)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18)",
+                ?18, ?19)",
             params![
                 scenario_id,
                 repetition,
@@ -299,12 +317,29 @@ impl Store for SqliteStore {
                 c.r(),
                 c.mos(),
                 c.rx_kbps(),
+                c.owd_estimated,
             ],
         )?;
         let call_id = tx.last_insert_rowid();
         if c.measured() {
             Self::insert_direction(&tx, call_id, FORWARD, &c.forward)?;
             Self::insert_direction(&tx, call_id, BACKWARD, &c.backward)?;
+        }
+        for side in &c.sides {
+            tx.execute(
+                "INSERT INTO call_sides (call_id, side, local_candidate, remote_candidate,
+                    relay_protocol, jitter_buffer_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (call_id, side) DO NOTHING",
+                params![
+                    call_id,
+                    side.side,
+                    side.local_candidate,
+                    side.remote_candidate,
+                    side.relay_protocol,
+                    side.jitter_buffer_ms
+                ],
+            )?;
         }
         tx.commit()?;
         Ok(call_id)
@@ -338,7 +373,7 @@ impl Store for SqliteStore {
             .ok_or(StoreError::NoRun(run_id))?;
         let mut stmt = self.conn.prepare(
             "SELECT id, idx, name, caller_path, caller_kind, callee_path, callee_kind, impairment,
-                repetitions FROM scenarios WHERE run_id = ?1 ORDER BY idx, id",
+                repetitions, mode FROM scenarios WHERE run_id = ?1 ORDER BY idx, id",
         )?;
         let scenarios = stmt
             .query_map([run_id], |r| {
@@ -352,13 +387,15 @@ impl Store for SqliteStore {
                     callee_kind: r.get(6)?,
                     impairment: r.get(7)?,
                     repetitions: r.get(8)?,
+                    mode: r.get(9)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = self.conn.prepare(
             "SELECT c.id, c.scenario_id, c.repetition, c.attempts, c.outcome, c.failure,
                 c.acceptable, c.g114, c.started_ms, c.setup_ms, c.duration_ms, c.rtt_ms,
-                c.rtt_p95_ms, c.owd_ms, c.jitter_ms, c.loss_pct, c.r, c.mos, c.rx_kbps
+                c.rtt_p95_ms, c.owd_ms, c.jitter_ms, c.loss_pct, c.r, c.mos, c.rx_kbps,
+                c.owd_estimated
              FROM calls c JOIN scenarios s ON s.id = c.scenario_id
              WHERE s.run_id = ?1 ORDER BY c.started_ms, c.id",
         )?;
@@ -386,6 +423,7 @@ impl Store for SqliteStore {
                         r: r.get(16)?,
                         mos: r.get(17)?,
                         rx_kbps: r.get(18)?,
+                        owd_estimated: r.get(19)?,
                     },
                 ))
             })?
@@ -397,7 +435,8 @@ impl Store for SqliteStore {
             calls.push(row);
         }
         let mut stmt = self.conn.prepare(
-            "SELECT m.call_id, m.direction, m.t_s, m.tx_bytes, m.rx_bytes, m.rx_packets, m.jitter_ms
+            "SELECT m.call_id, m.direction, m.t_s, m.tx_bytes, m.rx_bytes, m.rx_packets, m.jitter_ms,
+                m.rtt_ms
              FROM samples m JOIN calls c ON c.id = m.call_id
              JOIN scenarios s ON s.id = c.scenario_id
              WHERE s.run_id = ?1 ORDER BY m.call_id, m.direction, m.t_s",
@@ -412,6 +451,26 @@ impl Store for SqliteStore {
                     rx_bytes: from_i64(r.get(4)?),
                     rx_packets: from_i64(r.get(5)?),
                     jitter_ms: r.get(6)?,
+                    rtt_ms: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT d.call_id, d.side, d.local_candidate, d.remote_candidate, d.relay_protocol,
+                d.jitter_buffer_ms
+             FROM call_sides d JOIN calls c ON c.id = d.call_id
+             JOIN scenarios s ON s.id = c.scenario_id
+             WHERE s.run_id = ?1 ORDER BY d.call_id, d.side",
+        )?;
+        let sides = stmt
+            .query_map([run_id], |r| {
+                Ok(SideRow {
+                    call_id: r.get(0)?,
+                    side: r.get(1)?,
+                    local_candidate: r.get(2)?,
+                    remote_candidate: r.get(3)?,
+                    relay_protocol: r.get(4)?,
+                    jitter_buffer_ms: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -420,6 +479,7 @@ impl Store for SqliteStore {
             scenarios,
             calls,
             samples,
+            sides,
         })
     }
 }

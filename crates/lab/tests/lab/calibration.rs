@@ -204,7 +204,7 @@ fn loopback_plan(dir: &Path) -> Plan {
 fn real_time_loopback_50ms_each_way_within_10_percent() {
     let dir = tempfile::tempdir().unwrap();
     let plan = loopback_plan(dir.path());
-    let env = Environment::prepare(&plan).unwrap();
+    let env = Environment::prepare(&plan, None).unwrap();
     let spec = CallSpec {
         profile: MediaProfile::audio(2_000_000_000),
         impairment: delay(50.0),

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use lab::plan::{PathKind, Plan, PlanError, RelaySpec};
+use lab::plan::{
+    PathKind, Plan, PlanError, Proxy, RelaySpec, RelayTransport, ScenarioMode, ServeSpec,
+};
 
 const BASE: &str = r#"
 [relay]
@@ -125,11 +127,6 @@ fn scenario_errors() {
 
 #[test]
 fn unimplemented_features_are_refused_clearly() {
-    let e = err(&format!("{BASE}\n[[scenarios]]\nname = \"b\"\ncaller = \"turn-udp\"\ncallee = \"turn-udp\"\nmode = \"browser\"\n"));
-    assert!(
-        e.contains("scenarios[1].mode") && e.contains("not implemented"),
-        "{e}"
-    );
     let e = err(&format!(
         "{BASE}\n[impairments.x]\nbackend = \"netem\"\ndelay_ms = 5\n"
     ));
@@ -137,18 +134,119 @@ fn unimplemented_features_are_refused_clearly() {
         e.contains("impairments.x.backend") && e.contains("sch_netem"),
         "{e}"
     );
-    // turn-tor needs a running connector's address…
-    let e = err(&format!("{BASE}\n[paths.tor]\nkind = \"turn-tor\"\n"));
-    assert!(e.contains("paths.tor.connector"), "{e}");
-    // … and an external relay.
+}
+
+#[test]
+fn browser_scenarios() {
+    let scen = |caller: &str, callee: &str, extra: &str| {
+        format!(
+            "{BASE}\n[[scenarios]]\nname = \"b\"\ncaller = \"{caller}\"\ncallee = \"{callee}\"\n\
+             mode = \"browser\"\n{extra}"
+        )
+    };
+    let p = Plan::from_toml(&scen("turn-udp", "turn-tls", ""), Path::new(".")).unwrap();
+    assert_eq!(p.scenarios[1].mode, ScenarioMode::Browser);
+    assert!(p.has_mode(ScenarioMode::Browser));
+    assert_eq!(p.browser.serve, ServeSpec::Start);
+    let e = err(&scen("direct", "direct", ""));
+    assert!(e.contains("scenarios[1]") && e.contains("turn-udp"), "{e}");
     let e = err(&format!(
-        "{BASE}\n[paths.tor]\nkind = \"turn-tor\"\nconnector = \"127.0.0.1:3479\"\n"
+        "{}\n[impairments.wan]\ndelay_ms = 5\n",
+        scen("turn-udp", "turn-udp", "impairment = \"wan\"")
     ));
-    assert!(e.contains("external"), "{e}");
+    assert!(e.contains("scenarios[1].impairment"), "{e}");
+    let e = err(&format!(
+        "{}\n[profile]\nmedia = \"video\"\n",
+        scen("turn-udp", "turn-udp", "")
+    ));
+    assert!(e.contains("profile.media"), "{e}");
+    let e = err(&scen("turn-udp", "turn-udp", "").replace("\"browser\"", "\"puppet\""));
+    assert!(e.contains("scenarios[1].mode") && e.contains("puppet"), "{e}");
+    // [browser]: a running serve, Chromium and its flags.
+    let p = Plan::from_toml(
+        &format!(
+            "{}\n[browser]\nserve = \"http://127.0.0.1:8080/\"\nchromium = \"/opt/chromium\"\n\
+             chromium_args = [\"--allow-loopback-in-peer-connection\"]\n",
+            scen("turn-udp", "turn-udp", "")
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(
+        p.browser.serve,
+        ServeSpec::External("http://127.0.0.1:8080".into())
+    );
+    assert_eq!(p.browser.chromium_args.len(), 1);
+    for (extra, key) in [
+        ("serve = \"ftp://x\"", "browser.serve"),
+        ("serve = \"http://h/path\"", "browser.serve"),
+        ("chromium_args = [\"-x\"]", "browser.chromium_args"),
+        ("headless = false", "headless"),
+    ] {
+        let e = err(&format!("{BASE}\n[browser]\n{extra}\n"));
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn connector_paths() {
+    // The lab starts the connector: microsocks, a given proxy, Tor.
+    let p = Plan::from_toml(
+        &format!(
+            "{BASE}\n[paths.s]\nkind = \"turn-socks\"\nsocks = \"microsocks\"\n\
+             [paths.p]\nkind = \"turn-socks\"\nsocks = \"127.0.0.1:1080\"\nrelay_transport = \"tcp\"\n\
+             [paths.t]\nkind = \"turn-tor\"\ntor_socks = \"127.0.0.1:9050\"\n"
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    let launch = |n: &str| p.path(n).unwrap().launch.clone().unwrap();
+    assert_eq!(launch("s").proxy, Proxy::Microsocks);
+    assert_eq!(launch("s").relay_transport, RelayTransport::Tls);
+    assert_eq!(
+        launch("p").proxy,
+        Proxy::Socks("127.0.0.1:1080".parse().unwrap())
+    );
+    assert_eq!(launch("p").relay_transport, RelayTransport::Tcp);
+    assert_eq!(p.path("t").unwrap().kind, PathKind::TurnTor);
+    assert_eq!(
+        launch("t").proxy,
+        Proxy::Socks("127.0.0.1:9050".parse().unwrap())
+    );
+    // Relay bind address of the lab's relay: loopback only.
+    let bound = BASE.replace("mode = \"start\"", "mode = \"start\"\nbind = \"127.0.0.2\"");
+    let p = Plan::from_toml(&bound, Path::new(".")).unwrap();
+    assert_eq!(p.relay_bind.to_string(), "127.0.0.2");
+    let e = err(&BASE.replace("mode = \"start\"", "mode = \"start\"\nbind = \"10.0.0.1\""));
+    assert!(e.contains("relay.bind") && e.contains("loopback"), "{e}");
+
+    let cases: &[(&str, &str)] = &[
+        ("kind = \"turn-tor\"", "paths.x.tor_socks"),
+        ("kind = \"turn-socks\"", "paths.x.socks"),
+        ("kind = \"turn-tor\"\nsocks = \"microsocks\"", "paths.x.socks"),
+        ("kind = \"turn-socks\"\ntor_socks = \"127.0.0.1:9050\"", "paths.x.tor_socks"),
+        ("kind = \"turn-tor\"\ntor_socks = \"microsocks\"", "paths.x.tor_socks"),
+        ("kind = \"turn-socks\"\nsocks = \"microsocks\"\nconnector = \"127.0.0.1:3479\"", "not both"),
+        ("kind = \"turn-socks\"\nsocks = \"microsocks\"\nrelay_transport = \"udp\"", "relay_transport"),
+        ("kind = \"turn-udp\"\nsocks = \"microsocks\"", "paths.x.socks"),
+        // A running connector forwards to a fixed relay: not the lab's own.
+        ("kind = \"turn-tor\"\nconnector = \"127.0.0.1:3479\"", "external"),
+    ];
+    for (table, want) in cases {
+        let e = err(&format!("{BASE}\n[paths.x]\n{table}\n"));
+        assert!(e.contains(want), "{table}: {e}");
+    }
     let e = err(&format!(
         "{BASE}\n[[scenarios]]\nname = \"b\"\ncaller = \"turn-socks\"\ncallee = \"turn-udp\"\n"
     ));
     assert!(e.contains("[paths.NAME]"), "{e}");
+    // An external relay needs the listener the connector dials.
+    let e = err(
+        "[relay]\nmode = \"external\"\nudp = \"127.0.0.1:3478\"\nauth_secret = \"s\"\n\
+         [paths.s]\nkind = \"turn-socks\"\nsocks = \"127.0.0.1:1080\"\n\
+         [[scenarios]]\nname = \"a\"\ncaller = \"s\"\ncallee = \"turn-udp\"\n",
+    );
+    assert!(e.contains("paths.s") && e.contains("relay.tls"), "{e}");
 }
 
 #[test]

@@ -35,3 +35,52 @@ pub fn write_plan(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The `onionrtc` executable next to this test binary
+/// (`target/<profile>/onionrtc`; `cargo test --workspace` builds it, as
+/// `cargo build -p onionrtc` does). Browser scenarios start its `serve`,
+/// socks/tor paths its `connect`. Missing: the test is skipped with a note,
+/// or fails in CI.
+pub fn onionrtc_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("onionrtc");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is required in CI (cargo test --workspace builds it)",
+        bin.display()
+    );
+    eprintln!(
+        "skipping: {} is missing (run `cargo build -p onionrtc` first)",
+        bin.display()
+    );
+    None
+}
+
+/// Whether process `pid` is gone (no /proc entry, or a zombie).
+pub fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// `onionrtc lab run --plan PLAN --out OUT --quiet --onionrtc-bin BIN`.
+pub fn lab_run(plan: &Path, out: &Path, bin: &Path) -> Result<(), lab::Failure> {
+    onionrtc(&[
+        "lab",
+        "run",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--onionrtc-bin",
+        bin.to_str().unwrap(),
+    ])
+}

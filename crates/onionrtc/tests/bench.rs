@@ -1,0 +1,135 @@
+//! `onionrtc bench relay --quick` as CI runs it, so the benchmark cannot
+//! rot: it must run every scenario against coturn and our relay, exit 0,
+//! and write JSON with a row per scenario, non-zero messages and every
+//! field present. No timing and no target is asserted: the figures are read
+//! from the benchmark's output (docs/performance.md), never tested.
+
+// Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Every field of a row, present (maybe null) in each.
+const ROW_FIELDS: [&str; 25] = [
+    "scenario",
+    "kind",
+    "transport",
+    "size",
+    "pps",
+    "server",
+    "ok",
+    "error",
+    "sent",
+    "received",
+    "lost",
+    "relayed",
+    "cpu_s",
+    "msgs_per_cpu_s",
+    "peak_rss_kb",
+    "rtt_us",
+    "rtt_avg_ms",
+    "added_us",
+    "allocations",
+    "rss_kb",
+    "alloc_per_s",
+    "achieved_pps",
+    "generator_cpu_s",
+    "seconds",
+    "note",
+];
+
+/// Scenario keys of a quick run and the servers each must have.
+const SCENARIOS: [(&str, &[&str]); 11] = [
+    ("uclient-udp-120", &["coturn", "onionrtc"]),
+    ("uclient-tcp-120", &["coturn", "onionrtc"]),
+    ("uclient-tls-120", &["coturn", "onionrtc"]),
+    ("loadgen-udp-120-5000pps", &["direct", "coturn", "onionrtc"]),
+    ("loadgen-udp-1200-5000pps", &["direct", "coturn", "onionrtc"]),
+    ("memory-0", &["coturn", "onionrtc"]),
+    ("memory-100", &["coturn", "onionrtc"]),
+    ("memory-500", &["coturn", "onionrtc"]),
+    ("memory-1000", &["coturn", "onionrtc"]),
+    ("alloc-rate-udp", &["coturn", "onionrtc"]),
+    ("c2c-udp-120-5000pps", &["onionrtc"]),
+];
+
+fn num(row: &Value, field: &str) -> f64 {
+    row[field].as_f64().unwrap_or(0.0)
+}
+
+#[test]
+fn quick_benchmark_reports_every_scenario() {
+    let tools = [
+        ("turnserver", &["--version"][..]),
+        ("turnutils_uclient", &[][..]),
+        ("turnutils_peer", &["-h"][..]),
+    ];
+    if !tools.iter().all(|(t, a)| testkit::require_tool(t, a)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["bench", "relay", "--quick", "--json"])
+        .arg(&json)
+        .env_remove("RUST_LOG");
+    let out = testkit::run_bounded(&mut cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("== summary"), "{stdout}");
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["machine", "coturn_command", "onionrtc_command", "onionrtc_config"] {
+        assert!(!doc[key].is_null(), "{key} missing in {doc}");
+    }
+    let rows = doc["rows"].as_array().unwrap();
+    for row in rows {
+        for field in ROW_FIELDS {
+            assert!(row.get(field).is_some(), "{field} missing in {row}");
+        }
+        assert_eq!(row["ok"], Value::Bool(true), "{row}");
+    }
+    for (scenario, servers) in SCENARIOS {
+        for server in servers {
+            let row = rows
+                .iter()
+                .find(|r| r["scenario"] == scenario && r["server"] == *server)
+                .unwrap_or_else(|| panic!("no row {scenario} {server}\n{stdout}"));
+            match row["kind"].as_str().unwrap() {
+                "uclient" | "loadgen" | "c2c" => {
+                    assert!(num(row, "sent") > 0.0, "{row}");
+                    assert!(num(row, "received") > 0.0, "{row}");
+                    if *server != "direct" {
+                        assert!(num(row, "relayed") > 0.0, "{row}");
+                        assert!(row["cpu_s"].is_number(), "{row}");
+                        assert!(num(row, "peak_rss_kb") > 0.0, "{row}");
+                    }
+                    if row["kind"] != "uclient" {
+                        assert!(row["rtt_us"]["p50"].is_number(), "{row}");
+                    }
+                }
+                "memory" => assert!(num(row, "rss_kb") > 0.0, "{row}"),
+                "alloc-rate" => {
+                    assert!(num(row, "allocations") > 0.0, "{row}");
+                    assert!(num(row, "alloc_per_s") > 0.0, "{row}");
+                }
+                other => panic!("unknown kind {other}"),
+            }
+        }
+    }
+    let targets = doc["targets"].as_array().unwrap();
+    assert!(!targets.is_empty());
+    for t in targets {
+        for field in ["name", "goal", "value", "pass"] {
+            assert!(t.get(field).is_some(), "{field} missing in {t}");
+        }
+    }
+}
