@@ -30,6 +30,59 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU-seconds the whole machine spent busy (all CPUs: user, nice, system,
+/// irq, softirq, steal), from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_machine_busy(&stat)
+        .map(|ticks| ticks as f64 / clk_tck())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/stat"))
+}
+
+fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal …
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// CPU-seconds of this process's children that have been waited for
+/// (cutime + cstime, fields 16 and 17 of `/proc/self/stat`).
+pub fn reaped_children_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (get(13), get(14)) {
+        (Some(u), Some(s)) => Ok((u + s) as f64 / clk_tck()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unreadable /proc/self/stat",
+        )),
+    }
+}
+
+/// UDP datagrams dropped because a socket's receive buffer was full, on the
+/// whole machine (`RcvbufErrors` of `/proc/net/snmp`).
+pub fn udp_rcvbuf_errors() -> io::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    parse_snmp(&snmp, "Udp:", "RcvbufErrors")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Udp RcvbufErrors"))
+}
+
+fn parse_snmp(snmp: &str, table: &str, field: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with(table));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// A `kB` field of `/proc/PID/status`, e.g. `VmRSS` or `VmHWM`.
 pub fn status_kb(pid: u32, field: &str) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -64,7 +117,18 @@ mod tests {
     }
 
     #[test]
+    fn machine_and_snmp_counters() {
+        let stat = "cpu  10 1 5 100 7 2 3 4 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(25));
+        let snmp = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 1 2 3 4 5\n";
+        assert_eq!(parse_snmp(snmp, "Udp:", "RcvbufErrors"), Some(5));
+        assert_eq!(parse_snmp(snmp, "Udp:", "Nope"), None);
+    }
+
+    #[test]
     fn reads_own_process() {
+        assert!(machine_busy_seconds().unwrap() > 0.0);
+        assert!(reaped_children_seconds().unwrap() >= 0.0);
         let pid = std::process::id();
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(status_kb(pid, "VmRSS").unwrap() > 0);

@@ -32,7 +32,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tungstenite::{Message, WebSocket};
 
-
 /// What [`Page::evaluate`] returns; re-exported so tests need no JSON crate.
 pub use serde_json::{self, Value};
 
@@ -73,6 +72,10 @@ pub struct LaunchOptions {
     pub startup_timeout: Duration,
     /// The default limit of one CDP call (`evaluate`, `navigate`, …).
     pub call_timeout: Duration,
+    /// Start the browser under `setpriv --pdeathsig KILL` (when `setpriv`
+    /// exists), so it dies with the thread that launched it even if this
+    /// process is killed before it can stop the browser by PID.
+    pub kill_with_parent: bool,
 }
 
 impl Default for LaunchOptions {
@@ -82,6 +85,7 @@ impl Default for LaunchOptions {
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(20),
             call_timeout: Duration::from_secs(30),
+            kill_with_parent: false,
         }
     }
 }
@@ -151,7 +155,14 @@ impl Chromium {
             .tempdir()
             .map_err(|e| Launch::Failed(format!("cannot create a profile directory: {e}")))?;
         let port = free_port().map_err(Launch::Failed)?;
-        let mut cmd = Command::new(&binary);
+        let mut cmd = if opts.kill_with_parent && has_setpriv() {
+            // setpriv execs the browser: the PID stays the browser's.
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--"]).arg(&binary);
+            c
+        } else {
+            Command::new(&binary)
+        };
         cmd.args(BASE_FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--remote-debugging-port={port}"))
@@ -684,6 +695,20 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Whether util-linux's `setpriv` can be started.
+pub fn has_setpriv() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new("setpriv")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP (at the time of the call).

@@ -177,6 +177,7 @@ impl BrowserEnv {
             extra_args: extra,
             startup_timeout: Duration::from_secs(20),
             call_timeout: CDP_CALL,
+            kill_with_parent: true,
         };
         let chromium = match Chromium::launch(opts) {
             Ok(c) => c,
@@ -482,7 +483,7 @@ fn describe(page: &mut Page) -> String {
             "JSON.stringify({state: window.onionrtc && window.onionrtc.state, \
              notice: (document.getElementById('notice') || {}).textContent || null})",
         )
-        .unwrap_or_else(|e| Value::String(e));
+        .unwrap_or_else(Value::String);
     let mut out = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
     let console = page.console();
     if let Some(tail) = console.get(console.len().saturating_sub(3)..) {
@@ -646,4 +647,100 @@ fn measure(pages: &mut [Page; 2], spec: &CallSpec, setup_ms: f64) -> CallReport 
         Outcome::Success
     };
     report(caller, callee, spec, outcome, failure, setup_ms)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::call::RatingInputs;
+
+    fn read(t: f64, rtt_ms: f64, received: f64, lost: f64, jb_s: f64, emitted: f64) -> PageStats {
+        PageStats {
+            ts: Some(t),
+            state: Some("connected".into()),
+            rtt: Some(rtt_ms / 1000.0),
+            jitter: Some(0.004),
+            packets_lost: Some(lost),
+            packets_received: Some(received),
+            jitter_buffer_delay: Some(jb_s),
+            jitter_buffer_emitted: Some(emitted),
+            bytes_sent: Some(received * 100.0),
+            bytes_received: Some(received * 100.0),
+            local_candidate: Some("relay".into()),
+            remote_candidate: Some("relay".into()),
+            relay_protocol: Some("udp".into()),
+        }
+    }
+
+    #[test]
+    fn direction_figures_follow_the_documented_formulas() {
+        // Receiver: 10 packets at connect, +50 per second, 2 lost in the
+        // call; jitter buffer: 40 ms mean over the call (2 s over 50 frames
+        // per second → Δdelay 4.0 s / Δcount 100).
+        let rx = PageSeries {
+            reads: vec![
+                read(0.0, 10.0, 10.0, 0.0, 0.4, 10.0),
+                read(1.0, 10.0, 60.0, 1.0, 2.4, 60.0),
+                read(2.0, 10.0, 108.0, 2.0, 4.4, 110.0),
+            ],
+        };
+        let tx = PageSeries {
+            reads: vec![
+                read(0.0, 10.0, 0.0, 0.0, 0.0, 0.0),
+                read(1.0, 10.0, 50.0, 0.0, 0.0, 0.0),
+                read(2.0, 30.0, 100.0, 0.0, 0.0, 0.0),
+            ],
+        };
+        let d = direction(&tx, &rx, &RatingInputs::default());
+        assert_eq!((d.received, d.lost, d.sent), (98, 2, 100));
+        assert!((d.loss_pct - 2.0).abs() < 1e-9);
+        // RTT median of the sender's reads after the connect: (10 + 30) / 2.
+        assert_eq!(d.rtt_median_ms, Some(20.0));
+        assert_eq!(d.rtt_samples, 2);
+        // One-way estimate: 20 / 2 + 40 + 20.
+        assert!((d.owd_median_ms.unwrap() - 70.0).abs() < 1e-9);
+        assert!((d.jitter_ms - 4.0).abs() < 1e-9);
+        assert_eq!(d.burst_r, 1.0);
+        let rated = emodel::rate(crate::emodel::Codec::G711, 70.0, 2.0, 1.0);
+        assert_eq!(d.mos, Some(rated.mos));
+        // Per-second deltas, the sender's RTT per second.
+        assert_eq!(d.seconds.len(), 2);
+        assert_eq!(d.seconds[0].rx_packets, 50);
+        assert_eq!(d.seconds[1].rx_packets, 48);
+        assert_eq!(d.seconds[0].tx_bytes, 5000);
+        assert_eq!(d.seconds[1].rtt_ms, Some(30.0));
+        assert_eq!(d.rx_bytes, 9800);
+    }
+
+    #[test]
+    fn missing_and_malformed_stats_are_none() {
+        let s = PageStats::from_json(&serde_json::json!({
+            "rtt": "fast", "jitter": null, "packetsLost": 3, "relayProtocol": "x".repeat(100),
+            "state": "connected"
+        }));
+        assert_eq!(s.rtt, None);
+        assert_eq!(s.jitter, None);
+        assert_eq!(s.packets_lost, Some(3.0));
+        assert_eq!(s.relay_protocol, None);
+        assert_eq!(s.state.as_deref(), Some("connected"));
+        assert_eq!(PageStats::from_json(&Value::Null), PageStats::default());
+        // No reads at all: an empty direction, no panic.
+        let d = direction(
+            &PageSeries::default(),
+            &PageSeries::default(),
+            &Default::default(),
+        );
+        assert_eq!(d, DirectionReport::default());
+    }
+
+    #[test]
+    fn the_transport_filter_names_its_transport() {
+        for t in ["udp", "tcp", "tls"] {
+            assert!(transport_filter(t).contains(&format!("const want = \"{t}\"")));
+        }
+        assert_eq!(transport(PathKind::TurnTls), "tls");
+        assert_eq!(transport(PathKind::TurnTcp), "tcp");
+        assert_eq!(transport(PathKind::TurnUdp), "udp");
+    }
 }

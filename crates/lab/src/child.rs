@@ -5,6 +5,12 @@
 //! A child's stdout lines arrive on a channel (the lab waits for a
 //! readiness line such as `Open http://…/` or `TURN: …`); the last lines
 //! of its stderr are kept for error messages.
+//!
+//! Children run under `setpriv --pdeathsig KILL` when util-linux's
+//! `setpriv` exists, so they die with the thread that started them even
+//! when the lab itself is killed (SIGKILL, or SIGTERM: the lab installs no
+//! signal handler) before it can stop them by PID. `setpriv` execs the
+//! program, so the PID is the program's.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -41,6 +47,8 @@ impl Child {
     /// Starts `cmd` (stdin closed, stdout and stderr piped); `name` names it
     /// in messages.
     pub fn spawn(name: &str, cmd: &mut Command) -> anyhow::Result<Child> {
+        let mut tied = tied(cmd);
+        let cmd = tied.as_mut().unwrap_or(cmd);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -157,7 +165,7 @@ impl Child {
         )
     }
 
-    /// SIGTERM, up to [`TERM_GRACE`] for it to exit, then SIGKILL; reaps it.
+    /// SIGTERM, up to 5 s for it to exit, then SIGKILL; reaps it.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
@@ -190,6 +198,42 @@ impl Drop for Child {
     }
 }
 
+/// `cmd` under `setpriv --pdeathsig KILL`, if `setpriv` exists.
+fn tied(cmd: &Command) -> Option<Command> {
+    // A program that cannot be found is started directly, so the error is
+    // the spawn's own ("No such file or directory"), not setpriv's exit.
+    if !cdp::has_setpriv() || !findable(Path::new(cmd.get_program())) {
+        return None;
+    }
+    let mut t = Command::new("setpriv");
+    t.args(["--pdeathsig", "KILL", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => {
+                t.env(k, v);
+            }
+            None => {
+                t.env_remove(k);
+            }
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        t.current_dir(dir);
+    }
+    Some(t)
+}
+
+/// Whether `program` names a file (a path, or a name found in `$PATH`).
+fn findable(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
 /// A port free on `ip` for both UDP and TCP at the time of the call.
 pub fn free_port(ip: Ipv4Addr) -> std::io::Result<u16> {
     for _ in 0..100 {
@@ -206,14 +250,15 @@ pub fn free_port(ip: Ipv4Addr) -> std::io::Result<u16> {
     Err(std::io::Error::other(format!("no free port on {ip}")))
 }
 
-/// Waits (bounded) until something accepts TCP connections on `addr`.
-pub fn wait_tcp(addr: SocketAddr, limit: Duration) -> bool {
+/// Waits (bounded) until something accepts TCP connections on `addr`;
+/// `false` when `child` exits first or the time is up.
+pub fn wait_tcp(child: &mut Child, addr: SocketAddr, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
+            return child.exited().is_none();
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || child.exited().is_some() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -23,8 +23,7 @@ use crate::launch::{ConnectorArgs, LaunchedConnector, RelayTrust};
 use crate::path::wire::TlsSettings;
 use crate::path::{DirectOpener, PathOpener, TurnCredentials, TurnOpener};
 use crate::plan::{
-    ConnectorLaunch, Credentials, PathKind, PathSpec, Plan, RelaySpec, RelayTransport,
-    ScenarioMode,
+    ConnectorLaunch, Credentials, PathKind, PathSpec, Plan, RelaySpec, RelayTransport, ScenarioMode,
 };
 
 /// Realm of the lab's own relay.

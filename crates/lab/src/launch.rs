@@ -128,12 +128,12 @@ fn start_microsocks() -> anyhow::Result<(Child, SocketAddr)> {
         let mut cmd = Command::new("microsocks");
         cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
         let mut child = Child::spawn("microsocks", &mut cmd).map_err(|e| {
-            e.context("microsocks is needed for socks = \"microsocks\" (apt-get install microsocks)")
+            e.context(
+                "microsocks is needed for socks = \"microsocks\" (apt-get install microsocks)",
+            )
         })?;
-        if wait_tcp(addr, SOCKS_STARTUP) {
-            if child.exited().is_none() {
-                return Ok((child, addr));
-            }
+        if wait_tcp(&mut child, addr, SOCKS_STARTUP) {
+            return Ok((child, addr));
         }
         last = Some(anyhow::anyhow!(
             "microsocks on {addr} did not start; stderr:\n{}",
@@ -143,7 +143,10 @@ fn start_microsocks() -> anyhow::Result<(Child, SocketAddr)> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("microsocks did not start")))
 }
 
-fn start_connector(args: &ConnectorArgs<'_>, via: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
+fn start_connector(
+    args: &ConnectorArgs<'_>,
+    via: SocketAddr,
+) -> anyhow::Result<(Child, SocketAddr)> {
     let port = free_port(Ipv4Addr::LOCALHOST).context("a port for the connector")?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut cmd = Command::new(args.exe);

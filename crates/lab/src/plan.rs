@@ -193,6 +193,8 @@ impl std::fmt::Debug for Credentials {
 
 /// Which relay the calls use.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One per plan: the size of the external variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum RelaySpec {
     /// Start one in this process on loopback (UDP, TCP and TLS with a
     /// self-signed certificate).
@@ -771,10 +773,9 @@ impl Plan {
                 }
             }
             if mode == ScenarioMode::Browser {
-                if let Some(k) = kinds
-                    .iter()
-                    .find(|k| !matches!(k, PathKind::TurnUdp | PathKind::TurnTcp | PathKind::TurnTls))
-                {
+                if let Some(k) = kinds.iter().find(|k| {
+                    !matches!(k, PathKind::TurnUdp | PathKind::TurnTcp | PathKind::TurnTls)
+                }) {
                     return Err(invalid(
                         key,
                         format!(
@@ -789,6 +790,15 @@ impl Plan {
                         format!("{key}.impairment"),
                         "browser calls cannot be impaired: the lab's impairment stage sits in \
                          its synthetic agents",
+                    ));
+                }
+                if profile.duration_ns < 3_000_000_000 {
+                    return Err(invalid(
+                        "profile.duration_s",
+                        format!(
+                            "{key} is a browser scenario: pages summarise getStats() once a \
+                             second, so calls need at least 3 s"
+                        ),
                     ));
                 }
                 if media == "video" {
@@ -993,7 +1003,10 @@ impl Plan {
                 if set {
                     return Err(invalid(
                         format!("{key}.{k}"),
-                        format!("only turn-socks and turn-tor paths take {k}, not {}", kind.name()),
+                        format!(
+                            "only turn-socks and turn-tor paths take {k}, not {}",
+                            kind.name()
+                        ),
                     ));
                 }
             }
@@ -1078,7 +1091,13 @@ impl Plan {
                         ))
                     }
                 };
-                if let RelaySpec::External { tls_text, tcp_text, tls_ca, .. } = relay {
+                if let RelaySpec::External {
+                    tls_text,
+                    tcp_text,
+                    tls_ca,
+                    ..
+                } = relay
+                {
                     let ok = match relay_transport {
                         RelayTransport::Tls => tls_text.is_some() && tls_ca.is_some(),
                         RelayTransport::Tcp => tcp_text.is_some(),

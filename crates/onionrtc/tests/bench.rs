@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Every field of a row, present (maybe null) in each.
-const ROW_FIELDS: [&str; 25] = [
+const ROW_FIELDS: [&str; 27] = [
     "scenario",
     "kind",
     "transport",
@@ -38,6 +38,8 @@ const ROW_FIELDS: [&str; 25] = [
     "achieved_pps",
     "generator_cpu_s",
     "seconds",
+    "background_cpu_s",
+    "udp_rcvbuf_errors",
     "note",
 ];
 
@@ -47,7 +49,10 @@ const SCENARIOS: [(&str, &[&str]); 11] = [
     ("uclient-tcp-120", &["coturn", "onionrtc"]),
     ("uclient-tls-120", &["coturn", "onionrtc"]),
     ("loadgen-udp-120-5000pps", &["direct", "coturn", "onionrtc"]),
-    ("loadgen-udp-1200-5000pps", &["direct", "coturn", "onionrtc"]),
+    (
+        "loadgen-udp-1200-5000pps",
+        &["direct", "coturn", "onionrtc"],
+    ),
     ("memory-0", &["coturn", "onionrtc"]),
     ("memory-100", &["coturn", "onionrtc"]),
     ("memory-500", &["coturn", "onionrtc"]),
@@ -87,7 +92,12 @@ fn quick_benchmark_reports_every_scenario() {
     assert!(stdout.contains("== summary"), "{stdout}");
 
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for key in ["machine", "coturn_command", "onionrtc_command", "onionrtc_config"] {
+    for key in [
+        "machine",
+        "coturn_command",
+        "onionrtc_command",
+        "onionrtc_config",
+    ] {
         assert!(!doc[key].is_null(), "{key} missing in {doc}");
     }
     let rows = doc["rows"].as_array().unwrap();

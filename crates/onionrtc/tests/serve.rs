@@ -539,6 +539,9 @@ fn two_tabs_call_through_serve() {
     drop(pages);
     drop(browser);
     let tail = server.stderr_tail();
+    if std::env::var_os("ONIONRTC_PRINT_SERVE_LOG").is_some() {
+        eprintln!("--- serve stderr (tail):\n{tail}");
+    }
     match server.terminate() {
         Ok(status) => assert!(status.success(), "serve exited with {status}:\n{tail}"),
         Err(e) => panic!("{e}:\n{tail}"),

@@ -70,7 +70,10 @@ pub(super) fn run(
                 Notice::Turn(Event::Deallocated) => true,
                 Notice::Turn(Event::AllocationFailed { code, reason }) => {
                     failed += 1;
-                    count_error(&mut report.errors, format!("Allocate: {code} {}", reason.trim()));
+                    count_error(
+                        &mut report.errors,
+                        format!("Allocate: {code} {}", reason.trim()),
+                    );
                     true
                 }
                 Notice::Turn(Event::RefreshFailed { code }) => {
@@ -106,6 +109,10 @@ pub(super) fn run(
     report.allocations_made = made;
     report.ready = u32::try_from(made).unwrap_or(u32::MAX);
     report.failed = u32::try_from(failed).unwrap_or(u32::MAX);
-    report.alloc_per_s = Some(if elapsed > 0.0 { made as f64 / elapsed } else { 0.0 });
+    report.alloc_per_s = Some(if elapsed > 0.0 {
+        made as f64 / elapsed
+    } else {
+        0.0
+    });
     Ok(report)
 }

@@ -175,7 +175,9 @@ impl Engine {
             ),
             _ => None,
         };
-        let samples = usize::try_from(expected_probes).unwrap_or(0).min(50_000_000);
+        let samples = usize::try_from(expected_probes)
+            .unwrap_or(0)
+            .min(50_000_000);
         Ok(Engine {
             poll,
             events: Events::with_capacity(1024),
@@ -352,8 +354,11 @@ impl Engine {
         }
         self.ready.clear();
         for ev in self.events.iter() {
-            self.ready
-                .push((ev.token(), ev.is_readable() || ev.is_read_closed(), ev.is_writable()));
+            self.ready.push((
+                ev.token(),
+                ev.is_readable() || ev.is_read_closed(),
+                ev.is_writable(),
+            ));
         }
         let ready = std::mem::take(&mut self.ready);
         for &(token, readable, writable) in &ready {
@@ -462,7 +467,8 @@ impl Engine {
             let data = &mut self.rx[at..at + len];
             Probe::stamp_peer(data, now_ns);
             let s = &mut self.sessions[i];
-            let (Some(c), Some(link), Some(target)) = (s.client.as_ref(), s.link.as_mut(), s.target)
+            let (Some(c), Some(link), Some(target)) =
+                (s.client.as_ref(), s.link.as_mut(), s.target)
             else {
                 return;
             };
@@ -533,6 +539,7 @@ impl Engine {
             return;
         }
         self.close(i);
-        self.notices.push_back((i, Notice::LinkFailed(e.to_string())));
+        self.notices
+            .push_back((i, Notice::LinkFailed(e.to_string())));
     }
 }

@@ -26,9 +26,9 @@ mod engine;
 mod hold;
 mod link;
 mod pacer;
-mod setup;
 mod peer;
 pub mod probe;
+mod setup;
 pub mod stats;
 pub mod tls;
 mod traffic;
@@ -78,9 +78,9 @@ impl FromStr for ServerUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("{s:?}: expected udp://IP:PORT, tcp://IP:PORT or tls://IP:PORT"))?;
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+            format!("{s:?}: expected udp://IP:PORT, tcp://IP:PORT or tls://IP:PORT")
+        })?;
         let kind = match scheme {
             "udp" => LinkKind::Udp,
             "tcp" => LinkKind::Tcp,
@@ -278,7 +278,9 @@ impl LoadgenArgs {
 
     fn check(&self) -> Result<(), LoadgenError> {
         if self.allocations == 0 {
-            return Err(LoadgenError::Usage("--allocations must be at least 1".into()));
+            return Err(LoadgenError::Usage(
+                "--allocations must be at least 1".into(),
+            ));
         }
         if (self.size as usize) < probe::PROBE_LEN || self.size > 60_000 {
             return Err(LoadgenError::Usage(format!(

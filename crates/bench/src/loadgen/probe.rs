@@ -131,6 +131,12 @@ mod tests {
         assert_eq!(Probe::read(&[0u8; 31]), None);
         assert_eq!(Probe::read(&[0u8; 64]), None);
         assert!(!Probe::stamp_peer(&mut [0u8; 64], 1));
-        assert!(!Probe { seq: 0, sent_ns: 0, peer_ns: 0, from: 0 }.write(&mut [0u8; 8]));
+        assert!(!Probe {
+            seq: 0,
+            sent_ns: 0,
+            peer_ns: 0,
+            from: 0
+        }
+        .write(&mut [0u8; 8]));
     }
 }

@@ -34,8 +34,8 @@ pub(super) fn run(
         n = (n.max(2) + 1) & !1;
     }
     let planned = (f64::from(args.pps) * args.duration).ceil() as u64;
-    let mut engine = Engine::new(path, kind, n, args.size as usize, planned)
-        .map_err(io_err("event loop"))?;
+    let mut engine =
+        Engine::new(path, kind, n, args.size as usize, planned).map_err(io_err("event loop"))?;
 
     let peer_ip = server
         .map(|s| s.addr.ip())
@@ -109,7 +109,15 @@ pub(super) fn run(
     report.failed = report.allocations - report.ready;
 
     if !senders.is_empty() {
-        send_and_drain(&mut engine, &mut setup, &senders, args, planned, stop, &mut report)?;
+        send_and_drain(
+            &mut engine,
+            &mut setup,
+            &senders,
+            args,
+            planned,
+            stop,
+            &mut report,
+        )?;
     }
 
     report.sent = engine.counters.sent;
@@ -126,9 +134,10 @@ pub(super) fn run(
         report.errors = s.errors;
     }
     if engine.seq.unexpected() > 0 {
-        report
-            .errors
-            .insert("probes with an unknown sequence number".into(), engine.seq.unexpected());
+        report.errors.insert(
+            "probes with an unknown sequence number".into(),
+            engine.seq.unexpected(),
+        );
     }
     if engine.counters.foreign > 0 {
         report

@@ -239,7 +239,8 @@ pub fn main(args: &RelayArgs, exe: &Path) -> Result<Outcome, BenchError> {
         },
         filter,
         have_coturn: coturn_version.is_some(),
-        have_uclient: tool_exists("turnutils_uclient", &[]) && tool_exists("turnutils_peer", &["-h"]),
+        have_uclient: tool_exists("turnutils_uclient", &[])
+            && tool_exists("turnutils_peer", &["-h"]),
         peer: None,
     };
     let started = Instant::now();
@@ -292,7 +293,11 @@ fn coturn_version() -> Option<String> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Some(if text.is_empty() { "unknown".into() } else { text })
+    Some(if text.is_empty() {
+        "unknown".into()
+    } else {
+        text
+    })
 }
 
 /// A self-signed certificate for 127.0.0.1, shared by both servers.

@@ -55,6 +55,12 @@ pub struct Row {
     pub generator_cpu_s: Option<f64>,
     /// Wall-clock seconds of the load.
     pub seconds: Option<f64>,
+    /// CPU-seconds other processes (not the server, not the load
+    /// generator) used meanwhile: above a few percent of `seconds`, the
+    /// latency figures of the row are disturbed.
+    pub background_cpu_s: Option<f64>,
+    /// UDP datagrams the machine dropped on full receive buffers meanwhile.
+    pub udp_rcvbuf_errors: Option<u64>,
     /// Anything worth knowing (failures, errors counted by the generator).
     pub note: Option<String>,
 }

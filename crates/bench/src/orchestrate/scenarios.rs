@@ -34,6 +34,15 @@ pub(super) fn print_header(ctx: &Ctx) {
         "machine: {} × {}, Linux {}, RLIMIT_NOFILE {}",
         m.cpus, m.cpu, m.kernel, m.fd_limit
     );
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!("work directory: {}", ctx.work.display());
     let w = &ctx.work;
     println!("\ncoturn (PORT and TLSPORT are free ports chosen per start; REST scenario: --use-auth-secret --static-auth-secret={REST_SECRET} instead of --lt-cred-mech --user):");
@@ -133,17 +142,56 @@ fn measure_inner(
     let mut server = Server::start(ctx, kind, auth)?;
     note_command(ctx, &server);
     let cpu0 = server.cpu_s()?;
+    let before = Snapshot::take(ctx);
     let t0 = Instant::now();
     load(ctx, &server, row)?;
     row.seconds = Some(t0.elapsed().as_secs_f64());
     server.check_alive()?;
     let cpu = server.cpu_s()? - cpu0;
+    Snapshot::fill(Snapshot::take(ctx), before, cpu, row);
     row.cpu_s = Some(cpu);
     row.peak_rss_kb = server.peak_rss_kb().ok();
     if let Some(m) = row.relayed {
         row.msgs_per_cpu_s = (cpu > 0.0).then(|| m as f64 / cpu);
     }
     Ok(())
+}
+
+/// Machine-wide counters around a load, to tell what else ran meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    busy: f64,
+    ours: f64,
+    drops: u64,
+}
+
+impl Snapshot {
+    /// The machine's busy CPU-seconds, those of this process, its reaped
+    /// children (the load generators) and turnutils_peer, and UDP drops.
+    fn take(ctx: &Ctx) -> Option<Snapshot> {
+        let own = crate::procfs::cpu_seconds(std::process::id()).ok()?;
+        let children = crate::procfs::reaped_children_seconds().ok()?;
+        let peer = ctx
+            .peer
+            .as_ref()
+            .and_then(|p| crate::procfs::cpu_seconds(p.pid()).ok())
+            .unwrap_or(0.0);
+        Some(Snapshot {
+            busy: crate::procfs::machine_busy_seconds().ok()?,
+            ours: own + children + peer,
+            drops: crate::procfs::udp_rcvbuf_errors().unwrap_or(0),
+        })
+    }
+
+    /// Fills the row's background CPU (busy time not spent by the server,
+    /// the generator, the peer or us) and UDP drops since `before`.
+    fn fill(after: Option<Snapshot>, before: Option<Snapshot>, server_cpu: f64, row: &mut Row) {
+        if let (Some(a), Some(b)) = (after, before) {
+            let other = (a.busy - b.busy) - (a.ours - b.ours) - server_cpu;
+            row.background_cpu_s = Some(other.max(0.0));
+            row.udp_rcvbuf_errors = Some(a.drops.saturating_sub(b.drops));
+        }
+    }
 }
 
 fn ratio_line(rows: &[Row], what: &str, f: impl Fn(&Row) -> Option<f64>) {
@@ -163,6 +211,21 @@ fn ratio_line(rows: &[Row], what: &str, f: impl Fn(&Row) -> Option<f64>) {
 
 fn error_lines(rows: &[Row]) {
     for r in rows {
+        if let (Some(bg), Some(secs)) = (r.background_cpu_s, r.seconds) {
+            if secs > 0.0 && bg / secs > 0.1 {
+                println!(
+                    "{}: note: other processes used {:.0}% of a CPU meanwhile: its latency and loss figures are disturbed",
+                    r.server,
+                    100.0 * bg / secs
+                );
+            }
+        }
+        if let Some(d) = r.udp_rcvbuf_errors.filter(|&d| d > 0) {
+            println!(
+                "{}: note: {d} UDP datagrams dropped on full socket receive buffers (machine-wide)",
+                r.server
+            );
+        }
         if let Some(e) = &r.error {
             println!("{}: ERROR {}", r.server, e.replace('\n', "\n    "));
         }
@@ -265,7 +328,15 @@ fn run_uclient(
 
 fn print_uclient(rows: &[Row]) {
     let mut t = Table::new(&[
-        "server", "sent", "recv", "lost", "relayed", "cpu_s", "msgs/cpu_s", "peak_MB", "rtt_avg_ms",
+        "server",
+        "sent",
+        "recv",
+        "lost",
+        "relayed",
+        "cpu_s",
+        "msgs/cpu_s",
+        "peak_MB",
+        "rtt_avg_ms",
     ]);
     for r in rows.iter().filter(|r| r.ok) {
         t.push(vec![
@@ -288,7 +359,13 @@ fn print_uclient(rows: &[Row]) {
 // ---------------------------------------------------------------- loadgen
 
 /// Flags of a rate-based loadgen run.
-fn traffic_flags(mode: &str, url: Option<ServerUrl>, size: u32, pps: u32, secs: f64) -> Vec<String> {
+fn traffic_flags(
+    mode: &str,
+    url: Option<ServerUrl>,
+    size: u32,
+    pps: u32,
+    secs: f64,
+) -> Vec<String> {
     let mut f = vec!["--mode".to_owned(), mode.to_owned()];
     if let Some(u) = url {
         f.extend(["--server".into(), u.to_string()]);
@@ -309,12 +386,17 @@ fn traffic_flags(mode: &str, url: Option<ServerUrl>, size: u32, pps: u32, secs: 
 }
 
 /// Runs `onionrtc bench loadgen FLAGS` to completion and reads its report.
-fn run_loadgen(ctx: &mut Ctx, flags: &[String], limit: Duration) -> Result<LoadgenReport, BenchError> {
+fn run_loadgen(
+    ctx: &mut Ctx,
+    flags: &[String],
+    limit: Duration,
+) -> Result<LoadgenReport, BenchError> {
     ctx.serial += 1;
     let out = ctx.work.join(format!("loadgen-{}.out", ctx.serial));
     let err = ctx.work.join(format!("loadgen-{}.err", ctx.serial));
     let open = |p: &std::path::Path| {
-        std::fs::File::create(p).map_err(|e| BenchError::io(format!("cannot create {}", p.display()), e))
+        std::fs::File::create(p)
+            .map_err(|e| BenchError::io(format!("cannot create {}", p.display()), e))
     };
     let mut cmd = Command::new(&ctx.exe);
     cmd.args(["bench", "loadgen"])
@@ -351,10 +433,16 @@ fn fill_traffic(row: &mut Row, rep: &LoadgenReport) -> Result<(), BenchError> {
     };
     let mut notes = Vec::new();
     if rep.failed > 0 {
-        notes.push(format!("{} of {} allocations failed", rep.failed, rep.allocations));
+        notes.push(format!(
+            "{} of {} allocations failed",
+            rep.failed, rep.allocations
+        ));
     }
     if rep.send_dropped > 0 {
-        notes.push(format!("{} sends dropped by the local socket", rep.send_dropped));
+        notes.push(format!(
+            "{} sends dropped by the local socket",
+            rep.send_dropped
+        ));
     }
     for (e, n) in rep.errors.iter().take(4) {
         notes.push(format!("{e} (×{n})"));
@@ -435,7 +523,12 @@ fn traffic_scenario(
             ..base.clone()
         };
         let flags = traffic_flags("direct", None, size, pps, secs);
-        match run_loadgen(ctx, &flags, loadgen_limit(secs)) {
+        let before = Snapshot::take(ctx);
+        let t0 = Instant::now();
+        let got = run_loadgen(ctx, &flags, loadgen_limit(secs));
+        row.seconds = Some(t0.elapsed().as_secs_f64());
+        Snapshot::fill(Snapshot::take(ctx), before, 0.0, &mut row);
+        match got {
             Ok(rep) => match fill_traffic(&mut row, &rep) {
                 Ok(()) => row.ok = true,
                 Err(e) => row.error = Some(e.to_string()),
@@ -466,8 +559,21 @@ fn traffic_scenario(
 
 fn print_traffic(rows: &[Row]) {
     let mut t = Table::new(&[
-        "server", "sent", "recv", "lost", "pps", "relayed", "cpu_s", "msgs/cpu_s", "peak_MB",
-        "p50_us", "p99_us", "p99.9_us", "+p50", "+p99", "+p99.9",
+        "server",
+        "sent",
+        "recv",
+        "lost",
+        "pps",
+        "relayed",
+        "cpu_s",
+        "msgs/cpu_s",
+        "peak_MB",
+        "p50_us",
+        "p99_us",
+        "p99.9_us",
+        "+p50",
+        "+p99",
+        "+p99.9",
     ]);
     for r in rows.iter().filter(|r| r.ok) {
         let rtt = r.rtt_us.as_ref();
@@ -610,7 +716,14 @@ fn memory_for(ctx: &mut Ctx, kind: ServerKind, steps: &[u32]) -> Result<Vec<Row>
         if let Ok(p) = serde_json::from_str::<Progress>(&line) {
             std::thread::sleep(SETTLE);
             let mut r = row(u64::from(p.allocations), server.rss_kb()?);
-            r.scenario = format!("memory-{}", steps.iter().find(|&&s| s >= p.allocations).copied().unwrap_or(p.allocations));
+            r.scenario = format!(
+                "memory-{}",
+                steps
+                    .iter()
+                    .find(|&&s| s >= p.allocations)
+                    .copied()
+                    .unwrap_or(p.allocations)
+            );
             r.peak_rss_kb = server.peak_rss_kb().ok();
             r.seconds = Some(t_last.elapsed().as_secs_f64());
             t_last = Instant::now();
@@ -654,7 +767,13 @@ fn memory_for(ctx: &mut Ctx, kind: ServerKind, steps: &[u32]) -> Result<Vec<Row>
 }
 
 fn print_memory(rows: &[Row]) {
-    let mut t = Table::new(&["server", "allocations", "rss_MB", "KB/alloc (step)", "peak_MB"]);
+    let mut t = Table::new(&[
+        "server",
+        "allocations",
+        "rss_MB",
+        "KB/alloc (step)",
+        "peak_MB",
+    ]);
     let mut prev: Option<&Row> = None;
     for r in rows.iter().filter(|r| r.ok) {
         let step = match prev {
@@ -745,7 +864,14 @@ fn alloc_rate(ctx: &mut Ctx) -> Result<(), BenchError> {
         };
         rows.push(measure(ctx, kind, Auth::Rest, base, &mut load)?);
     }
-    let mut t = Table::new(&["server", "allocations", "alloc/s", "cpu_s", "alloc/cpu_s", "peak_MB"]);
+    let mut t = Table::new(&[
+        "server",
+        "allocations",
+        "alloc/s",
+        "cpu_s",
+        "alloc/cpu_s",
+        "peak_MB",
+    ]);
     for r in rows.iter().filter(|r| r.ok) {
         let per_cpu = match (r.allocations, r.cpu_s) {
             (Some(a), Some(c)) if c > 0.0 => Some(a as f64 / c),
@@ -773,7 +899,11 @@ fn client_to_client(ctx: &mut Ctx) -> Result<(), BenchError> {
     if !ctx.filter.allows("c2c", "udp") || !ctx.filter.allows_server("onionrtc") {
         return Ok(());
     }
-    let (pps, secs) = if ctx.quick { (5000, 1.0) } else { (20_000, 5.0) };
+    let (pps, secs) = if ctx.quick {
+        (5000, 1.0)
+    } else {
+        (20_000, 5.0)
+    };
     let size = 120;
     println!(
         "\n== c2c: client to client through our relay, {} pairs of allocations bound to each other, {size} B at {pps} packets/s for {secs} s (each probe crosses the relay twice each way; reported separately, not compared)",

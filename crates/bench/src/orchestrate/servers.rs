@@ -252,7 +252,10 @@ impl Server {
     }
 
     fn gone(&self, e: std::io::Error) -> BenchError {
-        BenchError::io(format!("cannot read /proc/{} ({})", self.pid(), self.kind.name()), e)
+        BenchError::io(
+            format!("cannot read /proc/{} ({})", self.pid(), self.kind.name()),
+            e,
+        )
     }
 
     fn wait_ready(&mut self) -> Result<(), BenchError> {

@@ -39,7 +39,10 @@ pub fn targets(doc: &Document) -> Vec<Target> {
     for (transport, goal) in [("udp", 2.0), ("tcp", 1.5), ("tls", 1.5)] {
         for size in [120, 1200] {
             t.push(at_least(
-                format!("uclient {} {size} B: msgs/CPU-s ours/coturn", transport.to_uppercase()),
+                format!(
+                    "uclient {} {size} B: msgs/CPU-s ours/coturn",
+                    transport.to_uppercase()
+                ),
                 goal,
                 cpu_ratio(doc, &format!("uclient-{transport}-{size}")),
             ));
@@ -53,8 +56,8 @@ pub fn targets(doc: &Document) -> Vec<Target> {
         ));
     }
     for size in [120, 1200] {
-        let added = find(doc, &format!("loadgen-udp-{size}-20000pps"), "onionrtc")
-            .and_then(|r| r.added_us);
+        let added =
+            find(doc, &format!("loadgen-udp-{size}-20000pps"), "onionrtc").and_then(|r| r.added_us);
         t.push(below(
             format!("latency added, UDP {size} B 20000 pps: p50 µs"),
             30.0,
@@ -135,6 +138,22 @@ pub fn print(doc: &Document) {
         ]);
     }
     print!("{}", t.render());
+    let (bg, secs) = doc
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.background_cpu_s?, r.seconds?)))
+        .fold((0.0, 0.0), |(b, s), (rb, rs)| (b + rb, s + rs));
+    if secs > 0.0 {
+        let share = 100.0 * bg / secs;
+        println!(
+            "background: other processes used {share:.0}% of a CPU on average during the loads{}",
+            if share > 10.0 {
+                " — rerun on a quiet machine for trustworthy latency and loss figures"
+            } else {
+                ""
+            }
+        );
+    }
     for s in &doc.skipped {
         println!("skipped: {s}");
     }

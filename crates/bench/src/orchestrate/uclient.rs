@@ -99,6 +99,11 @@ impl UclientPeer {
         Ok(UclientPeer { child, port })
     }
 
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// Whether it still runs.
     pub fn alive(&mut self) -> bool {
         self.child.exited().is_none()

@@ -4,16 +4,17 @@
 //! call: `direct` binds a UDP socket (peer to peer, the baseline);
 //! `turn-udp`, `turn-tcp` and `turn-tls` allocate on the relay through
 //! [`turn::client::Client`]; `turn-socks` and `turn-tor` are TURN over UDP
-//! to a running `onionrtc connect`, which carries it over TCP/TLS through a
-//! SOCKS proxy or Tor. The call runner only sees the trait:
+//! to an `onionrtc connect` (started by the lab, [`crate::launch`], or
+//! running), which carries it over TCP/TLS through a SOCKS proxy or Tor.
+//! The call runner only sees the trait:
 //!
 //! 1. `open` both legs (allocation), read each leg's [`Leg::address`];
 //! 2. [`Leg::connect_peer`] each to the other's address (channel binding);
 //! 3. move each leg to its agent's thread: [`Leg::send`], [`Leg::recv`],
 //!    [`Leg::housekeeping`] (refreshes), then [`Leg::close`].
 //!
-//! A new path kind (the connector launched by the lab, a browser) is a new
-//! opener; nothing else changes.
+//! A new path kind is a new opener; nothing else changes. (Browser calls
+//! are not legs: [`crate::browser`] drives two pages instead.)
 
 mod direct;
 mod turn_leg;

@@ -6,8 +6,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
 use super::{
-    CallRow, NewRun, RunData, RunRow, SampleRow, ScenarioRow, SideRow, Store, StoreError,
-    BACKWARD, FORWARD,
+    CallRow, NewRun, RunData, RunRow, SampleRow, ScenarioRow, SideRow, Store, StoreError, BACKWARD,
+    FORWARD,
 };
 use crate::call::{CallReport, DirectionReport, Outcome};
 
@@ -487,6 +487,36 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (id, plan_name, plan_hash, plan_text, started_ms)
+                     VALUES (1, 'p', 'h', 't', 0);
+                 INSERT INTO scenarios (id, run_id, idx, name, caller_path, caller_kind,
+                     callee_path, callee_kind, impairment, repetitions)
+                     VALUES (1, 1, 0, 's', 'a', 'turn-udp', 'b', 'turn-udp', '{}', 1);
+                 INSERT INTO calls (id, scenario_id, repetition, attempts, outcome, acceptable,
+                     started_ms, duration_ms) VALUES (1, 1, 0, 1, 'success', 1, 0, 1000.0);
+                 INSERT INTO samples (call_id, direction, t_s, tx_bytes, rx_bytes, rx_packets,
+                     jitter_ms) VALUES (1, 'caller->callee', 0, 1, 1, 1, 0.5);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let data = s.load_run(1).unwrap();
+        assert_eq!(data.scenarios[0].mode, "synthetic");
+        assert!(!data.calls[0].owd_estimated);
+        assert_eq!(data.samples[0].rtt_ms, None);
+        assert!(data.sides.is_empty());
+    }
 
     #[test]
     fn migrates_once_and_refuses_newer() {

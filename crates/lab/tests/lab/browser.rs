@@ -54,7 +54,16 @@ fn browser_scenario_lands_in_sqlite_and_the_report() {
     assert!(took < Duration::from_secs(60), "{took:?}");
 
     let db = Connection::open(out.join("lab.sqlite")).unwrap();
-    let rows: Vec<(String, String, String, Option<String>, i64, Option<f64>, Option<f64>)> = db
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        i64,
+        Option<f64>,
+        Option<f64>,
+    );
+    let rows: Vec<Row> = db
         .prepare(
             "SELECT s.name, s.mode, c.outcome, c.failure, c.owd_estimated, c.setup_ms, c.rtt_ms
              FROM calls c JOIN scenarios s ON s.id = c.scenario_id ORDER BY c.id",
@@ -92,7 +101,14 @@ fn browser_scenario_lands_in_sqlite_and_the_report() {
         )
         .unwrap()
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .unwrap()
         .collect::<Result<_, _>>()
@@ -107,11 +123,9 @@ fn browser_scenario_lands_in_sqlite_and_the_report() {
     }
     // Per-second samples with the browser's RTT.
     let (samples, with_rtt): (i64, i64) = db
-        .query_row(
-            "SELECT count(*), count(rtt_ms) FROM samples",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT count(*), count(rtt_ms) FROM samples", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert!(samples >= 3 * 2 * 4, "{samples}");
     assert!(with_rtt >= samples / 2, "{with_rtt} of {samples}");

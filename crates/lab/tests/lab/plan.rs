@@ -55,6 +55,13 @@ fn the_example_plan_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab-plan.toml");
     let p = Plan::load(&path).unwrap();
     assert!(p.scenarios.len() >= 4);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab-browser-socks.toml");
+    let p = Plan::load(&path).unwrap();
+    assert!(p.has_mode(ScenarioMode::Browser) && p.has_mode(ScenarioMode::Synthetic));
+    assert_eq!(
+        p.path("socks").unwrap().launch.as_ref().unwrap().proxy,
+        Proxy::Microsocks
+    );
 }
 
 #[test]
@@ -160,8 +167,16 @@ fn browser_scenarios() {
         scen("turn-udp", "turn-udp", "")
     ));
     assert!(e.contains("profile.media"), "{e}");
+    let e = err(&format!(
+        "{}\n[profile]\nduration_s = 1\n",
+        scen("turn-udp", "turn-udp", "")
+    ));
+    assert!(e.contains("profile.duration_s"), "{e}");
     let e = err(&scen("turn-udp", "turn-udp", "").replace("\"browser\"", "\"puppet\""));
-    assert!(e.contains("scenarios[1].mode") && e.contains("puppet"), "{e}");
+    assert!(
+        e.contains("scenarios[1].mode") && e.contains("puppet"),
+        "{e}"
+    );
     // [browser]: a running serve, Chromium and its flags.
     let p = Plan::from_toml(
         &format!(
@@ -223,14 +238,35 @@ fn connector_paths() {
     let cases: &[(&str, &str)] = &[
         ("kind = \"turn-tor\"", "paths.x.tor_socks"),
         ("kind = \"turn-socks\"", "paths.x.socks"),
-        ("kind = \"turn-tor\"\nsocks = \"microsocks\"", "paths.x.socks"),
-        ("kind = \"turn-socks\"\ntor_socks = \"127.0.0.1:9050\"", "paths.x.tor_socks"),
-        ("kind = \"turn-tor\"\ntor_socks = \"microsocks\"", "paths.x.tor_socks"),
-        ("kind = \"turn-socks\"\nsocks = \"microsocks\"\nconnector = \"127.0.0.1:3479\"", "not both"),
-        ("kind = \"turn-socks\"\nsocks = \"microsocks\"\nrelay_transport = \"udp\"", "relay_transport"),
-        ("kind = \"turn-udp\"\nsocks = \"microsocks\"", "paths.x.socks"),
+        (
+            "kind = \"turn-tor\"\nsocks = \"microsocks\"",
+            "paths.x.socks",
+        ),
+        (
+            "kind = \"turn-socks\"\ntor_socks = \"127.0.0.1:9050\"",
+            "paths.x.tor_socks",
+        ),
+        (
+            "kind = \"turn-tor\"\ntor_socks = \"microsocks\"",
+            "paths.x.tor_socks",
+        ),
+        (
+            "kind = \"turn-socks\"\nsocks = \"microsocks\"\nconnector = \"127.0.0.1:3479\"",
+            "not both",
+        ),
+        (
+            "kind = \"turn-socks\"\nsocks = \"microsocks\"\nrelay_transport = \"udp\"",
+            "relay_transport",
+        ),
+        (
+            "kind = \"turn-udp\"\nsocks = \"microsocks\"",
+            "paths.x.socks",
+        ),
         // A running connector forwards to a fixed relay: not the lab's own.
-        ("kind = \"turn-tor\"\nconnector = \"127.0.0.1:3479\"", "external"),
+        (
+            "kind = \"turn-tor\"\nconnector = \"127.0.0.1:3479\"",
+            "external",
+        ),
     ];
     for (table, want) in cases {
         let e = err(&format!("{BASE}\n[paths.x]\n{table}\n"));

@@ -88,7 +88,9 @@ fn turn_udp_and_turn_socks_via_microsocks_end_to_end() {
     );
     // Every call has per-second samples both ways.
     let samples: i64 = db
-        .query_row("SELECT count(DISTINCT call_id) FROM samples", [], |r| r.get(0))
+        .query_row("SELECT count(DISTINCT call_id) FROM samples", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(samples, 4);
     eprintln!(

@@ -83,8 +83,17 @@ repetitions = 2
     assert!(!circuits.is_empty(), "no circuits: {streams}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let setup = |i: usize| summary["scenarios"][i]["setup_ms"]["median"].as_f64().unwrap();
-    assert!(setup(1) > setup(0), "tor {} ms, udp {} ms", setup(1), setup(0));
+    let setup = |i: usize| {
+        summary["scenarios"][i]["setup_ms"]["median"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        setup(1) > setup(0),
+        "tor {} ms, udp {} ms",
+        setup(1),
+        setup(0)
+    );
     eprintln!(
         "tor e2e: setup udp {:.1} ms, tor {:.1} ms; rtt tor {} ms",
         setup(0),

@@ -1,0 +1,313 @@
+//! A call on `onionrtc serve` between a private caller (connector through a
+//! private Tor network) and a direct caller, each in a client namespace of
+//! its own:
+//!
+//! ```text
+//!  client ns 0 = the private caller's machine, eth0 10.201.0.2
+//!    Chromium A ─▶ http://127.0.0.1:8081 (web proxy)  ┐ onionrtc connect --via socks5://127.0.0.1:9050
+//!    Chromium A ─▶ turn:127.0.0.1:3479 (UDP)          ┘     │ (127.0.0.1:9050: the private Tor network's
+//!                                                           ▼  SOCKS port, bridged onto this loopback)
+//!  group ns (router): tor testnet on its 127.0.0.1, exits bind 10.200.0.9 ──▶ serve
+//!  client ns 1 = the direct caller's machine, eth0 10.201.1.2
+//!    Chromium B ─▶ http://10.200.0.2:8080, turn:10.200.0.2:3478 ─────────────▶ serve
+//!  server ns, eth0 10.200.0.2: onionrtc serve (relay udp/tcp :3478, tls :443;
+//!    web :8080; log_client_addresses = true; RUST_LOG=debug)
+//! ```
+//!
+//! Design: the private caller's connector *and* browser run in its own
+//! namespace, whose address 10.201.0.2 is "the private caller's address".
+//! That namespace keeps its route to the server: anything that bypassed
+//! the connector or Tor (the page opened directly, the server's TURN URLs
+//! used instead of the connector's, a host candidate, an address in the
+//! SDP) would reach the server from, or name, 10.201.0.2 — so its absence
+//! from every artifact means something. Tor's client runs in the group
+//! namespace (its relays are on that namespace's loopback); its SOCKS port
+//! is bridged onto 127.0.0.1:9050 of the caller's namespace, where a local
+//! tor would listen.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use testkit::topology::{Topology, TopologyConfig};
+use testkit::tor::{run_isolated_group, shared, TOPOLOGY_EXIT_ADDR};
+
+use super::*;
+
+const WEB_PORT: u16 = 8080;
+const TLS_PORT: u16 = 443;
+/// Where the private caller's "local tor" listens (the system tor's port).
+const SOCKS_PORT: u16 = 9050;
+
+#[test]
+fn private_caller_leaves_no_address() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let Some(_pass) = run_isolated_group("tor_call::private_caller_leaves_no_address") else {
+        return;
+    };
+    let t0 = Instant::now();
+    let tor = shared().unwrap();
+    let t_tor = t0.elapsed();
+    let topo = Topology::new(&TopologyConfig::default()).unwrap();
+    assert_eq!(topo.server_addr(), SERVER_IP);
+    let private = topo.add_client().unwrap();
+    let direct = topo.add_client().unwrap();
+    let a_ip = private.addr();
+    let b_ip = direct.addr();
+    // The private caller's address in clear, and as the relay would mask
+    // it (`10.201.0.x`): neither may appear anywhere.
+    let a_text = a_ip.to_string();
+    let a_masked = {
+        let o = a_ip.octets();
+        format!("{}.{}.{}.", o[0], o[1], o[2])
+    };
+    assert!(!b_ip.to_string().starts_with(&a_masked));
+    // Control: the private caller's machine does reach the server directly,
+    // and would be seen there as itself. Only the connector and Tor keep
+    // its address away.
+    assert_eq!(
+        direct_source(&private, topo.server(), SERVER_IP),
+        IpAddr::V4(a_ip)
+    );
+
+    // ---- serve ----
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), SERVER_IP);
+    let config = dir.path().join("onionrtc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[relay]
+listen = ["udp://{SERVER_IP}:{TURN_PORT}", "tcp://{SERVER_IP}:{TURN_PORT}", "tls://{SERVER_IP}:{TLS_PORT}"]
+relay_ip = "{SERVER_IP}"
+tls_cert = "{}"
+tls_key = "{}"
+log_client_addresses = true
+
+[serve]
+listen = "{SERVER_IP}:{WEB_PORT}"
+turn_urls = ["turn:{SERVER_IP}:{TURN_PORT}?transport=udp", "turn:{SERVER_IP}:{TURN_PORT}?transport=tcp"]
+"#,
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = topo.server().command(onionrtc());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("ONIONRTC_AUTH_SECRET")
+        .env("RUST_LOG", "debug");
+    let mut serve = Logged::spawn("serve", topo.server(), cmd);
+    let open = serve.wait_line("Open http://", Duration::from_secs(20));
+    assert_eq!(open, format!("Open http://{SERVER_IP}:{WEB_PORT}/"));
+
+    // ---- the private caller: its "local tor", the connector, Chromium ----
+    let _bridge = LoopbackBridge::start(&private, SOCKS_PORT, tor.socks_addr());
+    let mut cmd = private.command(onionrtc());
+    cmd.args([
+        "connect",
+        "--relay",
+        &format!("tls://{SERVER_IP}:{TLS_PORT}"),
+        "--relay-spki",
+        &cert.spki,
+        "--web",
+        &format!("http://{SERVER_IP}:{WEB_PORT}"),
+        "--via",
+        &format!("socks5://127.0.0.1:{SOCKS_PORT}"),
+    ])
+    .env("RUST_LOG", "info");
+    let mut connector = Logged::spawn("connect", &private, cmd);
+    let proxy = connector.wait_line("Open http://", Duration::from_secs(60));
+    assert_eq!(proxy, "Open http://127.0.0.1:8081/");
+    let t_ready = t0.elapsed();
+
+    let room = random_room();
+    let a = Browser::open(
+        &private,
+        "A (private)",
+        &[],
+        &format!("http://127.0.0.1:8081/?room={room}"),
+    );
+    let site = format!("http://{SERVER_IP}:{WEB_PORT}");
+    let b = Browser::open(
+        &direct,
+        "B (direct)",
+        // A plain-http site is no secure context: no camera without this.
+        &[format!("--unsafely-treat-insecure-origin-as-secure={site}")],
+        &format!("{site}/?room={room}"),
+    );
+    let procs = [&serve, &connector];
+    let mut pages = [a, b];
+
+    // ---- both connect, relay/relay, media both ways ----
+    wait_connected(&mut pages, &procs);
+    let t_connected = t0.elapsed();
+    let pair = check_all_media(&mut pages, &procs);
+    let (pair_a, pair_b) = (pair[0].clone(), pair[1].clone());
+    eprintln!("A's selected pair: {pair_a}\nB's selected pair: {pair_b}");
+
+    // A is in private mode with the connector's TURN URL; B is not.
+    let (mode_a, urls_a) = mode_and_urls(&mut pages[0]);
+    let (mode_b, urls_b) = mode_and_urls(&mut pages[1]);
+    assert!(mode_a, "A does not show private mode");
+    assert_eq!(urls_a, ["turn:127.0.0.1:3479?transport=udp"]);
+    assert!(!mode_b, "B shows private mode");
+    assert!(
+        urls_b.iter().all(|u| u.contains(&SERVER_IP.to_string())),
+        "{urls_b:?}"
+    );
+    assert_eq!(pair_a["relayProtocol"], "udp", "{pair_a}");
+
+    // What the server sees of each page: the exit, and B itself.
+    let (who_a, raw_a) = whoami(&mut pages[0]);
+    let (who_b, raw_b) = whoami(&mut pages[1]);
+    eprintln!("/api/whoami from A: {raw_a}; from B: {raw_b}");
+    assert_eq!(who_a, TOPOLOGY_EXIT_ADDR.to_string(), "A's /api/whoami");
+    assert_eq!(who_b, b_ip.to_string(), "B's /api/whoami");
+
+    // What each page received from the other: only the relay's address
+    // (and 0.0.0.0 where the sanitizer wrote over an address).
+    let mut received = Vec::new();
+    for i in 0..pages.len() {
+        let v = pages[i].page.evaluate("window.onionrtc.received").unwrap();
+        match received_lines(&v) {
+            Ok(lines) => received.push(lines),
+            Err(e) => {
+                let name = pages[i].name.clone();
+                fail(&format!("{name}: {e}"), &mut pages, &procs);
+            }
+        }
+    }
+    let (received_a, received_b) = (received[0].clone(), received[1].clone());
+    for (who, lines) in [("A", &received_a), ("B", &received_b)] {
+        for l in lines {
+            for ip in ipv4_literals(l) {
+                assert!(
+                    ip == "0.0.0.0" || ip == SERVER_IP.to_string(),
+                    "{who} received address {ip}: {l}"
+                );
+            }
+        }
+    }
+    let text_b = received_b.join("\n");
+    assert!(
+        !text_b.contains(&a_masked),
+        "B received A's address:\n{text_b}"
+    );
+    assert!(
+        !received_a.join("\n").contains(&b_ip.to_string()),
+        "A received B's address"
+    );
+
+    // The statistics of both sides are stored (before the server stops).
+    let db = data.join("signal.sqlite");
+    let sides = testkit::wait_until(Duration::from_secs(15), Duration::from_millis(500), || {
+        let s = samples_per_side(&db, &room);
+        (s.len() == 2 && s.iter().all(|&(_, n)| n >= 2)).then_some(s)
+    });
+    let Some(sides) = sides else {
+        let s = samples_per_side(&db, &room);
+        fail(
+            &format!("stored samples per side for {room}: {s:?}"),
+            &mut pages,
+            &procs,
+        );
+    };
+
+    // ---- stop everything, then read the artifacts ----
+    drop(pages);
+    let connector_status = connector.terminate(Duration::from_secs(10));
+    let serve_status = serve.terminate(Duration::from_secs(15));
+    assert!(
+        serve_status.is_some_and(|s| s.success()),
+        "serve: {serve_status:?}\n{}",
+        serve.stderr_tail(40)
+    );
+    assert!(
+        connector_status.is_some_and(|s| s.success()),
+        "connector: {connector_status:?}\n{}",
+        connector.stderr_tail(40)
+    );
+    let log = serve.stderr();
+
+    // The relay's log: A's allocation came from the exit, over TLS; B's
+    // from B's own address; nothing from anywhere else.
+    let all = allocations(&log);
+    let alloc_a = allocation_of(&all, relayed_addr(&pair_a))
+        .unwrap_or_else(|| panic!("no allocation for A's pair {pair_a} in {all:#?}"));
+    let alloc_b = allocation_of(&all, relayed_addr(&pair_b))
+        .unwrap_or_else(|| panic!("no allocation for B's pair {pair_b} in {all:#?}"));
+    assert_eq!(
+        alloc_a.client.ip(),
+        IpAddr::V4(TOPOLOGY_EXIT_ADDR),
+        "{alloc_a:?}"
+    );
+    assert_eq!(alloc_a.transport, "tls", "{alloc_a:?}");
+    assert_eq!(alloc_b.client.ip(), IpAddr::V4(b_ip), "{alloc_b:?}");
+    for al in &all {
+        let from_exit = al.client.ip() == IpAddr::V4(TOPOLOGY_EXIT_ADDR) && al.transport == "tls";
+        let from_b = al.client.ip() == IpAddr::V4(b_ip);
+        assert!(
+            from_exit || from_b,
+            "allocation from elsewhere: {}",
+            al.line
+        );
+    }
+
+    // No artifact names the private caller: not the relay's or the
+    // signaling server's log (one stderr, at debug level), not the stored
+    // rows, not any byte of the data directory.
+    let leaked: Vec<&String> = log.iter().filter(|l| l.contains(&a_masked)).collect();
+    assert!(leaked.is_empty(), "serve's log names A: {leaked:#?}");
+    let rows = sqlite_rows(&db);
+    assert!(
+        rows.iter().any(|r| r.contains(&room)),
+        "no stored row for {room}: {rows:#?}"
+    );
+    let leaked: Vec<&String> = rows.iter().filter(|r| r.contains(&a_masked)).collect();
+    assert!(leaked.is_empty(), "stored rows name A: {leaked:#?}");
+    for (path, bytes) in files_bytes(&data) {
+        assert!(
+            !bytes
+                .windows(a_masked.len())
+                .any(|w| w == a_masked.as_bytes()),
+            "{} contains {a_masked}",
+            path.display()
+        );
+    }
+    // The exit appears in the relay's log; B's address in its log too.
+    let exit_text = TOPOLOGY_EXIT_ADDR.to_string();
+    assert!(log.iter().any(|l| l.contains(&exit_text)));
+    assert!(log.iter().any(|l| l.contains(&b_ip.to_string())));
+
+    eprintln!(
+        "--- evidence (A = {a_text}, private; B = {b_ip}, direct; exit {exit_text})\n\
+         relay, A's allocation: {}\nrelay, B's allocation: {}\n\
+         serve log: {} lines, {} allocations, none naming {a_masked}x\n\
+         stored rows: {}, samples per side {sides:?}, none naming {a_masked}x\n\
+         B received {} SDP/candidate lines, addresses only {SERVER_IP} and 0.0.0.0\n\
+         connector: {}",
+        alloc_a.line,
+        alloc_b.line,
+        log.len(),
+        all.len(),
+        rows.len(),
+        received_b.len(),
+        connector.stderr_tail(1),
+    );
+    eprintln!("--- serve's log (relay and signaling, RUST_LOG=debug):");
+    for l in &log {
+        eprintln!("{l}");
+    }
+    eprintln!(
+        "tor_call timing: tor {t_tor:?}, serve + connector ready {t_ready:?}, \
+         connected {t_connected:?}, total {:?}",
+        t0.elapsed()
+    );
+}
