@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Every field of a row, present (maybe null) in each.
-const ROW_FIELDS: [&str; 27] = [
+const ROW_FIELDS: [&str; 29] = [
     "scenario",
     "kind",
     "transport",
@@ -30,6 +30,8 @@ const ROW_FIELDS: [&str; 27] = [
     "msgs_per_cpu_s",
     "peak_rss_kb",
     "rtt_us",
+    "to_peer_us",
+    "from_peer_us",
     "rtt_avg_ms",
     "added_us",
     "allocations",

@@ -120,6 +120,12 @@ fn unix_now() -> u64 {
 /// Validates `config`, binds every listener and starts serving.
 pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
     config.validate()?;
+    // Every allocation holds a socket and every TCP/TLS client a connection:
+    // raise the soft open-file limit to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open-file limit {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let server_config = config.to_server_config()?;
     let tls = config.tls_server_config()?;
     let driver = DriverConfig {

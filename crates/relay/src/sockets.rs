@@ -7,6 +7,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Socket buffer size asked for on listener sockets (the kernel may cap it).
 const LISTENER_BUFFER: usize = 4 << 20;
+/// Receive buffer asked for on relay sockets: bursts from a peer must not
+/// overflow the default 208 KiB while the event loop is busy elsewhere.
+/// Memory is only used while datagrams wait.
+const RELAY_BUFFER: usize = 1 << 20;
 
 fn domain(addr: &SocketAddr) -> Domain {
     if addr.is_ipv4() {
@@ -23,10 +27,12 @@ pub fn udp(addr: SocketAddr, big_buffers: bool) -> io::Result<mio::net::UdpSocke
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
     if big_buffers {
-        // Best effort: the kernel caps these at net.core.[rw]mem_max.
         let _ = s.set_recv_buffer_size(LISTENER_BUFFER);
         let _ = s.set_send_buffer_size(LISTENER_BUFFER);
+    } else {
+        let _ = s.set_recv_buffer_size(RELAY_BUFFER);
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;

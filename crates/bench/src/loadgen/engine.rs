@@ -143,6 +143,7 @@ pub struct Engine {
     kind: LinkKind,
     tls: Option<Arc<rustls::ClientConfig>>,
     ports: Option<PortCycle>,
+    busy_poll: bool,
     /// Data path counters.
     pub counters: Counters,
     /// Which probes came back.
@@ -195,6 +196,7 @@ impl Engine {
             kind,
             tls,
             ports: None,
+            busy_poll: false,
             counters: Counters::default(),
             seq: SeqTracker::with_capacity(expected_probes),
             rtt: Samples::with_capacity(samples),
@@ -210,6 +212,11 @@ impl Engine {
         let addr = p.addr();
         self.peers.push(p);
         Ok(addr)
+    }
+
+    /// Polls without sleeping while traffic runs (one CPU kept busy).
+    pub fn set_busy_poll(&mut self, on: bool) {
+        self.busy_poll = on;
     }
 
     /// From now on, UDP links bind the ports of `range` in turn (skipping
@@ -338,7 +345,10 @@ impl Engine {
         if let Some(Reverse((t, _))) = self.timers.peek() {
             wait = wait.min(t.saturating_duration_since(now));
         }
-        if let Some(at) = precise {
+        if self.busy_poll && precise.is_some() {
+            // Never sleep while traffic runs: no wake-up latency on our side.
+            wait = Duration::ZERO;
+        } else if let Some(at) = precise {
             if at <= now {
                 wait = Duration::ZERO;
             } else if at - now < wait {

@@ -152,6 +152,10 @@ pub struct LoadgenArgs {
     /// With --hold: at each milestone, wait for a line on stdin.
     #[arg(long)]
     pub step: bool,
+    /// Never sleep while sending: poll the sockets in a loop (keeps one CPU
+    /// busy) so that no wake-up latency of ours is in the round trip.
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Setups in flight at once.
     #[arg(long, default_value_t = 256)]
     pub window: u32,

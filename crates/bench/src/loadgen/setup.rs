@@ -60,6 +60,8 @@ impl<'a> Setup<'a> {
             let config = self.args.client_config(self.server, i as u64);
             let client = Client::new(config, Instant::now());
             if let Err(e) = engine.open(i, self.server.addr, Some(client)) {
+                // `open` failed before the session left Idle.
+                engine.sessions[i].state = SessionState::Setup;
                 self.fail(engine, i, format!("connect: {e}"));
             }
         }
@@ -117,6 +119,14 @@ impl<'a> Setup<'a> {
         if self.targets.is_empty() {
             // Client to client: bind both once the partner has its address.
             let partner = i ^ 1;
+            if engine
+                .sessions
+                .get(partner)
+                .is_none_or(|p| p.state == SessionState::Failed)
+            {
+                self.fail(engine, i, "partner failed".into());
+                return;
+            }
             let (Some(mine), Some(theirs)) = (
                 engine.sessions[i].relayed,
                 engine.sessions.get(partner).and_then(|s| s.relayed),
@@ -163,6 +173,17 @@ impl<'a> Setup<'a> {
                 self.failed += 1;
             }
             SessionState::Idle | SessionState::Failed => {}
+        }
+        // Client to client: a partner still waiting for this relayed
+        // address would wait forever.
+        let partner = i ^ 1;
+        if self.targets.is_empty()
+            && engine
+                .sessions
+                .get(partner)
+                .is_some_and(|p| p.state == SessionState::Setup && p.target.is_none())
+        {
+            self.fail(engine, partner, "partner failed".into());
         }
     }
 }

@@ -36,6 +36,7 @@ pub(super) fn run(
     let planned = (f64::from(args.pps) * args.duration).ceil() as u64;
     let mut engine =
         Engine::new(path, kind, n, args.size as usize, planned).map_err(io_err("event loop"))?;
+    engine.set_busy_poll(args.busy_poll);
 
     let peer_ip = server
         .map(|s| s.addr.ip())

@@ -49,6 +49,11 @@ pub struct RelayArgs {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Our load generator polls its sockets without sleeping while it sends
+    /// (one CPU kept busy), so its own wake-ups are not in the round trip.
+    /// For investigating latency: it takes a CPU from the servers.
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Keep configurations and logs in DIR (default: a temporary directory,
     /// removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -180,6 +185,7 @@ pub(crate) struct Ctx {
     exe: PathBuf,
     work: PathBuf,
     quick: bool,
+    busy_poll: bool,
     stop: Arc<AtomicBool>,
     serial: u32,
     doc: Document,
@@ -229,11 +235,13 @@ pub fn main(args: &RelayArgs, exe: &Path) -> Result<Outcome, BenchError> {
         exe: exe.to_path_buf(),
         work,
         quick: args.quick,
+        busy_poll: args.busy_poll,
         stop,
         serial: 0,
         doc: Document {
             version: 1,
             quick: args.quick,
+            busy_poll: args.busy_poll,
             machine: Machine::probe(coturn_version.clone(), fd_limit),
             ..Document::default()
         },

@@ -39,6 +39,10 @@ pub struct Row {
     pub peak_rss_kb: Option<u64>,
     /// Round trip, µs.
     pub rtt_us: Option<Percentiles>,
+    /// Sender to echo peer, one way, µs (our generator).
+    pub to_peer_us: Option<Percentiles>,
+    /// Echo peer back to the sender, one way, µs (our generator).
+    pub from_peer_us: Option<Percentiles>,
     /// coturn's own average round trip, ms (uclient rows).
     pub rtt_avg_ms: Option<f64>,
     /// Round trip minus the direct round trip of the same load, µs.
@@ -107,6 +111,8 @@ pub struct Document {
     pub version: u32,
     /// `--quick`.
     pub quick: bool,
+    /// `--busy-poll`.
+    pub busy_poll: bool,
     /// Wall-clock seconds of the run.
     pub elapsed_s: f64,
     /// The machine.
