@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod chromium;
+pub mod coturn;
 pub mod netns;
 pub mod process;
 pub mod topology;

@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpStream as StdTcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -194,56 +194,7 @@ pub fn require_coturn() -> bool {
     testkit::require_tool("turnutils_uclient", &[])
 }
 
-/// coturn's `turnutils_peer` on 127.0.0.1 (a UDP echo).
-pub fn start_peer() -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("turnutils_peer")
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnutils_peer");
-    for _ in 0..100 {
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), port)
-}
-
-/// Messages sent, received and lost, and the average RTT, as
-/// `turnutils_uclient` reports them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct UclientReport {
-    pub sent: u64,
-    pub received: u64,
-    pub lost: u64,
-}
-
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let i = text.rfind(key)? + key.len();
-    let digits: String = text[i..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
-
-pub fn parse_uclient(out: &Output) -> Option<UclientReport> {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(UclientReport {
-        sent: number_after(&text, "tot_send_msgs=")?,
-        received: number_after(&text, "tot_recv_msgs=")?,
-        lost: number_after(&text, "Total lost packets")?,
-    })
-}
+pub use testkit::coturn::{parse_uclient, start_peer, UclientReport};
 
 /// Runs `turnutils_uclient` against `port` on 127.0.0.1 (the connector),
 /// to the echo peer.

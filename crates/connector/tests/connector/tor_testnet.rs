@@ -22,6 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use testkit::coturn::number_after;
 
 use connector::{Connector, ConnectorConfig, Endpoint, RelayTrust, Via};
 use testkit::topology::{Netns, Topology, TopologyConfig};
@@ -272,12 +273,6 @@ pub(super) struct Report {
 fn after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let i = text.rfind(key)? + key.len();
     Some(text[i..].trim_start())
-}
-
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let v = after(text, key)?;
-    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 pub(super) fn parse_report(out: &Output) -> Option<Report> {

@@ -1,12 +1,10 @@
 //! Test support: a relay on free loopback ports, child processes with
 //! deadlines, coturn output parsing.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-pub use testkit::{free_port, run_bounded, Proc};
+pub use testkit::{free_port, run_bounded};
 
 use relay::config::{Listen, ListenProto, RelayConfig, Secret, TlsFiles};
 use relay::RelayHandle;
@@ -102,53 +100,4 @@ pub fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// coturn's `turnutils_peer` on 127.0.0.1.
-pub fn start_peer() -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("turnutils_peer")
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnutils_peer");
-    // Wait until it is bound (bounded).
-    for _ in 0..100 {
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), port)
-}
-
-/// Messages sent, received and lost, as `turnutils_uclient` reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UclientReport {
-    pub sent: u64,
-    pub received: u64,
-    pub lost: u64,
-}
-
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let i = text.rfind(key)? + key.len();
-    let digits: String = text[i..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
-
-pub fn parse_uclient(out: &Output) -> Option<UclientReport> {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(UclientReport {
-        sent: number_after(&text, "tot_send_msgs=")?,
-        received: number_after(&text, "tot_recv_msgs=")?,
-        lost: number_after(&text, "Total lost packets")?,
-    })
-}
+pub use testkit::coturn::{parse_uclient, start_peer, UclientReport};
