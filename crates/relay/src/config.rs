@@ -375,6 +375,7 @@ struct RelayFile {
     users: Option<BTreeMap<String, String>>,
     auth_secrets: Option<Vec<String>>,
     max_allocations_per_user: Option<u32>,
+    max_allocations_per_static_user: Option<u32>,
     max_allocations_per_ip: Option<u32>,
     max_allocations_total: Option<u32>,
     allowed_peers: Option<Vec<String>>,
@@ -422,8 +423,10 @@ pub struct RelayConfig {
     pub users: Vec<(String, Secret)>,
     /// TURN REST shared secrets; all accepted, the first is current.
     pub auth_secrets: Vec<Secret>,
-    /// Allocations per user.
+    /// Allocations per TURN REST username (one browser session).
     pub max_allocations_per_user: u32,
+    /// Allocations per static user; 0: no per-user limit.
+    pub max_allocations_per_static_user: u32,
     /// Allocations per client IP address.
     pub max_allocations_per_ip: u32,
     /// Allocations in total.
@@ -624,6 +627,7 @@ impl RelayConfig {
             users: Vec::new(),
             auth_secrets: Vec::new(),
             max_allocations_per_user: limits.allocations_per_user,
+            max_allocations_per_static_user: limits.allocations_per_static_user,
             max_allocations_per_ip: limits.allocations_per_ip,
             max_allocations_total: limits.allocations_total,
             allowed_peers: Vec::new(),
@@ -756,6 +760,11 @@ impl RelayConfig {
             "max_allocations_per_user",
             f.max_allocations_per_user,
         )?;
+        if let Some(v) = f.max_allocations_per_static_user {
+            // 0 means no per-user limit for static users (as coturn's
+            // user-quota); the per-IP and total caps still apply.
+            self.max_allocations_per_static_user = v;
+        }
         set(
             &mut self.max_allocations_per_ip,
             "max_allocations_per_ip",
@@ -972,6 +981,7 @@ impl RelayConfig {
         config.tcp_relay = self.tcp_relay;
         config.limits = Limits {
             allocations_per_user: self.max_allocations_per_user,
+            allocations_per_static_user: self.max_allocations_per_static_user,
             allocations_per_ip: self.max_allocations_per_ip,
             allocations_total: self.max_allocations_total,
             unauthenticated_rate: self.unauthenticated_rate,
@@ -1068,6 +1078,10 @@ impl RelayConfig {
         };
         t.kv("auth_secrets", string_list(&secrets) + &note);
         t.kv("max_allocations_per_user", self.max_allocations_per_user);
+        t.kv(
+            "max_allocations_per_static_user",
+            self.max_allocations_per_static_user,
+        );
         t.kv("max_allocations_per_ip", self.max_allocations_per_ip);
         t.kv("max_allocations_total", self.max_allocations_total);
         t.kv("allowed_peers", string_list(&self.allowed_peers));

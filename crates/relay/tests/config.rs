@@ -64,6 +64,7 @@ relay_ports = "50000-50999"
 users = { alice = "pa55-word-alice", "bob smith" = "x" }
 auth_secrets = ["rest-shared-s3cret", "older"]
 max_allocations_per_user = 3
+max_allocations_per_static_user = 2
 max_allocations_per_ip = 4
 max_allocations_total = 5
 allowed_peers = ["10.1.0.0/16", "fd00::/8"]
@@ -124,6 +125,7 @@ fn every_key_parses() {
         ),
         (3, 4, 5)
     );
+    assert_eq!(c.max_allocations_per_static_user, 2);
     let cidrs = |v: &[turn::policy::Cidr]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
     assert_eq!(cidrs(&c.allowed_peers), ["10.1.0.0/16", "fd00::/8"]);
     assert_eq!(cidrs(&c.denied_peers), ["198.51.100.0/24"]);
@@ -163,8 +165,9 @@ fn defaults_for_absent_keys() {
                 c.max_allocations_per_ip,
                 c.max_allocations_total
             ),
-            (10, 100, 10_000)
+            (64, 100, 10_000)
         );
+        assert_eq!(c.max_allocations_per_static_user, 0);
         assert!(c.allowed_peers.is_empty() && c.denied_peers.is_empty());
         assert!(!c.dangerous_allow_loopback_peers && !c.log_client_addresses && !c.software);
         assert_eq!(c.metrics, None);
@@ -737,6 +740,7 @@ fn server_config_carries_every_setting() {
     );
     assert!(!s.tcp_relay);
     assert_eq!(s.limits.allocations_per_user, 3);
+    assert_eq!(s.limits.allocations_per_static_user, 2);
     assert_eq!(s.limits.allocations_per_ip, 4);
     assert_eq!(s.limits.allocations_total, 5);
     assert_eq!(s.limits.unauthenticated_rate, 11);
@@ -777,6 +781,7 @@ fn redacted_toml_hides_secrets_and_round_trips() {
         "users",
         "auth_secrets",
         "max_allocations_per_user",
+        "max_allocations_per_static_user",
         "max_allocations_per_ip",
         "max_allocations_total",
         "allowed_peers",

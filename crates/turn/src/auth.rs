@@ -267,6 +267,12 @@ impl Credentials {
         })
     }
 
+    /// Whether `username` is a static (configured) user; static users win
+    /// over REST parsing, as in [`Credentials::keys`].
+    pub fn is_static(&self, username: &str) -> bool {
+        self.users.contains_key(username)
+    }
+
     /// The realm.
     pub fn realm(&self) -> &str {
         &self.realm

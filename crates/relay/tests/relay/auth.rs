@@ -552,7 +552,7 @@ fn nonce_from_another_relay_is_438_and_the_client_recovers() {
 
 #[test]
 fn third_allocation_of_a_user_is_486_and_counted() {
-    let relay = TestRelay::start(|c| c.max_allocations_per_user = 2);
+    let relay = TestRelay::start(|c| c.max_allocations_per_static_user = 2);
     let mut d1 = Driver::udp(&relay);
     let mut d2 = Driver::udp(&relay);
     let mut d3 = Driver::udp(&relay);

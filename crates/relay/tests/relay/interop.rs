@@ -91,6 +91,34 @@ fn uclient_udp_50_clients() {
     assert_clean(r, 400);
 }
 
+/// One static user shared by every caller (the usual coturn setup) with the
+/// relay's default quotas: twenty uclient sessions of two allocations each
+/// (RTP and RTCP) all get through (a per-user cap of 10 used to refuse the eleventh).
+#[test]
+fn uclient_shared_static_user_with_default_quotas() {
+    if !require_coturn() {
+        return;
+    }
+    let defaults = relay::config::RelayConfig::defaults();
+    let relay = TestRelay::start(|c| {
+        c.max_allocations_per_user = defaults.max_allocations_per_user;
+        c.max_allocations_per_static_user = defaults.max_allocations_per_static_user;
+        c.max_allocations_per_ip = defaults.max_allocations_per_ip;
+    });
+    let (_peer, pport) = start_peer();
+    let r = uclient(
+        &relay,
+        &["-m", "20", "-n", "20", "-l", "120", "-z", "10"],
+        Some(pport),
+    );
+    assert_clean(r, 400);
+    let m = metrics_after(&relay);
+    assert_eq!(metric(&m, "onionrtc_quota_refused_total"), 0);
+    // An RTP and an RTCP allocation per client, all for the one user.
+    let made = metric(&m, "onionrtc_allocations_total{transport=\"udp\"}");
+    assert!(made >= 20, "{made} allocations");
+}
+
 #[test]
 fn uclient_udp_send_indications() {
     if !require_coturn() {

@@ -51,8 +51,17 @@ impl RelayAddresses {
 /// Limits that bound every table of the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Allocations per user (486 beyond).
+    /// Allocations per TURN REST username (486 beyond). A REST username is
+    /// issued per browser session (per call member), so this bounds one
+    /// session: one peer connection makes 2–6 allocations (one per TURN URL
+    /// and local interface), and a member of an 8-person mesh holds 7 peer
+    /// connections, hence the default of 64.
     pub allocations_per_user: u32,
+    /// Allocations per static (long-term) user, 0 for no limit (the
+    /// default): a static user is usually shared by every caller of a
+    /// deployment, so a per-user cap would refuse the second or third
+    /// caller. The per-IP and total caps still apply.
+    pub allocations_per_static_user: u32,
     /// Allocations per client IP address (486 beyond).
     pub allocations_per_ip: u32,
     /// Allocations in total (486 beyond).
@@ -75,7 +84,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            allocations_per_user: 10,
+            allocations_per_user: 64,
+            allocations_per_static_user: 0,
             allocations_per_ip: 100,
             allocations_total: 10_000,
             permissions_per_allocation: 256,

@@ -456,7 +456,12 @@ impl Server {
         let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
         let ip_count = self.per_ip.get(&ft.client.ip()).copied().unwrap_or(0);
         let total = self.allocations.len() + self.pending.len();
-        if user_count >= l.allocations_per_user
+        let user_limit = if self.config.credentials.is_static(&auth.username) {
+            l.allocations_per_static_user
+        } else {
+            l.allocations_per_user
+        };
+        if (user_limit != 0 && user_count >= user_limit)
             || ip_count >= l.allocations_per_ip
             || total >= l.allocations_total as usize
         {

@@ -861,7 +861,7 @@ fn dangerous_loopback_switch_allows_loopback_peers() {
 #[test]
 fn quotas_are_486() {
     let mut c = config();
-    c.limits.allocations_per_user = 2;
+    c.limits.allocations_per_static_user = 2;
     let mut h = H::with(c);
     for i in 0..2 {
         h.ft = ft(&format!("203.0.113.5:{}", 40000 + i), Transport::Udp);
@@ -884,6 +884,36 @@ fn quotas_are_486() {
     h.password = "bob-pw".into();
     h.login();
     h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 486);
+}
+
+#[test]
+fn per_user_quota_counts_rest_sessions_and_spares_static_users() {
+    // Defaults: a static user shared by many callers is not capped per user
+    // (only per IP and in total); a REST username (one browser session) is.
+    let mut c = config();
+    c.limits.allocations_per_ip = 1000;
+    let rest_limit = c.limits.allocations_per_user;
+    assert!(rest_limit >= 42, "an 8-person mesh member needs 7 x 6");
+    assert_eq!(c.limits.allocations_per_static_user, 0);
+    let mut h = H::with(c);
+    for i in 0..(rest_limit + 5) {
+        h.ft = ft(&format!("203.0.113.5:{}", 10000 + i), Transport::Udp);
+        h.nonce.clear();
+        h.allocate();
+    }
+    assert_eq!(h.s.stats().quota_refused, 0);
+    h.user = rest_username(UNIX0 + 100, Some("member"));
+    h.password = rest_password(b"rest-secret", &h.user);
+    for i in 0..rest_limit {
+        h.ft = ft(&format!("203.0.113.6:{}", 10000 + i), Transport::Udp);
+        h.nonce.clear();
+        h.allocate();
+    }
+    h.ft = ft("203.0.113.6:9999", Transport::Udp);
+    h.nonce.clear();
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 486);
+    assert_eq!(h.s.stats().quota_refused, 1);
 }
 
 #[test]

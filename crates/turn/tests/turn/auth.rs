@@ -88,7 +88,7 @@ fn rest_credentials() {
 #[test]
 fn per_user_quota() {
     let mut config = server_config();
-    config.limits.allocations_per_user = 2;
+    config.limits.allocations_per_static_user = 2;
     let mut net = Net::with_config(config);
     let clients: Vec<usize> = (0..3)
         .map(|_| net.add_client(Transport::Udp, "alice", "alice-pw"))
