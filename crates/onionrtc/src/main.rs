@@ -150,12 +150,16 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_RUNTIME, &e),
             }
         }
-        Some(Command::Relay { config, flags }) => {
-            let config = match relay_cmd::load(config.as_deref(), &flags) {
+        Some(Command::Relay {
+            config: file,
+            flags,
+        }) => {
+            let config = match relay_cmd::load(file.as_deref(), &flags) {
                 Ok(c) => c,
                 Err(e) => return fail(EXIT_CONFIG, &e),
             };
-            match relay_cmd::run(config) {
+            // SIGHUP reads the same file, flags and environment again.
+            match relay_cmd::run(config, || relay_cmd::load(file.as_deref(), &flags)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_RUNTIME, &e),
             }

@@ -127,13 +127,17 @@ pub fn init_tracing() {
         .init();
 }
 
-/// `onionrtc relay`: runs the relay until SIGINT or SIGTERM.
-pub fn run(config: RelayConfig) -> anyhow::Result<()> {
+/// `onionrtc relay`: runs the relay until SIGINT or SIGTERM; SIGHUP
+/// reloads the configuration from what `reload` returns.
+pub fn run(
+    config: RelayConfig,
+    reload: impl Fn() -> anyhow::Result<RelayConfig>,
+) -> anyhow::Result<()> {
     init_tracing();
     tracing::info!(
         "onionrtc {} relay starting (realm {:?})",
         env!("CARGO_PKG_VERSION"),
         config.realm
     );
-    relay::run(config).context("the relay stopped with an error")
+    relay::run(config, reload).context("the relay stopped with an error")
 }

@@ -44,7 +44,7 @@ use anyhow::Context as _;
 
 use crate::config::{ListenProto, RelayConfig};
 use crate::metrics::{Metrics, MetricsServer};
-use crate::shard::{DriverConfig, Listeners, Shard};
+use crate::shard::{DriverConfig, Listeners, Reload, Shard};
 
 /// A running relay. Dropping it does not stop it; call [`RelayHandle::shutdown`].
 #[derive(Debug)]
@@ -56,7 +56,13 @@ pub struct RelayHandle {
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     metrics: Arc<Metrics>,
     metrics_server: Option<MetricsServer>,
+    reloads: Vec<std::sync::mpsc::Sender<Reload>>,
+    /// The configuration running now (what a reload is compared with).
+    running: std::sync::Mutex<RelayConfig>,
 }
+
+/// How long [`RelayHandle::reload`] waits for a shard to apply it.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RelayHandle {
     /// Bound UDP listener addresses.
@@ -94,6 +100,71 @@ impl RelayHandle {
         self.threads.iter().all(|t| !t.is_finished())
     }
 
+    /// Applies a new configuration to the running relay without dropping
+    /// anything (hot reload): credentials (static users, REST secrets),
+    /// quotas, the peer policy, connection limits and timeouts, the TLS
+    /// certificate and key (for new handshakes), `software` and
+    /// `log_client_addresses`. Live allocations keep working.
+    ///
+    /// The new configuration is validated and built in full first (TLS
+    /// files read, credentials checked): on any error nothing changes and
+    /// the error says why. Settings that only a restart can change
+    /// (listeners, relay addresses and ports, `metrics`, `threads`,
+    /// `tcp_relay`) keep their running values; their names are returned.
+    pub fn reload(&self, config: &RelayConfig) -> anyhow::Result<Vec<&'static str>> {
+        config.validate()?;
+        let server = config.to_server_config()?;
+        let driver = driver_config(config)?;
+        let mut running = match self.running.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut kept: Vec<&'static str> = Vec::new();
+        let changed = |a: bool, name: &'static str, kept: &mut Vec<&'static str>| {
+            if a {
+                kept.push(name);
+            }
+        };
+        changed(config.listen != running.listen, "listen", &mut kept);
+        changed(config.metrics != running.metrics, "metrics", &mut kept);
+        changed(config.threads != running.threads, "threads", &mut kept);
+        for tx in &self.reloads {
+            let (done, applied) = std::sync::mpsc::channel();
+            let reload = Reload {
+                server: server.clone(),
+                driver: driver.clone(),
+                done,
+            };
+            tx.send(reload)
+                .map_err(|_| anyhow::anyhow!("the relay is not running"))?;
+            let names = applied
+                .recv_timeout(RELOAD_TIMEOUT)
+                .map_err(|_| anyhow::anyhow!("the relay did not apply the new configuration"))?;
+            for name in names {
+                kept.push(match name {
+                    "relay" => "relay_ip/relay_ip6/external_ip/external_ip6",
+                    "ports" => "relay_ports",
+                    other => other,
+                });
+            }
+        }
+        kept.sort_unstable();
+        kept.dedup();
+        // What runs now: the new values, except what was kept.
+        let mut now = config.clone();
+        now.listen = running.listen.clone();
+        now.metrics = running.metrics;
+        now.threads = running.threads;
+        now.relay_ip = running.relay_ip;
+        now.relay_ip6 = running.relay_ip6;
+        now.external_ip = running.external_ip;
+        now.external_ip6 = running.external_ip6;
+        now.relay_ports = running.relay_ports.clone();
+        now.tcp_relay = running.tcp_relay;
+        *running = now;
+        Ok(kept)
+    }
+
     /// Stops the shards and waits for them.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
@@ -127,16 +198,7 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     let server_config = config.to_server_config()?;
-    let tls = config.tls_server_config()?;
-    let driver = DriverConfig {
-        log_client_addresses: config.log_client_addresses,
-        tls,
-        max_connections: config.max_connections as usize,
-        max_connections_per_ip: config.max_connections_per_ip as usize,
-        handshake_timeout: config.handshake_timeout,
-        idle_timeout: config.idle_timeout,
-        max_frame: config.max_frame,
-    };
+    let driver = driver_config(config)?;
     let mut listeners = Listeners::default();
     let (mut udp, mut tcp, mut tlsa) = (Vec::new(), Vec::new(), Vec::new());
     for l in &config.listen {
@@ -173,11 +235,12 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
     // `Send`); construction errors come back before `start` returns.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (m, s) = (metrics.clone(), stop.clone());
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let thread =
         std::thread::Builder::new()
             .name("relay-0".into())
             .spawn(
-                move || match Shard::new(0, server, driver, listeners, m, s) {
+                move || match Shard::new(0, server, driver, listeners, m, s, reload_rx) {
                     Ok(shard) => {
                         let _ = ready_tx.send(Ok(()));
                         shard.run()
@@ -201,15 +264,53 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         threads: vec![thread],
         metrics,
         metrics_server,
+        reloads: vec![reload_tx],
+        running: std::sync::Mutex::new(config.clone()),
     })
 }
 
-/// Runs the relay until SIGINT or SIGTERM.
-pub fn run(config: RelayConfig) -> anyhow::Result<()> {
-    // Signal handlers first: a SIGTERM during start-up must stop us cleanly.
+/// The event loop's settings from `config` (reads the TLS files).
+fn driver_config(config: &RelayConfig) -> anyhow::Result<DriverConfig> {
+    Ok(DriverConfig {
+        log_client_addresses: config.log_client_addresses,
+        tls: config.tls_server_config()?,
+        max_connections: config.max_connections as usize,
+        max_connections_per_ip: config.max_connections_per_ip as usize,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+        max_frame: config.max_frame,
+    })
+}
+
+/// Reloads `handle` with what `load` returns and logs the outcome in one
+/// line: what a SIGHUP does in `onionrtc relay` and `onionrtc serve`.
+pub fn reload_logged(handle: &RelayHandle, load: impl FnOnce() -> anyhow::Result<RelayConfig>) {
+    let result = load().and_then(|c| handle.reload(&c));
+    match result {
+        Ok(kept) if kept.is_empty() => tracing::info!("configuration reloaded"),
+        Ok(kept) => tracing::warn!(
+            "configuration reloaded; these settings need a restart and keep their running values: {}",
+            kept.join(", ")
+        ),
+        Err(e) => tracing::error!(
+            "configuration reload refused, the running configuration stays: {e:#}"
+        ),
+    }
+}
+
+/// Runs the relay until SIGINT or SIGTERM; on SIGHUP, reloads the
+/// configuration `reload` returns (see [`RelayHandle::reload`]).
+pub fn run(
+    config: RelayConfig,
+    reload: impl Fn() -> anyhow::Result<RelayConfig>,
+) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM during start-up must stop us cleanly,
+    // and a SIGHUP (`systemctl reload`) must never kill the relay.
     let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
     let handle = start(&config)?;
     for a in handle.udp_addrs() {
         tracing::info!("listening on udp://{a}");
@@ -227,6 +328,10 @@ pub fn run(config: RelayConfig) -> anyhow::Result<()> {
         tracing::warn!("dangerous_allow_loopback_peers is on: clients may relay to loopback addresses of this machine (tests only)");
     }
     while !stop.load(Ordering::Relaxed) && handle.is_running() {
+        if hup.swap(false, Ordering::Relaxed) {
+            tracing::info!("SIGHUP: reloading the configuration");
+            reload_logged(&handle, &reload);
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");

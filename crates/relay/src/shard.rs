@@ -63,6 +63,20 @@ pub struct DriverConfig {
     pub max_frame: usize,
 }
 
+/// A new configuration for a running shard (hot reload), applied at the
+/// next turn of its event loop (within [`TICK`]).
+#[derive(Debug)]
+pub struct Reload {
+    /// The sans-IO server's new configuration (see
+    /// [`Server::reconfigure`] for what changes live).
+    pub server: turn::server::ServerConfig,
+    /// The driver's new limits, log setting and TLS configuration (new TLS
+    /// handshakes use it; established connections keep theirs).
+    pub driver: DriverConfig,
+    /// Answered with the names of the settings kept for lack of a restart.
+    pub done: std::sync::mpsc::Sender<Vec<&'static str>>,
+}
+
 /// Listeners of one shard, already bound.
 #[derive(Debug, Default)]
 pub struct Listeners {
@@ -147,6 +161,7 @@ pub struct Shard {
     stats: DriverStats,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    reloads: std::sync::mpsc::Receiver<Reload>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -173,6 +188,7 @@ impl Shard {
         listeners: Listeners,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
+        reloads: std::sync::mpsc::Receiver<Reload>,
     ) -> io::Result<Self> {
         let mut s = Shard {
             index,
@@ -191,6 +207,7 @@ impl Shard {
             stats: DriverStats::default(),
             metrics,
             stop,
+            reloads,
         };
         for mut sock in listeners.udp {
             let local = sock.local_addr()?;
@@ -214,6 +231,17 @@ impl Shard {
             }
         }
         Ok(s)
+    }
+
+    /// Applies a [`Reload`]: the server's configuration and the driver's.
+    fn reload(&mut self, r: Reload) {
+        let mut kept = self.server.reconfigure(r.server);
+        if r.driver.tls.is_some() != self.cfg.tls.is_some() {
+            kept.push("tls");
+        }
+        let tls = r.driver.tls.or_else(|| self.cfg.tls.clone());
+        self.cfg = DriverConfig { tls, ..r.driver };
+        let _ = r.done.send(kept);
     }
 
     /// Runs until the stop flag is set.
@@ -252,6 +280,9 @@ impl Shard {
             }
             self.flush_batches();
             if now >= next_tick {
+                while let Ok(r) = self.reloads.try_recv() {
+                    self.reload(r);
+                }
                 if now.duration_since(last_unix) > Duration::from_secs(60) {
                     self.server.set_unix_time(now, unix_now());
                     last_unix = now;

@@ -279,6 +279,60 @@ impl Server {
         }
     }
 
+    /// Applies a new configuration to a running server (hot reload) and
+    /// returns the names of the settings that cannot change while it runs
+    /// and were kept: `relay` (the relay addresses), `ports`, `tcp_relay`,
+    /// `nonce_lifetime` (when they differ). The nonce secret is always kept,
+    /// so nonces and reservation tokens handed out stay valid.
+    ///
+    /// Live allocations keep working: they were admitted under the old
+    /// quotas and keep their permissions and channels; their next Refresh is
+    /// authenticated with the new credentials (a rotated-out REST secret
+    /// stops refreshing the allocations it signed, as it should). A changed
+    /// unauthenticated rate resets the rate limiter.
+    pub fn reconfigure(&mut self, new: ServerConfig) -> Vec<&'static str> {
+        let mut kept = Vec::new();
+        let old = &self.config;
+        if new.relay != old.relay {
+            kept.push("relay");
+        }
+        if new.ports != old.ports {
+            kept.push("ports");
+        }
+        if new.tcp_relay != old.tcp_relay {
+            kept.push("tcp_relay");
+        }
+        if new.nonce_lifetime != old.nonce_lifetime {
+            kept.push("nonce_lifetime");
+        }
+        let (l, o) = (&new.limits, &old.limits);
+        if (
+            l.unauthenticated_rate,
+            l.unauthenticated_burst,
+            l.rate_limiter_sources,
+        ) != (
+            o.unauthenticated_rate,
+            o.unauthenticated_burst,
+            o.rate_limiter_sources,
+        ) {
+            self.limiter = RateLimiter::new(
+                l.unauthenticated_rate,
+                l.unauthenticated_burst,
+                l.rate_limiter_sources,
+            );
+        }
+        let c = &mut self.config;
+        self.policy = new.policy.clone().relay_addresses(c.relay.all());
+        c.credentials = new.credentials;
+        c.policy = new.policy;
+        c.default_lifetime = new.default_lifetime;
+        c.max_lifetime = new.max_lifetime;
+        c.software = new.software;
+        c.offer_sha256 = new.offer_sha256;
+        c.limits = new.limits;
+        kept
+    }
+
     /// Re-anchors the wall clock (call now and then to follow clock changes).
     pub fn set_unix_time(&mut self, now: Instant, unix_now: u64) {
         self.unix_base = (now, unix_now);

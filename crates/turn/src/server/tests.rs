@@ -1426,3 +1426,45 @@ fn expired_rest_credential_keeps_its_allocation_alive() {
     h.login();
     h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 401);
 }
+
+#[test]
+fn reconfigure_rotates_the_rest_secret_live() {
+    let mut h = H::with(config());
+    h.user = rest_username(UNIX0 + 1000, Some("before"));
+    h.password = rest_password(b"old-secret", &h.user);
+    h.allocate();
+    assert_eq!(h.s.allocation_count(), 1);
+
+    let mut c = config();
+    c.credentials =
+        Credentials::new(REALM, [("alice", "alice-pw")], [b"new-secret".to_vec()]).unwrap();
+    c.limits.allocations_per_user = 3;
+    assert!(h.s.reconfigure(c).is_empty());
+    assert_eq!(h.s.config().limits.allocations_per_user, 3);
+    // The live allocation is still there; its next Refresh is judged with
+    // the new credentials, which no longer accept the rotated-out secret.
+    assert_eq!(h.s.allocation_count(), 1);
+    h.expect_code(Method::REFRESH, &[], 401);
+
+    // A new session signed with the new secret gets in; one signed with
+    // the old secret does not.
+    h.ft = ft("203.0.113.9:4000", Transport::Udp);
+    h.nonce.clear();
+    h.user = rest_username(UNIX0 + 1000, Some("after"));
+    h.password = rest_password(b"new-secret", &h.user);
+    h.allocate();
+    h.ft = ft("203.0.113.9:4001", Transport::Udp);
+    h.nonce.clear();
+    h.user = rest_username(UNIX0 + 1000, Some("late"));
+    h.password = rest_password(b"old-secret", &h.user);
+    h.login();
+    h.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 401);
+    assert_eq!(h.s.allocation_count(), 2);
+
+    // What cannot change live is named, and kept.
+    let mut c = config();
+    c.ports = 40000..=40999;
+    c.tcp_relay = false;
+    assert_eq!(h.s.reconfigure(c), ["ports", "tcp_relay"]);
+    assert_eq!(h.s.config().ports, 50000..=50999);
+}

@@ -1,0 +1,232 @@
+//! Hot reload of `onionrtc relay` on SIGHUP (what `systemctl reload`
+//! sends), against coturn's `turnutils_uclient` streaming through it:
+//! the REST secret and the TLS certificate are rotated mid-stream, nothing
+//! is lost, new sessions need the new secret, new TLS handshakes see the new
+//! certificate, and a broken file is refused while the relay keeps serving.
+
+// Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testkit::coturn::{parse_uclient, start_peer, UclientReport};
+use testkit::{free_port, require_tool, run_bounded, Proc};
+
+const OLD_SECRET: &str = "old-rest-secret-0123456789";
+const NEW_SECRET: &str = "new-rest-secret-9876543210";
+
+/// A certificate for 127.0.0.1 written to `cert`/`key`; its SPKI pin.
+fn write_cert(cert: &Path, key: &Path) -> String {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(cert, ck.cert.pem()).unwrap();
+    std::fs::write(key, ck.signing_key.serialize_pem()).unwrap();
+    testkit::chromium::spki_sha256_base64(&ck.cert.pem()).unwrap()
+}
+
+fn config(udp: u16, tls: u16, secret: &str) -> String {
+    format!(
+        "[relay]\n\
+         listen = [\"udp://127.0.0.1:{udp}\", \"tls://127.0.0.1:{tls}\"]\n\
+         relay_ip = \"127.0.0.1\"\n\
+         tls_cert = \"cert.pem\"\n\
+         tls_key = \"key.pem\"\n\
+         auth_secrets = [\"{secret}\"]\n\
+         dangerous_allow_loopback_peers = true\n"
+    )
+}
+
+/// The relay's stderr, collected by a thread.
+struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` has appeared `count` times.
+    fn wait_for(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.text().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+fn start_relay(file: &Path) -> (Proc, Log) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["relay", "--config"])
+        .arg(file)
+        .env_remove("ONIONRTC_AUTH_SECRET")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn(&mut cmd).unwrap();
+    let stderr = proc.0.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (proc, Log(log))
+}
+
+fn hup(proc: &Proc) {
+    let status = Command::new("kill")
+        .args(["-HUP", &proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A uclient session with a REST secret; `tls` uses the TLS listener.
+fn uclient(port: u16, peer: u16, secret: &str, tls: bool, messages: u32) -> Command {
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-u", "caller", "-W", secret, "-c", "-l", "120", "-z", "20"])
+        .args(["-n", &messages.to_string()])
+        .args(["-e", "127.0.0.1", "-r", &peer.to_string()])
+        .args(["-p", &port.to_string()]);
+    if tls {
+        cmd.args(["-t", "-S"]);
+    }
+    cmd.arg("127.0.0.1");
+    cmd
+}
+
+fn report(out: &Output, what: &str) -> UclientReport {
+    parse_uclient(out).unwrap_or_else(|| {
+        panic!(
+            "{what}: no uclient report\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Whether a TLS handshake with the relay succeeds when only the
+/// certificate with SPKI pin `pin` is accepted.
+fn presents(port: u16, pin: &str) -> bool {
+    let trust = connector::RelayTrust::parse_spki(pin).unwrap();
+    let config = connector::tls::relay_config(&trust).unwrap();
+    let name = connector::tls::server_name("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tries = 0;
+    while conn.is_handshaking() && tries < 20 {
+        tries += 1;
+        if conn.complete_io(&mut tcp).is_err() {
+            return false;
+        }
+    }
+    !conn.is_handshaking()
+}
+
+#[test]
+fn sighup_rotates_secret_and_certificate_without_loss() {
+    if !require_tool("turnutils_uclient", &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let old_pin = write_cert(&cert, &key);
+    let (udp, tls) = (free_port(), free_port());
+    let file: PathBuf = dir.path().join("relay.toml");
+    std::fs::write(&file, config(udp, tls, OLD_SECRET)).unwrap();
+    let (relay, log) = start_relay(&file);
+    assert!(
+        log.wait_for("listening on tls://", 1, Duration::from_secs(20)),
+        "relay did not start:\n{}",
+        log.text()
+    );
+    assert!(presents(tls, &old_pin));
+    let (_peer, peer) = start_peer();
+
+    // Two sessions stream for ~8 s (400 messages at 20 ms) while the files
+    // change under them and the relay reloads.
+    let streams: Vec<_> = [false, true]
+        .into_iter()
+        .map(|secure| {
+            let port = if secure { tls } else { udp };
+            let mut cmd = uclient(port, peer, OLD_SECRET, secure, 400);
+            std::thread::spawn(move || run_bounded(&mut cmd, Duration::from_secs(60)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let new_pin = write_cert(&cert, &key);
+    std::fs::write(&file, config(udp, tls, NEW_SECRET)).unwrap();
+    hup(&relay);
+    assert!(
+        log.wait_for("configuration reloaded", 1, Duration::from_secs(10)),
+        "no reload line:\n{}",
+        log.text()
+    );
+
+    // New TLS handshakes present the new certificate, not the old one.
+    assert!(presents(tls, &new_pin), "{}", log.text());
+    assert!(!presents(tls, &old_pin));
+    // New sessions need the new secret.
+    let out = run_bounded(
+        &mut uclient(udp, peer, NEW_SECRET, false, 20),
+        Duration::from_secs(30),
+    );
+    let r = report(&out, "new secret");
+    assert_eq!((r.sent, r.received, r.lost), (20, 20, 0), "{r:?}");
+    let out = run_bounded(
+        &mut uclient(udp, peer, OLD_SECRET, false, 5),
+        Duration::from_secs(30),
+    );
+    assert!(
+        parse_uclient(&out).is_none_or(|r| r.received == 0),
+        "the rotated-out secret still opens sessions"
+    );
+
+    // A broken file is refused with one line; the relay keeps serving with
+    // what it had (the new secret).
+    std::fs::write(&file, "[relay]\nlisten = \"not a list\"\n").unwrap();
+    hup(&relay);
+    assert!(
+        log.wait_for("configuration reload refused", 1, Duration::from_secs(10)),
+        "{}",
+        log.text()
+    );
+    let out = run_bounded(
+        &mut uclient(udp, peer, NEW_SECRET, false, 20),
+        Duration::from_secs(30),
+    );
+    let r = report(&out, "after a broken reload");
+    assert_eq!((r.sent, r.received, r.lost), (20, 20, 0), "{r:?}");
+
+    // The streams that ran across both reloads lost nothing.
+    for (s, secure) in streams.into_iter().zip(["udp", "tls"]) {
+        let out = s.join().unwrap();
+        let r = report(&out, secure);
+        eprintln!("{secure} stream across the reload: {r:?}");
+        assert_eq!(
+            (r.sent, r.received, r.lost),
+            (400, 400, 0),
+            "{secure}: {r:?}"
+        );
+    }
+    let text = log.text();
+    assert!(!text.contains(OLD_SECRET) && !text.contains(NEW_SECRET));
+    assert!(relay_alive(&relay), "{text}");
+}
+
+fn relay_alive(relay: &Proc) -> bool {
+    Path::new(&format!("/proc/{}", relay.pid())).exists()
+}
