@@ -105,7 +105,11 @@ async fn offer_and_answer_arrive_sanitized() {
     assert!(sdp.contains("a=rtcp:50001 IN IP4 0.0.0.0\r\n"));
     assert!(sdp.contains("a=fingerprint:sha-256 AB:CD"));
     assert!(sdp.contains("a=end-of-candidates\r\n"));
-    assert_eq!(sdp, signal::sanitize::sanitize_sdp(OFFER));
+    let relays = server.state.config().relay_addresses.clone();
+    let clean = signal::sanitize::Sanitizer::new(&relays)
+        .sdp(OFFER)
+        .unwrap();
+    assert_eq!(sdp, clean.sdp);
 
     a.send(json!({"type": "answer", "sdp": OFFER.replace("actpass", "active")}))
         .await;
