@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 #   nftables - `nft`, the port-443-only firewall of the restricted-network test
 #   microsocks - a tiny SOCKS5 proxy for the connector and lab SOCKS tests
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
+#   tcpdump  - captures the relay's side of a browser call on lo (RTP header
+#              extensions and audio sizes: onionrtc tests/serve/speech.rs)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -28,6 +30,7 @@ command -v tor >/dev/null 2>&1 || need+=(tor)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Installed packages must not start their services: tor would join the

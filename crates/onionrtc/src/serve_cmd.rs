@@ -34,6 +34,7 @@ use clap::Args;
 use rand::RngCore as _;
 use relay::config::{Listen, ListenProto, RelayConfig, REDACTED};
 use serde::Deserialize;
+use turn::policy::Cidr;
 
 /// The web listener when neither `--listen` nor `[serve] listen` is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -84,6 +85,7 @@ struct ServeFile {
     admin_token: Option<String>,
     stats_retention_days: Option<u32>,
     turn_urls: Option<Vec<String>>,
+    relay_addresses: Option<Vec<String>>,
     credential_ttl_secs: Option<u64>,
 }
 
@@ -102,6 +104,9 @@ pub struct ServeSettings {
     pub stats_retention_days: u32,
     /// TURN URLs given to browsers; `None`: derived from the relay listeners.
     pub turn_urls: Option<Vec<String>>,
+    /// Networks relay candidates must be in; `None`: the addresses the
+    /// local relay hands out ([`default_relay_addresses`]).
+    pub relay_addresses: Option<Vec<Cidr>>,
     /// Lifetime of the TURN credentials handed out.
     pub credential_ttl: Duration,
 }
@@ -115,6 +120,7 @@ impl std::fmt::Debug for ServeSettings {
             .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
             .field("stats_retention_days", &self.stats_retention_days)
             .field("turn_urls", &self.turn_urls)
+            .field("relay_addresses", &self.relay_addresses)
             .field("credential_ttl", &self.credential_ttl)
             .finish()
     }
@@ -226,6 +232,20 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             check_turn_url(u)?;
         }
     }
+    let relay_addresses = match &file.relay_addresses {
+        None => None,
+        Some(list) if list.is_empty() => {
+            bail!("invalid [serve] relay_addresses []: give at least one network, or leave it out")
+        }
+        Some(list) => Some(
+            list.iter()
+                .map(|c| {
+                    c.parse::<Cidr>()
+                        .map_err(|e| invalid("relay_addresses", c, &e.to_string()))
+                })
+                .collect::<anyhow::Result<Vec<Cidr>>>()?,
+        ),
+    };
     let ttl = file
         .credential_ttl_secs
         .unwrap_or(DEFAULT_CREDENTIAL_TTL_SECS);
@@ -243,6 +263,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         admin_token: file.admin_token,
         stats_retention_days,
         turn_urls: file.turn_urls,
+        relay_addresses,
         credential_ttl: Duration::from_secs(ttl),
     })
 }
@@ -354,10 +375,36 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         s.stats_retention_days
     ));
     out.push_str(&format!("turn_urls = {}\n", toml_list(&urls)));
+    let relays = s
+        .relay_addresses
+        .clone()
+        .unwrap_or_else(|| default_relay_addresses(relay));
+    let relays: Vec<String> = relays.iter().map(Cidr::to_string).collect();
+    out.push_str(&format!("relay_addresses = {}\n", toml_list(&relays)));
     out.push_str(&format!(
         "credential_ttl_secs = {}\n",
         s.credential_ttl.as_secs()
     ));
+    out
+}
+
+/// The addresses the local relay hands out in XOR-RELAYED-ADDRESS (its
+/// relay IPs and external IPs), as host networks: the default of
+/// `[serve] relay_addresses`.
+pub fn default_relay_addresses(relay: &RelayConfig) -> Vec<Cidr> {
+    let mut out: Vec<Cidr> = Vec::new();
+    let ips = [
+        Some(relay.relay_ip),
+        relay.relay_ip6,
+        relay.external_ip,
+        relay.external_ip6,
+    ];
+    for ip in ips.into_iter().flatten() {
+        let c = Cidr::host(ip);
+        if !ip.is_unspecified() && !out.contains(&c) {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -549,7 +596,10 @@ async fn relay_stopped(handle: &relay::RelayHandle) {
 /// `onionrtc serve`: runs until SIGINT or SIGTERM.
 pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     crate::relay_cmd::init_tracing();
-    let Loaded { relay, serve } = loaded;
+    let Loaded { relay, mut serve } = loaded;
+    if serve.relay_addresses.is_none() {
+        serve.relay_addresses = Some(default_relay_addresses(&relay));
+    }
     prepare_data_dir(&serve.data_dir)?;
     let secret = load_or_create_secret(&serve.data_dir)?;
     let relay = relay.with_auth_secret(secret.clone());
@@ -599,6 +649,7 @@ async fn serve_web(
     let config = signal::SignalConfig {
         data_dir: serve.data_dir,
         turn_urls,
+        relay_addresses: serve.relay_addresses.unwrap_or_default(),
         turn_secret: secret,
         credential_ttl: serve.credential_ttl,
         allowed_origins: serve.allowed_origins,
@@ -781,6 +832,56 @@ mod tests {
         )
         .unwrap();
         load(&f).unwrap();
+    }
+
+    #[test]
+    fn relay_addresses_default_to_what_the_relay_hands_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[relay]\nlisten = [\"udp://192.0.2.1:3478\"]\nexternal_ip = \"203.0.113.7\"\n\
+             relay_ip6 = \"2001:db8::1\"\nexternal_ip6 = \"2001:db8::7\"\n",
+        )
+        .unwrap();
+        let f = ServeFlags {
+            config: Some(path.clone()),
+            ..flags()
+        };
+        let loaded = load(&f).unwrap();
+        assert!(loaded.serve.relay_addresses.is_none());
+        let got: Vec<String> = default_relay_addresses(&loaded.relay)
+            .iter()
+            .map(Cidr::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "192.0.2.1/32",
+                "2001:db8::1/128",
+                "203.0.113.7/32",
+                "2001:db8::7/128"
+            ]
+        );
+        let shown = redacted_toml(&loaded.serve, &loaded.relay);
+        assert!(
+            shown.contains("relay_addresses = [\"192.0.2.1/32\""),
+            "{shown}"
+        );
+
+        let s = settings("[serve]\nrelay_addresses = [\"198.51.100.0/24\", \"2001:db8:5::9\"]\n")
+            .unwrap();
+        let set: Vec<String> = s
+            .relay_addresses
+            .unwrap()
+            .iter()
+            .map(Cidr::to_string)
+            .collect();
+        assert_eq!(set, ["198.51.100.0/24", "2001:db8:5::9/128"]);
+        for bad in ["[]", "[\"relay.example\"]", "[\"10.0.0.1/8\"]"] {
+            let e = settings(&format!("[serve]\nrelay_addresses = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("relay_addresses"), "{e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 use testkit::Proc;
 
+#[path = "serve/speech.rs"]
+mod speech;
+
 /// Both pages must be `connected` within this.
 const CONNECT: Duration = Duration::from_secs(30);
 /// The server must print its URL within this.
@@ -361,13 +364,10 @@ fn check_received(received: &Value) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn two_tabs_call_through_serve() {
-    if !testkit::require_tool("chromium", &["--version"]) {
-        return;
-    }
-    let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
+/// Writes `DIR/onionrtc.toml`: the relay on free loopback port(s) for
+/// `protos` (`udp`, `tcp`), the web listener on another. Returns the file,
+/// the TURN port and the web port.
+fn serve_config(dir: &Path, protos: &[&str]) -> (std::path::PathBuf, u16, u16) {
     let turn_port = testkit::free_port();
     let web_port = loop {
         let p = testkit::free_port();
@@ -375,17 +375,30 @@ fn two_tabs_call_through_serve() {
             break p;
         }
     };
-    let config = dir.path().join("onionrtc.toml");
+    let listen: Vec<String> = protos
+        .iter()
+        .map(|p| format!("\"{p}://127.0.0.1:{turn_port}\""))
+        .collect();
+    let config = dir.join("onionrtc.toml");
     std::fs::write(
         &config,
         format!(
-            "[relay]\n\
-             listen = [\"udp://127.0.0.1:{turn_port}\", \"tcp://127.0.0.1:{turn_port}\"]\n\
-             [serve]\n\
-             listen = \"127.0.0.1:{web_port}\"\n"
+            "[relay]\nlisten = [{}]\n[serve]\nlisten = \"127.0.0.1:{web_port}\"\n",
+            listen.join(", ")
         ),
     )
     .unwrap();
+    (config, turn_port, web_port)
+}
+
+#[test]
+fn two_tabs_call_through_serve() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, web_port) = serve_config(dir.path(), &["udp", "tcp"]);
     let data_dir = dir.path().join("data");
     let server = Server::start(&config, &data_dir);
     assert_eq!(server.web.port(), web_port);

@@ -19,6 +19,12 @@ pub struct SignalConfig {
     /// What goes into `iceServers[0].urls`, e.g.
     /// `turn:relay.example:3478?transport=udp`.
     pub turn_urls: Vec<String>,
+    /// The networks our relays hand out addresses in: a relay candidate
+    /// whose address is outside them is dropped by the sanitizer (and
+    /// counted). Empty (the default): no relay candidate passes. `serve`
+    /// sets it from `[serve] relay_addresses`, by default the local relay's
+    /// relay and external addresses.
+    pub relay_addresses: Vec<turn::policy::Cidr>,
     /// The TURN REST shared secret (the relay's current `auth_secret`).
     pub turn_secret: String,
     /// How long issued TURN credentials are valid. Default 600 s.
@@ -63,6 +69,7 @@ impl Default for SignalConfig {
         SignalConfig {
             data_dir: PathBuf::from("./onionrtc-data"),
             turn_urls: Vec::new(),
+            relay_addresses: Vec::new(),
             turn_secret: String::new(),
             credential_ttl: Duration::from_secs(600),
             allowed_origins: Vec::new(),
@@ -87,6 +94,7 @@ impl fmt::Debug for SignalConfig {
         f.debug_struct("SignalConfig")
             .field("data_dir", &self.data_dir)
             .field("turn_urls", &self.turn_urls)
+            .field("relay_addresses", &self.relay_addresses)
             .field("turn_secret", &"<redacted>")
             .field("credential_ttl", &self.credential_ttl)
             .field("allowed_origins", &self.allowed_origins)

@@ -29,6 +29,9 @@ pub enum ErrorCode {
     TooManyJoins,
     /// Too many rooms on the server.
     ServerFull,
+    /// An offer or answer the sanitizer refused (control or non-ASCII
+    /// characters, a malformed line); it was not forwarded.
+    BadSdp,
 }
 
 impl ErrorCode {
@@ -46,6 +49,7 @@ impl ErrorCode {
             ErrorCode::NoPeer => "no-peer",
             ErrorCode::TooManyJoins => "too-many-joins",
             ErrorCode::ServerFull => "server-full",
+            ErrorCode::BadSdp => "bad-sdp",
         }
     }
 
@@ -63,6 +67,9 @@ impl ErrorCode {
             ErrorCode::NoPeer => "nobody else is in the room",
             ErrorCode::TooManyJoins => "too many joins from this address, try again later",
             ErrorCode::ServerFull => "the server has too many rooms, try again later",
+            ErrorCode::BadSdp => {
+                "the description has a control or non-ASCII character or a malformed line"
+            }
         }
     }
 }

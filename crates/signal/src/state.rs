@@ -41,6 +41,9 @@ pub(crate) struct Counters {
     pub(crate) joins: AtomicU64,
     pub(crate) forwarded: AtomicU64,
     pub(crate) candidates_dropped: AtomicU64,
+    pub(crate) foreign_relay_candidates: AtomicU64,
+    pub(crate) descriptions_rejected: AtomicU64,
+    pub(crate) sdp_lines_removed: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) samples: AtomicU64,
 }
@@ -150,6 +153,24 @@ impl SignalState {
             "counter",
             "Trickled candidates the sanitizer dropped.",
             get(&c.candidates_dropped),
+        );
+        metric(
+            "onionrtc_signal_foreign_relay_candidates_total",
+            "counter",
+            "Relay candidates (in descriptions or trickled) whose address is outside relay_addresses, dropped.",
+            get(&c.foreign_relay_candidates),
+        );
+        metric(
+            "onionrtc_signal_descriptions_rejected_total",
+            "counter",
+            "Offers and answers refused (bad-sdp): control or non-ASCII characters, malformed lines.",
+            get(&c.descriptions_rejected),
+        );
+        metric(
+            "onionrtc_signal_sdp_lines_removed_total",
+            "counter",
+            "SDP lines the sanitizer removed (header extensions, address-bearing and unneeded lines; candidates not counted).",
+            get(&c.sdp_lines_removed),
         );
         metric(
             "onionrtc_signal_errors_total",

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::protocol::{self, ErrorCode, Incoming};
 use crate::ratelimit::TokenBucket;
 use crate::rooms::Member;
-use crate::sanitize::{sanitize_candidate, sanitize_sdp};
+use crate::sanitize::{valid_mid, CandidateDrop, Sanitizer};
 use crate::state::{now_ms, now_unix, SignalState};
 use crate::stats::StatsSample;
 use crate::store::SampleRecord;
@@ -341,20 +341,30 @@ impl Connection {
                 }
                 let text = match c {
                     None => protocol::candidate(None),
-                    Some(mut c) => match sanitize_candidate(&c.candidate) {
-                        Some(clean) => {
-                            c.candidate = clean;
-                            protocol::candidate(Some(&c))
+                    Some(mut c) => {
+                        let config = self.state.config();
+                        let counters = &self.state.inner.counters;
+                        let clean = if c.sdp_mid.as_deref().is_none_or(valid_mid) {
+                            Sanitizer::new(&config.relay_addresses).candidate(&c.candidate)
+                        } else {
+                            Err(CandidateDrop::Malformed)
+                        };
+                        match clean {
+                            Ok(clean) => {
+                                c.candidate = clean;
+                                protocol::candidate(Some(&c))
+                            }
+                            Err(why) => {
+                                if why == CandidateDrop::ForeignRelay {
+                                    counters
+                                        .foreign_relay_candidates
+                                        .fetch_add(1, Ordering::Relaxed);
+                                }
+                                counters.candidates_dropped.fetch_add(1, Ordering::Relaxed);
+                                return Flow::Continue;
+                            }
                         }
-                        None => {
-                            self.state
-                                .inner
-                                .counters
-                                .candidates_dropped
-                                .fetch_add(1, Ordering::Relaxed);
-                            return Flow::Continue;
-                        }
-                    },
+                    }
                 };
                 self.forward(socket, &room, text).await;
             }
@@ -427,7 +437,26 @@ impl Connection {
             self.reply(socket, ErrorCode::NotJoined).await;
             return;
         };
-        let text = protocol::description(ty, &sanitize_sdp(sdp));
+        let config = self.state.config();
+        let counters = &self.state.inner.counters;
+        let clean = match Sanitizer::new(&config.relay_addresses).sdp(sdp) {
+            Ok(clean) => clean,
+            Err(_) => {
+                counters
+                    .descriptions_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                self.reply(socket, ErrorCode::BadSdp).await;
+                return;
+            }
+        };
+        let r = clean.report;
+        counters
+            .foreign_relay_candidates
+            .fetch_add(u64::from(r.foreign_relays), Ordering::Relaxed);
+        counters
+            .sdp_lines_removed
+            .fetch_add(u64::from(r.lines_removed), Ordering::Relaxed);
+        let text = protocol::description(ty, &clean.sdp);
         self.forward(socket, &room, text).await;
     }
 

@@ -105,7 +105,11 @@ async fn offer_and_answer_arrive_sanitized() {
     assert!(sdp.contains("a=rtcp:50001 IN IP4 0.0.0.0\r\n"));
     assert!(sdp.contains("a=fingerprint:sha-256 AB:CD"));
     assert!(sdp.contains("a=end-of-candidates\r\n"));
-    assert_eq!(sdp, signal::sanitize::sanitize_sdp(OFFER));
+    let relays = server.state.config().relay_addresses.clone();
+    let clean = signal::sanitize::Sanitizer::new(&relays)
+        .sdp(OFFER)
+        .unwrap();
+    assert_eq!(sdp, clean.sdp);
 
     a.send(json!({"type": "answer", "sdp": OFFER.replace("actpass", "active")}))
         .await;
@@ -150,6 +154,82 @@ async fn trickled_candidates_only_relay_pass() {
     );
     a.expect_silence(Duration::from_millis(100)).await;
     b.expect_silence(Duration::from_millis(50)).await;
+}
+
+/// The value of one metric line in `render_metrics()`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn hostile_descriptions_and_candidates_are_refused_and_counted() {
+    let server = start(config()).await;
+    let (mut a, _) = server.joined("h").await;
+    let (mut b, _) = server.joined("h").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    // Invisible characters, a lone CR: refused as a whole, sender told.
+    for bad in [
+        OFFER.replace("a=mid:0", "\u{200b}a=mid:0"),
+        OFFER.replace("a=setup:actpass\r\n", "a=setup:actpass\r"),
+    ] {
+        b.send(json!({"type": "offer", "sdp": bad})).await;
+        assert_eq!(b.recv().await["code"], "bad-sdp");
+    }
+    a.expect_silence(Duration::from_millis(100)).await;
+    // Address-bearing lines, audio levels, foreign relays: removed.
+    let offer = OFFER.replace(
+        "a=mid:0\r\n",
+        "a=mid:0\r\na=x-caller:10.1.2.3\r\n\
+         a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+         a=candidate:7 1 udp 5 10.1.2.3 9 typ relay\r\n",
+    );
+    b.send(json!({"type": "offer", "sdp": offer})).await;
+    let sdp = a.recv().await["sdp"].as_str().unwrap().to_owned();
+    assert!(
+        !sdp.contains("10.1.2.3") && !sdp.contains("audio-level"),
+        "{sdp}"
+    );
+    assert!(sdp.contains("typ relay raddr 0.0.0.0 rport 0"), "{sdp}");
+    // Trickled: a foreign relay, a bad sdpMid, a folded line.
+    let relay = "candidate:3 1 udp 41885439 203.0.113.9 61000 typ relay";
+    for (candidate, mid) in [
+        (
+            "candidate:3 1 udp 41885439 10.1.2.3 61000 typ relay".to_owned(),
+            "0",
+        ),
+        (relay.to_owned(), "1.2.3.4"),
+        (
+            format!("{relay}\r\na=candidate:1 1 udp 1 10.1.2.3 9 typ host"),
+            "0",
+        ),
+    ] {
+        b.send(json!({"type": "candidate", "candidate": {"candidate": candidate, "sdpMid": mid}}))
+            .await;
+    }
+    a.expect_silence(Duration::from_millis(100)).await;
+    let m = server.state.render_metrics();
+    assert_eq!(
+        metric(&m, "onionrtc_signal_descriptions_rejected_total"),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onionrtc_signal_foreign_relay_candidates_total"),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onionrtc_signal_candidates_dropped_total"),
+        3,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onionrtc_signal_sdp_lines_removed_total"),
+        2,
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ pub fn config() -> SignalConfig {
     SignalConfig {
         turn_urls: TURN_URLS.iter().map(|s| (*s).to_owned()).collect(),
         turn_secret: SECRET.to_owned(),
+        relay_addresses: vec!["203.0.113.0/24".parse().unwrap()],
         ..SignalConfig::default()
     }
 }
