@@ -4,6 +4,7 @@
 //! ```text
 //! load: [relay] (RelayConfig::from_file or defaults) + the data dir's
 //!       turn-secret (generated on first run, first in auth_secrets)
+//!       and room-key (the key of the stored room-name hash)
 //!       [serve] (strict) + --data-dir/--listen
 //! run:  relay::start (its own thread) → bind the web listener →
 //!       signal::serve on a 2-worker tokio runtime → "Open http://…/"
@@ -16,14 +17,19 @@
 //! - The TURN REST secret lives in `DATA_DIR/turn-secret` (mode 0600), so
 //!   credentials handed out before a restart stay valid after it. Secrets in
 //!   `[relay] auth_secrets` are still accepted, after the generated one.
+//! - The key of the room-name hash the statistics store keeps instead of
+//!   room names lives in `DATA_DIR/room-key` (0600, same generator), so
+//!   an operator can still find a room's calls by name after a restart.
+//! - The data directory is made 0700 and its files 0600 at startup, however
+//!   they were left (`signal::store::secure_data_dir`, with a warning).
 //! - TURN URLs for browsers are derived from the relay's bound listeners; an
 //!   unspecified address (0.0.0.0, ::) cannot be given to a browser, so then
 //!   `[serve] turn_urls` is required.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{OpenOptions, Permissions};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +49,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "onionrtc-data";
 /// The TURN REST secret's file in the data directory.
 pub const SECRET_FILE: &str = "turn-secret";
+/// The file of the key of the room-name hash in the data directory.
+pub const ROOM_KEY_FILE: &str = "room-key";
 /// Stored statistics expire after this many days by default.
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 /// TURN credentials are valid this long by default.
@@ -87,6 +95,7 @@ struct ServeFile {
     turn_urls: Option<Vec<String>>,
     relay_addresses: Option<Vec<String>>,
     credential_ttl_secs: Option<u64>,
+    store_stats_samples: Option<bool>,
 }
 
 /// The resolved `[serve]` settings.
@@ -109,6 +118,8 @@ pub struct ServeSettings {
     pub relay_addresses: Option<Vec<Cidr>>,
     /// Lifetime of the TURN credentials handed out.
     pub credential_ttl: Duration,
+    /// Store every statistics sample, not only per-call aggregates.
+    pub store_stats_samples: bool,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -122,6 +133,7 @@ impl std::fmt::Debug for ServeSettings {
             .field("turn_urls", &self.turn_urls)
             .field("relay_addresses", &self.relay_addresses)
             .field("credential_ttl", &self.credential_ttl)
+            .field("store_stats_samples", &self.store_stats_samples)
             .finish()
     }
 }
@@ -265,6 +277,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         turn_urls: file.turn_urls,
         relay_addresses,
         credential_ttl: Duration::from_secs(ttl),
+        store_stats_samples: file.store_stats_samples.unwrap_or(false),
     })
 }
 
@@ -385,6 +398,10 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         "credential_ttl_secs = {}\n",
         s.credential_ttl.as_secs()
     ));
+    out.push_str(&format!(
+        "store_stats_samples = {}\n",
+        s.store_stats_samples
+    ));
     out
 }
 
@@ -444,35 +461,24 @@ fn bound_listeners(h: &relay::RelayHandle) -> Vec<Listen> {
     out
 }
 
-/// Creates the data directory (mode 0700); warns when an existing one is
-/// open to other users.
+/// Creates the data directory (mode 0700); an existing one, and every file
+/// in it, is made private (0700, 0600) with a warning if it was not.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("cannot read the data directory {}", dir.display()))?;
-    if !meta.is_dir() {
-        bail!("the data directory {} is not a directory", dir.display());
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            "the data directory {} is accessible to other users (mode {:o}): \
-             consider chmod 700",
-            dir.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
-    Ok(())
+    signal::store::secure_data_dir(dir)
+        .with_context(|| format!("cannot prepare the data directory {}", dir.display()))
 }
 
-/// The TURN REST secret of `DATA_DIR/turn-secret`, generated on first run
-/// (32 random bytes, base64) with mode 0600. An existing file readable by
-/// others is set back to 0600, with a warning.
+/// The TURN REST secret of `DATA_DIR/turn-secret`
+/// ([`load_or_create_secret_file`]).
 pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join(SECRET_FILE);
+    load_or_create_secret_file(dir, SECRET_FILE, "a TURN secret")
+}
+
+/// The secret in `DATA_DIR/file` (`what` names it in the log), generated
+/// on first run (32 random bytes, base64) with mode 0600. An existing file
+/// readable by others is set back to 0600, with a warning.
+pub fn load_or_create_secret_file(dir: &Path, file: &str, what: &str) -> anyhow::Result<String> {
+    let path = dir.join(file);
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -486,7 +492,7 @@ pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<String> {
             f.write_all(format!("{secret}\n").as_bytes())
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!("generated a TURN secret in {}", path.display());
+            tracing::info!("generated {what} in {}", path.display());
             return Ok(secret);
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -602,6 +608,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     }
     prepare_data_dir(&serve.data_dir)?;
     let secret = load_or_create_secret(&serve.data_dir)?;
+    let room_key = load_or_create_secret_file(&serve.data_dir, ROOM_KEY_FILE, "a room key")?;
     let relay = relay.with_auth_secret(secret.clone());
     if relay.dangerous_allow_loopback_peers {
         tracing::warn!(
@@ -617,7 +624,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let signals = rt.block_on(async { StopSignals::install() })?;
     let handle = relay::start(&relay).context("cannot start the relay")?;
-    let result = rt.block_on(serve_web(&handle, serve, secret, signals));
+    let room_key = signal::store::RoomKey::new(room_key.as_bytes());
+    let result = rt.block_on(serve_web(&handle, serve, secret, room_key, signals));
     rt.shutdown_timeout(Duration::from_secs(1));
     let stopped = handle.shutdown().context("the relay stopped with an error");
     let result = result.and(stopped);
@@ -631,6 +639,7 @@ async fn serve_web(
     handle: &relay::RelayHandle,
     serve: ServeSettings,
     secret: String,
+    room_key: signal::store::RoomKey,
     mut signals: StopSignals,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(serve.listen)
@@ -655,6 +664,8 @@ async fn serve_web(
         allowed_origins: serve.allowed_origins,
         admin_token: serve.admin_token,
         stats_retention_days: serve.stats_retention_days,
+        room_key: Some(room_key),
+        store_stats_samples: serve.store_stats_samples,
         metrics: Some(Arc::new(move || metrics.render())),
         web_root: web_assets(),
         ..signal::SignalConfig::default()
@@ -729,6 +740,7 @@ mod tests {
         assert_eq!(s.stats_retention_days, 7);
         assert_eq!(s.credential_ttl, Duration::from_secs(600));
         assert!(s.turn_urls.is_none() && s.admin_token.is_none());
+        assert!(!s.store_stats_samples);
 
         let s = settings(
             r#"
@@ -740,12 +752,14 @@ mod tests {
             stats_retention_days = 30
             turn_urls = ["turns:call.example.org:443?transport=tcp"]
             credential_ttl_secs = 3600
+            store_stats_samples = true
             "#,
         )
         .unwrap();
         assert_eq!(s.listen.port(), 443);
         assert_eq!(s.data_dir, PathBuf::from("/etc/onionrtc/data"));
         assert_eq!(s.credential_ttl, Duration::from_secs(3600));
+        assert!(s.store_stats_samples);
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }
 
@@ -911,5 +925,34 @@ mod tests {
         // An empty file is an error, not an empty secret.
         std::fs::write(&path, "\n").unwrap();
         assert!(load_or_create_secret(&data).is_err());
+        // The room key is another secret of its own.
+        let k = load_or_create_secret_file(&data, ROOM_KEY_FILE, "a room key").unwrap();
+        assert_ne!(k, s1);
+        let path = data.join(ROOM_KEY_FILE);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            load_or_create_secret_file(&data, ROOM_KEY_FILE, "a room key").unwrap(),
+            k
+        );
+    }
+
+    #[test]
+    fn an_open_data_dir_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("signal.sqlite"), "").unwrap();
+        std::fs::set_permissions(&data, Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(data.join("signal.sqlite"), Permissions::from_mode(0o644))
+            .unwrap();
+        prepare_data_dir(&data).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("signal.sqlite")), 0o600);
+        // A file is not a data directory.
+        assert!(prepare_data_dir(&data.join("signal.sqlite")).is_err());
     }
 }

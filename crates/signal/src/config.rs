@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::RoomKey;
+
 /// Renders Prometheus text for `GET /metrics` (under `serve`, the relay's).
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -37,6 +39,14 @@ pub struct SignalConfig {
     pub admin_token: Option<String>,
     /// Stored statistics older than this many days are deleted. Default 7.
     pub stats_retention_days: u32,
+    /// The key of the room-name hash stored instead of room names (under
+    /// `serve`: `DATA_DIR/room-key`). `None`: a random key per process, so
+    /// looking up a room by name finds only calls since the start.
+    pub room_key: Option<RoomKey>,
+    /// Store every statistics sample (per-second byte counts and bit rates,
+    /// which show when each person talks), not only per-call aggregates.
+    /// Default false.
+    pub store_stats_samples: bool,
     /// Largest WebSocket message in bytes. Default 65,536.
     pub max_message_bytes: usize,
     /// Sustained messages per second per connection. Default 50.
@@ -75,6 +85,8 @@ impl Default for SignalConfig {
             allowed_origins: Vec::new(),
             admin_token: None,
             stats_retention_days: 7,
+            room_key: None,
+            store_stats_samples: false,
             max_message_bytes: 65_536,
             messages_per_sec: 50,
             messages_burst: 100,
@@ -103,6 +115,8 @@ impl fmt::Debug for SignalConfig {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("stats_retention_days", &self.stats_retention_days)
+            .field("room_key", &self.room_key)
+            .field("store_stats_samples", &self.store_stats_samples)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("messages_per_sec", &self.messages_per_sec)
             .field("messages_burst", &self.messages_burst)

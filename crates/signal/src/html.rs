@@ -48,8 +48,13 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{:.*}", digits, v * scale))
 }
 
-/// The whole page.
-pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64) -> String {
+/// Bytes as MB with one decimal.
+fn megabytes(bytes: i64) -> String {
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
+/// The whole page; `filter` is the room hash looked up, if any.
+pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64, filter: Option<&str>) -> String {
     let mut out = String::from(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"referrer\" content=\"no-referrer\">\
@@ -57,8 +62,19 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64) -> String {
          body{font:14px system-ui,sans-serif;margin:2em}\
          table{border-collapse:collapse}th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}\
          th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}code{font-size:12px}\
-         </style></head><body>\n<h1>Recent calls</h1>\n",
+         </style></head><body>\n<h1>Recent calls</h1>\n\
+         <form method=\"post\" action=\"/calls/find\"><label>Room name \
+         <input name=\"room\" maxlength=\"64\" autocomplete=\"off\" required></label> \
+         <button>Find its calls</button></form>\n\
+         <p>Rooms are stored as a keyed hash of their name, never the name.</p>\n",
     );
+    if let Some(hash) = filter {
+        let _ = writeln!(
+            out,
+            "<p>Calls of the room with hash <code>{}</code> · <a href=\"/calls\">all calls</a></p>",
+            escape(hash)
+        );
+    }
     let _ = writeln!(
         out,
         "<p>{} call(s); times in UTC; generated {}.</p>",
@@ -66,26 +82,31 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64) -> String {
         escape(&format_utc(now_ms))
     );
     out.push_str(
-        "<table><thead><tr><th>id</th><th>room</th><th>started</th><th>duration</th>\
-         <th>samples</th><th>median RTT ms</th><th>median jitter ms</th><th>loss %</th>\
-         <th>relay protocols</th></tr></thead><tbody>\n",
+        "<table><thead><tr><th>id</th><th>room hash</th><th>started</th><th>duration</th>\
+         <th>samples</th><th>RTT mean / max ms</th><th>jitter mean / max ms</th><th>loss %</th>\
+         <th>MB sent</th><th>relay protocols</th><th>states</th></tr></thead><tbody>\n",
     );
     for c in calls {
         let duration = (c.last - c.started).max(0) / 1000;
         let id = escape(&c.id);
         let _ = writeln!(
             out,
-            "<tr><td><a href=\"/api/calls/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td>\
-             <td>{}:{:02}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&c.room),
+            "<tr><td><a href=\"/api/calls/{id}\"><code>{id}</code></a></td><td><code>{}</code></td>\
+             <td>{}</td><td>{}:{:02}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.room_hash),
             escape(&format_utc(c.started)),
             duration / 60,
             duration % 60,
             c.samples,
-            escape(&opt(c.rtt_median, 1000.0, 1)),
-            escape(&opt(c.jitter_median, 1000.0, 1)),
+            escape(&opt(c.rtt_mean, 1000.0, 1)),
+            escape(&opt(c.rtt_max, 1000.0, 1)),
+            escape(&opt(c.jitter_mean, 1000.0, 1)),
+            escape(&opt(c.jitter_max, 1000.0, 1)),
             escape(&opt(c.loss_pct, 1.0, 2)),
+            escape(&megabytes(c.bytes_sent)),
             escape(&c.relay_protocols.join(", ")),
+            escape(&c.states.join(", ")),
         );
     }
     out.push_str("</tbody></table>\n</body></html>\n");
@@ -111,20 +132,33 @@ mod tests {
     fn page_escapes_everything() {
         let c = CallSummary {
             id: "ab".into(),
-            room: "<script>alert(1)</script>".into(),
+            room_hash: "<script>alert(1)</script>".into(),
             started: 0,
             last: 61_000,
             samples: 3,
-            rtt_median: Some(0.0125),
-            jitter_median: None,
+            rtt_mean: Some(0.0125),
+            rtt_max: Some(0.02),
+            jitter_mean: None,
+            jitter_max: None,
+            packets_lost: 3,
+            packets_received: 197,
             loss_pct: Some(1.5),
-            relay_protocols: vec!["udp".into(), "<b>".into()],
+            jitter_buffer_mean: None,
+            bytes_sent: 2_345_678,
+            bytes_received: 0,
+            relay_protocols: vec!["udp", "tcp"],
+            candidate_types: vec!["relay"],
+            states: vec!["connected"],
         };
-        let page = calls_page(&[c], 0);
+        let page = calls_page(&[c], 0, Some("<i>"));
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("&lt;script&gt;"));
+        assert!(page.contains("<code>&lt;i&gt;</code>"));
         assert!(page.contains("<td>1:01</td>"));
-        assert!(page.contains("<td>12.5</td>"));
-        assert!(page.contains("udp, &lt;b&gt;"));
+        assert!(page.contains("<td>12.5 / 20.0</td>"), "{page}");
+        assert!(page.contains("<td>2.3</td>"));
+        assert!(page.contains("udp, tcp"));
+        assert!(page.contains("action=\"/calls/find\""));
+        assert!(!calls_page(&[], 0, None).contains("all calls</a>"));
     }
 }

@@ -4,10 +4,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Form, Json};
 use serde_json::json;
 
 use crate::html;
@@ -27,16 +28,39 @@ pub(crate) async fn whoami(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Respon
     )
 }
 
-/// `GET /api/calls`.
+/// `?room=NAME` of `GET /api/calls`, or the `room` field of the
+/// `POST /calls/find` form: one room's calls, found by the name's hash.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct RoomQuery {
+    room: Option<String>,
+}
+
+impl RoomQuery {
+    /// The stored form of the name asked for, if any.
+    fn hash(&self, state: &SignalState) -> Option<String> {
+        self.room.as_deref().map(|r| state.store().room_hash(r))
+    }
+}
+
+/// `GET /api/calls[?room=NAME]`.
 pub(crate) async fn calls(
     State(state): State<SignalState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    query: Result<Query<RoomQuery>, QueryRejection>,
 ) -> Response {
     if let Err(denied) = operator(&state, &headers, peer.ip()) {
         return denied.into_response();
     }
-    match blocking(&state, |s| s.store().calls(MAX_LISTED_CALLS)).await {
+    let Ok(Query(query)) = query else {
+        return status(StatusCode::BAD_REQUEST, "bad query\n");
+    };
+    let hash = query.hash(&state);
+    match blocking(&state, move |s| {
+        s.store().calls(MAX_LISTED_CALLS, hash.as_deref())
+    })
+    .await
+    {
         Ok(list) => no_store(Json(list).into_response()),
         Err(resp) => resp,
     }
@@ -71,9 +95,36 @@ pub(crate) async fn calls_page(
     if let Err(denied) = operator(&state, &headers, peer.ip()) {
         return denied.into_response();
     }
-    match blocking(&state, |s| s.store().calls(MAX_LISTED_CALLS)).await {
+    render_calls_page(&state, None).await
+}
+
+/// `POST /calls/find` (form field `room`): the page with one room's calls.
+/// A form body, not a query, so the name is in no URL (proxy logs,
+/// browser history).
+pub(crate) async fn calls_find(
+    State(state): State<SignalState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<RoomQuery>, FormRejection>,
+) -> Response {
+    if let Err(denied) = operator(&state, &headers, peer.ip()) {
+        return denied.into_response();
+    }
+    let Ok(Form(query)) = form else {
+        return status(StatusCode::BAD_REQUEST, "bad form\n");
+    };
+    render_calls_page(&state, query.hash(&state)).await
+}
+
+async fn render_calls_page(state: &SignalState, hash: Option<String>) -> Response {
+    let filter = hash.clone();
+    match blocking(state, move |s| {
+        s.store().calls(MAX_LISTED_CALLS, hash.as_deref())
+    })
+    .await
+    {
         Ok(list) => {
-            let body = html::calls_page(&list, now_ms());
+            let body = html::calls_page(&list, now_ms(), filter.as_deref());
             no_store(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response())
         }
         Err(resp) => resp,

@@ -8,7 +8,7 @@
 //!   ├─ maintenance task: retention sweep hourly, join-limiter pruning every minute
 //!   └─ axum: router(state) with ConnectInfo<SocketAddr>
 //!        /ws ─ origin check ─ one task per connection (rooms, sanitizer, limits, stats → store)
-//!        /healthz /api/whoami /api/calls[/{id}] /calls /metrics, else the web app's files
+//!        /healthz /api/whoami /api/calls[/{id}] /calls[/find] /metrics, else the web app's files
 //! shutdown: stop accepting, close every WebSocket (1001), wait ≤ 3 s, flush the store (≤ 1 s)
 //! ```
 //!
@@ -43,7 +43,7 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 pub use config::{MetricsRenderer, SignalConfig, WebAssets};
@@ -69,6 +69,7 @@ pub fn router(state: SignalState) -> Router {
         .route("/api/calls", get(http::calls))
         .route("/api/calls/{id}", get(http::call))
         .route("/calls", get(http::calls_page))
+        .route("/calls/find", post(http::calls_find))
         .route("/metrics", get(http::metrics))
         .fallback(get(http::assets))
         .with_state(state)

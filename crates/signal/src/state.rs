@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::config::SignalConfig;
 use crate::ratelimit::JoinLimiter;
 use crate::rooms::Rooms;
-use crate::store::{Store, StoreError};
+use crate::store::{RoomKey, Store, StoreError, StoreOptions};
 
 /// Everything the handlers share. Cloning is cheap (one `Arc`).
 #[derive(Debug, Clone)]
@@ -55,7 +55,17 @@ impl SignalState {
         if config.turn_secret.is_empty() || config.turn_urls.is_empty() {
             tracing::warn!("signal: no TURN secret or URLs configured; calls will not connect");
         }
-        let store = Store::open(&config.data_dir)?;
+        let room_key = config.room_key.clone().unwrap_or_else(|| {
+            tracing::warn!("signal: no room key configured; room hashes change on restart");
+            RoomKey::random()
+        });
+        let store = Store::open(
+            &config.data_dir,
+            StoreOptions {
+                room_key,
+                keep_samples: config.store_stats_samples,
+            },
+        )?;
         let token_key: [u8; 32] = rand::random();
         let token_mac = config
             .admin_token

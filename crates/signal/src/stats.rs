@@ -1,6 +1,10 @@
 //! One `stats` message, validated: numbers finite and non-negative, strings
 //! from short fixed sets. A field that fails is stored as NULL; nothing
 //! outside these fields (and never an address) is kept.
+//!
+//! [`Cumulative`] turns one member's cumulative counters (bytes, packets,
+//! jitter-buffer totals) into increments, so the store can keep per-call
+//! totals without keeping the per-second values.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -81,6 +85,87 @@ impl StatsSample {
     }
 }
 
+/// The bit of `value` in a set over `names` (index `i` → bit `i`); 0 if
+/// absent.
+pub(crate) fn bit(value: Option<&str>, names: &[&str]) -> i64 {
+    value
+        .and_then(|v| names.iter().position(|n| *n == v))
+        .map_or(0, |i| 1 << i)
+}
+
+/// The names whose bits are set in `bits`, in `names`' order.
+pub(crate) fn names_in(bits: i64, names: &[&'static str]) -> Vec<&'static str> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+/// What one sample adds to its call's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Increment {
+    /// Packets lost.
+    pub packets_lost: i64,
+    /// Packets received.
+    pub packets_received: i64,
+    /// Jitter-buffer delay, s.
+    pub jitter_buffer_delay: f64,
+    /// Jitter-buffer emitted count.
+    pub jitter_buffer_emitted_count: i64,
+    /// Bytes sent.
+    pub bytes_sent: i64,
+    /// Bytes received.
+    pub bytes_received: i64,
+}
+
+/// One member's cumulative counters as last reported. A counter that goes
+/// down (a new `RTCPeerConnection` after the other member changed, or a
+/// correction of `packetsLost`) adds nothing and restarts from its new
+/// value; the first report of a counter adds all of it.
+#[derive(Debug, Clone, Default)]
+pub struct Cumulative {
+    packets_lost: Option<i64>,
+    packets_received: Option<i64>,
+    jitter_buffer_delay: Option<f64>,
+    jitter_buffer_emitted_count: Option<i64>,
+    bytes_sent: Option<i64>,
+    bytes_received: Option<i64>,
+}
+
+impl Cumulative {
+    /// Takes `s`'s counters as the latest; returns what they add.
+    pub fn advance(&mut self, s: &StatsSample) -> Increment {
+        fn step<T: Copy + PartialOrd + std::ops::Sub<Output = T> + Default>(
+            prev: &mut Option<T>,
+            now: Option<T>,
+        ) -> T {
+            let Some(now) = now else {
+                return T::default();
+            };
+            let inc = match *prev {
+                None => now,
+                Some(p) if now >= p => now - p,
+                Some(_) => T::default(),
+            };
+            *prev = Some(now);
+            inc
+        }
+        Increment {
+            packets_lost: step(&mut self.packets_lost, s.packets_lost),
+            packets_received: step(&mut self.packets_received, s.packets_received),
+            jitter_buffer_delay: step(&mut self.jitter_buffer_delay, s.jitter_buffer_delay),
+            jitter_buffer_emitted_count: step(
+                &mut self.jitter_buffer_emitted_count,
+                s.jitter_buffer_emitted_count,
+            ),
+            bytes_sent: step(&mut self.bytes_sent, s.bytes_sent),
+            bytes_received: step(&mut self.bytes_received, s.bytes_received),
+        }
+    }
+}
+
 fn real(m: &Map<String, Value>, key: &str) -> Option<f64> {
     let v = m.get(key)?.as_f64()?;
     (0.0..MAX_COUNT).contains(&v).then_some(v)
@@ -129,5 +214,43 @@ mod tests {
         assert_eq!(s.remote_candidate_type, None);
         assert_eq!(s.relay_protocol, Some("udp"));
         assert_eq!(StatsSample::from_json(&json!([1])), None);
+    }
+
+    #[test]
+    fn cumulative_counters_become_increments() {
+        let s = |sent: Option<i64>, lost: i64| StatsSample {
+            bytes_sent: sent,
+            packets_lost: Some(lost),
+            jitter_buffer_delay: Some(1.5),
+            ..StatsSample::default()
+        };
+        let mut c = Cumulative::default();
+        let i = c.advance(&s(Some(1000), 5));
+        assert_eq!((i.bytes_sent, i.packets_lost), (1000, 5));
+        assert_eq!(i.jitter_buffer_delay, 1.5);
+        assert_eq!(i.bytes_received, 0);
+        let i = c.advance(&s(Some(2500), 7));
+        assert_eq!((i.bytes_sent, i.packets_lost), (1500, 2));
+        assert_eq!(i.jitter_buffer_delay, 0.0);
+        // A missing value adds nothing and keeps the previous one.
+        let i = c.advance(&s(None, 7));
+        assert_eq!(i.bytes_sent, 0);
+        let i = c.advance(&s(Some(2600), 7));
+        assert_eq!(i.bytes_sent, 100);
+        // Going down (a new peer connection, a loss correction): nothing
+        // added, counting restarts from there.
+        let i = c.advance(&s(Some(300), 6));
+        assert_eq!((i.bytes_sent, i.packets_lost), (0, 0));
+        let i = c.advance(&s(Some(400), 8));
+        assert_eq!((i.bytes_sent, i.packets_lost), (100, 2));
+    }
+
+    #[test]
+    fn bit_sets() {
+        assert_eq!(bit(Some("tcp"), RELAY_PROTOCOLS), 2);
+        assert_eq!(bit(Some("quic"), RELAY_PROTOCOLS), 0);
+        assert_eq!(bit(None, RELAY_PROTOCOLS), 0);
+        assert_eq!(names_in(5, RELAY_PROTOCOLS), ["udp", "tls"]);
+        assert_eq!(names_in(0, STATES), Vec::<&str>::new());
     }
 }

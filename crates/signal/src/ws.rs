@@ -30,7 +30,7 @@ use crate::ratelimit::TokenBucket;
 use crate::rooms::Member;
 use crate::sanitize::{valid_mid, CandidateDrop, Sanitizer};
 use crate::state::{now_ms, now_unix, SignalState};
-use crate::stats::StatsSample;
+use crate::stats::{Cumulative, StatsSample};
 use crate::store::SampleRecord;
 
 /// Messages waiting for a slow page at most; beyond, its connection closes.
@@ -47,7 +47,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most one stats sample per member per this interval is stored.
 pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
-/// At most this many stats samples per member and call are stored.
+/// At most this many stats samples per member and call are stored (when
+/// samples are kept; the per-call aggregates take every sample).
 pub const MAX_SAMPLES_PER_MEMBER: u32 = 7200;
 
 /// The upgrade handler.
@@ -139,6 +140,10 @@ struct Joined {
     started_ms: i64,
     last_stats: Option<Instant>,
     stats_count: u32,
+    /// The room name's stored form, computed with the first sample.
+    room_hash: Option<String>,
+    /// This member's cumulative counters, for the call's totals.
+    counters: Cumulative,
 }
 
 /// The token bucket's verdict on one frame.
@@ -423,6 +428,8 @@ impl Connection {
             started_ms: info.started_ms,
             last_stats: None,
             stats_count: 0,
+            room_hash: None,
+            counters: Cumulative::default(),
         });
         self.ever_joined = true;
         if send(socket, joined.to_string()).await {
@@ -480,7 +487,6 @@ impl Connection {
         let now = Instant::now();
         if j.last_stats
             .is_some_and(|t| now.saturating_duration_since(t) < STATS_INTERVAL)
-            || j.stats_count >= MAX_SAMPLES_PER_MEMBER
         {
             return;
         }
@@ -488,16 +494,24 @@ impl Connection {
             return;
         };
         j.last_stats = Some(now);
-        j.stats_count += 1;
+        let store = self.state.store();
+        let keep_sample = store.keeps_samples() && j.stats_count < MAX_SAMPLES_PER_MEMBER;
+        j.stats_count = j.stats_count.saturating_add(1);
+        let room_hash = j
+            .room_hash
+            .get_or_insert_with(|| store.room_hash(&j.room))
+            .clone();
         let record = SampleRecord {
             call_id: j.call_id.clone(),
-            room: j.room.clone(),
+            room_hash,
             call_started_ms: j.started_ms,
             side: j.side,
             ts_ms: now_ms(),
+            increment: j.counters.advance(&sample),
             sample,
+            keep_sample,
         };
-        if self.state.store().record(record) {
+        if store.record(record) {
             self.state
                 .inner
                 .counters

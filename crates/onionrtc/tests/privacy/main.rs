@@ -604,21 +604,25 @@ pub fn sqlite_rows(db: &Path) -> Vec<String> {
     out
 }
 
-/// Samples stored for `room`, per side (0, 1).
-pub fn samples_per_side(db: &Path, room: &str) -> Vec<(i64, i64)> {
+/// The stored form of `room`: its hash under the data directory's
+/// `room-key`, as `serve` computes it.
+pub fn room_hash(data_dir: &Path, room: &str) -> String {
+    let key = std::fs::read_to_string(data_dir.join("room-key")).unwrap();
+    signal::store::RoomKey::new(key.trim().as_bytes()).hash(room)
+}
+
+/// Samples stored for `room` (both sides; only per-call aggregates are
+/// kept, so not per side).
+pub fn samples_of_room(db: &Path, room_hash: &str) -> i64 {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
-    let mut st = conn
-        .prepare(
-            "SELECT s.side, count(*) FROM samples s JOIN calls c ON s.call_id = c.id \
-             WHERE c.room = ?1 GROUP BY s.side ORDER BY s.side",
-        )
-        .unwrap();
-    st.query_map([room], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    conn.query_row(
+        "SELECT coalesce(sum(samples), 0) FROM calls WHERE room_hash = ?1",
+        [room_hash],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 /// Every file of `dir` (the data directory: database, WAL, secret), whole.

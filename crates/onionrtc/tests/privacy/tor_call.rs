@@ -205,16 +205,18 @@ turn_urls = ["turn:{SERVER_IP}:{TURN_PORT}?transport=udp", "turn:{SERVER_IP}:{TU
         "A received B's address"
     );
 
-    // The statistics of both sides are stored (before the server stops).
+    // The statistics of the call are stored (before the server stops),
+    // under the room's keyed hash.
     let db = data.join("signal.sqlite");
-    let sides = testkit::wait_until(Duration::from_secs(15), Duration::from_millis(500), || {
-        let s = samples_per_side(&db, &room);
-        (s.len() == 2 && s.iter().all(|&(_, n)| n >= 2)).then_some(s)
+    let hash = room_hash(&data, &room);
+    let stored = testkit::wait_until(Duration::from_secs(15), Duration::from_millis(500), || {
+        let n = samples_of_room(&db, &hash);
+        (n >= 4).then_some(n)
     });
-    let Some(sides) = sides else {
-        let s = samples_per_side(&db, &room);
+    let Some(stored) = stored else {
+        let n = samples_of_room(&db, &hash);
         fail(
-            &format!("stored samples per side for {room}: {s:?}"),
+            &format!("stored samples for {room} ({hash}): {n}"),
             &mut pages,
             &procs,
         );
@@ -267,19 +269,19 @@ turn_urls = ["turn:{SERVER_IP}:{TURN_PORT}?transport=udp", "turn:{SERVER_IP}:{TU
     assert!(leaked.is_empty(), "serve's log names A: {leaked:#?}");
     let rows = sqlite_rows(&db);
     assert!(
-        rows.iter().any(|r| r.contains(&room)),
-        "no stored row for {room}: {rows:#?}"
+        rows.iter().any(|r| r.contains(&hash)),
+        "no stored row for {room} ({hash}): {rows:#?}"
     );
     let leaked: Vec<&String> = rows.iter().filter(|r| r.contains(&a_masked)).collect();
     assert!(leaked.is_empty(), "stored rows name A: {leaked:#?}");
     for (path, bytes) in files_bytes(&data) {
-        assert!(
-            !bytes
-                .windows(a_masked.len())
-                .any(|w| w == a_masked.as_bytes()),
-            "{} contains {a_masked}",
-            path.display()
-        );
+        for needle in [a_masked.as_str(), room.as_str()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} contains {needle}",
+                path.display()
+            );
+        }
     }
     // The exit appears in the relay's log; B's address in its log too.
     let exit_text = TOPOLOGY_EXIT_ADDR.to_string();
@@ -290,7 +292,7 @@ turn_urls = ["turn:{SERVER_IP}:{TURN_PORT}?transport=udp", "turn:{SERVER_IP}:{TU
         "--- evidence (A = {a_text}, private; B = {b_ip}, direct; exit {exit_text})\n\
          relay, A's allocation: {}\nrelay, B's allocation: {}\n\
          serve log: {} lines, {} allocations, none naming {a_masked}x\n\
-         stored rows: {}, samples per side {sides:?}, none naming {a_masked}x\n\
+         stored rows: {}, samples {stored}, none naming {a_masked}x\n\
          B received {} SDP/candidate lines, addresses only {SERVER_IP} and 0.0.0.0\n\
          connector: {}",
         alloc_a.line,

@@ -47,48 +47,62 @@ async fn stats_are_stored_and_listed() {
     b.send(json!({"type": "stats", "stats": {"rtt": -1, "jitter": "NaN", "state": "<script>", "relayProtocol": "quic"}}))
         .await; // ignored too (rate), and invalid anyway
     tokio::time::sleep(Duration::from_millis(550)).await;
-    a.send(sample(0.020)).await;
+    let mut later = sample(0.020);
+    later["stats"]["bytesSent"] = json!(15_000);
+    later["stats"]["packetsLost"] = json!(4);
+    later["stats"]["packetsReceived"] = json!(296);
+    a.send(later).await;
 
     let calls = calls_with_samples(&server, 3).await;
     let list = calls.as_array().unwrap();
     assert_eq!(list.len(), 1, "{calls}");
     let c = &list[0];
     assert_eq!(c["id"], call_id.as_str());
-    assert_eq!(c["room"], "stats-room");
+    let hash = c["roomHash"].as_str().unwrap().to_owned();
+    assert_eq!(hash, server.state.store().room_hash("stats-room"));
+    assert_eq!(hash.len(), 32);
+    assert!(c.get("room").is_none(), "{c}");
     assert_eq!(c["samples"], 3);
-    assert_eq!(c["rttMedian"], 0.02);
-    assert_eq!(c["jitterMedian"], 0.004);
+    assert_eq!(c["rttMax"], 0.03);
+    assert!((c["rttMean"].as_f64().unwrap() - 0.02).abs() < 1e-12, "{c}");
+    assert_eq!(c["jitterMean"], 0.004);
+    assert_eq!(c["jitterMax"], 0.004);
     assert_eq!(c["relayProtocols"], json!(["udp"]));
+    assert_eq!(c["candidateTypes"], json!(["relay"]));
+    assert_eq!(c["states"], json!(["connected"]));
+    // Totals: a's counters went 12,000 → 15,000 bytes sent, 2 → 4 lost,
+    // 198 → 296 received; b's are 12,000, 2 and 198.
+    assert_eq!(c["bytesSent"], 15_000 + 12_000);
+    assert_eq!(c["bytesReceived"], 11_000 + 11_000);
+    assert_eq!(c["packetsLost"], 4 + 2);
+    assert_eq!(c["packetsReceived"], 296 + 198);
     let loss = c["lossPct"].as_f64().unwrap();
-    assert!((loss - 1.0).abs() < 1e-9, "{loss}");
+    assert!((loss - 100.0 * 6.0 / 500.0).abs() < 1e-9, "{loss}");
+    assert!((c["jitterBufferMean"].as_f64().unwrap() - 0.015).abs() < 1e-12);
     assert!(c["started"].as_i64().unwrap() <= c["last"].as_i64().unwrap());
 
+    // Looked up by name; another name finds nothing.
+    let r = server.get("/api/calls?room=stats-room", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    assert_eq!(r.json()[0]["id"], call_id.as_str());
+    let r = server.get("/api/calls?room=stats-roo", &[]).await;
+    assert_eq!(r.json(), json!([]));
+
+    // The detail: the same aggregates, no per-sample series by default.
     let r = server.get(&format!("/api/calls/{call_id}"), &[]).await;
     assert_eq!(r.status, 200);
     let detail = r.json();
     assert_eq!(detail["id"], call_id.as_str());
-    assert_eq!(detail["room"], "stats-room");
-    let samples = detail["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 3);
-    let sides: Vec<i64> = samples
-        .iter()
-        .map(|s| s["side"].as_i64().unwrap())
-        .collect();
-    assert_eq!(sides.iter().filter(|s| **s == 0).count(), 2);
-    assert_eq!(sides.iter().filter(|s| **s == 1).count(), 1);
-    let s0 = samples.iter().find(|s| s["side"] == 1).unwrap();
-    assert_eq!(s0["rtt"], 0.03);
-    assert_eq!(s0["packetsReceived"], 198);
-    assert_eq!(s0["jitterBufferEmittedCount"], 100);
-    assert_eq!(s0["localCandidateType"], "relay");
-    assert_eq!(s0["state"], "connected");
-    assert!(s0.get("address").is_none() && s0.get("ip").is_none());
+    assert_eq!(detail["roomHash"], hash.as_str());
+    assert_eq!(detail["bytesSent"], 27_000);
+    assert_eq!(detail["series"], json!([]));
     assert!(!r.body.contains("192.0.2.77"));
 
     assert_eq!(server.get("/api/calls/0123abcd", &[]).await.status, 404);
     assert_eq!(server.get("/api/calls/not-hex", &[]).await.status, 404);
 
-    // The page lists it.
+    // The page lists it by hash, and finds it by name through its form.
     let page = server.get("/calls", &[]).await;
     assert_eq!(page.status, 200);
     assert!(page
@@ -96,24 +110,61 @@ async fn stats_are_stored_and_listed() {
         .unwrap()
         .starts_with("text/html"));
     assert!(page.body.contains(&call_id));
-    assert!(page.body.contains("<td>stats-room</td>"));
-    assert!(page.body.contains("<td>20.0</td>"), "{}", page.body);
+    assert!(page.body.contains(&format!("<code>{hash}</code>")));
+    assert!(!page.body.contains("stats-room"));
+    assert!(page.body.contains("<td>20.0 / 30.0</td>"), "{}", page.body);
+    let found = server
+        .post_form("/calls/find", &[], "room=stats-room")
+        .await;
+    assert_eq!(found.status, 200);
+    assert!(found.body.contains(&call_id), "{}", found.body);
+    let none = server.post_form("/calls/find", &[], "room=nope").await;
+    assert_eq!(none.status, 200);
+    assert!(!none.body.contains(&call_id) && none.body.contains("0 call(s)"));
 
-    // Nothing but numbers and short enums in the database file.
+    // Nothing but numbers, short enums and the hash in the database file.
     server.state.store().flush(WAIT);
     let conn = rusqlite::Connection::open(server.state.store().path()).unwrap();
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 0);
     let text: String = conn
-        .query_row(
-            "SELECT group_concat(coalesce(state,'') || coalesce(local_type,'') || coalesce(remote_type,'') || coalesce(relay_protocol,'')) FROM samples",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT group_concat(id || room_hash) FROM calls", [], |r| {
+            r.get(0)
+        })
         .unwrap();
-    assert!(!text.contains("192.0.2") && !text.contains('<'), "{text}");
+    assert_eq!(text, format!("{call_id}{hash}"));
+}
+
+#[tokio::test]
+async fn samples_are_stored_when_the_operator_opts_in() {
+    let server = start(SignalConfig {
+        store_stats_samples: true,
+        ..config()
+    })
+    .await;
+    let (mut a, ja) = server.joined("kept").await;
+    let (mut b, _) = server.joined("kept").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    a.send(sample(0.010)).await;
+    b.send(sample(0.030)).await;
+    let call_id = ja["callId"].as_str().unwrap();
+    calls_with_samples(&server, 2).await;
+    let r = server.get(&format!("/api/calls/{call_id}"), &[]).await;
+    let detail = r.json();
+    let series = detail["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{detail}");
+    let s1 = series.iter().find(|s| s["side"] == 1).unwrap();
+    assert_eq!(s1["rtt"], 0.03);
+    assert_eq!(s1["packetsReceived"], 198);
+    assert_eq!(s1["jitterBufferEmittedCount"], 100);
+    assert_eq!(s1["bytesSent"], 12_000);
+    assert_eq!(s1["bitrateOut"], 63_000.0);
+    assert_eq!(s1["localCandidateType"], "relay");
+    assert_eq!(s1["state"], "connected");
+    assert!(s1.get("address").is_none() && s1.get("ip").is_none());
+    assert!(!r.body.contains("192.0.2.77"));
 }
 
 #[tokio::test]
@@ -171,7 +222,7 @@ async fn retention_sweep_deletes_old_rows() {
     {
         let conn = rusqlite::Connection::open(server.state.store().path()).unwrap();
         conn.execute(
-            "INSERT INTO calls(id, room, started, last) VALUES ('00ff', 'old', ?1, ?1)",
+            "INSERT INTO calls(id, room_hash, started, last) VALUES ('00ff', 'old', ?1, ?1)",
             [old],
         )
         .unwrap();
@@ -201,7 +252,7 @@ async fn retention_sweep_deletes_old_rows() {
     assert_eq!(deleted, 3);
     let calls = server.get("/api/calls", &[]).await.json();
     assert_eq!(calls.as_array().unwrap().len(), 1);
-    assert_eq!(calls[0]["room"], "keep");
+    assert_eq!(calls[0]["id"], ja["callId"]);
     assert_eq!(calls[0]["samples"], 1);
     assert_eq!(server.get("/api/calls/00ff", &[]).await.status, 404);
     // The async wrapper used at startup and hourly runs too.
@@ -212,10 +263,14 @@ async fn retention_sweep_deletes_old_rows() {
 async fn sweep_runs_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let store = signal::store::Store::open(&data).unwrap();
+    let options = signal::store::StoreOptions {
+        room_key: signal::store::RoomKey::random(),
+        keep_samples: false,
+    };
+    let store = signal::store::Store::open(&data, options).unwrap();
     let conn = rusqlite::Connection::open(store.path()).unwrap();
     conn.execute(
-        "INSERT INTO calls(id, room, started, last) VALUES ('0a', 'old', 1000, 1000)",
+        "INSERT INTO calls(id, room_hash, started, last) VALUES ('0a', 'old', 1000, 1000)",
         [],
     )
     .unwrap();

@@ -30,7 +30,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct Server {
     pub addr: SocketAddr,
     pub state: SignalState,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -50,6 +50,14 @@ pub fn config() -> SignalConfig {
 pub async fn start(mut config: SignalConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     config.data_dir = dir.path().join("data");
+    let mut server = start_with_data_dir(config).await;
+    server._dir = Some(dir);
+    server
+}
+
+/// Starts `serve_state` on 127.0.0.1:0 with `config.data_dir` as it is
+/// (the caller's directory, which outlives the server).
+pub async fn start_with_data_dir(config: SignalConfig) -> Server {
     let state = SignalState::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -60,7 +68,7 @@ pub async fn start(mut config: SignalConfig) -> Server {
     Server {
         addr,
         state,
-        _dir: dir,
+        _dir: None,
         stop: Some(stop),
         task: Some(task),
     }
@@ -88,6 +96,18 @@ impl Server {
     /// A GET request with extra header lines (`"Name: value"`).
     pub async fn get(&self, path: &str, headers: &[&str]) -> HttpResponse {
         http_get(self.addr, path, headers).await
+    }
+
+    /// A POST request with a form body
+    /// (`application/x-www-form-urlencoded`).
+    pub async fn post_form(&self, path: &str, headers: &[&str], body: &str) -> HttpResponse {
+        let mut all = vec![
+            "Content-Type: application/x-www-form-urlencoded".to_owned(),
+            format!("Content-Length: {}", body.len()),
+        ];
+        all.extend(headers.iter().map(|h| (*h).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        http_request(self.addr, "POST", path, &all, body).await
     }
 
     /// Stops the server and waits for `serve_state` to return.
@@ -232,14 +252,26 @@ impl HttpResponse {
 
 /// `GET path` over a fresh connection (`Connection: close`).
 pub async fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> HttpResponse {
+    http_request(addr, "GET", path, headers, "").await
+}
+
+/// One request over a fresh connection (`Connection: close`).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let local_port = stream.local_addr().unwrap().port();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
+    req.push_str(body);
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
