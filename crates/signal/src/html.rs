@@ -75,7 +75,7 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64) -> String {
         let id = escape(&c.id);
         let _ = writeln!(
             out,
-            "<tr><td><a href=\"/api/calls/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td>\
+            "<tr><td><a href=\"/calls/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td>\
              <td>{}:{:02}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.room),
             escape(&format_utc(c.started)),

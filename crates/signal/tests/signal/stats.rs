@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use signal::SignalConfig;
 
-use crate::support::{config, start, Server, WAIT};
+use crate::support::{config, start, Server, ADMIN, WAIT};
 
 fn sample(rtt: f64) -> Value {
     json!({"type": "stats", "stats": {
@@ -23,7 +23,7 @@ fn sample(rtt: f64) -> Value {
 async fn calls_with_samples(server: &Server, n: i64) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = server.get("/api/calls", &[]).await;
+        let r = server.get("/api/calls", &[ADMIN]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
         if v[0]["samples"].as_i64() == Some(n) || tokio::time::Instant::now() > deadline {
@@ -63,7 +63,7 @@ async fn stats_are_stored_and_listed() {
     assert!((loss - 1.0).abs() < 1e-9, "{loss}");
     assert!(c["started"].as_i64().unwrap() <= c["last"].as_i64().unwrap());
 
-    let r = server.get(&format!("/api/calls/{call_id}"), &[]).await;
+    let r = server.get(&format!("/api/calls/{call_id}"), &[ADMIN]).await;
     assert_eq!(r.status, 200);
     let detail = r.json();
     assert_eq!(detail["id"], call_id.as_str());
@@ -85,11 +85,14 @@ async fn stats_are_stored_and_listed() {
     assert!(s0.get("address").is_none() && s0.get("ip").is_none());
     assert!(!r.body.contains("192.0.2.77"));
 
-    assert_eq!(server.get("/api/calls/0123abcd", &[]).await.status, 404);
-    assert_eq!(server.get("/api/calls/not-hex", &[]).await.status, 404);
+    assert_eq!(
+        server.get("/api/calls/0123abcd", &[ADMIN]).await.status,
+        404
+    );
+    assert_eq!(server.get("/api/calls/not-hex", &[ADMIN]).await.status, 404);
 
     // The page lists it.
-    let page = server.get("/calls", &[]).await;
+    let page = server.get("/calls", &[ADMIN]).await;
     assert_eq!(page.status, 200);
     assert!(page
         .header("content-type")
@@ -123,7 +126,7 @@ async fn stats_before_join_are_ignored() {
     a.send(sample(0.01)).await;
     a.expect_silence(Duration::from_millis(100)).await;
     server.state.store().flush(WAIT);
-    assert_eq!(server.get("/api/calls", &[]).await.json(), json!([]));
+    assert_eq!(server.get("/api/calls", &[ADMIN]).await.json(), json!([]));
 }
 
 #[tokio::test]
@@ -189,7 +192,7 @@ async fn retention_sweep_deletes_old_rows() {
     }
     assert_eq!(
         server
-            .get("/api/calls", &[])
+            .get("/api/calls", &[ADMIN])
             .await
             .json()
             .as_array()
@@ -199,11 +202,11 @@ async fn retention_sweep_deletes_old_rows() {
     );
     let deleted = server.state.store().sweep(7, now).unwrap();
     assert_eq!(deleted, 3);
-    let calls = server.get("/api/calls", &[]).await.json();
+    let calls = server.get("/api/calls", &[ADMIN]).await.json();
     assert_eq!(calls.as_array().unwrap().len(), 1);
     assert_eq!(calls[0]["room"], "keep");
     assert_eq!(calls[0]["samples"], 1);
-    assert_eq!(server.get("/api/calls/00ff", &[]).await.status, 404);
+    assert_eq!(server.get("/api/calls/00ff", &[ADMIN]).await.status, 404);
     // The async wrapper used at startup and hourly runs too.
     signal::sweep(&server.state).await;
 }
@@ -236,7 +239,7 @@ async fn sweep_runs_at_startup() {
     ));
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let calls = crate::support::http_get(addr, "/api/calls", &[]).await;
+        let calls = crate::support::http_get(addr, "/api/calls", &[ADMIN]).await;
         if calls.status == 200 && calls.json() == json!([]) {
             break;
         }
