@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 #   nftables - `nft`, the port-443-only firewall of the restricted-network test
 #   microsocks - a tiny SOCKS5 proxy for the connector and lab SOCKS tests
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
+#   nginx-light - the reverse proxy in front of `serve` in the privacy
+#              test `proxy` (client addresses, operator token, 421)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -28,6 +30,7 @@ command -v tor >/dev/null 2>&1 || need+=(tor)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Installed packages must not start their services: tor would join the

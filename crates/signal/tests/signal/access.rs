@@ -95,6 +95,9 @@ async fn limits_count_the_forwarded_client() {
     assert!(e.contains("503"), "{e}");
     let b2 = ws_from(&server, "203.0.113.2").await;
     assert!(b2.is_ok());
+    // Upgraded connections keep their slots: a, b, a2, a3, b2 and this
+    // request.
+    assert_eq!(metric(&server, "onionrtc_signal_web_connections").await, 6);
     let refused = server.get("/metrics", &[ADMIN]).await.body;
     assert!(
         refused.contains("onionrtc_signal_web_refused_total{reason=\"websocket_per_address\"} 1\n"),
