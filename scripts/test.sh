@@ -18,6 +18,8 @@ cd "$(dirname "$0")/.."
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
 #   tcpdump  - captures the relay's side of a browser call on lo (RTP header
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
+#   nginx-light - the reverse proxy in front of `serve` in the privacy
+#              test `proxy` (client addresses, operator token, 421)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -31,6 +33,7 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Installed packages must not start their services: tor would join the

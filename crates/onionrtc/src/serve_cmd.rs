@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use base64::Engine as _;
 use clap::Args;
 use rand::RngCore as _;
 use relay::config::{Listen, ListenProto, RelayConfig, REDACTED};
@@ -51,6 +50,15 @@ pub const DEFAULT_DATA_DIR: &str = "onionrtc-data";
 pub const SECRET_FILE: &str = "turn-secret";
 /// The file of the key of the room-name hash in the data directory.
 pub const ROOM_KEY_FILE: &str = "room-key";
+/// The operator token's file in the data directory (when `[serve]
+/// admin_token` is not set).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// Web connections per address by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// A request header must arrive within this many seconds by default.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Idle web connections are closed after this many seconds by default.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Stored statistics expire after this many days by default.
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 /// TURN credentials are valid this long by default.
@@ -96,6 +104,13 @@ struct ServeFile {
     relay_addresses: Option<Vec<String>>,
     credential_ttl_secs: Option<u64>,
     store_stats_samples: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    forwarded_header: Option<String>,
+    hostnames: Option<Vec<String>>,
+    max_connections_per_ip: Option<usize>,
+    max_web_connections: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 /// The resolved `[serve]` settings.
@@ -107,7 +122,8 @@ pub struct ServeSettings {
     pub data_dir: PathBuf,
     /// Origins allowed to open the WebSocket besides the page's own.
     pub allowed_origins: Vec<String>,
-    /// Bearer token of the operator API; `None`: loopback clients only.
+    /// Bearer token of the operator views; `None`: `DATA_DIR/admin-token`
+    /// (generated on first run).
     pub admin_token: Option<String>,
     /// Days stored statistics are kept.
     pub stats_retention_days: u32,
@@ -120,6 +136,19 @@ pub struct ServeSettings {
     pub credential_ttl: Duration,
     /// Store every statistics sample, not only per-call aggregates.
     pub store_stats_samples: bool,
+    /// Reverse proxies whose forwarding header is believed, and that header.
+    pub forward: signal::ForwardRule,
+    /// The site's names besides loopback (operator views answer 421 to
+    /// other `Host`s).
+    pub hostnames: Vec<String>,
+    /// Web connections at once per address.
+    pub max_connections_per_ip: usize,
+    /// Web connections at once in all; 0: sized from the open-file limit.
+    pub max_web_connections: usize,
+    /// Header-read timeout of the web listener.
+    pub header_timeout: Duration,
+    /// Idle timeout of web connections.
+    pub idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -134,6 +163,12 @@ impl std::fmt::Debug for ServeSettings {
             .field("relay_addresses", &self.relay_addresses)
             .field("credential_ttl", &self.credential_ttl)
             .field("store_stats_samples", &self.store_stats_samples)
+            .field("forward", &self.forward)
+            .field("hostnames", &self.hostnames)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_web_connections", &self.max_web_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -199,6 +234,26 @@ fn check_turn_url(s: &str) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A site name of `[serve] hostnames`: a DNS name or an IP address,
+/// without scheme, port or path.
+fn check_hostname(s: &str) -> anyhow::Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && (s.parse::<IpAddr>().is_ok()
+            || s.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "hostnames",
+            s,
+            "expected a host name or IP address without scheme or port, e.g. call.example.org",
+        ))
+    }
 }
 
 /// Resolves the `[serve]` table and the flags: flags win over the file, the
@@ -268,6 +323,58 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             "must be between 60 and 86400",
         ));
     }
+    let mut trusted_proxies = Vec::new();
+    for c in file.trusted_proxies.unwrap_or_default() {
+        trusted_proxies.push(
+            c.parse::<Cidr>()
+                .map_err(|e| invalid("trusted_proxies", &c, &e.to_string()))?,
+        );
+    }
+    let header = file
+        .forwarded_header
+        .unwrap_or_else(|| "x-forwarded-for".to_owned());
+    let forward = signal::ForwardRule::new(trusted_proxies, &header)
+        .map_err(|e| invalid("forwarded_header", &header, &e.to_string()))?;
+    let hostnames = file.hostnames.unwrap_or_default();
+    for h in &hostnames {
+        check_hostname(h)?;
+    }
+    let max_connections_per_ip = file
+        .max_connections_per_ip
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP);
+    if !(4..=100_000).contains(&max_connections_per_ip) {
+        return Err(invalid(
+            "max_connections_per_ip",
+            max_connections_per_ip,
+            "must be between 4 and 100000",
+        ));
+    }
+    let max_web_connections = file.max_web_connections.unwrap_or(0);
+    if max_web_connections != 0 && max_web_connections < 16 {
+        return Err(invalid(
+            "max_web_connections",
+            max_web_connections,
+            "must be 0 (sized from the open-file limit) or at least 16",
+        ));
+    }
+    let header_timeout = file
+        .header_timeout_secs
+        .unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS);
+    if !(1..=300).contains(&header_timeout) {
+        return Err(invalid(
+            "header_timeout_secs",
+            header_timeout,
+            "must be between 1 and 300",
+        ));
+    }
+    let idle_timeout = file.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
+    if !(5..=3600).contains(&idle_timeout) {
+        return Err(invalid(
+            "idle_timeout_secs",
+            idle_timeout,
+            "must be between 5 and 3600",
+        ));
+    }
     Ok(ServeSettings {
         listen,
         data_dir,
@@ -278,6 +385,12 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         relay_addresses,
         credential_ttl: Duration::from_secs(ttl),
         store_stats_samples: file.store_stats_samples.unwrap_or(false),
+        forward,
+        hostnames,
+        max_connections_per_ip,
+        max_web_connections,
+        header_timeout: Duration::from_secs(header_timeout),
+        idle_timeout: Duration::from_secs(idle_timeout),
     })
 }
 
@@ -382,6 +495,10 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
     ));
     if s.admin_token.is_some() {
         out.push_str(&format!("admin_token = {}\n", toml_str(REDACTED)));
+    } else {
+        out.push_str(&format!(
+            "# admin_token: DATA_DIR/{ADMIN_TOKEN_FILE} (generated on first run)\n"
+        ));
     }
     out.push_str(&format!(
         "stats_retention_days = {}\n",
@@ -401,6 +518,31 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
     out.push_str(&format!(
         "store_stats_samples = {}\n",
         s.store_stats_samples
+    ));
+    let proxies: Vec<String> = s.forward.trusted.iter().map(ToString::to_string).collect();
+    out.push_str(&format!("trusted_proxies = {}\n", toml_list(&proxies)));
+    out.push_str(&format!(
+        "forwarded_header = {}\n",
+        toml_str(s.forward.header.as_str())
+    ));
+    out.push_str(&format!("hostnames = {}\n", toml_list(&s.hostnames)));
+    out.push_str(&format!(
+        "max_connections_per_ip = {}\n",
+        s.max_connections_per_ip
+    ));
+    out.push_str(&format!(
+        "max_web_connections = {}{}\n",
+        s.max_web_connections,
+        if s.max_web_connections == 0 {
+            " # sized from the open-file limit at startup"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "header_timeout_secs = {}\nidle_timeout_secs = {}\n",
+        s.header_timeout.as_secs(),
+        s.idle_timeout.as_secs()
     ));
     out
 }
@@ -468,16 +610,40 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot prepare the data directory {}", dir.display()))
 }
 
-/// The TURN REST secret of `DATA_DIR/turn-secret`
-/// ([`load_or_create_secret_file`]).
+/// The TURN REST secret of `DATA_DIR/turn-secret`: [`load_or_create_secret_file`]
+/// with standard base64.
 pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<String> {
-    load_or_create_secret_file(dir, SECRET_FILE, "a TURN secret")
+    load_or_create_secret_file(
+        dir,
+        SECRET_FILE,
+        "TURN secret",
+        &base64::engine::general_purpose::STANDARD,
+    )
+    .map(|(secret, _)| secret)
 }
 
-/// The secret in `DATA_DIR/file` (`what` names it in the log), generated
-/// on first run (32 random bytes, base64) with mode 0600. An existing file
-/// readable by others is set back to 0600, with a warning.
-pub fn load_or_create_secret_file(dir: &Path, file: &str, what: &str) -> anyhow::Result<String> {
+/// The operator token of `DATA_DIR/admin-token` (URL-safe base64, so it
+/// goes into a header, a form or a shell unquoted), and whether it was
+/// generated now.
+pub fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(String, bool)> {
+    load_or_create_secret_file(
+        dir,
+        ADMIN_TOKEN_FILE,
+        "operator token",
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    )
+}
+
+/// A secret kept in `DATA_DIR/file`, generated on first run (32 random
+/// bytes, encoded with `engine`) with mode 0600, and whether it was made
+/// now. An existing file readable by others is set back to 0600, with a
+/// warning. `what` names it in messages; the secret is never printed.
+pub fn load_or_create_secret_file(
+    dir: &Path,
+    file: &str,
+    what: &str,
+    engine: &impl base64::Engine,
+) -> anyhow::Result<(String, bool)> {
     let path = dir.join(file);
     match OpenOptions::new()
         .write(true)
@@ -488,12 +654,12 @@ pub fn load_or_create_secret_file(dir: &Path, file: &str, what: &str) -> anyhow:
         Ok(mut f) => {
             let mut bytes = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut bytes);
-            let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let secret = engine.encode(bytes);
             f.write_all(format!("{secret}\n").as_bytes())
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!("generated {what} in {}", path.display());
-            return Ok(secret);
+            tracing::info!("generated a {what} in {}", path.display());
+            return Ok((secret, true));
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
@@ -524,7 +690,7 @@ pub fn load_or_create_secret_file(dir: &Path, file: &str, what: &str) -> anyhow:
             path.display()
         );
     }
-    Ok(secret.to_owned())
+    Ok((secret.to_owned(), false))
 }
 
 /// The address to print for the bound web listener: an unspecified address
@@ -608,7 +774,25 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     }
     prepare_data_dir(&serve.data_dir)?;
     let secret = load_or_create_secret(&serve.data_dir)?;
-    let room_key = load_or_create_secret_file(&serve.data_dir, ROOM_KEY_FILE, "a room key")?;
+    let (room_key, _) = load_or_create_secret_file(
+        &serve.data_dir,
+        ROOM_KEY_FILE,
+        "room key",
+        &base64::engine::general_purpose::STANDARD,
+    )?;
+    let mut serve = serve;
+    let token_note = match &serve.admin_token {
+        Some(_) => "operator token: [serve] admin_token".to_owned(),
+        None => {
+            let (token, new) = load_or_create_admin_token(&serve.data_dir)?;
+            serve.admin_token = Some(token);
+            format!(
+                "operator token: {}{}",
+                serve.data_dir.join(ADMIN_TOKEN_FILE).display(),
+                if new { " (generated now)" } else { "" }
+            )
+        }
+    };
     let relay = relay.with_auth_secret(secret.clone());
     if relay.dangerous_allow_loopback_peers {
         tracing::warn!(
@@ -625,7 +809,14 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let signals = rt.block_on(async { StopSignals::install() })?;
     let handle = relay::start(&relay).context("cannot start the relay")?;
     let room_key = signal::store::RoomKey::new(room_key.as_bytes());
-    let result = rt.block_on(serve_web(&handle, serve, secret, room_key, signals));
+    let result = rt.block_on(serve_web(
+        &handle,
+        serve,
+        secret,
+        room_key,
+        &token_note,
+        signals,
+    ));
     rt.shutdown_timeout(Duration::from_secs(1));
     let stopped = handle.shutdown().context("the relay stopped with an error");
     let result = result.and(stopped);
@@ -640,6 +831,7 @@ async fn serve_web(
     serve: ServeSettings,
     secret: String,
     room_key: signal::store::RoomKey,
+    token_note: &str,
     mut signals: StopSignals,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(serve.listen)
@@ -653,7 +845,13 @@ async fn serve_web(
     for l in bound_listeners(handle) {
         tracing::info!("relay listening on {l}");
     }
-    tracing::info!("web listening on http://{web_addr} (TURN URLs {turn_urls:?})");
+    tracing::info!("web listening on http://{web_addr} (TURN URLs {turn_urls:?}; {token_note})");
+    // The site's names: loopback, [serve] hostnames, and the listener's own
+    // address when it is a specific one (an IP literal cannot be rebound).
+    let mut hostnames = serve.hostnames;
+    if !web_addr.ip().is_unspecified() {
+        hostnames.push(web_addr.ip().to_string());
+    }
     let metrics = handle.metrics();
     let config = signal::SignalConfig {
         data_dir: serve.data_dir,
@@ -663,6 +861,12 @@ async fn serve_web(
         credential_ttl: serve.credential_ttl,
         allowed_origins: serve.allowed_origins,
         admin_token: serve.admin_token,
+        forward: serve.forward,
+        hostnames,
+        max_connections_per_ip: serve.max_connections_per_ip,
+        max_web_connections: serve.max_web_connections,
+        header_timeout: serve.header_timeout,
+        idle_timeout: serve.idle_timeout,
         stats_retention_days: serve.stats_retention_days,
         room_key: Some(room_key),
         store_stats_samples: serve.store_stats_samples,
@@ -676,6 +880,11 @@ async fn serve_web(
         .await
         .context("opening the statistics store panicked")?
         .context("cannot open the statistics store")?;
+    tracing::info!(
+        "web connections: at most {} at once ({} per address)",
+        state.max_web_connections(),
+        state.config().max_connections_per_ip
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(signal::serve_state(state, listener, async move {
@@ -718,6 +927,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use base64::Engine as _;
 
     fn flags() -> ServeFlags {
         ServeFlags {
@@ -741,6 +951,10 @@ mod tests {
         assert_eq!(s.credential_ttl, Duration::from_secs(600));
         assert!(s.turn_urls.is_none() && s.admin_token.is_none());
         assert!(!s.store_stats_samples);
+        assert!(s.forward.trusted.is_empty());
+        assert_eq!(s.forward.header.as_str(), "x-forwarded-for");
+        assert_eq!(s.max_connections_per_ip, DEFAULT_MAX_CONNECTIONS_PER_IP);
+        assert_eq!(s.max_web_connections, 0);
 
         let s = settings(
             r#"
@@ -753,9 +967,25 @@ mod tests {
             turn_urls = ["turns:call.example.org:443?transport=tcp"]
             credential_ttl_secs = 3600
             store_stats_samples = true
+            trusted_proxies = ["127.0.0.1/32", "::1/128"]
+            forwarded_header = "X-Real-IP"
+            hostnames = ["call.example.org"]
+            max_connections_per_ip = 16
+            max_web_connections = 5000
+            header_timeout_secs = 5
+            idle_timeout_secs = 30
             "#,
         )
         .unwrap();
+        assert_eq!(s.forward.trusted.len(), 2);
+        assert_eq!(s.forward.header.as_str(), "x-real-ip");
+        assert_eq!(s.hostnames, ["call.example.org"]);
+        assert_eq!(
+            (s.max_connections_per_ip, s.max_web_connections),
+            (16, 5000)
+        );
+        assert_eq!(s.header_timeout, Duration::from_secs(5));
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
         assert_eq!(s.listen.port(), 443);
         assert_eq!(s.data_dir, PathBuf::from("/etc/onionrtc/data"));
         assert_eq!(s.credential_ttl, Duration::from_secs(3600));
@@ -796,6 +1026,29 @@ mod tests {
             ("[serve]\nturn_urls = []", "turn_urls"),
             ("[serve]\nturn_urls = [\"stun:x:1\"]", "turn_urls"),
             ("[serve]\ncredential_ttl_secs = 5", "credential_ttl_secs"),
+            (
+                "[serve]\ntrusted_proxies = [\"127.0.0.1\"]",
+                "trusted_proxies",
+            ),
+            (
+                "[serve]\ntrusted_proxies = [\"10.0.0.1/8\"]",
+                "trusted_proxies",
+            ),
+            (
+                "[serve]\nforwarded_header = \"forwarded\"",
+                "forwarded_header",
+            ),
+            ("[serve]\nforwarded_header = \"x y\"", "forwarded_header"),
+            ("[serve]\nhostnames = [\"https://a.example\"]", "hostnames"),
+            ("[serve]\nhostnames = [\"a.example:443\"]", "hostnames"),
+            (
+                "[serve]\nmax_connections_per_ip = 0",
+                "max_connections_per_ip",
+            ),
+            ("[serve]\nmax_web_connections = 3", "max_web_connections"),
+            ("[serve]\nheader_timeout_secs = 0", "header_timeout_secs"),
+            ("[serve]\nidle_timeout_secs = 1", "idle_timeout_secs"),
+            ("[serve]\ntrust_loopback_metrics = true", "unknown field"),
         ] {
             let e = settings(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
@@ -926,7 +1179,14 @@ mod tests {
         std::fs::write(&path, "\n").unwrap();
         assert!(load_or_create_secret(&data).is_err());
         // The room key is another secret of its own.
-        let k = load_or_create_secret_file(&data, ROOM_KEY_FILE, "a room key").unwrap();
+        let k = load_or_create_secret_file(
+            &data,
+            ROOM_KEY_FILE,
+            "room key",
+            &base64::engine::general_purpose::STANDARD,
+        )
+        .unwrap()
+        .0;
         assert_ne!(k, s1);
         let path = data.join(ROOM_KEY_FILE);
         assert_eq!(
@@ -934,9 +1194,25 @@ mod tests {
             0o600
         );
         assert_eq!(
-            load_or_create_secret_file(&data, ROOM_KEY_FILE, "a room key").unwrap(),
+            load_or_create_secret_file(
+                &data,
+                ROOM_KEY_FILE,
+                "room key",
+                &base64::engine::general_purpose::STANDARD
+            )
+            .unwrap()
+            .0,
             k
         );
+
+        // The operator token: its own file, URL-safe, made once.
+        let (t1, new) = load_or_create_admin_token(&data).unwrap();
+        assert!(new);
+        assert!(t1.len() >= 43 && !t1.contains(['+', '/', '=']), "{t1}");
+        let path = data.join(ADMIN_TOKEN_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create_admin_token(&data).unwrap(), (t1, false));
     }
 
     #[test]

@@ -114,15 +114,27 @@ impl Server {
         format!("http://{}{path}", self.web)
     }
 
+    /// A bounded `GET` from loopback with the operator token of
+    /// `data_dir/admin-token`: status and body.
+    fn get_as_operator(&self, path: &str, data_dir: &Path) -> (u16, String) {
+        let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+        self.get_with(path, &format!("Authorization: Bearer {}\r\n", token.trim()))
+    }
+
     /// A bounded `GET` from loopback: status and body.
     fn get(&self, path: &str) -> (u16, String) {
+        self.get_with(path, "")
+    }
+
+    /// [`Server::get`] with extra header lines (each ending in CRLF).
+    fn get_with(&self, path: &str, extra: &str) -> (u16, String) {
         let limit = Duration::from_secs(5);
         let mut s = TcpStream::connect_timeout(&self.web, limit).unwrap();
         s.set_read_timeout(Some(limit)).unwrap();
         s.set_write_timeout(Some(limit)).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
             self.web
         )
         .unwrap();
@@ -408,6 +420,11 @@ fn two_tabs_call_through_serve() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data_dir), 0o700);
     assert_eq!(mode(&data_dir.join("turn-secret")), 0o600);
+    assert_eq!(mode(&data_dir.join("admin-token")), 0o600);
+    // Operator views need the token, loopback or not.
+    for path in ["/metrics", "/api/calls", "/calls"] {
+        assert_eq!(server.get(path).0, 401, "{path}");
+    }
     let (status, body) = server.get("/healthz");
     assert_eq!((status, body.trim()), (200, "ok"));
 
@@ -438,14 +455,14 @@ fn two_tabs_call_through_serve() {
 
     // The relay counts the call: two live allocations, bytes relayed.
     let metrics = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        let (status, m) = server.get("/metrics");
+        let (status, m) = server.get_as_operator("/metrics", &data_dir);
         (status == 200
             && metric_sum(&m, "onionrtc_allocations_current") >= 2
             && metric_sum(&m, "onionrtc_relayed_bytes_total") > 0)
             .then_some(m)
     });
     let Some(metrics) = metrics else {
-        let (status, m) = server.get("/metrics");
+        let (status, m) = server.get_as_operator("/metrics", &data_dir);
         fail(
             &format!("GET /metrics ({status}) lacks >= 2 allocations and relayed bytes:\n{m}"),
             &mut pages,
@@ -497,7 +514,7 @@ fn two_tabs_call_through_serve() {
     // (Found by the room's name: only its keyed hash is stored.)
     let calls_of_room = format!("/api/calls?room={room}");
     let call = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(300), || {
-        let (status, body) = server.get(&calls_of_room);
+        let (status, body) = server.get_as_operator(&calls_of_room, &data_dir);
         if status != 200 {
             return None;
         }
@@ -509,7 +526,7 @@ fn two_tabs_call_through_serve() {
             .cloned()
     });
     let Some(call) = call else {
-        let (status, body) = server.get(&calls_of_room);
+        let (status, body) = server.get_as_operator(&calls_of_room, &data_dir);
         fail(
             &format!("GET /api/calls ({status}) shows no samples for room {room}: {body}"),
             &mut pages,

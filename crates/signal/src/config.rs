@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client_addr::ForwardRule;
 use crate::store::RoomKey;
 
 /// Renders Prometheus text for `GET /metrics` (under `serve`, the relay's).
@@ -34,9 +35,19 @@ pub struct SignalConfig {
     /// Origins accepted for the WebSocket upgrade besides the page's own
     /// (`http(s)://` + `Host`), e.g. `https://call.example`.
     pub allowed_origins: Vec<String>,
-    /// When set, the operator endpoints require `Authorization: Bearer
-    /// <token>` from every client (loopback included).
+    /// The operator token: `/api/calls`, `/api/calls/{id}`, `/calls` and
+    /// `/metrics` require `Authorization: Bearer <token>` (or, for the
+    /// `/calls` pages, a session cookie from the token form) from every
+    /// client, loopback included. `None`: those endpoints answer 403.
     pub admin_token: Option<String>,
+    /// Which peers' forwarding header is believed, and which header
+    /// (see [`crate::client_addr`]). Default: nobody's.
+    pub forward: ForwardRule,
+    /// Names of the site besides loopback names and addresses (`localhost`,
+    /// `127.0.0.1`, `[::1]`, any port): the operator endpoints answer 421 to
+    /// a request whose `Host` is none of them (DNS rebinding). Host names or
+    /// IP addresses, without port, e.g. `call.example.org`.
+    pub hostnames: Vec<String>,
     /// Stored statistics older than this many days are deleted. Default 7.
     pub stats_retention_days: u32,
     /// The key of the room-name hash stored instead of room names (under
@@ -62,11 +73,21 @@ pub struct SignalConfig {
     /// A connection that has not joined within this time is closed.
     /// Default 30 s.
     pub join_timeout: Duration,
-    /// Serve `GET /metrics` to loopback clients (without a token). Default
-    /// true. Turn it off when loopback clients are not the operator, e.g.
-    /// behind a local reverse proxy or a Tor onion service; `/metrics` then
-    /// needs the admin token.
-    pub trust_loopback_metrics: bool,
+    /// Web connections (HTTP and WebSocket) at once per address: the TCP
+    /// peer's for peers that are not trusted proxies, and WebSockets per
+    /// client address (IPv6: per /64). Default 64.
+    pub max_connections_per_ip: usize,
+    /// Web connections at once in all. 0 (default): half the process's
+    /// open-file limit at startup minus [`crate::listener::FD_RESERVE`],
+    /// leaving the other half to the relay; a larger value is lowered to
+    /// that.
+    pub max_web_connections: usize,
+    /// A request's header must arrive within this time. Default 10 s.
+    pub header_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is
+    /// closed (HTTP keep-alive; WebSockets are pinged every 20 s). Default
+    /// 60 s.
+    pub idle_timeout: Duration,
     /// Renders the Prometheus text for `GET /metrics`; `None` answers 404.
     /// The signaling server's own gauges and counters are appended.
     pub metrics: Option<MetricsRenderer>,
@@ -84,6 +105,8 @@ impl Default for SignalConfig {
             credential_ttl: Duration::from_secs(600),
             allowed_origins: Vec::new(),
             admin_token: None,
+            forward: ForwardRule::default(),
+            hostnames: Vec::new(),
             stats_retention_days: 7,
             room_key: None,
             store_stats_samples: false,
@@ -94,7 +117,10 @@ impl Default for SignalConfig {
             max_rooms: 10_000,
             max_connections: 20_000,
             join_timeout: Duration::from_secs(30),
-            trust_loopback_metrics: true,
+            max_connections_per_ip: 64,
+            max_web_connections: 0,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             metrics: None,
             web_root: WebAssets::default(),
         }
@@ -110,6 +136,8 @@ impl fmt::Debug for SignalConfig {
             .field("turn_secret", &"<redacted>")
             .field("credential_ttl", &self.credential_ttl)
             .field("allowed_origins", &self.allowed_origins)
+            .field("forward", &self.forward)
+            .field("hostnames", &self.hostnames)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -124,7 +152,10 @@ impl fmt::Debug for SignalConfig {
             .field("max_rooms", &self.max_rooms)
             .field("max_connections", &self.max_connections)
             .field("join_timeout", &self.join_timeout)
-            .field("trust_loopback_metrics", &self.trust_loopback_metrics)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_web_connections", &self.max_web_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("metrics", &self.metrics.as_ref().map(|_| "<fn>"))
             .field("web_root", &self.web_root)
             .finish()

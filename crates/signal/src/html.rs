@@ -91,7 +91,7 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64, filter: Option<&str
         let id = escape(&c.id);
         let _ = writeln!(
             out,
-            "<tr><td><a href=\"/api/calls/{id}\"><code>{id}</code></a></td><td><code>{}</code></td>\
+            "<tr><td><a href=\"/calls/{id}\"><code>{id}</code></a></td><td><code>{}</code></td>\
              <td>{}</td><td>{}:{:02}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.room_hash),

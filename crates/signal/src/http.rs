@@ -1,8 +1,8 @@
 //! HTTP endpoints besides `/ws`: the web app's files, `/healthz`,
-//! `/api/whoami`, the operator API and page, `/metrics`, and the access
-//! rules of docs/signaling.md.
+//! `/api/whoami`, the operator API and pages, `/metrics` (access rules in
+//! [`crate::operator`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde_json::json;
 
+use crate::client_addr::ClientAddr;
 use crate::html;
+use crate::operator::{self, Denied};
 use crate::state::{now_ms, SignalState};
 use crate::store::{StoreError, MAX_LISTED_CALLS};
 
@@ -20,12 +22,19 @@ pub(crate) async fn healthz() -> Response {
     no_store(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response())
 }
 
-/// `GET /api/whoami`: the address the server sees.
-pub(crate) async fn whoami(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    no_store(
-        Json(json!({"ip": peer.ip().to_canonical().to_string(), "port": peer.port()}))
-            .into_response(),
-    )
+/// `GET /api/whoami`: the client address the server sees (behind a
+/// trusted proxy, the forwarded one; the port only when the client is the
+/// TCP peer itself).
+pub(crate) async fn whoami(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(ip): ClientAddr,
+) -> Response {
+    let body = if ip == peer.ip().to_canonical() {
+        json!({"ip": ip.to_string(), "port": peer.port()})
+    } else {
+        json!({"ip": ip.to_string()})
+    };
+    no_store(Json(body).into_response())
 }
 
 /// `?room=NAME` of `GET /api/calls`, or the `room` field of the
@@ -45,11 +54,10 @@ impl RoomQuery {
 /// `GET /api/calls[?room=NAME]`.
 pub(crate) async fn calls(
     State(state): State<SignalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<RoomQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(denied) = operator(&state, &headers, peer.ip()) {
+    if let Err(denied) = operator::bearer_only(&state, &headers) {
         return denied.into_response();
     }
     let Ok(Query(query)) = query else {
@@ -69,17 +77,33 @@ pub(crate) async fn calls(
 /// `GET /api/calls/{id}`.
 pub(crate) async fn call(
     State(state): State<SignalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(denied) = operator(&state, &headers, peer.ip()) {
+    if let Err(denied) = operator::bearer_only(&state, &headers) {
         return denied.into_response();
     }
+    call_detail(&state, id).await
+}
+
+/// `GET /calls/{id}`: the same JSON as `/api/calls/{id}`, for the page's
+/// links (where the session cookie is sent).
+pub(crate) async fn call_page(
+    State(state): State<SignalState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(denied) = operator::bearer_or_session(&state, &headers) {
+        return page_denied(denied);
+    }
+    call_detail(&state, id).await
+}
+
+async fn call_detail(state: &SignalState, id: String) -> Response {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return not_found();
     }
-    match blocking(&state, move |s| s.store().call(&id)).await {
+    match blocking(state, move |s| s.store().call(&id)).await {
         Ok(Some(detail)) => no_store(Json(detail).into_response()),
         Ok(None) => not_found(),
         Err(resp) => resp,
@@ -87,13 +111,9 @@ pub(crate) async fn call(
 }
 
 /// `GET /calls`: the operator page.
-pub(crate) async fn calls_page(
-    State(state): State<SignalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = operator(&state, &headers, peer.ip()) {
-        return denied.into_response();
+pub(crate) async fn calls_page(State(state): State<SignalState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator::bearer_or_session(&state, &headers) {
+        return page_denied(denied);
     }
     render_calls_page(&state, None).await
 }
@@ -103,12 +123,16 @@ pub(crate) async fn calls_page(
 /// browser history).
 pub(crate) async fn calls_find(
     State(state): State<SignalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     form: Result<Form<RoomQuery>, FormRejection>,
 ) -> Response {
-    if let Err(denied) = operator(&state, &headers, peer.ip()) {
-        return denied.into_response();
+    if let Err(denied) = operator::bearer_or_session(&state, &headers) {
+        return page_denied(denied);
+    }
+    // The session cookie is SameSite=Strict; a cross-site form is refused
+    // here too, as the token form is.
+    if !operator::same_origin_post(&headers) {
+        return status(StatusCode::FORBIDDEN, "cross-site form\n");
     }
     let Ok(Form(query)) = form else {
         return status(StatusCode::BAD_REQUEST, "bad form\n");
@@ -131,22 +155,66 @@ async fn render_calls_page(state: &SignalState, hash: Option<String>) -> Respons
     }
 }
 
-/// `GET /metrics`: loopback clients (if trusted) or the admin token.
-pub(crate) async fn metrics(
-    State(state): State<SignalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let config = state.config();
-    let loopback_ok = config.trust_loopback_metrics && is_loopback(peer.ip());
-    if !loopback_ok {
-        if config.admin_token.is_none() {
-            return status(StatusCode::FORBIDDEN, "loopback clients only\n");
-        }
-        if let Err(denied) = bearer(&state, &headers) {
-            return denied.into_response();
-        }
+/// The `/calls` pages without credentials get the token form.
+fn page_denied(denied: Denied) -> Response {
+    match denied {
+        Denied::NoToken => operator::login_page(StatusCode::UNAUTHORIZED, "Enter the admin token."),
+        other => other.into_response(),
     }
+}
+
+/// The token form's fields.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+/// `POST /calls`: the token form; a right token sets the session cookie.
+pub(crate) async fn login(
+    State(state): State<SignalState>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    if let Err(denied) = operator::check_host(&state, &headers) {
+        return denied.into_response();
+    }
+    if !operator::same_origin_post(&headers) {
+        return status(StatusCode::FORBIDDEN, "cross-site form post refused\n");
+    }
+    let Ok(Form(form)) = form else {
+        return status(StatusCode::BAD_REQUEST, "expected the token form\n");
+    };
+    if state.config().admin_token.is_none() {
+        return Denied::NoTokenConfigured.into_response();
+    }
+    if !state.token_matches(form.token.trim()) {
+        return operator::login_page(StatusCode::FORBIDDEN, "Wrong token.");
+    }
+    let id = state
+        .inner
+        .sessions
+        .create(&state, std::time::Instant::now());
+    let mut resp = no_store(
+        (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, "/calls")],
+            "signed in\n",
+        )
+            .into_response(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&operator::set_cookie(&id)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `GET /metrics`: the admin token (a Prometheus scraper sends it as
+/// `Authorization: Bearer`).
+pub(crate) async fn metrics(State(state): State<SignalState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = operator::bearer_only(&state, &headers) {
+        return denied.into_response();
+    }
+    let config = state.config();
     let Some(render) = &config.metrics else {
         return not_found();
     };
@@ -192,69 +260,6 @@ pub(crate) async fn assets(State(state): State<SignalState>, uri: Uri) -> Respon
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     resp
-}
-
-/// Why an operator request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Denied {
-    /// 401: no bearer token presented.
-    NoToken,
-    /// 403: a wrong token.
-    WrongToken,
-    /// 403: not a loopback client (and no token configured).
-    NotLoopback,
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        match self {
-            Denied::NoToken => {
-                let mut resp = status(StatusCode::UNAUTHORIZED, "bearer token required\n");
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                resp
-            }
-            Denied::WrongToken => status(StatusCode::FORBIDDEN, "wrong token\n"),
-            Denied::NotLoopback => status(
-                StatusCode::FORBIDDEN,
-                "operator endpoints are loopback-only\n",
-            ),
-        }
-    }
-}
-
-/// The operator rule: with an admin token, a matching `Authorization:
-/// Bearer` from anyone (401 without one, 403 with a wrong one); without,
-/// loopback clients only (403 otherwise).
-fn operator(state: &SignalState, headers: &HeaderMap, ip: IpAddr) -> Result<(), Denied> {
-    if state.config().admin_token.is_some() {
-        return bearer(state, headers);
-    }
-    if is_loopback(ip) {
-        Ok(())
-    } else {
-        Err(Denied::NotLoopback)
-    }
-}
-
-fn bearer(state: &SignalState, headers: &HeaderMap) -> Result<(), Denied> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match token {
-        None => Err(Denied::NoToken),
-        Some(t) if state.token_matches(t) => Ok(()),
-        Some(_) => Err(Denied::WrongToken),
-    }
-}
-
-/// 127.0.0.0/8, ::1 and their IPv4-mapped forms.
-pub(crate) fn is_loopback(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
 }
 
 async fn blocking<T, F>(state: &SignalState, f: F) -> Result<T, Response>
@@ -312,55 +317,90 @@ mod tests {
         r.err().map_or(200, |d| d.into_response().status().as_u16())
     }
 
+    fn headers(host: &'static str, auth: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(a));
+        }
+        h
+    }
+
     #[test]
     fn operator_rules() {
         let Ok(dir) = tempfile::tempdir() else {
             panic!("tempdir");
         };
-        let remote: IpAddr = IpAddr::from([203, 0, 113, 7]);
-        let mapped: IpAddr = IpAddr::from([0, 0, 0, 0, 0, 0xffff, 0x7f00, 1]);
-        let v6loop: IpAddr = IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]);
-        let none = HeaderMap::new();
-        let mut good = HeaderMap::new();
-        good.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tok"),
-        );
-        let mut bad = HeaderMap::new();
-        bad.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tok2"),
-        );
-
         let Some(open) = state(&dir.path().join("a"), None) else {
             panic!("state");
         };
+        // No token configured: closed to everybody, loopback included.
+        let none = headers("127.0.0.1:8080", None);
+        assert_eq!(code(operator::bearer_only(&open, &none)), 403);
         assert_eq!(
-            code(operator(&open, &none, IpAddr::from([127, 0, 0, 1]))),
-            200
+            code(operator::bearer_only(
+                &open,
+                &headers("127.0.0.1", Some("Bearer tok"))
+            )),
+            403
         );
-        assert_eq!(
-            code(operator(&open, &none, IpAddr::from([127, 9, 9, 9]))),
-            200
-        );
-        assert_eq!(code(operator(&open, &none, mapped)), 200);
-        assert_eq!(code(operator(&open, &none, v6loop)), 200);
-        assert_eq!(code(operator(&open, &none, remote)), 403);
-        // A token presented when none is configured grants nothing.
-        assert_eq!(code(operator(&open, &good, remote)), 403);
 
         let Some(locked) = state(&dir.path().join("b"), Some("tok")) else {
             panic!("state");
         };
+        assert_eq!(code(operator::bearer_only(&locked, &none)), 401);
         assert_eq!(
-            code(operator(&locked, &none, IpAddr::from([127, 0, 0, 1]))),
-            401
-        );
-        assert_eq!(
-            code(operator(&locked, &bad, IpAddr::from([127, 0, 0, 1]))),
+            code(operator::bearer_only(
+                &locked,
+                &headers("127.0.0.1", Some("Bearer tok2"))
+            )),
             403
         );
-        assert_eq!(code(operator(&locked, &good, remote)), 200);
+        assert_eq!(
+            code(operator::bearer_only(
+                &locked,
+                &headers("[::1]:1", Some("bearer tok"))
+            )),
+            200
+        );
+        // DNS rebinding: the right token, a foreign Host.
+        assert_eq!(
+            code(operator::bearer_only(
+                &locked,
+                &headers("attacker.example:8080", Some("Bearer tok"))
+            )),
+            421
+        );
+        assert_eq!(code(operator::bearer_or_session(&locked, &none)), 401);
+        // A session id that was never issued.
+        let mut fake = none.clone();
+        fake.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "onionrtc_session=0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+        );
+        assert_eq!(code(operator::bearer_or_session(&locked, &fake)), 401);
+        // An issued one.
+        let id = locked
+            .inner
+            .sessions
+            .create(&locked, std::time::Instant::now());
+        let mut real = none.clone();
+        real.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("onionrtc_session={id}"))
+                .unwrap_or(HeaderValue::from_static("x")),
+        );
+        assert_eq!(code(operator::bearer_or_session(&locked, &real)), 200);
+        // The API never takes the cookie.
+        assert_eq!(code(operator::bearer_only(&locked, &real)), 401);
+        // Expired.
+        assert!(!locked.inner.sessions.valid(
+            &locked,
+            &id,
+            std::time::Instant::now() + operator::SESSION_TTL
+        ));
         assert!(!locked.token_matches(""));
         assert!(!locked.token_matches("to"));
         assert!(locked.token_matches("tok"));

@@ -6,10 +6,13 @@
 //! serve(config, listener, shutdown)
 //!   ├─ SignalState::new: open data_dir/signal.sqlite (migrate, writer thread), retention sweep
 //!   ├─ maintenance task: retention sweep hourly, join-limiter pruning every minute
-//!   └─ axum: router(state) with ConnectInfo<SocketAddr>
-//!        /ws ─ origin check ─ one task per connection (rooms, sanitizer, limits, stats → store)
-//!        /healthz /api/whoami /api/calls[/{id}] /calls[/find] /metrics, else the web app's files
-//! shutdown: stop accepting, close every WebSocket (1001), wait ≤ 3 s, flush the store (≤ 1 s)
+//!   └─ listener: accept under limits (total below the fd limit, per address),
+//!      hyper HTTP/1.1 with header and idle timeouts → router(state)
+//!        every handler: ClientAddr (the TCP peer, or a trusted proxy's forwarded client)
+//!        /ws ─ origin check ─ per-client cap ─ one task per connection (rooms, sanitizer, limits, stats → store)
+//!        /healthz /api/whoami, else the web app's files
+//!        operator (token, site Host): /api/calls[/{id}] /metrics (bearer), /calls[/{id}] /calls/find (bearer or session)
+//! shutdown: stop accepting, close every WebSocket (1001), drain HTTP, wait ≤ 3 s, flush the store (≤ 1 s)
 //! ```
 //!
 //! Design decisions:
@@ -24,12 +27,17 @@
 //!   timeout (join, sends, shutdown).
 //! - No client address is logged or stored; `/api/whoami` only echoes the
 //!   requester's own.
+//! - Operator views are granted by token, never by address ([`operator`]);
+//!   the client address comes from one place ([`client_addr`]).
 
 #![forbid(unsafe_code)]
 
+pub mod client_addr;
 pub mod config;
 mod html;
 mod http;
+pub mod listener;
+mod operator;
 pub mod protocol;
 mod ratelimit;
 mod rooms;
@@ -39,13 +47,13 @@ pub mod stats;
 pub mod store;
 pub mod ws;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use client_addr::{Cidr, ClientAddr, ForwardRule};
 pub use config::{MetricsRenderer, SignalConfig, WebAssets};
 pub use html::{escape as escape_html, format_utc};
 pub use protocol::ErrorCode;
@@ -53,14 +61,13 @@ pub use state::SignalState;
 
 /// How often the retention sweep runs after the one at startup.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// How long shutdown waits for WebSocket connections to close.
-const DRAIN: Duration = Duration::from_secs(3);
+/// How long shutdown waits for web connections to close.
+pub(crate) const DRAIN: Duration = Duration::from_secs(3);
 /// How long shutdown waits for queued samples to be written.
 const FLUSH: Duration = Duration::from_secs(1);
 
-/// The HTTP routes. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: handlers need the
-/// peer address (access rules, `/api/whoami`, per-address join limits).
+/// The HTTP routes. Handlers need `ConnectInfo<SocketAddr>` in the request
+/// extensions (the client address); [`serve_state`] sets it.
 pub fn router(state: SignalState) -> Router {
     Router::new()
         .route("/ws", get(ws::handler))
@@ -68,8 +75,9 @@ pub fn router(state: SignalState) -> Router {
         .route("/api/whoami", get(http::whoami))
         .route("/api/calls", get(http::calls))
         .route("/api/calls/{id}", get(http::call))
-        .route("/calls", get(http::calls_page))
+        .route("/calls", get(http::calls_page).post(http::login))
         .route("/calls/find", post(http::calls_find))
+        .route("/calls/{id}", get(http::call_page))
         .route("/metrics", get(http::metrics))
         .fallback(get(http::assets))
         .with_state(state)
@@ -98,43 +106,31 @@ pub async fn serve_state(
     sweep(&state).await;
     let maintenance = tokio::spawn(maintenance(state.clone()));
     let app = router(state.clone());
-    let closer = state.clone();
-    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let acceptor = tokio::spawn(crate::listener::accept_loop(
+        state.clone(),
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        closer.close_all();
-        let _ = fired.send(());
-    })
-    .into_future();
-    tokio::pin!(server);
-    // Graceful shutdown waits for open HTTP connections; a client that
-    // never finishes its request must not hold it up for long.
-    let result = tokio::select! {
-        r = &mut server => r,
-        () = async {
-            if on_fire.await.is_ok() {
-                tokio::time::sleep(DRAIN).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!("signal: HTTP connections still open after {DRAIN:?}; not waiting");
-            Ok(())
-        }
-    };
-    maintenance.abort();
+        app,
+        stopped,
+    ));
+    shutdown.await;
+    stop.send_replace(true);
     state.close_all();
+    // The accept loop returns at once and drops the listener.
+    if acceptor.await.is_err() {
+        tracing::warn!("signal: the accept loop panicked");
+    }
+    maintenance.abort();
     let deadline = Instant::now() + DRAIN;
-    while state.connections() > 0 && Instant::now() < deadline {
+    while (state.connections() > 0 || state.inner.web.open() > 0) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if state.inner.web.open() > 0 {
+        tracing::warn!("signal: web connections still open after {DRAIN:?}; not waiting");
     }
     let flusher = state.clone();
     let _ = tokio::task::spawn_blocking(move || flusher.store().flush(FLUSH)).await;
-    result.map_err(Into::into)
+    Ok(())
 }
 
 /// Deletes statistics older than `stats_retention_days` now.

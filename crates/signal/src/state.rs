@@ -9,6 +9,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::config::SignalConfig;
+use crate::listener::{self, WebLimits};
+use crate::operator::Sessions;
 use crate::ratelimit::JoinLimiter;
 use crate::rooms::Rooms;
 use crate::store::{RoomKey, Store, StoreError, StoreOptions};
@@ -29,6 +31,10 @@ pub(crate) struct Inner {
     pub(crate) connections: AtomicUsize,
     pub(crate) counters: Counters,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The web listener's limits and counters.
+    pub(crate) web: WebLimits,
+    /// Operator sessions of the `/calls` pages.
+    pub(crate) sessions: Sessions,
     /// Random per-process key; tokens are compared as HMACs under it, so the
     /// comparison is constant-time whatever their lengths.
     token_key: [u8; 32],
@@ -46,6 +52,8 @@ pub(crate) struct Counters {
     pub(crate) sdp_lines_removed: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) samples: AtomicU64,
+    /// Requests from a trusted proxy whose forwarding header was unreadable.
+    pub(crate) forwarded_malformed: AtomicU64,
 }
 
 impl SignalState {
@@ -72,6 +80,16 @@ impl SignalState {
             .as_deref()
             .map(|t| turn::auth::rest_password(&token_key, t));
         let (shutdown, _) = watch::channel(false);
+        let max_web = listener::total_cap(listener::nofile_limit(), config.max_web_connections);
+        if config.max_web_connections > max_web {
+            tracing::warn!(
+                "signal: max_web_connections {} lowered to {max_web} (half the open-file limit \
+                 minus {} is the web side's share; the rest is the relay's)",
+                config.max_web_connections,
+                listener::FD_RESERVE
+            );
+        }
+        let web = WebLimits::new(max_web, config.max_connections_per_ip.max(1));
         Ok(SignalState {
             inner: Arc::new(Inner {
                 rooms: Rooms::new(config.max_rooms),
@@ -81,6 +99,8 @@ impl SignalState {
                 connections: AtomicUsize::new(0),
                 counters: Counters::default(),
                 shutdown,
+                web,
+                sessions: Sessions::default(),
                 token_key,
                 token_mac,
                 config,
@@ -118,10 +138,21 @@ impl SignalState {
         match &self.inner.token_mac {
             None => false,
             Some(expected) => {
-                let mac = turn::auth::rest_password(&self.inner.token_key, presented);
+                let mac = self.mac(presented);
                 mac.as_bytes().ct_eq(expected.as_bytes()).into()
             }
         }
+    }
+
+    /// An HMAC of `text` under this process's random key.
+    pub(crate) fn mac(&self, text: &str) -> String {
+        turn::auth::rest_password(&self.inner.token_key, text)
+    }
+
+    /// The most web connections (HTTP and WebSocket) at once, as sized at
+    /// startup.
+    pub fn max_web_connections(&self) -> usize {
+        self.inner.web.max_total
     }
 
     /// The signaling server's own metrics, Prometheus text format.
@@ -200,6 +231,52 @@ impl SignalState {
             "Statistics samples dropped because the store's queue was full.",
             self.inner.store.dropped(),
         );
+        metric(
+            "onionrtc_signal_forwarded_malformed_total",
+            "counter",
+            "Requests from a trusted proxy whose forwarding header could not be read (the proxy's address was used).",
+            get(&c.forwarded_malformed),
+        );
+        let w = &self.inner.web;
+        metric(
+            "onionrtc_signal_web_connections",
+            "gauge",
+            "Open web connections (HTTP and WebSocket).",
+            w.open() as u64,
+        );
+        metric(
+            "onionrtc_signal_web_connections_max",
+            "gauge",
+            "The total web-connection cap sized at startup.",
+            w.max_total as u64,
+        );
+        metric(
+            "onionrtc_signal_web_idle_closed_total",
+            "counter",
+            "Web connections closed after the idle timeout.",
+            get(&w.idle_closed),
+        );
+        metric(
+            "onionrtc_signal_web_accept_errors_total",
+            "counter",
+            "Failed accepts of the web listener (e.g. out of file descriptors).",
+            get(&w.accept_errors),
+        );
+        out.push_str(
+            "# HELP onionrtc_signal_web_refused_total Web connections refused, by reason.\n\
+             # TYPE onionrtc_signal_web_refused_total counter\n",
+        );
+        for (reason, v) in [
+            ("total", &w.refused_total),
+            ("per_address", &w.refused_per_address),
+            ("websocket_per_address", &w.refused_ws_per_address),
+            ("websocket_total", &w.refused_ws_total),
+        ] {
+            out.push_str(&format!(
+                "onionrtc_signal_web_refused_total{{reason=\"{reason}\"}} {}\n",
+                get(v)
+            ));
+        }
         out
     }
 }

@@ -13,18 +13,19 @@
 //! the other member sends arrives through this connection's bounded queue
 //! ([`OUT_QUEUE`]). Every send has a timeout ([`SEND_TIMEOUT`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 
+use crate::client_addr::ClientAddr;
 use crate::protocol::{self, ErrorCode, Incoming};
 use crate::ratelimit::TokenBucket;
 use crate::rooms::Member;
@@ -51,10 +52,12 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
 /// samples are kept; the per-call aggregates take every sample).
 pub const MAX_SAMPLES_PER_MEMBER: u32 = 7200;
 
-/// The upgrade handler.
+/// The upgrade handler. `client` is the real client behind a trusted
+/// proxy: its WebSockets are capped per address (`max_connections_per_ip`)
+/// and its joins counted.
 pub(crate) async fn handler(
     State(state): State<SignalState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -62,7 +65,13 @@ pub(crate) async fn handler(
     if !origin_allowed(&headers, &config.allowed_origins) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
+    let web = &state.inner.web;
+    let Some(slot) = web.ws.acquire(client) else {
+        web.refused_ws_per_address.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    };
     let Some(guard) = ConnGuard::acquire(&state) else {
+        web.refused_ws_total.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
     // The transport limit is a little above the protocol limit, so that a
@@ -73,9 +82,9 @@ pub(crate) async fn handler(
     ws.max_message_size(hard)
         .max_frame_size(hard)
         .on_upgrade(move |socket| async move {
-            let conn = Connection::new(state, peer.ip().to_canonical());
+            let conn = Connection::new(state, client);
             conn.run(socket).await;
-            drop(guard);
+            drop((guard, slot));
         })
 }
 
@@ -538,7 +547,7 @@ impl Connection {
 }
 
 /// Completes when the server shuts down.
-async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     // An error means the sender is gone: the server is gone too.
     let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
 }

@@ -8,6 +8,10 @@
 //!   appear in no artifact of the servers or of the other caller.
 //! - `restricted`: a caller behind a firewall that lets only TCP to port
 //!   443 out calls through the connector in `--via direct` mode.
+//! - `proxy`: Debian's nginx as the reverse proxy in front of `serve`:
+//!   client addresses, operator tokens, join limits per client, 421.
+//! - `exhaustion`: one address floods the web listener; another still
+//!   calls and the relay still allocates.
 //!
 //! Support here: processes in namespaces with their output kept, Chromium
 //! launched inside a namespace, the relay log's allocation lines, the pages'
@@ -16,10 +20,12 @@
 // Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod exhaustion;
+mod proxy;
 mod restricted;
 mod tor_call;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -166,6 +172,22 @@ impl Logged {
         std::thread::sleep(Duration::from_millis(200));
         status
     }
+}
+
+/// `onionrtc serve --config CONFIG --data-dir DATA` in `ns` (info logs),
+/// once it has printed its `Open http://…/` line.
+pub fn start_serve(ns: &Netns, config: &Path, data: &Path) -> Logged {
+    let mut cmd = ns.command(onionrtc());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("ONIONRTC_AUTH_SECRET")
+        .env("RUST_LOG", "info");
+    let mut serve = Logged::spawn("serve", ns, cmd);
+    serve.wait_line("Open http://", Duration::from_secs(20));
+    serve
 }
 
 // ---- a SOCKS port on a caller's loopback ------------------------------------
@@ -690,4 +712,95 @@ fn parse_xor_mapped(msg: &[u8], txid: &[u8]) -> Option<SocketAddr> {
         i += 4 + len.div_ceil(4) * 4;
     }
     None
+}
+
+// ---- plain HTTP and WebSocket clients (call them inside `Netns::run_in`) ----
+
+/// A bounded HTTP/1.0 request (no chunked answers) to `addr`: `target` is
+/// `"GET /path"`, `headers` extra lines (`"Name: value"`; `Host` is `addr`
+/// unless one is given). Status and body; status 0 if the connection failed.
+pub fn http(addr: SocketAddr, target: &str, headers: &[&str]) -> (u16, String) {
+    let limit = Duration::from_secs(5);
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, limit) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.set_write_timeout(Some(limit)).unwrap();
+    let mut req = format!("{target} HTTP/1.0\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// The value of an unlabelled metric (or of `name{labels}` written whole).
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A WebSocket to `ws://addr/ws` (blocking, 5 s read timeout).
+pub type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// Opens the signaling WebSocket with extra request headers.
+pub fn ws_connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Ws, String> {
+    use tungstenite::client::IntoClientRequest as _;
+    let stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut req = format!("ws://{addr}/ws")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    for (k, v) in headers {
+        req.headers_mut()
+            .append(*k, v.parse().map_err(|_| format!("bad header {v}"))?);
+    }
+    tungstenite::client(req, stream)
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+/// Sends one JSON message.
+pub fn ws_send(ws: &mut Ws, v: &Value) {
+    ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+}
+
+/// The next JSON text message (pings are skipped); panics on timeout.
+pub fn ws_recv(ws: &mut Ws) -> Value {
+    for _ in 0..20 {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => return serde_json::from_str(&t).unwrap(),
+            Ok(_) => {}
+            Err(e) => panic!("WebSocket read: {e}"),
+        }
+    }
+    panic!("no text message");
+}
+
+/// Joins `room`; the server's answer (`joined` or an `error`).
+pub fn ws_join(ws: &mut Ws, room: &str) -> Value {
+    ws_send(ws, &serde_json::json!({"type": "join", "room": room}));
+    ws_recv(ws)
 }

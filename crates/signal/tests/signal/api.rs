@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use signal::{SignalConfig, WebAssets};
 
-use crate::support::{config, start};
+use crate::support::{config, start, ADMIN};
 
 #[tokio::test]
 async fn whoami_healthz_and_assets() {
@@ -59,14 +59,25 @@ async fn empty_web_root_is_404() {
 }
 
 #[tokio::test]
-async fn metrics_for_loopback() {
+async fn metrics_need_the_token() {
     let server = start(SignalConfig {
         metrics: Some(Arc::new(|| "relay_allocations 3\n".to_owned())),
         ..config()
     })
     .await;
     let (_a, _) = server.joined("m").await;
+    // Loopback is not the operator: no token, no metrics.
     let r = server.get("/metrics", &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        server
+            .get("/metrics", &["Authorization: Bearer no"])
+            .await
+            .status,
+        403
+    );
+    let r = server.get("/metrics", &[ADMIN]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     assert!(r.body.starts_with("relay_allocations 3\n"), "{}", r.body);
@@ -81,38 +92,28 @@ async fn metrics_for_loopback() {
         "{}",
         r.body
     );
+    assert!(
+        r.body
+            .contains("onionrtc_signal_web_refused_total{reason=\"per_address\"} 0\n"),
+        "{}",
+        r.body
+    );
 
     // No renderer: 404.
     let server = start(config()).await;
-    assert_eq!(server.get("/metrics", &[]).await.status, 404);
+    assert_eq!(server.get("/metrics", &[ADMIN]).await.status, 404);
 }
 
 #[tokio::test]
-async fn metrics_when_loopback_is_not_trusted() {
+async fn without_a_token_operator_endpoints_are_closed() {
     let server = start(SignalConfig {
         metrics: Some(Arc::new(String::new)),
-        trust_loopback_metrics: false,
+        admin_token: None,
         ..config()
     })
     .await;
-    assert_eq!(server.get("/metrics", &[]).await.status, 403);
-
-    let server = start(SignalConfig {
-        metrics: Some(Arc::new(String::new)),
-        trust_loopback_metrics: false,
-        admin_token: Some("tok".into()),
-        ..config()
-    })
-    .await;
-    assert_eq!(server.get("/metrics", &[]).await.status, 401);
-    assert_eq!(
-        server
-            .get("/metrics", &["Authorization: Bearer no"])
-            .await
-            .status,
-        403
-    );
-    let r = server.get("/metrics", &["Authorization: Bearer tok"]).await;
-    assert_eq!(r.status, 200);
-    assert!(r.body.contains("onionrtc_signal_rooms 0"));
+    for path in ["/metrics", "/api/calls", "/calls", "/api/calls/00"] {
+        assert_eq!(server.get(path, &[]).await.status, 403, "{path}");
+        assert_eq!(server.get(path, &[ADMIN]).await.status, 403, "{path}");
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use signal::store::RoomKey;
 use signal::SignalConfig;
 
-use crate::support::{config, start_with_data_dir, Server, WAIT};
+use crate::support::{config, start_with_data_dir, Server, ADMIN, WAIT};
 
 /// The room of the call.
 const ROOM: &str = "alice-meets-bob-at-clinic-7f3k";
@@ -150,7 +150,7 @@ fn old_data_dir() -> tempfile::TempDir {
 async fn call_of_room(server: &Server, n: i64) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = server.get(&format!("/api/calls?room={ROOM}"), &[]).await;
+        let r = server.get(&format!("/api/calls?room={ROOM}"), &[ADMIN]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
         if v[0]["samples"].as_i64() == Some(n) {
@@ -198,13 +198,13 @@ async fn call_and_grep(store_stats_samples: bool) -> Vec<String> {
     assert_eq!(calls[0]["bytesSent"], A_SENT_2 + B_SENT);
     assert_eq!(calls[0]["bytesReceived"], 133_333_337 + 130_000_007);
     let old = server
-        .get(&format!("/api/calls?room={OLD_ROOM}"), &[])
+        .get(&format!("/api/calls?room={OLD_ROOM}"), &[ADMIN])
         .await
         .json();
     assert_eq!(old[0]["id"], "00aa", "{old}");
     assert_eq!(old[0]["bytesSent"], OLD_TOTAL);
     assert_eq!(old[0]["samples"], 2);
-    let all = server.get("/api/calls", &[]).await.json();
+    let all = server.get("/api/calls", &[ADMIN]).await.json();
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
 
     // Modes while running: the directory and every file in it (database,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use signal::SignalConfig;
 
-use crate::support::{config, start, Server, WAIT};
+use crate::support::{config, start, Server, ADMIN, WAIT};
 
 fn sample(rtt: f64) -> Value {
     json!({"type": "stats", "stats": {
@@ -23,7 +23,7 @@ fn sample(rtt: f64) -> Value {
 async fn calls_with_samples(server: &Server, n: i64) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = server.get("/api/calls", &[]).await;
+        let r = server.get("/api/calls", &[ADMIN]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
         if v[0]["samples"].as_i64() == Some(n) || tokio::time::Instant::now() > deadline {
@@ -82,15 +82,15 @@ async fn stats_are_stored_and_listed() {
     assert!(c["started"].as_i64().unwrap() <= c["last"].as_i64().unwrap());
 
     // Looked up by name; another name finds nothing.
-    let r = server.get("/api/calls?room=stats-room", &[]).await;
+    let r = server.get("/api/calls?room=stats-room", &[ADMIN]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json().as_array().unwrap().len(), 1);
     assert_eq!(r.json()[0]["id"], call_id.as_str());
-    let r = server.get("/api/calls?room=stats-roo", &[]).await;
+    let r = server.get("/api/calls?room=stats-roo", &[ADMIN]).await;
     assert_eq!(r.json(), json!([]));
 
     // The detail: the same aggregates, no per-sample series by default.
-    let r = server.get(&format!("/api/calls/{call_id}"), &[]).await;
+    let r = server.get(&format!("/api/calls/{call_id}"), &[ADMIN]).await;
     assert_eq!(r.status, 200);
     let detail = r.json();
     assert_eq!(detail["id"], call_id.as_str());
@@ -99,11 +99,14 @@ async fn stats_are_stored_and_listed() {
     assert_eq!(detail["series"], json!([]));
     assert!(!r.body.contains("192.0.2.77"));
 
-    assert_eq!(server.get("/api/calls/0123abcd", &[]).await.status, 404);
-    assert_eq!(server.get("/api/calls/not-hex", &[]).await.status, 404);
+    assert_eq!(
+        server.get("/api/calls/0123abcd", &[ADMIN]).await.status,
+        404
+    );
+    assert_eq!(server.get("/api/calls/not-hex", &[ADMIN]).await.status, 404);
 
     // The page lists it by hash, and finds it by name through its form.
-    let page = server.get("/calls", &[]).await;
+    let page = server.get("/calls", &[ADMIN]).await;
     assert_eq!(page.status, 200);
     assert!(page
         .header("content-type")
@@ -114,11 +117,11 @@ async fn stats_are_stored_and_listed() {
     assert!(!page.body.contains("stats-room"));
     assert!(page.body.contains("<td>20.0 / 30.0</td>"), "{}", page.body);
     let found = server
-        .post_form("/calls/find", &[], "room=stats-room")
+        .post_form("/calls/find", &[ADMIN], "room=stats-room")
         .await;
     assert_eq!(found.status, 200);
     assert!(found.body.contains(&call_id), "{}", found.body);
-    let none = server.post_form("/calls/find", &[], "room=nope").await;
+    let none = server.post_form("/calls/find", &[ADMIN], "room=nope").await;
     assert_eq!(none.status, 200);
     assert!(!none.body.contains(&call_id) && none.body.contains("0 call(s)"));
 
@@ -151,7 +154,7 @@ async fn samples_are_stored_when_the_operator_opts_in() {
     b.send(sample(0.030)).await;
     let call_id = ja["callId"].as_str().unwrap();
     calls_with_samples(&server, 2).await;
-    let r = server.get(&format!("/api/calls/{call_id}"), &[]).await;
+    let r = server.get(&format!("/api/calls/{call_id}"), &[ADMIN]).await;
     let detail = r.json();
     let series = detail["series"].as_array().unwrap();
     assert_eq!(series.len(), 2, "{detail}");
@@ -174,7 +177,7 @@ async fn stats_before_join_are_ignored() {
     a.send(sample(0.01)).await;
     a.expect_silence(Duration::from_millis(100)).await;
     server.state.store().flush(WAIT);
-    assert_eq!(server.get("/api/calls", &[]).await.json(), json!([]));
+    assert_eq!(server.get("/api/calls", &[ADMIN]).await.json(), json!([]));
 }
 
 #[tokio::test]
@@ -240,7 +243,7 @@ async fn retention_sweep_deletes_old_rows() {
     }
     assert_eq!(
         server
-            .get("/api/calls", &[])
+            .get("/api/calls", &[ADMIN])
             .await
             .json()
             .as_array()
@@ -250,11 +253,11 @@ async fn retention_sweep_deletes_old_rows() {
     );
     let deleted = server.state.store().sweep(7, now).unwrap();
     assert_eq!(deleted, 3);
-    let calls = server.get("/api/calls", &[]).await.json();
+    let calls = server.get("/api/calls", &[ADMIN]).await.json();
     assert_eq!(calls.as_array().unwrap().len(), 1);
     assert_eq!(calls[0]["id"], ja["callId"]);
     assert_eq!(calls[0]["samples"], 1);
-    assert_eq!(server.get("/api/calls/00ff", &[]).await.status, 404);
+    assert_eq!(server.get("/api/calls/00ff", &[ADMIN]).await.status, 404);
     // The async wrapper used at startup and hourly runs too.
     signal::sweep(&server.state).await;
 }
@@ -291,7 +294,7 @@ async fn sweep_runs_at_startup() {
     ));
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let calls = crate::support::http_get(addr, "/api/calls", &[]).await;
+        let calls = crate::support::http_get(addr, "/api/calls", &[ADMIN]).await;
         if calls.status == 200 && calls.json() == json!([]) {
             break;
         }

@@ -23,6 +23,9 @@ pub const TURN_URLS: &[&str] = &[
     "turn:127.0.0.1:3478?transport=udp",
     "turn:127.0.0.1:3478?transport=tcp",
 ];
+/// The admin token of test servers, and the header that presents it.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN: &str = "Authorization: Bearer test-admin-token";
 /// How long a test waits for one message.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -42,6 +45,7 @@ pub fn config() -> SignalConfig {
         turn_urls: TURN_URLS.iter().map(|s| (*s).to_owned()).collect(),
         turn_secret: SECRET.to_owned(),
         relay_addresses: vec!["203.0.113.0/24".parse().unwrap()],
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
         ..SignalConfig::default()
     }
 }
@@ -143,10 +147,19 @@ impl Client {
         url: &str,
         origin: Option<&str>,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+        Client::connect_with(url, &headers).await
+    }
+
+    /// Connects with extra request headers.
+    pub async fn connect_with(
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request()?;
-        if let Some(o) = origin {
+        for (k, v) in headers {
             req.headers_mut()
-                .insert("Origin", HeaderValue::from_str(o).unwrap());
+                .append(*k, HeaderValue::from_str(v).unwrap());
         }
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
             .await
@@ -255,7 +268,8 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> HttpRes
     http_request(addr, "GET", path, headers, "").await
 }
 
-/// One request over a fresh connection (`Connection: close`).
+/// One request over a fresh connection (`Connection: close`); `Host` is
+/// added unless `headers` has one.
 pub async fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -263,15 +277,27 @@ pub async fn http_request(
     headers: &[&str],
     body: &str,
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let local_port = stream.local_addr().unwrap().port();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    req.push_str("Connection: close\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
     req.push_str(body);
+    http_raw(addr, &req).await
+}
+
+/// Sends `req` (a whole HTTP/1.1 request) and reads the response to EOF.
+pub async fn http_raw(addr: SocketAddr, req: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let local_port = stream.local_addr().unwrap().port();
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
