@@ -145,7 +145,7 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(EXIT_CONFIG, &e),
             };
-            match serve_cmd::run(loaded) {
+            match serve_cmd::run(loaded, &flags) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_RUNTIME, &e),
             }

@@ -738,6 +738,7 @@ fn web_assets() -> signal::WebAssets {
 struct StopSignals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -746,15 +747,22 @@ impl StopSignals {
         Ok(StopSignals {
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         })
     }
 
-    /// Resolves on the next SIGINT or SIGTERM.
-    async fn recv(&mut self) {
+    /// Resolves on the next SIGINT or SIGTERM (`true`: stop) or SIGHUP
+    /// (`false`: reload).
+    async fn recv(&mut self) -> bool {
         tokio::select! {
             _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
             _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = self.hup.recv() => {
+                tracing::info!("SIGHUP: reloading the relay's configuration");
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -765,9 +773,28 @@ async fn relay_stopped(handle: &relay::RelayHandle) {
     }
 }
 
-/// `onionrtc serve`: runs until SIGINT or SIGTERM.
-pub fn run(loaded: Loaded) -> anyhow::Result<()> {
+/// The relay's configuration as a SIGHUP finds it: the file read again
+/// (with `flags`), the data dir's TURN secret first. `[serve]` settings are
+/// read at startup only; a change to them is named in the log.
+fn reload_relay(
+    flags: &ServeFlags,
+    serve_at_start: &ServeSettings,
+    secret: &str,
+) -> anyhow::Result<RelayConfig> {
+    let loaded = load(flags)?;
+    if &loaded.serve != serve_at_start {
+        tracing::warn!(
+            "[serve] settings are read at startup only: restart serve to apply the changes to them"
+        );
+    }
+    Ok(loaded.relay.with_auth_secret(secret.to_owned()))
+}
+
+/// `onionrtc serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the
+/// relay's configuration (see `relay::RelayHandle::reload`).
+pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
     crate::relay_cmd::init_tracing();
+    let serve_at_start = loaded.serve.clone();
     let Loaded { relay, mut serve } = loaded;
     if serve.relay_addresses.is_none() {
         serve.relay_addresses = Some(default_relay_addresses(&relay));
@@ -809,13 +836,15 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let signals = rt.block_on(async { StopSignals::install() })?;
     let handle = relay::start(&relay).context("cannot start the relay")?;
     let room_key = signal::store::RoomKey::new(room_key.as_bytes());
+    let reload = || reload_relay(flags, &serve_at_start, &secret);
     let result = rt.block_on(serve_web(
         &handle,
         serve,
-        secret,
+        secret.clone(),
         room_key,
         &token_note,
         signals,
+        &reload,
     ));
     rt.shutdown_timeout(Duration::from_secs(1));
     let stopped = handle.shutdown().context("the relay stopped with an error");
@@ -833,6 +862,7 @@ async fn serve_web(
     room_key: signal::store::RoomKey,
     token_note: &str,
     mut signals: StopSignals,
+    reload: &(dyn Fn() -> anyhow::Result<RelayConfig> + Sync),
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(serve.listen)
         .await
@@ -896,15 +926,23 @@ async fn serve_web(
         let _ = std::io::stdout().flush();
     }
 
-    let why = tokio::select! {
-        () = signals.recv() => None,
-        () = relay_stopped(handle) => Some("the relay stopped unexpectedly"),
-        r = &mut server => {
-            return match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the signaling server stopped unexpectedly")),
-                Ok(Err(e)) => Err(e.context("the signaling server failed")),
-                Err(e) => Err(anyhow::anyhow!("the signaling server panicked: {e}")),
-            };
+    let why = loop {
+        tokio::select! {
+            stop = signals.recv() => {
+                if stop {
+                    break None;
+                }
+                // Reading files and waiting for the relay thread blocks.
+                tokio::task::block_in_place(|| relay::reload_logged(handle, reload));
+            }
+            () = relay_stopped(handle) => break Some("the relay stopped unexpectedly"),
+            r = &mut server => {
+                return match r {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the signaling server stopped unexpectedly")),
+                    Ok(Err(e)) => Err(e.context("the signaling server failed")),
+                    Err(e) => Err(anyhow::anyhow!("the signaling server panicked: {e}")),
+                };
+            }
         }
     };
     let _ = stop_tx.send(());

@@ -69,7 +69,12 @@ fn start_relay(file: &Path) -> (Proc, Log) {
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut proc = Proc::spawn(&mut cmd).unwrap();
+    spawn_logged(&mut cmd)
+}
+
+/// Starts `cmd` (stderr piped) and collects its stderr.
+fn spawn_logged(cmd: &mut Command) -> (Proc, Log) {
+    let mut proc = Proc::spawn(cmd).unwrap();
     let stderr = proc.0.stderr.take().unwrap();
     let log = Arc::new(Mutex::new(String::new()));
     let sink = log.clone();
@@ -229,4 +234,70 @@ fn sighup_rotates_secret_and_certificate_without_loss() {
 
 fn relay_alive(relay: &Proc) -> bool {
     Path::new(&format!("/proc/{}", relay.pid())).exists()
+}
+
+fn serve_config(udp: u16, web: u16, password: &str, retention: u32) -> String {
+    format!(
+        "[relay]\n\
+         listen = [\"udp://127.0.0.1:{udp}\"]\n\
+         users = {{ alice = \"{password}\" }}\n\
+         dangerous_allow_loopback_peers = true\n\
+         [serve]\n\
+         listen = \"127.0.0.1:{web}\"\n\
+         stats_retention_days = {retention}\n"
+    )
+}
+
+/// A static-user session of 10 messages; whether all came back.
+fn static_user_works(port: u16, peer: u16, password: &str) -> bool {
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-u", "alice", "-w", password, "-c", "-n", "10", "-z", "10"])
+        .args(["-e", "127.0.0.1", "-r", &peer.to_string()])
+        .args(["-p", &port.to_string(), "127.0.0.1"]);
+    let out = run_bounded(&mut cmd, Duration::from_secs(30));
+    parse_uclient(&out).is_some_and(|r| r.received == 10 && r.lost == 0)
+}
+
+#[test]
+fn serve_reloads_the_relay_on_sighup() {
+    if !require_tool("turnutils_uclient", &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, web) = (free_port(), free_port());
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, serve_config(udp, web, "first-password", 7)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (proc, log) = spawn_logged(&mut cmd);
+    assert!(
+        log.wait_for("web listening", 1, Duration::from_secs(20)),
+        "serve did not start:\n{}",
+        log.text()
+    );
+    let (_peer, peer) = start_peer();
+    assert!(static_user_works(udp, peer, "first-password"));
+
+    std::fs::write(&file, serve_config(udp, web, "second-password", 8)).unwrap();
+    hup(&proc);
+    assert!(
+        log.wait_for("configuration reloaded", 1, Duration::from_secs(10)),
+        "{}",
+        log.text()
+    );
+    assert!(static_user_works(udp, peer, "second-password"));
+    assert!(!static_user_works(udp, peer, "first-password"));
+    let text = log.text();
+    assert!(
+        text.contains("[serve] settings are read at startup only"),
+        "{text}"
+    );
+    assert!(!text.contains("second-password") && !text.contains("first-password"));
+    assert!(relay_alive(&proc), "{text}");
 }

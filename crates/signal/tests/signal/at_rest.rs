@@ -150,7 +150,9 @@ fn old_data_dir() -> tempfile::TempDir {
 async fn call_of_room(server: &Server, n: i64) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = server.get(&format!("/api/calls?room={ROOM}"), &[ADMIN]).await;
+        let r = server
+            .get(&format!("/api/calls?room={ROOM}"), &[ADMIN])
+            .await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
         if v[0]["samples"].as_i64() == Some(n) {
