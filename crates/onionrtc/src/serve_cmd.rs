@@ -725,6 +725,15 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     prepare_data_dir(&serve.data_dir)?;
     let secret = load_or_create_secret(&serve.data_dir)?;
     let mut serve = serve;
+    for c in &serve.forward.trusted {
+        if c.to_string().ends_with("/0") {
+            tracing::warn!(
+                "[serve] trusted_proxies has {c}: every client can then choose its address \
+                 with {}; list only your reverse proxies",
+                serve.forward.header
+            );
+        }
+    }
     let token_note = match &serve.admin_token {
         Some(_) => "operator token: [serve] admin_token".to_owned(),
         None => {
