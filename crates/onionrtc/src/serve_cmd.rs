@@ -808,6 +808,15 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
         &base64::engine::general_purpose::STANDARD,
     )?;
     let mut serve = serve;
+    for c in &serve.forward.trusted {
+        if c.to_string().ends_with("/0") {
+            tracing::warn!(
+                "[serve] trusted_proxies has {c}: every client can then choose its address \
+                 with {}; list only your reverse proxies",
+                serve.forward.header
+            );
+        }
+    }
     let token_note = match &serve.admin_token {
         Some(_) => "operator token: [serve] admin_token".to_owned(),
         None => {

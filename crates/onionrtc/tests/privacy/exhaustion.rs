@@ -80,7 +80,9 @@ fn prune(sockets: &mut Vec<TcpStream>) {
 
 #[test]
 fn one_address_cannot_exhaust_the_web_listener() {
-    if !testkit::require_tool("turnutils_uclient", &[]) {
+    if !testkit::require_tool("turnutils_uclient", &[])
+        || !testkit::require_tool("chromium", &["--version"])
+    {
         return;
     }
     if !testkit::netns::run_isolated_with_limit(
@@ -188,6 +190,25 @@ listen = "{SERVER_IP}:{WEB_PORT}"
             "join + offer/answer during the flood: {:?}",
             t_call.elapsed()
         );
+
+        // A real call: two Chromium pages of the caller, media through the
+        // relay.
+        let t_chromium = Instant::now();
+        let room = random_room();
+        let site = format!("http://{web}");
+        let flags = [format!("--unsafely-treat-insecure-origin-as-secure={site}")];
+        let url = format!("{site}/?room={room}");
+        let mut pages = [
+            Browser::open(&caller, "A", &flags, &url),
+            Browser::open(&caller, "B", &flags, &url),
+        ];
+        wait_connected(&mut pages, &[&serve]);
+        check_all_media(&mut pages, &[&serve]);
+        eprintln!(
+            "Chromium call during the flood: connected with media in {:?}",
+            t_chromium.elapsed()
+        );
+        drop(pages);
         // The relay still allocates (coturn's client, client to client).
         let user = credentials["username"].as_str().unwrap().to_owned();
         let pass = credentials["credential"].as_str().unwrap().to_owned();

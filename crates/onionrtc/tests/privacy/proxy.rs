@@ -210,6 +210,20 @@ fn nginx_in_front_of_serve() {
         .unwrap();
     assert_eq!(other["type"], "joined", "c2 locked out by c1: {other}");
 
+    // WebSockets are capped per caller, not per proxy: c1 holds 64, the
+    // 65th is refused, c2 still gets one.
+    let (held, refused) = c1
+        .run_in(|| {
+            let held: Vec<Ws> = (0..64).map_while(|_| ws_connect(site, &[]).ok()).collect();
+            (held.len(), ws_connect(site, &[]).err())
+        })
+        .unwrap();
+    assert_eq!(held, 64, "c1's WebSockets before the cap");
+    let refused = refused.expect("c1's 65th WebSocket was accepted");
+    assert!(refused.contains("503"), "{refused}");
+    let c2_ws = c2.run_in(|| ws_connect(site, &[]).map(drop)).unwrap();
+    assert!(c2_ws.is_ok(), "c2 refused because of c1: {c2_ws:?}");
+
     // DNS rebinding: a foreign Host gets 421, directly on loopback and
     // through nginx (which passes the client's Host on), token or not.
     let attacker = "Host: attacker.example:8080";

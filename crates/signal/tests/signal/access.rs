@@ -183,6 +183,41 @@ async fn per_address_tcp_cap_and_timeouts() {
 }
 
 #[tokio::test]
+async fn total_cap() {
+    let server = start(SignalConfig {
+        max_web_connections: 16,
+        metrics: Some(std::sync::Arc::new(String::new)),
+        ..config()
+    })
+    .await;
+    assert_eq!(server.state.max_web_connections(), 16);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let mut over = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_within(&mut over, Duration::from_secs(2)).await);
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let r = server.get("/metrics", &[ADMIN]).await;
+        if r.status == 200 {
+            break r.body;
+        }
+        assert!(Instant::now() < deadline, "no slot came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        text.contains("onionrtc_signal_web_refused_total{reason=\"total\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("onionrtc_signal_web_connections_max 16\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed() {
     let server = start(SignalConfig {
         header_timeout: Duration::from_secs(30),
