@@ -83,8 +83,10 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64, filter: Option<&str
     );
     out.push_str(
         "<table><thead><tr><th>id</th><th>room hash</th><th>started</th><th>duration</th>\
-         <th>samples</th><th>RTT mean / max ms</th><th>jitter mean / max ms</th><th>loss %</th>\
-         <th>MB sent</th><th>relay protocols</th><th>states</th></tr></thead><tbody>\n",
+         <th>samples</th><th>RTT mean / max ms</th><th>jitter mean / max ms</th>\
+         <th>jitter buffer ms</th><th>packets lost / received</th><th>loss %</th>\
+         <th>MB sent / received</th><th>relay protocols</th><th>candidate types</th>\
+         <th>states</th></tr></thead><tbody>\n",
     );
     for c in calls {
         let duration = (c.last - c.started).max(0) / 1000;
@@ -93,7 +95,7 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64, filter: Option<&str
             out,
             "<tr><td><a href=\"/calls/{id}\"><code>{id}</code></a></td><td><code>{}</code></td>\
              <td>{}</td><td>{}:{:02}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{} / {}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.room_hash),
             escape(&format_utc(c.started)),
             duration / 60,
@@ -103,9 +105,14 @@ pub(crate) fn calls_page(calls: &[CallSummary], now_ms: i64, filter: Option<&str
             escape(&opt(c.rtt_max, 1000.0, 1)),
             escape(&opt(c.jitter_mean, 1000.0, 1)),
             escape(&opt(c.jitter_max, 1000.0, 1)),
+            escape(&opt(c.jitter_buffer_mean, 1000.0, 1)),
+            c.packets_lost,
+            c.packets_received,
             escape(&opt(c.loss_pct, 1.0, 2)),
             escape(&megabytes(c.bytes_sent)),
+            escape(&megabytes(c.bytes_received)),
             escape(&c.relay_protocols.join(", ")),
+            escape(&c.candidate_types.join(", ")),
             escape(&c.states.join(", ")),
         );
     }
@@ -156,7 +163,8 @@ mod tests {
         assert!(page.contains("<code>&lt;i&gt;</code>"));
         assert!(page.contains("<td>1:01</td>"));
         assert!(page.contains("<td>12.5 / 20.0</td>"), "{page}");
-        assert!(page.contains("<td>2.3</td>"));
+        assert!(page.contains("<td>2.3 / 0.0</td>"), "{page}");
+        assert!(page.contains("<td>3 / 197</td>"));
         assert!(page.contains("udp, tcp"));
         assert!(page.contains("action=\"/calls/find\""));
         assert!(!calls_page(&[], 0, None).contains("all calls</a>"));
