@@ -728,6 +728,38 @@ proptest! {
     }
 
     #[test]
+    fn addresses_in_any_field_of_real_sdps(
+        base in 0..SDPS.len(),
+        edits in proptest::collection::vec(
+            (any::<usize>(), any::<usize>(), any::<usize>(), arb_addr(), 0u8..3),
+            1..6,
+        ),
+    ) {
+        // Any token of any line replaced by an address, an address put
+        // inside a token, or appended to a line.
+        let (name, text) = SDPS[base];
+        let mut l: Vec<String> = lines(text).into_iter().map(str::to_owned).collect();
+        for (i, j, k, addr, mode) in &edits {
+            let at = i % l.len();
+            let line = &mut l[at];
+            let mut t: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            let n = t.len();
+            let tok = &mut t[j % n];
+            match mode {
+                0 => *tok = addr.clone(),
+                1 => tok.insert_str(k % (tok.len() + 1), addr),
+                _ => t.push(addr.clone()),
+            }
+            *line = t.join(" ");
+        }
+        let input = l.join("\r\n") + "\r\n";
+        if let Ok(out) = sdp(&input) {
+            assert_clean(name, &out);
+            prop_assert_eq!(sdp(&out), Ok(out.clone()));
+        }
+    }
+
+    #[test]
     fn smuggled_candidates_leak_no_address(line in arb_smuggle(), a in any::<bool>()) {
         let c = line.strip_prefix("a=").unwrap_or(&line);
         let c = if a { line.as_str() } else { c };
