@@ -343,6 +343,13 @@ fn add(
     stats: &Stats,
     now: Instant,
 ) {
+    // Browsers' TURN clients never send a Binding to the TURN server (ICE
+    // checks travel inside Send/ChannelData); a page's `stun:` entry that
+    // shares the socket with its `turn:` one would.
+    if frame::is_binding_request(d) {
+        Stats::inc(&stats.not_allocate);
+        return;
+    }
     match frame::datagram_to_stream(d, out) {
         Ok(kind) => {
             Stats::add(&stats.payload_up, d.len() as u64);

@@ -131,6 +131,13 @@ pub fn is_allocate_request(msg: &[u8]) -> bool {
     Message::parse(msg).is_ok_and(|m| m.class() == Class::Request && m.method() == Method::ALLOCATE)
 }
 
+/// Whether a client message is a STUN Binding request: never carried
+/// (browsers' TURN clients do not send one to the TURN server; a web page
+/// listing the connector as a `stun:` server does).
+pub fn is_binding_request(msg: &[u8]) -> bool {
+    Message::parse(msg).is_ok_and(|m| m.class() == Class::Request && m.method() == Method::BINDING)
+}
+
 /// What a frame from the relay is, to the connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromRelay {
@@ -326,6 +333,12 @@ mod tests {
             &[Attribute::RequestedTransport(17)],
         );
         assert!(is_allocate_request(&alloc));
+        assert!(!is_binding_request(&alloc));
+        assert!(is_binding_request(&message(
+            Method::BINDING,
+            Class::Request,
+            &[]
+        )));
         for other in [
             message(Method::BINDING, Class::Request, &[]),
             message(Method::ALLOCATE, Class::Indication, &[]),

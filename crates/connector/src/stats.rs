@@ -66,9 +66,10 @@ pub struct StatsSnapshot {
     /// TURN flows open now that have no authenticated allocation yet (see
     /// `Limits::max_pending_flows`).
     pub flows_pending: u64,
-    /// Messages that would have opened a flow but were not a TURN Allocate
-    /// request (e.g. a STUN Binding from a web page listing the connector
-    /// as a `stun:` server): dropped unanswered, nothing dialled.
+    /// Client messages refused unanswered: those that would have opened a
+    /// flow but were not a TURN Allocate request, and STUN Binding requests
+    /// inside a UDP flow (e.g. from a web page listing the connector as a
+    /// `stun:` server). Nothing is dialled for them.
     pub not_allocate: u64,
     /// New flows (or re-dials) refused because `max_pending_flows` flows
     /// were already waiting for an authenticated allocation.

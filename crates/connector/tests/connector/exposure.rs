@@ -27,12 +27,9 @@ fn binding_opens_nothing() {
     let h = start(&rt, config(relay.tcp_endpoint()));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..3 {
-        let (req, id) = stun_request(Method::BINDING);
-        assert!(!answered(
+        assert!(!binding_answered(
             &sock,
             h.turn_addr(),
-            &req,
-            id,
             Duration::from_millis(300)
         ));
     }
@@ -51,6 +48,13 @@ fn binding_opens_nothing() {
     );
     // Negative control: an Allocate is carried (the relay answers 401).
     assert!(probe(&sock, h.turn_addr(), ANSWER));
+    // A Binding inside that flow is not (the relay would answer it).
+    assert!(!binding_answered(
+        &sock,
+        h.turn_addr(),
+        Duration::from_millis(300)
+    ));
+    assert_eq!(h.stats().not_allocate, 5);
     let mut tcp = TcpStream::connect(h.turn_addr()).unwrap();
     tcp.set_read_timeout(Some(ANSWER)).unwrap();
     tcp.write_all(&stun_request(Method::ALLOCATE).0).unwrap();

@@ -525,6 +525,13 @@ pub fn answered(
     false
 }
 
+/// Sends a STUN Binding request and waits `wait` for an answer: true if
+/// one came.
+pub fn binding_answered(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
+    let (req, id) = stun_request(Method::BINDING);
+    answered(sock, to, &req, id, wait)
+}
+
 /// Sends an Allocate request without credentials (which opens a flow;
 /// the relay answers 401) from `sock` to `to` and waits up to `wait` for
 /// the answer.
