@@ -4,7 +4,7 @@
 //! ```text
 //! Allocate ── dial ──ok──▶ connected: datagrams → frames → stream
 //!      ▲        │                     stream → frames → datagrams (reader task:
-//!      │        │                       redirects answered with 500, never passed on)
+//!      │        │                       redirects answered with a bare 300, never passed on)
 //!      │        └─fail: back off (0.5 s doubling to 30 s), dropping datagrams
 //!      ├── upstream closed: back off unless the relay accepted an Allocate,
 //!      │   then dial on the next datagram

@@ -10,7 +10,7 @@
 //!   │     without an accepted Allocate, closed after auth_timeout)
 //!   │     datagram → check/frame (pad ChannelData) → upstream stream
 //!   │     upstream stream → frames → datagram (strip padding) → client
-//!   │     (redirects answered with 500, never passed on)
+//!   │     (redirects answered with a bare 300, never passed on)
 //!   ├─ TCP 127.0.0.1:3479 ─ one task per client connection (first frame an
 //!   │     Allocate): bytes up unchanged, frames down checked as for UDP
 //!   └─ web 127.0.0.1:8081 (--web) ─ hyper: /connector.json here, the rest
@@ -34,7 +34,8 @@
 //!   nothing; flows without an accepted Allocate have their own cap and a
 //!   deadline; a TURN redirect (300, ALTERNATE-SERVER, ALTERNATE-DOMAIN) is
 //!   never forwarded, since the browser would follow it around Tor — the
-//!   connector answers 500 itself (following it through its own route
+//!   connector answers a 300 naming no alternate itself (following it
+//!   through its own route
 //!   would send the call to a server nobody configured).
 //! - **One upstream stream per client flow.** The relay sees one TCP/TLS
 //!   client per allocation, exactly as if the browser spoke TURN over TLS

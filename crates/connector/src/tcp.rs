@@ -154,7 +154,7 @@ async fn first_frame(rd: &mut OwnedReadHalf, decoder: &mut StreamDecoder) -> Opt
 }
 
 /// Copies frames from the relay to the client, refusing redirects (the
-/// client gets the connector's 500 instead) and frames that do not parse.
+/// client gets the connector's bare 300 instead) and frames that do not parse.
 /// Holds the pending place until the relay accepts an Allocate; without
 /// that by `auth_at`, ends the flow.
 async fn to_client(

@@ -2,8 +2,13 @@
 //! a page from another origin opens 100 peer connections to the
 //! connector's port (as a STUN server, and as a TURN server with made-up
 //! credentials) while the user's call runs through the connector, and the
-//! call keeps working. Every wait is bounded; Chromium is killed by PID.
+//! call keeps working; a relay answering Allocate with 300 Try Alternate
+//! cannot make Chromium send anything to the alternate address (nftables
+//! counters in a network namespace), while the same relay reached without
+//! the connector can. Every wait is bounded; Chromium is killed by PID.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, StaticServer, Value};
@@ -72,9 +77,10 @@ fn page_with_100_peer_connections_does_not_break_the_call() {
         .stats()
         .flows_pending
         == 0));
+    call.wait_for("window.call.got > 0", Duration::from_secs(10))
+        .expect("the call echoes before the attack");
     let before = h.stats();
     let got_before = call_state(&mut call)["got"].as_u64().unwrap_or(0);
-    assert!(got_before > 0, "the call echoes before the attack");
 
     let mut page = browser.new_page(&attack_server.url()).unwrap();
     let began = Instant::now();
@@ -135,6 +141,181 @@ fn page_with_100_peer_connections_does_not_break_the_call() {
     // A new call starts beside the second wave.
     let mut second = start_call(&browser, &call_server, &turn_url);
     assert_eq!(call_state(&mut second)["state"], "open");
+    drop(page);
+    stop(&rt, h);
+}
+
+/// One peer connection per `tryTurn(name, url)`, relay candidates only,
+/// recording its icecandidateerror events and candidates.
+const TRY_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><script>
+window.tries = {};
+window.tryTurn = (name, url, username, credential) => {
+  const t = (window.tries[name] = { errors: [], candidates: [], state: "new" });
+  const pc = new RTCPeerConnection({
+    iceServers: [{ urls: url, username, credential }],
+    iceTransportPolicy: "relay",
+  });
+  (window.pcs = window.pcs || []).push(pc);
+  pc.onicecandidateerror = (e) => t.errors.push(`${e.url} ${e.errorCode} ${e.errorText}`);
+  pc.onicecandidate = (e) => e.candidate && t.candidates.push(e.candidate.candidate);
+  pc.onicegatheringstatechange = () => (t.state = pc.iceGatheringState);
+  pc.createDataChannel("x");
+  pc.createOffer().then((o) => pc.setLocalDescription(o));
+  return name;
+};
+</script>"#;
+
+/// Alternate server the relay reached directly names (the control).
+const ALT_DIRECT: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 77);
+/// Alternate server the relay behind the connector names.
+const ALT_CONNECTOR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 78);
+
+fn nft(args: &[&str]) {
+    let out = run_bounded(Command::new("nft").args(args), Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Packets this namespace sent to `addr` (any protocol, any port), by the
+/// nftables counter the test installed.
+fn sent_to(addr: Ipv4Addr) -> u64 {
+    let out = run_bounded(
+        Command::new("nft").args(["-j", "list", "chain", "inet", "redirect_test", "out"]),
+        Duration::from_secs(10),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = addr.to_string();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["rule"]["expr"].as_array())
+        .filter(|expr| expr.iter().any(|e| e["match"]["right"] == want.as_str()))
+        .flat_map(|expr| expr.iter().filter_map(|e| e["counter"]["packets"].as_u64()))
+        .sum()
+}
+
+#[test]
+fn relay_redirect_does_not_reach_chromium() {
+    if !testkit::netns::run_isolated_with_limit(
+        "chromium::relay_redirect_does_not_reach_chromium",
+        Duration::from_secs(180),
+    ) {
+        return;
+    }
+    if !testkit::require_tool("nft", &["--version"]) {
+        return;
+    }
+    // A network besides loopback, with a default route, so Chromium
+    // gathers; the alternate addresses are on it (nobody answers there).
+    let topo = testkit::topology::Topology::new(&Default::default()).unwrap();
+    let via = topo.server_addr().to_string();
+    let ip = run_bounded(
+        Command::new("ip").args(["route", "add", "default", "via", &via]),
+        Duration::from_secs(10),
+    );
+    assert!(ip.status.success());
+    nft(&["add", "table", "inet", "redirect_test"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "redirect_test",
+        "out",
+        "{ type filter hook output priority 0; }",
+    ]);
+    for a in [ALT_DIRECT, ALT_CONNECTOR] {
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "redirect_test",
+            "out",
+            "ip",
+            "daddr",
+            &a.to_string(),
+            "counter",
+        ]);
+    }
+    let Some(browser) = launch() else {
+        return;
+    };
+    let rt = runtime();
+    let alt = |ip: Ipv4Addr| SocketAddr::from((ip, 3478));
+    let direct = rt.block_on(FakeRelay::start(FakeMode::Redirect(alt(ALT_DIRECT))));
+    let behind = rt.block_on(FakeRelay::start(FakeMode::Redirect(alt(ALT_CONNECTOR))));
+    let h = start(&rt, config(behind.endpoint()));
+    let server = StaticServer::start(TRY_PAGE).unwrap();
+    let mut page = browser.new_page(&server.url()).unwrap();
+    let try_turn = |page: &mut Page, name: &str, url: String| {
+        page.evaluate(&format!(
+            "window.tryTurn({}, {}, {}, {})",
+            Value::from(name),
+            Value::from(url),
+            Value::from(USER),
+            Value::from(PASSWORD)
+        ))
+        .unwrap();
+    };
+
+    // Control: straight to the redirecting relay, Chromium follows the
+    // redirect and sends to the alternate address itself.
+    try_turn(
+        &mut page,
+        "direct",
+        format!("turn:127.0.0.1:{}?transport=udp", direct.addr.port()),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || sent_to(ALT_DIRECT) > 0),
+        "Chromium did not follow the redirect without the connector: the test \
+         cannot tell; page: {}",
+        page.evaluate("window.tries").unwrap_or(Value::Null)
+    );
+
+    // Through the connector (UDP and TCP to it): the redirect never
+    // reaches Chromium, which gets the connector's 300 without an
+    // alternate server instead, and gives up on that server.
+    let port = h.turn_addr().port();
+    try_turn(
+        &mut page,
+        "udp",
+        format!("turn:127.0.0.1:{port}?transport=udp"),
+    );
+    try_turn(
+        &mut page,
+        "tcp",
+        format!("turn:127.0.0.1:{port}?transport=tcp"),
+    );
+    let failed = |page: &mut Page, name: &str| {
+        page.evaluate(&format!(
+            "window.tries.{name}.errors.some((e) => / 300 /.test(e))"
+        ))
+        .unwrap_or(Value::Null)
+            == Value::Bool(true)
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || failed(&mut page, "udp")
+            && failed(&mut page, "tcp")),
+        "page: {}\nconnector: {}",
+        page.evaluate("window.tries").unwrap_or(Value::Null),
+        h.stats()
+    );
+    // Give a follow-up (there must be none) time to show.
+    std::thread::sleep(Duration::from_secs(3));
+    let tries = page.evaluate("window.tries").unwrap_or(Value::Null);
+    let s = h.stats();
+    eprintln!(
+        "page: {tries}\nconnector: {s}\npackets to {ALT_DIRECT} (direct): {}, to \
+         {ALT_CONNECTOR} (behind the connector): {}",
+        sent_to(ALT_DIRECT),
+        sent_to(ALT_CONNECTOR)
+    );
+    assert_eq!(sent_to(ALT_CONNECTOR), 0, "{tries}");
+    assert!(s.redirects_blocked >= 2, "{s}");
+    assert!(behind.accepted() >= 2);
     drop(page);
     stop(&rt, h);
 }

@@ -6,7 +6,8 @@
 //! authenticated have their own cap and close after `auth_timeout`, while
 //! the user's authenticated flow keeps working; a relay that accepts and
 //! closes gets a handful of re-dials, not one per datagram; a redirect
-//! never reaches the client (it gets the connector's 500); slow web
+//! never reaches the client (it gets the connector's 300 without an
+//! alternate); slow web
 //! clients are cut by the header timeout. The browser side is in
 //! `chromium.rs`.
 
@@ -151,7 +152,7 @@ fn assert_refused_redirect(reply: &[u8]) {
     assert!(matches!(
         m.get(attr::ERROR_CODE),
         Some(Ok(attr::Attribute::ErrorCode(attr::ErrorCode {
-            code: 500,
+            code: 300,
             ..
         })))
     ));

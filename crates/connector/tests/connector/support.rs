@@ -594,8 +594,8 @@ pub fn allocate(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
 pub enum FakeMode {
     /// Accepts and closes at once.
     Close,
-    /// Answers every STUN request with 300 (Try Alternate) and
-    /// ALTERNATE-SERVER = this address.
+    /// Answers every STUN request (over TCP, and over UDP on the same
+    /// port) with 300 (Try Alternate) and ALTERNATE-SERVER = this address.
     Redirect(SocketAddr),
 }
 
@@ -614,6 +614,18 @@ impl FakeRelay {
     pub async fn start_on(bind: SocketAddr, mode: FakeMode) -> FakeRelay {
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        if let FakeMode::Redirect(to) = mode {
+            // The same redirects over UDP, on the same port.
+            let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                    if let Some(r) = redirect_reply(&buf[..n], to) {
+                        let _ = udp.send_to(&r, from).await;
+                    }
+                }
+            });
+        }
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = Arc::clone(&accepted);
         tokio::spawn(async move {
@@ -655,33 +667,37 @@ async fn redirect_all(mut conn: tokio::net::TcpStream, to: SocketAddr) {
         }
         let mut out = Vec::new();
         while let Ok(Some((_, frame))) = decoder.next_frame() {
-            let Ok(m) = Message::parse(frame) else {
-                continue;
-            };
-            if m.class() != Class::Request {
-                continue;
+            if let Some(r) = redirect_reply(frame, to) {
+                out.extend_from_slice(&r);
             }
-            let mut b = [0u8; 256];
-            let mut enc = MessageEncoder::new(
-                &mut b,
-                MessageType::new(m.method(), Class::Error),
-                m.transaction_id(),
-            )
-            .unwrap();
-            enc.push(&stun::attr::Attribute::ErrorCode(stun::attr::ErrorCode {
-                code: 300,
-                reason: "Try Alternate",
-            }))
-            .unwrap();
-            enc.push(&stun::attr::Attribute::AlternateServer(to))
-                .unwrap();
-            let n = enc.finish();
-            out.extend_from_slice(&b[..n]);
         }
         if conn.write_all(&out).await.is_err() {
             return;
         }
     }
+}
+
+/// 300 (Try Alternate) with ALTERNATE-SERVER `to` for a STUN request.
+fn redirect_reply(frame: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    let m = Message::parse(frame).ok()?;
+    if m.class() != Class::Request {
+        return None;
+    }
+    let mut b = [0u8; 256];
+    let mut enc = MessageEncoder::new(
+        &mut b,
+        MessageType::new(m.method(), Class::Error),
+        m.transaction_id(),
+    )
+    .ok()?;
+    enc.push(&stun::attr::Attribute::ErrorCode(stun::attr::ErrorCode {
+        code: 300,
+        reason: "Try Alternate",
+    }))
+    .ok()?;
+    enc.push(&stun::attr::Attribute::AlternateServer(to)).ok()?;
+    let n = enc.finish();
+    Some(b[..n].to_vec())
 }
 
 /// Reads one STUN message from `sock` within `wait`.
