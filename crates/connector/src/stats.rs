@@ -71,8 +71,10 @@ pub struct StatsSnapshot {
     /// inside a UDP flow (e.g. from a web page listing the connector as a
     /// `stun:` server). Nothing is dialled for them.
     pub not_allocate: u64,
-    /// New flows (or re-dials) refused because `max_pending_flows` flows
-    /// were already waiting for an authenticated allocation.
+    /// Allocates that would have opened a flow (one per datagram or TCP
+    /// connection; a retransmission counts again), and re-dials, refused
+    /// because `max_pending_flows` flows were already waiting for an
+    /// authenticated allocation.
     pub pending_refused: u64,
     /// Flows closed because no authenticated allocation (a success response
     /// to Allocate from the relay) came within `auth_timeout` of the
