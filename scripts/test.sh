@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 #   tor, tor-geoipdb - a private Tor network for the connector's tests
 #              (testkit::tor, inside a network namespace) and the GeoIP
 #              files `--tor-nodes` presets need
-#   nftables - `nft`, the port-443-only firewall of the restricted-network test
+#   nftables - `nft`, the port-443-only firewall of the restricted-network test and the
+#              packet counters of the connector's TURN-redirect test
 #   microsocks - a tiny SOCKS5 proxy for the connector and lab SOCKS tests
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
 #   tcpdump  - captures the relay's side of a browser call on lo (RTP header

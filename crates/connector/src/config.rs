@@ -337,6 +337,20 @@ pub struct Limits {
     pub dial_timeout: Duration,
     /// Web proxy connections at once. Default 256.
     pub max_web_connections: usize,
+    /// Flows without an authenticated allocation yet (from the client's
+    /// Allocate until the relay's success response to one), at once; more
+    /// are refused. Default 64: a group call opens about ten at once, and
+    /// a web page flooding the TURN port with Allocates can hold at most
+    /// this many upstream connections (the relay's per-address cap is
+    /// shared with the user's own flows). Never more than `max_flows`.
+    pub max_pending_flows: usize,
+    /// A flow whose upstream carried no success response to Allocate
+    /// within this long of connecting is closed. Default 20 s (a Tor
+    /// circuit, TLS and two Allocates take seconds).
+    pub auth_timeout: Duration,
+    /// How long a browser may take to send a request's headers to the web
+    /// proxy, and stay idle between requests. Default 10 s.
+    pub web_header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -348,6 +362,9 @@ impl Default for Limits {
             dead_timeout: Duration::from_secs(10),
             dial_timeout: Duration::from_secs(30),
             max_web_connections: 256,
+            max_pending_flows: 64,
+            auth_timeout: Duration::from_secs(20),
+            web_header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -364,7 +381,12 @@ impl Limits {
         if self.max_web_connections == 0 || self.max_web_connections > 65_536 {
             return limit("max_web_connections", "must be 1-65536");
         }
+        if self.max_pending_flows == 0 || self.max_pending_flows > 100_000 {
+            return limit("max_pending_flows", "must be 1-100000");
+        }
         for (key, d) in [
+            ("auth_timeout", self.auth_timeout),
+            ("web_header_timeout", self.web_header_timeout),
             ("idle_timeout", self.idle_timeout),
             ("dead_timeout", self.dead_timeout),
             ("dial_timeout", self.dial_timeout),

@@ -1,14 +1,20 @@
-//! One UDP client flow (5-tuple): its upstream stream, dialled on the first
-//! datagram and again when it closes or goes dead.
+//! One UDP client flow (5-tuple): its upstream stream, dialled for the
+//! client's first Allocate and again when it closes or goes dead.
 //!
 //! ```text
-//! wait for a datagram ── dial ──ok──▶ connected: datagrams → frames → stream
-//!      ▲                   │                      stream → frames → datagrams (reader task)
-//!      │                   └─fail: back off, dropping datagrams
-//!      ├── upstream closed ◀──────────┤
-//!      │   dead (request unanswered) ─┴─▶ dial at once
+//! Allocate ── dial ──ok──▶ connected: datagrams → frames → stream
+//!      ▲        │                     stream → frames → datagrams (reader task:
+//!      │        │                       redirects answered with a bare 300, never passed on)
+//!      │        └─fail: back off (0.5 s doubling to 30 s), dropping datagrams
+//!      ├── upstream closed: back off unless the relay accepted an Allocate,
+//!      │   then dial on the next datagram
+//!      ├── dead (request unanswered): dial when the back-off ends
+//!      ├── no Allocate success within auth_timeout of the connect: the flow ends
 //!      └── idle (no datagram for idle_timeout) or shutdown: the flow ends
 //! ```
+//!
+//! Until the relay accepts an Allocate the flow holds a pending place
+//! ([`PendingSlot`]); a re-dial takes one again.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,9 +28,9 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::dial::BoxIo;
-use crate::frame::{self, Datagram, MAX_STREAM_FRAME};
+use crate::frame::{self, Datagram, FromRelay, MAX_STREAM_FRAME};
 use crate::stats::Stats;
-use crate::{Shutdown, Turn};
+use crate::{PendingSlot, Shutdown, Turn};
 
 /// First back-off after a failed dial; doubled per failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -50,29 +56,70 @@ enum Outcome {
     Closed,
     /// A request went unanswered; dial again at once.
     Dead,
+    /// No authenticated allocation within `auth_timeout` of the connect.
+    Unauthenticated,
 }
 
-/// Runs the flow of `client` until it is idle or the connector stops.
-/// `rx` holds the client's datagrams (the first one already).
+/// What the upstream reader tells the flow.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// A response (or the connector's own answer) to this request.
+    Answer(TransactionId),
+    /// The relay accepted an Allocate: the flow is authenticated.
+    Allocated,
+}
+
+/// The next back-off after an unsuccessful dial or connection.
+fn next_backoff(b: Duration) -> Duration {
+    if b.is_zero() {
+        BACKOFF_MIN
+    } else {
+        (b * 2).min(BACKOFF_MAX)
+    }
+}
+
+/// Runs the flow of `client` until it is idle, unauthenticated for too
+/// long, or the connector stops. `rx` holds the client's datagrams (the
+/// first one, an Allocate request, already); `slot` is its pending place.
 pub(crate) async fn run(
     turn: Arc<Turn>,
     socket: Arc<UdpSocket>,
     client: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
+    slot: PendingSlot,
     mut shutdown: Shutdown,
 ) {
     let stats = Arc::clone(&turn.stats);
     let idle = turn.limits.idle_timeout;
     let mut idle_at = Instant::now() + idle;
+    let mut slot = Some(slot);
     let mut dialled_before = false;
-    let mut backoff = BACKOFF_MIN;
+    // Back-off between dials: grows on every failed dial and on every
+    // connection that closed without an authenticated allocation, even
+    // when the dial itself succeeded (a relay that accepts and closes).
+    let mut backoff = Duration::ZERO;
+    let mut not_before = Instant::now();
     let mut dial_now = true;
     let mut logged_failure = false;
     // The datagram that made a re-dial happen; sent first once connected.
     let mut held: Option<Vec<u8>> = None;
     loop {
+        // Not before the back-off ends: datagrams meanwhile are dropped.
+        if !hold_off(
+            &mut rx,
+            not_before,
+            &mut idle_at,
+            idle,
+            &stats,
+            &mut shutdown,
+        )
+        .await
+        {
+            break;
+        }
         if !dial_now {
-            // Wait for a datagram before dialling again.
+            // Wait for a datagram before dialling again (a dead upstream is
+            // dialled again at once).
             held = tokio::select! {
                 biased;
                 () = shutdown.wait() => None,
@@ -87,7 +134,19 @@ pub(crate) async fn run(
             }
             idle_at = Instant::now() + idle;
         }
+        if Instant::now() >= idle_at {
+            Stats::inc(&stats.idle_closed);
+            break;
+        }
         dial_now = false;
+        if slot.is_none() {
+            // A re-dial: unauthenticated again until the relay accepts an
+            // Allocate on the new stream.
+            match turn.pending_slot() {
+                Some(s) => slot = Some(s),
+                None => break,
+            }
+        }
         let dialled = tokio::select! {
             biased;
             () = shutdown.wait() => break,
@@ -106,16 +165,8 @@ pub(crate) async fn run(
                     tracing::warn!("flow: upstream dial failed: {e}");
                     logged_failure = true;
                 }
-                // Back off, dropping what the client sends meanwhile.
-                let until = Instant::now() + backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                if !drop_until(&mut rx, until, &mut idle_at, idle, &stats, &mut shutdown).await {
-                    break;
-                }
-                if Instant::now() >= idle_at {
-                    Stats::inc(&stats.idle_closed);
-                    break;
-                }
+                backoff = next_backoff(backoff);
+                not_before = Instant::now() + backoff;
                 continue;
             }
         };
@@ -123,26 +174,36 @@ pub(crate) async fn run(
             Stats::inc(&stats.redials);
         }
         dialled_before = true;
-        backoff = BACKOFF_MIN;
         logged_failure = false;
         let first = held.take();
-        let outcome = connected(
+        let (outcome, allocated) = connected(
             &turn,
             &socket,
             client,
             stream,
             first,
             &mut rx,
+            &mut slot,
             &mut idle_at,
             &mut shutdown,
         )
         .await;
+        backoff = if allocated {
+            Duration::ZERO
+        } else {
+            next_backoff(backoff)
+        };
+        not_before = Instant::now() + backoff;
         match outcome {
             Outcome::Idle => {
                 Stats::inc(&stats.idle_closed);
                 break;
             }
             Outcome::Shutdown => break,
+            Outcome::Unauthenticated => {
+                Stats::inc(&stats.unauthenticated_closed);
+                break;
+            }
             Outcome::Closed => tracing::debug!("flow: upstream closed"),
             Outcome::Dead => {
                 Stats::inc(&stats.dead_upstreams);
@@ -156,8 +217,9 @@ pub(crate) async fn run(
     }
 }
 
-/// Drops datagrams until `until`. False on shutdown or a closed queue.
-async fn drop_until(
+/// Drops the client's datagrams until `until` (counted as held-back
+/// re-dials). False on shutdown, a closed queue or idleness.
+async fn hold_off(
     rx: &mut mpsc::Receiver<Vec<u8>>,
     until: Instant,
     idle_at: &mut Instant,
@@ -165,20 +227,25 @@ async fn drop_until(
     stats: &Stats,
     shutdown: &mut Shutdown,
 ) -> bool {
-    loop {
+    while Instant::now() < until {
         tokio::select! {
             biased;
             () = shutdown.wait() => return false,
+            () = sleep_until(*idle_at) => {
+                Stats::inc(&stats.idle_closed);
+                return false;
+            }
             () = sleep_until(until) => return true,
             d = rx.recv() => match d {
                 Some(_) => {
-                    Stats::inc(&stats.dropped);
+                    Stats::inc(&stats.redials_suppressed);
                     *idle_at = Instant::now() + idle;
                 }
                 None => return false,
             },
         }
     }
+    true
 }
 
 /// Moves datagrams and frames until the upstream closes or goes dead, the
@@ -191,13 +258,16 @@ async fn connected(
     stream: BoxIo,
     first: Option<Vec<u8>>,
     rx: &mut mpsc::Receiver<Vec<u8>>,
+    slot: &mut Option<PendingSlot>,
     idle_at: &mut Instant,
     shutdown: &mut Shutdown,
-) -> Outcome {
+) -> (Outcome, bool) {
     let stats = &turn.stats;
     let limits = &turn.limits;
+    let auth_at = Instant::now() + limits.auth_timeout;
+    let mut allocated = false;
     let (rd, mut wr) = tokio::io::split(stream);
-    let (answers_tx, mut answers) = mpsc::channel::<TransactionId>(ANSWER_QUEUE);
+    let (answers_tx, mut answers) = mpsc::channel::<Event>(ANSWER_QUEUE);
     let mut reader = tokio::spawn(read_upstream(
         rd,
         Arc::clone(socket),
@@ -214,7 +284,13 @@ async fn connected(
             biased;
             () = shutdown.wait() => break Outcome::Shutdown,
             _ = &mut reader => break Outcome::Closed,
-            Some(id) = answers.recv() => pending.retain(|(p, _)| *p != id),
+            Some(event) = answers.recv() => match event {
+                Event::Answer(id) => pending.retain(|(p, _)| *p != id),
+                Event::Allocated => {
+                    allocated = true;
+                    *slot = None;
+                }
+            },
             d = next(&mut first, rx) => {
                 let Some(d) = d else { break Outcome::Shutdown };
                 let now = Instant::now();
@@ -244,10 +320,11 @@ async fn connected(
                 break Outcome::Dead
             }
             () = sleep_until(*idle_at) => break Outcome::Idle,
+            () = sleep_until(auth_at), if slot.is_some() => break Outcome::Unauthenticated,
         }
     };
     reader.abort();
-    outcome
+    (outcome, allocated)
 }
 
 /// The held datagram, else the next queued one.
@@ -266,6 +343,13 @@ fn add(
     stats: &Stats,
     now: Instant,
 ) {
+    // Browsers' TURN clients never send a Binding to the TURN server (ICE
+    // checks travel inside Send/ChannelData); a page's `stun:` entry that
+    // shares the socket with its `turn:` one would.
+    if frame::is_binding_request(d) {
+        Stats::inc(&stats.not_allocate);
+        return;
+    }
     match frame::datagram_to_stream(d, out) {
         Ok(kind) => {
             Stats::add(&stats.payload_up, d.len() as u64);
@@ -288,7 +372,7 @@ async fn read_upstream(
     socket: Arc<UdpSocket>,
     client: SocketAddr,
     stats: Arc<Stats>,
-    answers: mpsc::Sender<TransactionId>,
+    answers: mpsc::Sender<Event>,
 ) {
     let mut decoder = StreamDecoder::new(MAX_STREAM_FRAME);
     let mut buf = vec![0u8; READ_BUF];
@@ -310,10 +394,38 @@ async fn read_upstream(
                     return;
                 }
             };
-            let (dgram, answer) = frame::stream_to_datagram(kind, frame);
-            if let Some(id) = answer {
-                let _ = answers.try_send(id);
-            }
+            let refusal;
+            let dgram = match frame::inspect_from_relay(kind, frame) {
+                FromRelay::Pass { answer, allocated } => {
+                    if allocated {
+                        // Must arrive: it frees the pending place.
+                        let _ = answers.send(Event::Allocated).await;
+                    }
+                    if let Some(id) = answer {
+                        let _ = answers.try_send(Event::Answer(id));
+                    }
+                    frame::stream_to_datagram(kind, frame).0
+                }
+                FromRelay::Redirect { answer } => {
+                    Stats::inc(&stats.redirects_blocked);
+                    tracing::warn!(
+                        "flow: the relay answered with a redirect (TURN 300 / ALTERNATE-SERVER); \
+                         not passed on, the client gets an error instead"
+                    );
+                    if let Some(id) = answer {
+                        let _ = answers.try_send(Event::Answer(id));
+                    }
+                    refusal = frame::redirect_refusal(frame);
+                    match &refusal {
+                        Some(r) => r.as_slice(),
+                        None => continue,
+                    }
+                }
+                FromRelay::Malformed => {
+                    Stats::inc(&stats.relay_malformed);
+                    continue;
+                }
+            };
             match socket.send_to(dgram, client).await {
                 Ok(_) => Stats::add(&stats.payload_down, dgram.len() as u64),
                 Err(_) => Stats::inc(&stats.dropped),

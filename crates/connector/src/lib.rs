@@ -6,9 +6,13 @@
 //! Connector::start(config)
 //!   ├─ tor (--via tor): write torrc, launch, wait for "Bootstrapped 100%"
 //!   ├─ UDP 127.0.0.1:3479 ─ dispatcher ─ one flow task per client 5-tuple
+//!   │     (opened only by a TURN Allocate; at most max_pending_flows
+//!   │     without an accepted Allocate, closed after auth_timeout)
 //!   │     datagram → check/frame (pad ChannelData) → upstream stream
 //!   │     upstream stream → frames → datagram (strip padding) → client
-//!   ├─ TCP 127.0.0.1:3479 ─ one task per client connection, bytes both ways
+//!   │     (redirects answered with a bare 300, never passed on)
+//!   ├─ TCP 127.0.0.1:3479 ─ one task per client connection (first frame an
+//!   │     Allocate): bytes up unchanged, frames down checked as for UDP
 //!   └─ web 127.0.0.1:8081 (--web) ─ hyper: /connector.json here, the rest
 //!         (HTTP and WebSocket) to the site with Host/Origin rewritten
 //! every upstream stream: TCP direct | SOCKS5 (remote DNS, fresh
@@ -21,8 +25,18 @@
 //! - **TURN is carried, not spoken.** Messages pass unmodified (only the
 //!   stream framing changes), so long-term and REST credentials and
 //!   MESSAGE-INTEGRITY work end to end; the connector never sees a
-//!   password and never logs a username. It only reads the STUN class and
-//!   transaction ID, to find requests that go unanswered.
+//!   password and never logs a username. It reads the STUN class, method
+//!   and transaction ID (to find unanswered requests, to open upstreams
+//!   only for an Allocate and to see the relay accept one), and in the
+//!   relay's messages whether any attribute is a redirect.
+//! - **Web pages are not trusted.** Any page can make the browser send
+//!   STUN/TURN to the loopback port: a Binding gets no answer and opens
+//!   nothing; flows without an accepted Allocate have their own cap and a
+//!   deadline; a TURN redirect (300, ALTERNATE-SERVER, ALTERNATE-DOMAIN) is
+//!   never forwarded, since the browser would follow it around Tor — the
+//!   connector answers a 300 naming no alternate itself (following it
+//!   through its own route
+//!   would send the call to a server nobody configured).
 //! - **One upstream stream per client flow.** The relay sees one TCP/TLS
 //!   client per allocation, exactly as if the browser spoke TURN over TLS
 //!   itself; through Tor each flow has its own circuit.
@@ -31,7 +45,10 @@
 //! - **Dead upstreams are found from the client's own traffic.** A STUN
 //!   request unanswered for `dead_timeout` on an open stream (a stalled
 //!   circuit) closes the stream and dials again; a closed stream is
-//!   re-dialled on the next datagram. The relay binds allocations to the
+//!   re-dialled on the next datagram, after a back-off (0.5 s doubling to
+//!   30 s) unless the relay had accepted an Allocate on the closed one,
+//!   so a relay that accepts and closes costs a few dials, not one per
+//!   datagram (through Tor, each a new circuit). The relay binds allocations to the
 //!   stream, so the client's next request gets 437 and WebRTC recovers
 //!   with an ICE restart; without the re-dial it would wait forever.
 //! - **Every table and wait is bounded**: flows, per-flow queues, pending
@@ -61,7 +78,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use config::{ConfigError, ConnectorConfig, Endpoint, Limits, RelayTrust, Via};
@@ -115,9 +132,45 @@ pub(crate) struct Turn {
     pub(crate) dialer: Dialer,
     pub(crate) stats: Arc<Stats>,
     pub(crate) limits: Limits,
+    /// Places for flows without an authenticated allocation.
+    pub(crate) pending: Arc<Semaphore>,
+}
+
+/// A flow's place among those without an authenticated allocation yet
+/// (counted in `flows_pending`); dropped once the relay accepted an
+/// Allocate, or with the flow.
+#[derive(Debug)]
+pub(crate) struct PendingSlot {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<Stats>,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.stats
+            .flows_pending
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Turn {
+    /// A pending place, or `None` (counted as refused) when all are taken.
+    pub(crate) fn pending_slot(&self) -> Option<PendingSlot> {
+        match Arc::clone(&self.pending).try_acquire_owned() {
+            Ok(permit) => {
+                Stats::inc(&self.stats.flows_pending);
+                Some(PendingSlot {
+                    _permit: permit,
+                    stats: Arc::clone(&self.stats),
+                })
+            }
+            Err(_) => {
+                Stats::inc(&self.stats.pending_refused);
+                None
+            }
+        }
+    }
+
     /// A new upstream stream to the relay.
     pub(crate) async fn dial(&self) -> Result<BoxIo, DialError> {
         self.dialer
@@ -200,6 +253,9 @@ impl Connector {
             dialer: dialer.clone(),
             stats: Arc::clone(&stats),
             limits: config.limits.clone(),
+            pending: Arc::new(Semaphore::new(
+                config.limits.max_pending_flows.min(config.limits.max_flows),
+            )),
         });
         let mut tasks = vec![
             tokio::spawn(udp::serve(
@@ -218,6 +274,7 @@ impl Connector {
                 port: addr.port(),
                 stats: Arc::clone(&stats),
                 max_connections: config.limits.max_web_connections,
+                header_timeout: config.limits.web_header_timeout,
             });
             tasks.push(tokio::spawn(web::serve(listener, web, shutdown.clone())));
         }

@@ -19,6 +19,15 @@ pub struct Stats {
     pub(crate) dropped: AtomicU64,
     pub(crate) web_requests: AtomicU64,
     pub(crate) web_upgrades: AtomicU64,
+    pub(crate) flows_pending: AtomicU64,
+    pub(crate) not_allocate: AtomicU64,
+    pub(crate) pending_refused: AtomicU64,
+    pub(crate) unauthenticated_closed: AtomicU64,
+    pub(crate) redirects_blocked: AtomicU64,
+    pub(crate) relay_malformed: AtomicU64,
+    pub(crate) redials_suppressed: AtomicU64,
+    pub(crate) web_header_timeouts: AtomicU64,
+    pub(crate) web_refused: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -54,6 +63,37 @@ pub struct StatsSnapshot {
     pub web_requests: u64,
     /// WebSocket (Upgrade) tunnels opened by the web proxy.
     pub web_upgrades: u64,
+    /// TURN flows open now that have no authenticated allocation yet (see
+    /// `Limits::max_pending_flows`).
+    pub flows_pending: u64,
+    /// Client messages refused unanswered: those that would have opened a
+    /// flow but were not a TURN Allocate request, and STUN Binding requests
+    /// inside a UDP flow (e.g. from a web page listing the connector as a
+    /// `stun:` server). Nothing is dialled for them.
+    pub not_allocate: u64,
+    /// Allocates that would have opened a flow (one per datagram or TCP
+    /// connection; a retransmission counts again), and re-dials, refused
+    /// because `max_pending_flows` flows were already waiting for an
+    /// authenticated allocation.
+    pub pending_refused: u64,
+    /// Flows closed because no authenticated allocation (a success response
+    /// to Allocate from the relay) came within `auth_timeout` of the
+    /// upstream connect.
+    pub unauthenticated_closed: u64,
+    /// Redirects from the relay (ERROR-CODE 300, ALTERNATE-SERVER,
+    /// ALTERNATE-DOMAIN) not passed on to the client.
+    pub redirects_blocked: u64,
+    /// STUN frames from the relay that did not parse: not passed on.
+    pub relay_malformed: u64,
+    /// Client datagrams dropped while their flow waited out its re-dial
+    /// back-off (each would have been a re-dial without it).
+    pub redials_suppressed: u64,
+    /// Web proxy connections closed because the browser did not send a
+    /// request's headers within `web_header_timeout` (also when idle
+    /// between requests).
+    pub web_header_timeouts: u64,
+    /// Web proxy connections refused: `max_web_connections` were open.
+    pub web_refused: u64,
 }
 
 impl Stats {
@@ -91,6 +131,15 @@ impl Stats {
             dropped: g(&self.dropped),
             web_requests: g(&self.web_requests),
             web_upgrades: g(&self.web_upgrades),
+            flows_pending: g(&self.flows_pending),
+            not_allocate: g(&self.not_allocate),
+            pending_refused: g(&self.pending_refused),
+            unauthenticated_closed: g(&self.unauthenticated_closed),
+            redirects_blocked: g(&self.redirects_blocked),
+            relay_malformed: g(&self.relay_malformed),
+            redials_suppressed: g(&self.redials_suppressed),
+            web_header_timeouts: g(&self.web_header_timeouts),
+            web_refused: g(&self.web_refused),
         }
     }
 }
@@ -101,7 +150,10 @@ impl std::fmt::Display for StatsSnapshot {
             f,
             "flows {} open, {} total; upstream {} B up, {} B down (TURN payload {} B up, \
              {} B down); {} redials, {} dial failures, {} dead upstreams, {} idle closed, \
-             {} datagrams dropped; web {} requests, {} WebSockets",
+             {} datagrams dropped; refused: {} not Allocate, {} over the pending cap \
+             ({} pending now), {} unauthenticated closed, {} redirects blocked, {} malformed from \
+             the relay, {} re-dials held back; web {} requests, {} WebSockets, {} header \
+             timeouts, {} refused",
             self.flows_current,
             self.flows_total,
             self.bytes_up,
@@ -113,8 +165,17 @@ impl std::fmt::Display for StatsSnapshot {
             self.dead_upstreams,
             self.idle_closed,
             self.dropped,
+            self.not_allocate,
+            self.pending_refused,
+            self.flows_pending,
+            self.unauthenticated_closed,
+            self.redirects_blocked,
+            self.relay_malformed,
+            self.redials_suppressed,
             self.web_requests,
-            self.web_upgrades
+            self.web_upgrades,
+            self.web_header_timeouts,
+            self.web_refused
         )
     }
 }

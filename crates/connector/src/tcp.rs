@@ -1,6 +1,10 @@
 //! The TCP TURN listener (`turn:…?transport=tcp`): each client connection
-//! gets one upstream stream, and bytes are copied both ways unchanged (both
-//! sides already carry framed STUN and ChannelData).
+//! whose first frame is a TURN Allocate request gets one upstream stream.
+//! Client bytes go up unchanged (both sides carry framed STUN and
+//! ChannelData); the relay's frames are read one by one on the way down, to
+//! see the Allocate success that ends the pending state and to refuse
+//! redirects. RFC 6062 data connections (which start with ConnectionBind
+//! and then carry raw bytes) are not carried: browsers do not use them.
 
 use std::io;
 use std::pin::Pin;
@@ -9,12 +13,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use stun::StreamDecoder;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf, ReadHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep_until, Instant};
 
+use crate::dial::BoxIo;
+use crate::frame::{self, FromRelay, MAX_STREAM_FRAME};
 use crate::stats::Stats;
-use crate::{Shutdown, Turn};
+use crate::{PendingSlot, Shutdown, Turn};
+
+/// Bytes read from the upstream at once.
+const READ_BUF: usize = 16 * 1024;
 
 /// Accepts connections until shutdown.
 pub(crate) async fn serve(listener: TcpListener, turn: Arc<Turn>, mut shutdown: Shutdown) {
@@ -45,35 +56,164 @@ pub(crate) async fn serve(listener: TcpListener, turn: Arc<Turn>, mut shutdown: 
     }
 }
 
+/// How a TCP flow ended, when it matters to the counters.
+enum End {
+    Other,
+    Idle,
+    Unauthenticated,
+}
+
 async fn connection(turn: &Turn, conn: TcpStream, mut shutdown: Shutdown) {
     let _ = conn.set_nodelay(true);
+    let stats = &turn.stats;
+    let limits = &turn.limits;
+    let (mut client_rd, mut client_wr) = conn.into_split();
+    // The first frame must be a TURN Allocate request: nothing is dialled
+    // for a STUN Binding or a silent client.
+    let mut decoder = StreamDecoder::new(MAX_STREAM_FRAME);
+    let first = tokio::select! {
+        biased;
+        () = shutdown.wait() => return,
+        r = tokio::time::timeout(limits.auth_timeout, first_frame(&mut client_rd, &mut decoder)) => r,
+    };
+    let first = match first {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            Stats::inc(&stats.not_allocate);
+            return;
+        }
+        Err(_) => {
+            Stats::inc(&stats.unauthenticated_closed);
+            return;
+        }
+    };
+    Stats::add(&stats.payload_up, first.len() as u64);
+    let Some(slot) = turn.pending_slot() else {
+        return;
+    };
     let dialled = tokio::select! {
         biased;
         () = shutdown.wait() => return,
         r = turn.dial() => r,
     };
-    let mut upstream = match dialled {
+    let upstream = match dialled {
         Ok(s) => s,
         Err(e) => {
-            Stats::inc(&turn.stats.upstream_failures);
+            Stats::inc(&stats.upstream_failures);
             tracing::warn!("tcp: upstream dial failed: {e}");
             return;
         }
     };
     let start = Instant::now();
+    let auth_at = start + limits.auth_timeout;
+    let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
+    if up_wr.write_all(&first).await.is_err() {
+        return;
+    }
     let last = Arc::new(AtomicU64::new(0));
     let mut client = Activity {
-        inner: conn,
+        inner: client_rd,
         start,
         last: Arc::clone(&last),
-        stats: Arc::clone(&turn.stats),
+        stats: Arc::clone(stats),
     };
-    tokio::select! {
+    let end = tokio::select! {
         biased;
-        () = shutdown.wait() => {}
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-        () = idle(start, &last, turn.limits.idle_timeout) => {
-            Stats::inc(&turn.stats.idle_closed);
+        () = shutdown.wait() => End::Other,
+        _ = tokio::io::copy(&mut client, &mut up_wr) => End::Other,
+        e = to_client(&mut up_rd, &mut client_wr, stats, slot, auth_at) => e,
+        () = idle(start, &last, limits.idle_timeout) => End::Idle,
+    };
+    match end {
+        End::Idle => Stats::inc(&stats.idle_closed),
+        End::Unauthenticated => Stats::inc(&stats.unauthenticated_closed),
+        End::Other => {}
+    }
+}
+
+/// Reads the client's first frame. `Some` (the frame and whatever came
+/// after it) when it is an Allocate request; `None` when it is not, the
+/// client closed, or the bytes are not TURN framing.
+async fn first_frame(rd: &mut OwnedReadHalf, decoder: &mut StreamDecoder) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Some((_, frame)) = decoder.next_frame().ok()? {
+            if !frame::is_allocate_request(frame) {
+                return None;
+            }
+            let mut bytes = frame.to_vec();
+            bytes.extend_from_slice(&decoder.take_pending());
+            return Some(bytes);
+        }
+        let n = rd.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        decoder.push(&buf[..n]).ok()?;
+    }
+}
+
+/// Copies frames from the relay to the client, refusing redirects (the
+/// client gets the connector's bare 300 instead) and frames that do not parse.
+/// Holds the pending place until the relay accepts an Allocate; without
+/// that by `auth_at`, ends the flow.
+async fn to_client(
+    rd: &mut ReadHalf<BoxIo>,
+    wr: &mut OwnedWriteHalf,
+    stats: &Stats,
+    slot: PendingSlot,
+    auth_at: Instant,
+) -> End {
+    let mut slot = Some(slot);
+    let mut decoder = StreamDecoder::new(MAX_STREAM_FRAME);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::with_capacity(READ_BUF);
+    loop {
+        let n = tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return End::Other,
+                Ok(n) => n,
+            },
+            () = sleep_until(auth_at), if slot.is_some() => return End::Unauthenticated,
+        };
+        if decoder.push(&buf[..n]).is_err() {
+            return End::Other;
+        }
+        out.clear();
+        loop {
+            let (kind, frame) = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!("tcp: upstream sent a bad frame ({e}); closing it");
+                    return End::Other;
+                }
+            };
+            match frame::inspect_from_relay(kind, frame) {
+                FromRelay::Pass { allocated, .. } => {
+                    if allocated {
+                        slot = None;
+                    }
+                    out.extend_from_slice(frame);
+                }
+                FromRelay::Redirect { .. } => {
+                    Stats::inc(&stats.redirects_blocked);
+                    tracing::warn!(
+                        "tcp: the relay answered with a redirect (TURN 300 / ALTERNATE-SERVER); \
+                         not passed on, the client gets an error instead"
+                    );
+                    if let Some(r) = frame::redirect_refusal(frame) {
+                        out.extend_from_slice(&r);
+                    }
+                }
+                FromRelay::Malformed => Stats::inc(&stats.relay_malformed),
+            }
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() {
+                return End::Other;
+            }
+            Stats::add(&stats.payload_down, out.len() as u64);
         }
     }
 }
@@ -93,7 +233,7 @@ async fn idle(start: Instant, last: &AtomicU64, limit: Duration) {
 /// The client's side: counts TURN bytes and notes when the client last
 /// sent something.
 struct Activity {
-    inner: TcpStream,
+    inner: OwnedReadHalf,
     start: Instant,
     last: Arc<AtomicU64>,
     stats: Arc<Stats>,
@@ -114,27 +254,5 @@ impl AsyncRead for Activity {
             self.last.store(ms, Ordering::Relaxed);
         }
         r
-    }
-}
-
-impl AsyncWrite for Activity {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            Stats::add(&self.stats.payload_down, *n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

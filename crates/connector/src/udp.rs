@@ -69,10 +69,15 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, turn: Arc<Turn>, mut shutdown:
             },
             Entry::Vacant(_) => datagram,
         };
-        // A new flow: only for something that is TURN, and within the limit.
+        // A new flow: only for a TURN Allocate (a STUN Binding, e.g. from a
+        // web page's `stun:` server, gets no answer), within the limits.
         scratch.clear();
         if frame::datagram_to_stream(&datagram, &mut scratch).is_err() {
             Stats::inc(&stats.dropped);
+            continue;
+        }
+        if !frame::is_allocate_request(&datagram) {
+            Stats::inc(&stats.not_allocate);
             continue;
         }
         if stats.flows_current.load(Ordering::Relaxed) >= limits.max_flows as u64 {
@@ -84,6 +89,9 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, turn: Arc<Turn>, mut shutdown:
             continue;
         }
         warned_full = false;
+        let Some(slot) = turn.pending_slot() else {
+            continue;
+        };
         let (tx, rx) = mpsc::channel(limits.flow_queue);
         if tx.try_send(datagram).is_err() {
             continue;
@@ -100,7 +108,7 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, turn: Arc<Turn>, mut shutdown:
         );
         tokio::spawn(async move {
             let stats = Arc::clone(&turn.stats);
-            flow::run(turn, socket, from, rx, stop).await;
+            flow::run(turn, socket, from, rx, slot, stop).await;
             stats.flow_closed();
             let _ = done.send((from, id)).await;
         });

@@ -35,8 +35,6 @@ use crate::Shutdown;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// How long a browser may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the site may take to answer (headers).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a kept upstream connection may take to be ready again.
@@ -54,6 +52,9 @@ pub(crate) struct Web {
     pub(crate) port: u16,
     pub(crate) stats: Arc<Stats>,
     pub(crate) max_connections: usize,
+    /// How long a browser may take to send a request's headers (and stay
+    /// idle between requests).
+    pub(crate) header_timeout: Duration,
 }
 
 /// The body of `/connector.json`.
@@ -83,6 +84,7 @@ pub(crate) async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: Sh
             },
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            Stats::inc(&web.stats.web_refused);
             tracing::debug!("web: too many connections");
             continue;
         };
@@ -99,6 +101,8 @@ async fn connection(
     let _ = conn.set_nodelay(true);
     let upstream: Arc<Mutex<Option<SendRequest<Incoming>>>> = Arc::default();
     let stop = shutdown.clone();
+    let header_timeout = web.header_timeout;
+    let stats = Arc::clone(&web.stats);
     let service = hyper::service::service_fn(move |req| {
         let (web, upstream, stop) = (Arc::clone(&web), Arc::clone(&upstream), stop.clone());
         async move { Ok::<_, Infallible>(handle(&web, &upstream, req, stop).await) }
@@ -106,14 +110,20 @@ async fn connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(header_timeout);
     let served = builder
         .serve_connection(TokioIo::new(conn), service)
         .with_upgrades();
     tokio::pin!(served);
     let mut shutdown = shutdown;
     tokio::select! {
-        _ = served.as_mut() => {}
+        r = served.as_mut() => {
+            // hyper's timer runs while it waits for a request's headers:
+            // for the first request and between kept-alive ones.
+            if r.is_err_and(|e| e.is_timeout()) {
+                Stats::inc(&stats.web_header_timeouts);
+            }
+        }
         () = shutdown.wait() => {
             served.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, served.as_mut()).await;

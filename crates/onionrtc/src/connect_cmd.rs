@@ -76,6 +76,12 @@ pub struct ConnectFlags {
     /// TURN flows at once (UDP 5-tuples plus TCP connections).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_flows: usize,
+
+    /// TURN flows at once that have no authenticated allocation yet (a web
+    /// page can make the browser send Allocates to the connector; these
+    /// are capped here and closed after 20 s).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_pending_flows: usize,
 }
 
 /// Builds the connector's configuration from the flags.
@@ -108,6 +114,7 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<ConnectorConfig> {
     }
     config.limits.idle_timeout = Duration::from_secs(flags.idle_timeout);
     config.limits.max_flows = flags.max_flows;
+    config.limits.max_pending_flows = flags.max_pending_flows;
     config.validate()?;
     Ok(config)
 }

@@ -320,6 +320,21 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Every attribute in the message, undecoded, including those after
+    /// MESSAGE-INTEGRITY or FINGERPRINT that [`Message::raw_attributes`]
+    /// skips: what a lenient receiver (a browser's TURN client) may read.
+    /// For checks that must not miss an attribute, e.g. a proxy refusing
+    /// ALTERNATE-SERVER.
+    pub fn every_raw_attribute(&self) -> RawAttributes<'a> {
+        RawAttributes {
+            buf: self.buf,
+            off: HEADER_LEN,
+            mi: None,
+            mi256: None,
+            fp: None,
+        }
+    }
+
     /// The attributes that count, decoded. Unknown types decode to
     /// [`Attribute::Unknown`]; a known type with a malformed value yields an error item.
     pub fn attributes(&self) -> impl Iterator<Item = Result<Attribute<'a>>> + 'a {
@@ -401,6 +416,38 @@ impl<'a> Iterator for RawAttributes<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_raw_attribute_sees_past_integrity() {
+        // SOFTWARE, MESSAGE-INTEGRITY, then ALTERNATE-DOMAIN (ignored by
+        // the strict view, seen by the lenient one).
+        let mut m = vec![0u8; HEADER_LEN];
+        m[0..2].copy_from_slice(&0x0113u16.to_be_bytes());
+        m[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        for (typ, len) in [
+            (attr::SOFTWARE, 4usize),
+            (attr::MESSAGE_INTEGRITY, 20),
+            (attr::ALTERNATE_DOMAIN, 4),
+        ] {
+            m.extend_from_slice(&typ.to_be_bytes());
+            m.extend_from_slice(&(len as u16).to_be_bytes());
+            m.extend_from_slice(&vec![b'a'; len]);
+        }
+        let body = (m.len() - HEADER_LEN) as u16;
+        m[2..4].copy_from_slice(&body.to_be_bytes());
+        let msg = Message::parse(&m).unwrap();
+        let strict: Vec<u16> = msg.raw_attributes().map(|a| a.typ).collect();
+        let every: Vec<u16> = msg.every_raw_attribute().map(|a| a.typ).collect();
+        assert_eq!(strict, [attr::SOFTWARE, attr::MESSAGE_INTEGRITY]);
+        assert_eq!(
+            every,
+            [
+                attr::SOFTWARE,
+                attr::MESSAGE_INTEGRITY,
+                attr::ALTERNATE_DOMAIN
+            ]
+        );
+    }
 
     #[test]
     fn message_type_round_trip() {

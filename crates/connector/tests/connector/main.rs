@@ -3,6 +3,8 @@
 //! the relay is our own, in process, on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chromium;
+mod exposure;
 mod flows;
 mod measure;
 mod pinning;

@@ -18,7 +18,7 @@ fn matching_pin_works() {
     let h = start(&rt, c);
     rt.block_on(h.probe_relay()).unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    assert!(binding(&sock, h.turn_addr(), Duration::from_secs(10)));
+    assert!(probe(&sock, h.turn_addr(), Duration::from_secs(10)));
     stop(&rt, h);
 }
 
@@ -36,7 +36,7 @@ fn wrong_pin_refused() {
     assert!(text.contains(&relay.spki()), "names the key it saw: {text}");
     // A client gets nothing, and the relay sees no TURN message.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    assert!(!binding(&sock, h.turn_addr(), Duration::from_secs(2)));
+    assert!(!probe(&sock, h.turn_addr(), Duration::from_secs(2)));
     let s = h.stats();
     assert!(s.upstream_failures >= 2, "{s:?}");
     assert_eq!(s.payload_down, 0, "{s:?}");

@@ -57,9 +57,9 @@ fn fresh_credentials_per_flow_and_remote_dns() {
     let h = start(&rt, c);
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-    assert!(binding(&a, h.turn_addr(), Duration::from_secs(10)));
-    assert!(binding(&b, h.turn_addr(), Duration::from_secs(10)));
-    assert!(binding(&a, h.turn_addr(), Duration::from_secs(10)));
+    assert!(probe(&a, h.turn_addr(), Duration::from_secs(10)));
+    assert!(probe(&b, h.turn_addr(), Duration::from_secs(10)));
+    assert!(probe(&a, h.turn_addr(), Duration::from_secs(10)));
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one upstream per flow: {seen:?}");
     for r in &seen {

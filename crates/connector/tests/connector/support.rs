@@ -478,26 +478,32 @@ async fn pump(
     }
 }
 
-/// A STUN Binding request with a random transaction ID.
-pub fn binding_request() -> (Vec<u8>, TransactionId) {
+/// A STUN request of `method` with a random transaction ID (an Allocate
+/// asks for UDP and carries no credentials: the relay answers 401).
+pub fn stun_request(method: Method) -> (Vec<u8>, TransactionId) {
     let id = TransactionId(rand::random());
     let mut buf = [0u8; 64];
-    let mut enc = MessageEncoder::new(
-        &mut buf,
-        MessageType::new(Method::BINDING, Class::Request),
-        id,
-    )
-    .unwrap();
+    let mut enc =
+        MessageEncoder::new(&mut buf, MessageType::new(method, Class::Request), id).unwrap();
+    if method == Method::ALLOCATE {
+        enc.push(&stun::attr::Attribute::RequestedTransport(17))
+            .unwrap();
+    }
     enc.fingerprint().unwrap();
     let n = enc.finish();
     (buf[..n].to_vec(), id)
 }
 
-/// Sends a Binding request from `sock` to `to` and waits up to `wait` for
-/// its success response.
-pub fn binding(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
-    let (req, id) = binding_request();
-    sock.send_to(&req, to).unwrap();
+/// Sends `req` from `sock` to `to` and waits up to `wait` for a response
+/// (success or error) to transaction `id`.
+pub fn answered(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    req: &[u8],
+    id: TransactionId,
+    wait: Duration,
+) -> bool {
+    sock.send_to(req, to).unwrap();
     let deadline = Instant::now() + wait;
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
@@ -511,7 +517,7 @@ pub fn binding(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
             continue;
         };
         if let Ok(m) = Message::parse(&buf[..n]) {
-            if m.transaction_id() == id && m.class() == Class::Success {
+            if m.transaction_id() == id && m.class().is_response() {
                 return true;
             }
         }
@@ -519,7 +525,185 @@ pub fn binding(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
     false
 }
 
+/// Sends a STUN Binding request and waits `wait` for an answer: true if
+/// one came.
+pub fn binding_answered(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
+    let (req, id) = stun_request(Method::BINDING);
+    answered(sock, to, &req, id, wait)
+}
+
+/// Sends an Allocate request without credentials (which opens a flow;
+/// the relay answers 401) from `sock` to `to` and waits up to `wait` for
+/// the answer.
+pub fn probe(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
+    let (req, id) = stun_request(Method::ALLOCATE);
+    answered(sock, to, &req, id, wait)
+}
+
 /// Polls `f` until true (bounded).
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     testkit::wait_until(limit, Duration::from_millis(20), || f().then_some(())).is_some()
+}
+
+/// An authenticated TURN allocation (long-term credentials) from `sock`
+/// to `to` with our `turn::client`; true once the relay granted it within
+/// `wait`.
+pub fn allocate(sock: &UdpSocket, to: SocketAddr, wait: Duration) -> bool {
+    use turn::client::{Client, ClientConfig, Event};
+    let start = Instant::now();
+    let mut client = Client::new(
+        ClientConfig::new(to, turn::Transport::Udp, USER, PASSWORD),
+        start,
+    );
+    if client.allocate(start).is_err() {
+        return false;
+    }
+    let deadline = start + wait;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        while let Some(t) = client.poll_transmit() {
+            sock.send_to(&t.payload, t.destination).unwrap();
+        }
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                Event::Allocated { .. } => return true,
+                Event::AllocationFailed { .. } => return false,
+                _ => {}
+            }
+        }
+        let mut wake = deadline;
+        if let Some(t) = client.poll_timeout() {
+            wake = wake.min(t);
+        }
+        let now = Instant::now();
+        sock.set_read_timeout(Some(
+            wake.saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => client.handle_datagram(Instant::now(), from, &buf[..n]),
+            Err(_) => client.handle_timeout(Instant::now()),
+        }
+    }
+    false
+}
+
+/// What a [`FakeRelay`] does with a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum FakeMode {
+    /// Accepts and closes at once.
+    Close,
+    /// Answers every STUN request (over TCP, and over UDP on the same
+    /// port) with 300 (Try Alternate) and ALTERNATE-SERVER = this address.
+    Redirect(SocketAddr),
+}
+
+/// A hostile or broken "relay" on 127.0.0.1 (a TCP listener), counting
+/// the connections it accepted.
+pub struct FakeRelay {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeRelay {
+    pub async fn start(mode: FakeMode) -> FakeRelay {
+        FakeRelay::start_on("127.0.0.1:0".parse().unwrap(), mode).await
+    }
+
+    pub async fn start_on(bind: SocketAddr, mode: FakeMode) -> FakeRelay {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        if let FakeMode::Redirect(to) = mode {
+            // The same redirects over UDP, on the same port.
+            let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                    if let Some(r) = redirect_reply(&buf[..n], to) {
+                        let _ = udp.send_to(&r, from).await;
+                    }
+                }
+            });
+        }
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                match mode {
+                    FakeMode::Close => drop(conn),
+                    FakeMode::Redirect(to) => {
+                        tokio::spawn(redirect_all(conn, to));
+                    }
+                }
+            }
+        });
+        FakeRelay { addr, accepted }
+    }
+
+    /// `tcp://ADDR`.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::parse_relay(&format!("tcp://{}", self.addr)).unwrap()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Answers every STUN request on `conn` with 300 and ALTERNATE-SERVER.
+async fn redirect_all(mut conn: tokio::net::TcpStream, to: SocketAddr) {
+    let mut decoder = stun::StreamDecoder::new(70_000);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if decoder.push(&buf[..n]).is_err() {
+            return;
+        }
+        let mut out = Vec::new();
+        while let Ok(Some((_, frame))) = decoder.next_frame() {
+            if let Some(r) = redirect_reply(frame, to) {
+                out.extend_from_slice(&r);
+            }
+        }
+        if conn.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// 300 (Try Alternate) with ALTERNATE-SERVER `to` for a STUN request.
+fn redirect_reply(frame: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    let m = Message::parse(frame).ok()?;
+    if m.class() != Class::Request {
+        return None;
+    }
+    let mut b = [0u8; 256];
+    let mut enc = MessageEncoder::new(
+        &mut b,
+        MessageType::new(m.method(), Class::Error),
+        m.transaction_id(),
+    )
+    .ok()?;
+    enc.push(&stun::attr::Attribute::ErrorCode(stun::attr::ErrorCode {
+        code: 300,
+        reason: "Try Alternate",
+    }))
+    .ok()?;
+    enc.push(&stun::attr::Attribute::AlternateServer(to)).ok()?;
+    let n = enc.finish();
+    Some(b[..n].to_vec())
+}
+
+/// Reads one STUN message from `sock` within `wait`.
+pub fn recv_stun(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }

@@ -65,7 +65,7 @@ fn via_tor_launches_uses_and_kills_tor() {
     assert!(h.tor_socks_addr().unwrap().ip().is_loopback());
     rt.block_on(h.probe_relay()).unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    assert!(binding(&sock, h.turn_addr(), Duration::from_secs(10)));
+    assert!(probe(&sock, h.turn_addr(), Duration::from_secs(10)));
     // /connector.json says "tor".
     let web = h.web_addr().unwrap();
     let body = rt.block_on(async move {
