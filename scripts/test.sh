@@ -61,6 +61,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz targets build"
-(cd fuzz && cargo build --quiet)
+# Into the workspace's target dir: dependencies built with the same
+# features are shared with the test build below.
+(cd fuzz && CARGO_TARGET_DIR=../target cargo build --quiet)
 echo "== cargo test"
 cargo test --workspace

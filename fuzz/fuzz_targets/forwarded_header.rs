@@ -1,0 +1,31 @@
+//! The client address behind a trusted reverse proxy, from arbitrary
+//! `X-Forwarded-For` values: never a panic, and never a trusted proxy's
+//! address unless it is the peer itself (the header could not be read, or
+//! named only proxies).
+
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use http::{HeaderMap, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use signal::ForwardRule;
+
+fuzz_target!(|data: &[u8]| {
+    let trusted = ["127.0.0.0/8", "10.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let Ok(rule) = ForwardRule::new(trusted, "x-forwarded-for") else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    for part in data.split(|&b| b == b'\n') {
+        if let Ok(v) = HeaderValue::from_bytes(part) {
+            headers.append("x-forwarded-for", v);
+        }
+    }
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let got = rule.resolve(peer, &headers);
+    assert!(got.ip == peer || !rule.is_trusted(got.ip), "{got:?}");
+});
