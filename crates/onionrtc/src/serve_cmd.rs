@@ -1014,7 +1014,7 @@ mod tests {
             turn_urls = ["turns:call.example.org:443?transport=tcp"]
             credential_ttl_secs = 3600
             store_stats_samples = true
-            trusted_proxies = ["127.0.0.1/32", "::1/128"]
+            trusted_proxies = ["127.0.0.1", "::1/128"]
             forwarded_header = "X-Real-IP"
             hostnames = ["call.example.org"]
             max_connections_per_ip = 16
@@ -1074,7 +1074,7 @@ mod tests {
             ("[serve]\nturn_urls = [\"stun:x:1\"]", "turn_urls"),
             ("[serve]\ncredential_ttl_secs = 5", "credential_ttl_secs"),
             (
-                "[serve]\ntrusted_proxies = [\"127.0.0.1\"]",
+                "[serve]\ntrusted_proxies = [\"127.0.0.1/33\"]",
                 "trusted_proxies",
             ),
             (
