@@ -743,6 +743,13 @@ fn web_assets() -> signal::WebAssets {
             ),
             ("/stats.js", JS, include_bytes!("../../../web/stats.js")),
             ("/ui.js", JS, include_bytes!("../../../web/ui.js")),
+            ("/peer.js", JS, include_bytes!("../../../web/peer.js")),
+            ("/media.js", JS, include_bytes!("../../../web/media.js")),
+            (
+                "/privacy.html",
+                HTML,
+                include_bytes!("../../../web/privacy.html"),
+            ),
             ("/style.css", CSS, include_bytes!("../../../web/style.css")),
         ],
     }
