@@ -167,6 +167,11 @@ async function startPreview() {
   stopPreview();
   const choice = ui.deviceChoice();
   const { stream, error } = await media.getUserMedia(choice, !choice.audioOnly);
+  if (api.state !== 'new') {
+    // Joined meanwhile: the call has its own stream.
+    for (const t of stream?.getTracks() ?? []) t.stop();
+    return;
+  }
   ui.notice(error || '');
   localStream = stream;
   ui.showPreview(stream);
