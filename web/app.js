@@ -371,8 +371,13 @@ function onPeerTrack(p, track) {
   else track.addEventListener('unmute', first, { once: true });
 }
 
+/** Whether the others see no video of us (camera off, or no camera at all). */
+function noVideo() {
+  return !screenTrack && (cameraOff || !cameraTrack);
+}
+
 function hello() {
-  return { t: 'hello', name: myName, muted, cameraOff, sharing: !!screenTrack };
+  return { t: 'hello', name: myName, muted, cameraOff: noVideo(), sharing: !!screenTrack };
 }
 
 function broadcast(msg) {
@@ -418,12 +423,12 @@ function sendChat(text) {
 }
 
 function showLocalFlags() {
-  ui.showLocalFlags({ muted, cameraOff, sharing: !!screenTrack });
+  ui.showLocalFlags({ name: myName, muted, cameraOff: noVideo(), sharing: !!screenTrack });
 }
 
 function announceState() {
   showLocalFlags();
-  broadcast({ t: 'state', muted, cameraOff, sharing: !!screenTrack });
+  broadcast({ t: 'state', muted, cameraOff: noVideo(), sharing: !!screenTrack });
 }
 
 async function onSignal(msg) {

@@ -201,7 +201,6 @@ export function showPeer(p) {
   li.querySelector('.status').textContent = PEER_STATE_TEXT[p.state] ?? '';
   li.dataset.state = p.state;
   li.classList.toggle('sharing', !!p.sharing);
-  li.classList.toggle('camera-off', !!p.cameraOff);
   showFlags(li, p);
   const q = li.querySelector('.quality');
   q.dataset.quality = p.quality || '';
@@ -213,10 +212,12 @@ export function showPeer(p) {
 }
 
 function showFlags(li, s) {
+  li.classList.toggle('camera-off', !!s.cameraOff && !s.sharing);
+  li.dataset.initial = Array.from(s.name || 'Guest')[0].toUpperCase();
   const flags = li.querySelector('.flags');
   const parts = [];
   if (s.muted) parts.push('muted');
-  if (s.cameraOff) parts.push('camera off');
+  if (s.cameraOff) parts.push('no video');
   if (s.sharing) parts.push('sharing screen');
   flags.textContent = parts.length ? `(${parts.join(', ')})` : '';
 }

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 use testkit::Proc;
 
+#[path = "serve/firefox.rs"]
+mod firefox;
 #[path = "serve/group.rs"]
 mod group;
 #[path = "serve/speech.rs"]

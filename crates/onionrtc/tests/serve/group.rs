@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 
-use super::{check_received, random_room, serve_config, Server, CONNECT};
+use super::{check_received, ipv4_literals, random_room, serve_config, Server, CONNECT};
 
 /// Records every WebSocket frame the page sends and receives (the signaling
 /// traffic as it crosses the wire; `ws://` on loopback), at most 20,000.
@@ -103,7 +103,7 @@ fn fail(what: &str, members: &mut [Member], server: &Server) -> ! {
 }
 
 /// Waits until the page has exactly `ids` as peers, every one connected.
-fn wait_mesh(page: &mut Page, ids: &[&str], deadline: Instant) -> Result<(), String> {
+pub(super) fn wait_mesh(page: &mut Page, ids: &[&str], deadline: Instant) -> Result<(), String> {
     let list = serde_json::to_string(ids).unwrap_or_default();
     let js = format!(
         "(() => {{ const want = {list}; const ps = window.onionrtc.peers; \
@@ -116,7 +116,7 @@ fn wait_mesh(page: &mut Page, ids: &[&str], deadline: Instant) -> Result<(), Str
 }
 
 /// Every peer of the page is relay/relay and its inbound audio grows.
-fn check_pairs(page: &mut Page, ids: &[&str]) -> Result<(), String> {
+pub(super) fn check_pairs(page: &mut Page, ids: &[&str]) -> Result<(), String> {
     let first = peers(page);
     for id in ids {
         let p = first
@@ -219,13 +219,6 @@ fn frames(page: &mut Page) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn ipv4_literals(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .filter(|t| t.split('.').count() == 4 && t.parse::<std::net::Ipv4Addr>().is_ok())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Joins `room` with a WebSocket opened in `page` (no media, no peer
 /// connection: a member that never answers); the server's answer.
 fn ws_only_join(page: &mut Page, room: &str) -> Result<Value, String> {
@@ -308,7 +301,11 @@ fn four_tabs_group_call() {
             .collect();
         if let Err(e) = wait_mesh(&mut members[i].page, &others, deadline) {
             let l = members[i].label;
-            fail(&format!("{l}: mesh not connected: {e}"), &mut members, &server);
+            fail(
+                &format!("{l}: mesh not connected: {e}"),
+                &mut members,
+                &server,
+            );
         }
     }
     let connected_in = started.elapsed();
@@ -336,7 +333,11 @@ fn four_tabs_group_call() {
             );
             if let Err(e) = members[i].page.wait_for(&js, Duration::from_secs(10)) {
                 let (a, b) = (members[i].label, members[j].label);
-                fail(&format!("{a} does not know {b}'s name: {e}"), &mut members, &server);
+                fail(
+                    &format!("{a} does not know {b}'s name: {e}"),
+                    &mut members,
+                    &server,
+                );
             }
         }
     }
@@ -359,7 +360,11 @@ fn four_tabs_group_call() {
         );
         if let Err(e) = members[i].page.wait_for(&js, Duration::from_secs(10)) {
             let l = members[i].label;
-            fail(&format!("{l} did not get the chat message: {e}"), &mut members, &server);
+            fail(
+                &format!("{l} did not get the chat message: {e}"),
+                &mut members,
+                &server,
+            );
         }
     }
     // The link is text, not a link.
@@ -380,7 +385,11 @@ fn four_tabs_group_call() {
         )
         .unwrap_or_else(Value::String);
     if shared != "true" {
-        fail(&format!("B could not share its screen: {shared}"), &mut members, &server);
+        fail(
+            &format!("B could not share its screen: {shared}"),
+            &mut members,
+            &server,
+        );
     }
     let settings = members[1]
         .page
@@ -407,7 +416,11 @@ fn four_tabs_group_call() {
         );
         if let Err(e) = members[i].page.wait_for(&js, Duration::from_secs(10)) {
             let l = members[i].label;
-            fail(&format!("{l} does not show B's screen: {e}"), &mut members, &server);
+            fail(
+                &format!("{l} does not show B's screen: {e}"),
+                &mut members,
+                &server,
+            );
         }
         let grew = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(300), || {
             let f = peers(&mut members[i].page).get(&ids[1])?["frames"].as_u64()?;
@@ -415,7 +428,11 @@ fn four_tabs_group_call() {
         });
         if grew.is_none() {
             let l = members[i].label;
-            fail(&format!("{l} decodes no frames of B's screen"), &mut members, &server);
+            fail(
+                &format!("{l} decodes no frames of B's screen"),
+                &mut members,
+                &server,
+            );
         }
     }
     shot(&mut members[0].page, &shots, "screen-share").unwrap();
@@ -525,7 +542,11 @@ fn four_tabs_group_call() {
     for k in 0..2 {
         let j = ws_only_join(&mut members[0].page, &room).unwrap();
         if j["type"] != "joined" || j["peers"] != 4 + k {
-            fail(&format!("WebSocket-only member {k}: {j}"), &mut members, &server);
+            fail(
+                &format!("WebSocket-only member {k}: {j}"),
+                &mut members,
+                &server,
+            );
         }
     }
     let mut seventh = browser
@@ -537,7 +558,11 @@ fn four_tabs_group_call() {
     );
     match refused {
         Ok(text) if text.as_str().is_some_and(|t| t.contains("full")) => {}
-        other => fail(&format!("the seventh was not refused: {other:?}"), &mut members, &server),
+        other => fail(
+            &format!("the seventh was not refused: {other:?}"),
+            &mut members,
+            &server,
+        ),
     }
     let console = seventh.console();
     assert!(
@@ -558,7 +583,11 @@ fn four_tabs_group_call() {
             .count();
         if connected != 3 {
             let l = members[i].label;
-            fail(&format!("{l} lost peers with silent members in the room"), &mut members, &server);
+            fail(
+                &format!("{l} lost peers with silent members in the room"),
+                &mut members,
+                &server,
+            );
         }
     }
 
@@ -602,7 +631,10 @@ fn four_tabs_group_call() {
         "the debug log is empty: {log_text}"
     );
     for s in &secrets {
-        assert!(!log_text.contains(s.as_str()), "the server log contains {s:?}");
+        assert!(
+            !log_text.contains(s.as_str()),
+            "the server log contains {s:?}"
+        );
     }
 
     let weight: u64 = [
