@@ -219,6 +219,54 @@ fn frames(page: &mut Page) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// CPU time of `root` and all its descendants (Chromium's renderer, GPU
+/// and network processes) over `span`, in percent of one core (USER_HZ
+/// taken as 100). Measured, never asserted.
+fn browser_cpu_percent(root: u32, span: Duration) -> f64 {
+    fn ticks(root: u32) -> u64 {
+        let mut parent = std::collections::HashMap::new();
+        let mut cpu = std::collections::HashMap::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command name "(…)": state ppid … utime stime.
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split(' ').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            parent.insert(pid, u32::try_from(num(1)).unwrap_or(0));
+            cpu.insert(pid, num(11) + num(12));
+        }
+        cpu.iter()
+            .filter(|(pid, _)| {
+                let mut p = **pid;
+                for _ in 0..64 {
+                    if p == root {
+                        return true;
+                    }
+                    match parent.get(&p) {
+                        Some(&q) if q != 0 => p = q,
+                        _ => return false,
+                    }
+                }
+                false
+            })
+            .map(|(_, t)| *t)
+            .sum()
+    }
+    let t0 = ticks(root);
+    let start = Instant::now();
+    std::thread::sleep(span);
+    let t1 = ticks(root);
+    let secs = start.elapsed().as_secs_f64();
+    (t1.saturating_sub(t0) as f64) / secs
+}
+
 /// Joins `room` with a WebSocket opened in `page` (no media, no peer
 /// connection: a member that never answers); the server's answer.
 fn ws_only_join(page: &mut Page, room: &str) -> Result<Value, String> {
@@ -342,6 +390,7 @@ fn four_tabs_group_call() {
         }
     }
     shot(&mut members[0].page, &shots, "grid-4").unwrap();
+    let cpu = browser.pid().map(|pid| browser_cpu_percent(pid, Duration::from_secs(5)));
 
     // Chat: typed in A, shown in B, C and D.
     let secret = format!("chat-{nonce}-hello");
@@ -373,7 +422,15 @@ fn four_tabs_group_call() {
         .evaluate("document.querySelectorAll('#chat-log a').length")
         .unwrap();
     assert_eq!(anchors, 0, "a link in chat became an anchor");
-    shot(&mut members[1].page, &shots, "chat").unwrap();
+    // B's page in dark mode for the chat picture.
+    members[1]
+        .page
+        .command(
+            "Emulation.setEmulatedMedia",
+            serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .unwrap();
+    shot(&mut members[1].page, &shots, "chat-dark").unwrap();
 
     // Screen share from B: the others get the flag and decode its frames.
     let shared = members[1]
@@ -653,6 +710,7 @@ fn four_tabs_group_call() {
     eprintln!(
         "group call: 4 tabs connected (6 pairs) {connected_in:?} after start; \
          join → first remote audio (min, max ms): {timing:?}; \
+         browser CPU with 4 tabs (2 × 360p video, 2 audio only) {cpu:?} % of one core; \
          {frame_count} WebSocket frames checked; page weight {weight} bytes; \
          screenshots in {}; whole test {:?}",
         shots.display(),
