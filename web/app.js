@@ -19,6 +19,7 @@
 //   memberId  ours, once joined
 //   chat      chat lines shown: [{from, name, text, mine}] (at most 200)
 //   timing    {join: performance.now() at Join, firstAudio: {memberId: ms after Join}}
+//   restartIce(memberId)  an ICE restart with that member now (tests)
 //   received  debug record of what the server forwarded to this page:
 //             {type: 'offer'|'answer', sdp, from} and {type: 'candidate',
 //             candidate, from} (the candidate line, or null); at most
@@ -58,6 +59,17 @@ const api = {
   received: [],
 };
 window.onionrtc = api;
+
+/**
+ * Restarts ICE with member `id` now, whichever end of the pair this is (the
+ * app does it by itself only on the offerer's side, after a failure): for
+ * tests of renegotiation and of offers that cross (perfect negotiation).
+ */
+api.restartIce = (id) => {
+  const p = api.peers[id];
+  if (!p) return Promise.reject(new Error(`no peer ${id}`));
+  return p.offer({ iceRestart: true });
+};
 
 let sig = null;
 let roomName = null;

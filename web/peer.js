@@ -45,6 +45,8 @@ export class Peer {
     this.ignoreOffer = false;
     this.pending = [];
     this.restarts = 0;
+    /** Offers that collided with ours (glare), and how they were settled. */
+    this.collisions = { ignored: 0, rolledBack: 0 };
     this.relayCandidates = 0;
     this.closed = false;
 
@@ -114,7 +116,11 @@ export class Peer {
     if (type === 'answer' && pc.signalingState !== 'have-local-offer') return; // stale
     const collision = type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
     this.ignoreOffer = !this.polite && collision;
-    if (this.ignoreOffer) return;
+    if (this.ignoreOffer) {
+      this.collisions.ignored += 1;
+      return;
+    }
+    if (collision) this.collisions.rolledBack += 1;
     await pc.setRemoteDescription({ type, sdp }); // rolls back our offer when polite
     const pending = this.pending;
     this.pending = [];

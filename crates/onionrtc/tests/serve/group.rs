@@ -312,6 +312,7 @@ fn four_tabs_group_call() {
             .unwrap_or(0)
     );
     let mut members: Vec<Member> = Vec::new();
+    let mut restarts: Vec<(&str, Value)> = Vec::new();
     for (label, audio_only) in [("A", false), ("B", false), ("C", true), ("D", true)] {
         let name = format!("Name{label}x{nonce}");
         let page = prejoin(
@@ -390,7 +391,9 @@ fn four_tabs_group_call() {
         }
     }
     shot(&mut members[0].page, &shots, "grid-4").unwrap();
-    let cpu = browser.pid().map(|pid| browser_cpu_percent(pid, Duration::from_secs(5)));
+    let cpu = browser
+        .pid()
+        .map(|pid| browser_cpu_percent(pid, Duration::from_secs(5)));
 
     // Chat: typed in A, shown in B, C and D.
     let secret = format!("chat-{nonce}-hello");
@@ -493,6 +496,113 @@ fn four_tabs_group_call() {
         }
     }
     shot(&mut members[0].page, &shots, "screen-share").unwrap();
+
+    // What a member sends over the data channel is checked and shown as
+    // text: A sends B garbage, an oversized message, wrong types and HTML.
+    let junk = format!(
+        "(() => {{ const dc = window.onionrtc.peers['{b}'].dc; \
+         for (const m of ['not json', '[1]', JSON.stringify({{t: 'chat', text: 5}}), \
+           JSON.stringify({{t: 'chat', text: 'x'.repeat(2001)}}), 'y'.repeat(20000), \
+           JSON.stringify({{t: 'hello', name: '<img src=x onerror=window.__pwned=1>'}}), \
+           JSON.stringify({{t: 'chat', text: '<b id=inj>bold</b>'}})]) dc.send(m); return true; }})()",
+        b = ids[1]
+    );
+    members[0].page.evaluate(&junk).unwrap();
+    let shown = members[1].page.wait_for(
+        &format!(
+            "(() => {{ const last = document.querySelector('#chat-log li:last-child span'); \
+             const name = document.querySelector('#grid li[data-member=\"{a}\"] .name').textContent; \
+             return last && last.textContent === '<b id=inj>bold</b>' && name.startsWith('<img') \
+               && {{chat: window.onionrtc.chat.length, elements: last.children.length, \
+                   injected: document.querySelectorAll('#inj, #grid img').length, pwned: window.__pwned === 1}}; }})()",
+            a = ids[0]
+        ),
+        Duration::from_secs(10),
+    );
+    match shown {
+        Ok(v)
+            if v["elements"] == 0
+                && v["injected"] == 0
+                && v["pwned"] == false
+                && v["chat"] == 2 => {}
+        other => fail(
+            &format!("B mishandled hostile data-channel messages: {other:?}"),
+            &mut members,
+            &server,
+        ),
+    }
+    // A's real name again.
+    let hello = format!(
+        "window.onionrtc.peers['{}'].dc.send(JSON.stringify({{t: 'hello', name: '{}'}})); true",
+        ids[1], members[0].name
+    );
+    members[0].page.evaluate(&hello).unwrap();
+
+    // Offers that cross: A and C restart ICE with each other at the same
+    // moment; perfect negotiation settles it (C, who joined later, is the
+    // impolite end) and the pair reconnects with new ICE credentials.
+    let ufrags = |page: &mut Page, other: &str| {
+        page.evaluate(&format!(
+            "(() => {{ const pc = window.onionrtc.peers['{other}'].pc; \
+             const u = (d) => d && (d.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1]; \
+             return [u(pc.localDescription), u(pc.remoteDescription)]; }})()"
+        ))
+        .unwrap_or(Value::Null)
+    };
+    let before = [
+        ufrags(&mut members[0].page, &ids[2]),
+        ufrags(&mut members[2].page, &ids[0]),
+    ];
+    let at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        + 700;
+    for (i, other) in [(0, 2), (2, 0)] {
+        members[i]
+            .page
+            .evaluate(&format!(
+                "setTimeout(() => window.onionrtc.restartIce('{}').catch((e) => console.warn('restart:', e.message)), \
+                 {at_ms} - Date.now()); true",
+                ids[other]
+            ))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(900));
+    for (k, (i, other)) in [(0usize, 2usize), (2, 0)].into_iter().enumerate() {
+        let b = before[k].clone();
+        let js = format!(
+            "(() => {{ const p = window.onionrtc.peers['{o}']; const pc = p.pc; \
+             const u = (d) => d && (d.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1]; \
+             return p.state === 'connected' && pc.signalingState === 'stable' \
+               && u(pc.localDescription) !== {l} && u(pc.remoteDescription) !== {r} && p.collisions; }})()",
+            o = ids[other],
+            l = b[0],
+            r = b[1],
+        );
+        match members[i].page.wait_for(&js, Duration::from_secs(20)) {
+            Ok(c) => restarts.push((members[i].label, c)),
+            Err(e) => {
+                let l = members[i].label;
+                fail(
+                    &format!("{l}: no ICE restart with its peer: {e}"),
+                    &mut members,
+                    &server,
+                );
+            }
+        }
+    }
+    for i in [0, 2] {
+        let other = if i == 0 { 2 } else { 0 };
+        if let Err(e) = check_pairs(&mut members[i].page, &[ids[other].as_str()]) {
+            let l = members[i].label;
+            fail(
+                &format!("{l} after the ICE restart: {e}"),
+                &mut members,
+                &server,
+            );
+        }
+    }
 
     // Phone width: C's page at 360 px.
     members[2]
@@ -711,6 +821,7 @@ fn four_tabs_group_call() {
         "group call: 4 tabs connected (6 pairs) {connected_in:?} after start; \
          join → first remote audio (min, max ms): {timing:?}; \
          browser CPU with 4 tabs (2 × 360p video, 2 audio only) {cpu:?} % of one core; \
+         crossing ICE restarts settled {restarts:?}; \
          {frame_count} WebSocket frames checked; page weight {weight} bytes; \
          screenshots in {}; whole test {:?}",
         shots.display(),
