@@ -19,6 +19,8 @@
 //   memberId  ours, once joined
 //   chat      chat lines shown: [{from, name, text, mine}] (at most 200)
 //   timing    {join: performance.now() at Join, firstAudio: {memberId: ms after Join}}
+//   credentialsRenewed  how many `credentials` answers were applied
+//   refreshCredentials()  sends `refresh` now (the page does it at 3/4 of the TTL)
 //   restartIce(memberId)  an ICE restart with that member now (tests)
 //   received  debug record of what the server forwarded to this page:
 //             {type: 'offer'|'answer', sdp, from} and {type: 'candidate',
@@ -56,9 +58,13 @@ const api = {
   memberId: null,
   chat: [],
   timing: { join: null, firstAudio: {} },
+  credentialsRenewed: 0,
   received: [],
 };
 window.onionrtc = api;
+
+/** Asks the server for new TURN credentials now (as the timer does). */
+api.refreshCredentials = () => sig?.send({ type: 'refresh' });
 
 /**
  * Restarts ICE with member `id` now, whichever end of the pair this is (the
@@ -462,6 +468,7 @@ async function onSignal(msg) {
     }
     case 'credentials':
       setIceServers(msg);
+      api.credentialsRenewed += 1;
       for (const p of Object.values(api.peers)) {
         try {
           p.pc.setConfiguration({ iceServers, iceTransportPolicy: 'relay' });

@@ -538,6 +538,26 @@ fn four_tabs_group_call() {
     );
     members[0].page.evaluate(&hello).unwrap();
 
+    // New TURN credentials without leaving: A and C renew theirs (the
+    // restart below then allocates with them).
+    for i in [0, 2] {
+        let renewed = members[i].page.wait_for(
+            "(() => { const api = window.onionrtc; \
+              if (!window.__before) { window.__before = api.pc.getConfiguration().iceServers[0].username; api.refreshCredentials(); } \
+              const now = Object.values(api.peers).map((p) => p.pc.getConfiguration().iceServers[0].username); \
+              return api.credentialsRenewed === 1 && now.every((u) => u !== window.__before) && api.state === 'connected'; })()",
+            Duration::from_secs(10),
+        );
+        if let Err(e) = renewed {
+            let l = members[i].label;
+            fail(
+                &format!("{l}: credentials not renewed: {e}"),
+                &mut members,
+                &server,
+            );
+        }
+    }
+
     // Offers that cross: A and C restart ICE with each other at the same
     // moment; perfect negotiation settles it (C, who joined later, is the
     // impolite end) and the pair reconnects with new ICE credentials.
