@@ -850,3 +850,58 @@ fn four_tabs_group_call() {
     drop(members);
     drop(browser);
 }
+
+/// Measures (prints, never asserts) the CPU of a 4-party call, audio only
+/// and then 360p video, with four tabs of one headless Chromium on this
+/// machine, and the time from Join to the first remote audio of each
+/// member. Not run by default (it only measures):
+/// `cargo test -p onionrtc --test serve measure_four_party_cpu -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_four_party_cpu() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = serve_config(dir.path(), &["udp", "tcp"]);
+    let server = Server::start(&config, &dir.path().join("data"));
+    for (label, query) in [("audio only", "&audio=only"), ("360p video", "")] {
+        let browser = Chromium::launch(LaunchOptions::default()).unwrap();
+        let room = random_room();
+        let url = server.url(&format!("/?room={room}{query}"));
+        let mut pages = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let mut p = browser.new_page(&url).unwrap();
+            ids.push(member_id(&mut p).unwrap());
+            pages.push(p);
+        }
+        let deadline = Instant::now() + CONNECT;
+        for (i, p) in pages.iter_mut().enumerate() {
+            let others: Vec<&str> = ids
+                .iter()
+                .filter(|x| **x != ids[i])
+                .map(String::as_str)
+                .collect();
+            wait_mesh(p, &others, deadline).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let pid = browser.pid().unwrap_or(0);
+        let cpu = browser_cpu_percent(pid, Duration::from_secs(10));
+        let mut first_audio = Vec::new();
+        for p in &mut pages {
+            let t = p.evaluate("window.onionrtc.timing.firstAudio").unwrap();
+            let mut ms: Vec<u64> = t
+                .as_object()
+                .map(|o| o.values().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            ms.sort_unstable();
+            first_audio.push(ms);
+        }
+        eprintln!(
+            "4-party {label}: browser {cpu:.0} % of one core in all, {:.0} % per tab; \
+             join → first remote audio per member (ms, by peer): {first_audio:?}",
+            cpu / 4.0
+        );
+    }
+}
