@@ -38,6 +38,7 @@ const MAX_CHAT = 200;
 const MAX_CHAT_TEXT = 2000;
 const MAX_NAME = 40;
 const MAX_ICE_RESTARTS = 3;
+const RESTART_FALLBACK_MS = 5000;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_KEY = 'onionrtc-name';
 /** Errors after which this page cannot take part in the call. */
@@ -154,12 +155,20 @@ function roomLink(room) {
   return `${location.origin}${location.pathname}#room=${encodeURIComponent(room)}`;
 }
 
-/** A display name as we show it: trimmed, no control characters, bounded. */
-function cleanName(v) {
-  if (typeof v !== 'string') return null;
-  // eslint-disable-next-line no-control-regex
-  const s = v.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '').trim().slice(0, MAX_NAME);
+/** Control, zero-width and bidi-override characters: never shown. */
+// eslint-disable-next-line no-control-regex
+const HIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g;
+
+/** Text from another member as we show it: without hidden characters, trimmed, bounded. */
+function cleanText(v, max) {
+  if (typeof v !== 'string' || v.length > max * 4) return null;
+  const s = v.replace(HIDDEN_CHARS, '').trim().slice(0, max);
   return s || null;
+}
+
+/** A display name as we show it. */
+function cleanName(v) {
+  return cleanText(v, MAX_NAME);
 }
 
 function savedName() {
@@ -357,9 +366,22 @@ function onPeerState(p) {
   if (p.state === 'connected') p.restarts = 0;
 }
 
-/** ICE restart after a failure, offered by the pair's offerer. */
+/**
+ * ICE restart after a failure, offered by the pair's offerer; the other end
+ * offers one too if nothing happened within RESTART_FALLBACK_MS (a client
+ * that does not restart, or one whose signaling went away). Crossing
+ * offers are settled by perfect negotiation (peer.js).
+ */
 function restartIce(p) {
-  if (!p.offerer) return; // the other end restarts
+  if (!p.offerer) {
+    setTimeout(() => {
+      if (api.peers[p.id] === p && p.state === 'failed') {
+        p.offerer = true;
+        restartIce(p);
+      }
+    }, RESTART_FALLBACK_MS);
+    return;
+  }
   if (p.restarts >= MAX_ICE_RESTARTS) {
     ui.notice(`The connection to ${p.name || 'a member'} failed and could not be restored through the relay.`);
     return;
@@ -421,10 +443,12 @@ function onPeerData(p, m) {
       p.sharing = m.sharing === true;
       ui.showPeer(p);
       break;
-    case 'chat':
-      if (typeof m.text !== 'string' || !m.text.trim() || m.text.length > MAX_CHAT_TEXT) return;
-      addChatLine(p.id, p.name || 'Guest', m.text, false);
+    case 'chat': {
+      if (typeof m.text !== 'string' || m.text.length > MAX_CHAT_TEXT) return;
+      const text = cleanText(m.text, MAX_CHAT_TEXT);
+      if (text) addChatLine(p.id, p.name || 'Guest', text, false);
       break;
+    }
     default:
       // Newer versions may send more; ignored.
   }
