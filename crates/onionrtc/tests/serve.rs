@@ -5,7 +5,9 @@
 //! but the relay's, the relay's metrics and the stored statistics must show
 //! the call, a third page must connect after one hangs up, and SIGTERM must
 //! stop the server cleanly. Every wait is bounded; the browser and the
-//! server are killed by PID on any failure.
+//! server are killed by PID on any failure. Submodules: `group` (four tabs
+//! in a group call, chat, screen sharing, room-full), `firefox` (Firefox
+//! ESR with Chromium), `speech` (no speech activity in clear).
 
 // Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
