@@ -42,6 +42,8 @@ const RESTART_FALLBACK_MS = 5000;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_KEY = 'onionrtc-name';
 /** Errors after which this page cannot take part in the call. */
+const RELAY_UNREACHABLE =
+  'Cannot reach the relay server: no relay address could be allocated. Calls here go only through the relay; check your network or firewall.';
 const FATAL_ERRORS = new Set(['bad-room', 'room-full', 'too-many-joins', 'server-full', 'already-joined']);
 const FATAL_TEXT = {
   'room-full': 'This room is full: it already has as many people as the server allows. Try again later, or use another room.',
@@ -91,6 +93,7 @@ let cameraOff = false;
 let statsTimer = null;
 let refreshTimer = null;
 let speakerTimer = null;
+let relayNoticeShown = false;
 let previewMeter = null;
 let previewTimer = null;
 const meters = new Map(); // memberId | 'local' → LevelMeter
@@ -318,8 +321,9 @@ function addPeer(id, polite) {
         ui.enableChat(true);
       },
       gathered: (p, relays) => {
-        if (relays === 0 && p.state !== 'connected') {
-          ui.notice('Cannot reach the relay server: no relay address could be allocated. Calls here go only through the relay; check your network or firewall.');
+        if (relays === 0 && p.state !== 'connected' && !relayNoticeShown) {
+          relayNoticeShown = true;
+          ui.notice(RELAY_UNREACHABLE);
         }
       },
     },
@@ -363,7 +367,13 @@ function onPeerState(p) {
   ui.showPeer(p);
   updateState();
   if (p.state === 'failed') restartIce(p);
-  if (p.state === 'connected') p.restarts = 0;
+  if (p.state === 'connected') {
+    p.restarts = 0;
+    if (relayNoticeShown) {
+      relayNoticeShown = false;
+      ui.notice('');
+    }
+  }
 }
 
 /**

@@ -14,6 +14,13 @@ import { StatsSampler } from './stats.js';
 
 /** Largest data-channel message accepted (chat text is 2,000 characters). */
 export const MAX_DATA_MESSAGE = 16384;
+/**
+ * Without a single relay candidate this long after the peer connection was
+ * made, the relay counts as unreachable (a TURN allocation that gets no
+ * answer is retried for about 40 s before gathering ends; through Tor an
+ * allocation takes a few seconds).
+ */
+export const RELAY_CHECK_MS = 15000;
 
 export class Peer {
   /**
@@ -66,6 +73,10 @@ export class Peer {
     pc.addEventListener('icegatheringstatechange', () => {
       if (pc.iceGatheringState === 'complete') this.on.gathered(this, this.relayCandidates);
     });
+    this.relayTimer = setTimeout(() => {
+      // Only once gathering has started: a member that never answers is not a relay failure.
+      if (!this.closed && this.relayCandidates === 0 && this.pc.iceGatheringState !== 'new') this.on.gathered(this, 0);
+    }, RELAY_CHECK_MS);
     pc.addEventListener('track', (e) => {
       if (!this.stream.getTracks().includes(e.track)) this.stream.addTrack(e.track);
       this.on.track(this, e.track);
@@ -204,6 +215,7 @@ export class Peer {
 
   close() {
     this.closed = true;
+    clearTimeout(this.relayTimer);
     this.state = 'closed';
     try {
       this.dc.close();

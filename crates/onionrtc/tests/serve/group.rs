@@ -757,7 +757,9 @@ fn four_tabs_group_call() {
         "{console:?}"
     );
     drop(seventh);
-    // The members that never answer do not disturb the call.
+    // The members that never answer do not disturb the call (nor count as
+    // an unreachable relay, the notice failures_are_explained checks).
+    std::thread::sleep(Duration::from_secs(1));
     for i in 0..members.len() {
         let others: Vec<&str> = ids
             .iter()
@@ -903,5 +905,69 @@ fn measure_group_call_cpu() {
              join → first remote audio per member (ms, by peer): {first_audio:?}",
             cpu / f64::from(n)
         );
+    }
+}
+
+/// Failures are said in words: a camera and microphone the browser blocks
+/// (the page still joins, receive-only), and a relay nobody can reach (the
+/// server's `turn_urls` point at a closed port: no relay candidate can be
+/// gathered).
+#[test]
+fn failures_are_explained() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = serve_config(dir.path(), &["udp"]);
+    // Nothing listens on the port of the advertised relay.
+    let dead = testkit::free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "turn_urls = [\"turn:127.0.0.1:{dead}?transport=udp\"]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config, &dir.path().join("data"));
+    let browser = Chromium::launch(LaunchOptions::default()).unwrap();
+    let room = random_room();
+    let url = server.url(&format!("/?room={room}"));
+
+    // The browser refuses the camera and microphone (as a user who clicked
+    // "Block" would see it).
+    let deny = "navigator.mediaDevices.getUserMedia = () => \
+                Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));";
+    let mut blocked = browser.open_page(&url, Some(deny)).unwrap();
+    let v = blocked.wait_for(
+        "window.onionrtc.state === 'waiting' && document.getElementById('notice').textContent",
+        Duration::from_secs(15),
+    );
+    match v {
+        Ok(t) if t.as_str().is_some_and(|t| t.contains("blocked")) => {}
+        other => panic!(
+            "no 'blocked' notice: {other:?}; console {:#?}",
+            blocked.console()
+        ),
+    }
+    let caption = blocked
+        .evaluate("document.getElementById('local-caption').textContent")
+        .unwrap();
+    assert!(
+        caption.as_str().is_some_and(|c| c.contains("receive-only")),
+        "{caption}"
+    );
+
+    // A second member: no relay candidate can be gathered on either side.
+    let mut other = browser.new_page(&url).unwrap();
+    for (who, page) in [("second", &mut other), ("first", &mut blocked)] {
+        let v = page.wait_for(
+            "document.getElementById('notice').textContent.includes('Cannot reach the relay') \
+             && document.getElementById('notice').textContent",
+            Duration::from_secs(40),
+        );
+        if let Err(e) = v {
+            panic!(
+                "{who} page: no relay-unreachable notice: {e}; console {:#?}",
+                page.console()
+            );
+        }
     }
 }
