@@ -21,6 +21,11 @@ cd "$(dirname "$0")/.."
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
 #              test `proxy` (client addresses, operator token, 421)
+#   firefox-esr - the second browser of the group-call tests: Firefox and
+#              Chromium in one call (onionrtc tests/serve/firefox.rs)
+#   npm (and nodejs) - runs tests/js/firefox_call.mjs, which drives Firefox
+#              over WebDriver BiDi with puppeteer-core (pinned in
+#              tests/js/package-lock.json, installed below with npm ci)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -35,6 +40,8 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Installed packages must not start their services: tor would join the
@@ -64,5 +71,7 @@ echo "== fuzz targets build"
 # Into the workspace's target dir: dependencies built with the same
 # features are shared with the test build below.
 (cd fuzz && CARGO_TARGET_DIR=../target cargo build --quiet)
+echo "== npm ci (tests/js: puppeteer-core for the Firefox test; no browser download)"
+(cd tests/js && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund)
 echo "== cargo test"
 cargo test --workspace

@@ -1,53 +1,102 @@
-// OnionRTC web app: one call between two people in a room, media through the
-// TURN relay only. The protocol is docs/signaling.md.
+// OnionRTC web app: a call of up to `max_room_size` people (default 6) in a
+// full mesh — one relay-only RTCPeerConnection per other member, media
+// end-to-end DTLS-SRTP through our relay. The protocol is docs/signaling.md
+// (protocol 2); the page is documented in docs/serve.md.
 //
-// Flow: load → (form, or ?room=NAME) → getUserMedia (or receive-only) →
-// WebSocket `join` → `joined` (waiting) → the second member offers →
-// answer, trickled candidates both ways → connected; a stats summary every
-// second. `peer-left` closes the peer connection and waits for the next one.
+// Flow: load → pre-join screen (camera preview, microphone meter, devices,
+// name) or, with ?room=NAME, straight in → WebSocket `join` → `joined`
+// (memberId, members) → we offer to every member already there; members
+// who arrive later offer to us → trickled candidates → connected. Chat,
+// names and mute/camera/screen state go over each pair's data channel,
+// never through the server. TURN credentials are renewed with `refresh`.
 //
-// `window.onionrtc` (for automation; see docs/signaling.md and docs/serve.md):
-//   state    new | joining | waiting | connecting | connected | failed | closed
-//   pc       the RTCPeerConnection, once created
-//   stats    the latest per-second summary
-//   received debug record of what the server forwarded to this page:
-//            {type: 'offer'|'answer', sdp} and {type: 'candidate', candidate}
-//            (the candidate line, or null for end-of-candidates); at most
-//            MAX_RECEIVED entries, oldest dropped.
+// `window.onionrtc` (for automation):
+//   state     new | joining | waiting | connecting | connected | failed | closed
+//             (`connected` while at least one peer connection is)
+//   pc        the first peer's RTCPeerConnection, or null
+//   stats     the first peer's latest per-second summary
+//   peers     {memberId: {state, pc, stats, name, muted, cameraOff, sharing, quality}}
+//   memberId  ours, once joined
+//   chat      chat lines shown: [{from, name, text, mine}] (at most 200)
+//   timing    {join: performance.now() at Join, firstAudio: {memberId: ms after Join}}
+//   credentialsRenewed  how many `credentials` answers were applied
+//   refreshCredentials()  sends `refresh` now (the page does it at 3/4 of the TTL)
+//   restartIce(memberId)  an ICE restart with that member now (tests)
+//   received  debug record of what the server forwarded to this page:
+//             {type: 'offer'|'answer', sdp, from} and {type: 'candidate',
+//             candidate, from} (the candidate line, or null); at most
+//             MAX_RECEIVED entries, oldest dropped.
 
 import { Signaling, signalingUrl } from './signaling.js';
-import { StatsSampler } from './stats.js';
+import { quality } from './stats.js';
+import { Peer } from './peer.js';
+import * as media from './media.js';
 import * as ui from './ui.js';
 
-const MAX_RECEIVED = 500;
+const MAX_RECEIVED = 2000;
+const MAX_CHAT = 200;
+const MAX_CHAT_TEXT = 2000;
+const MAX_NAME = 40;
+const MAX_ICE_RESTARTS = 3;
+const RESTART_FALLBACK_MS = 5000;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const NAME_KEY = 'onionrtc-name';
 /** Errors after which this page cannot take part in the call. */
+const RELAY_UNREACHABLE =
+  'Cannot reach the relay server: no relay address could be allocated. Calls here go only through the relay; check your network or firewall.';
 const FATAL_ERRORS = new Set(['bad-room', 'room-full', 'too-many-joins', 'server-full', 'already-joined']);
+const FATAL_TEXT = {
+  'room-full': 'This room is full: it already has as many people as the server allows. Try again later, or use another room.',
+  'too-many-joins': 'Too many joins from your network in the last minute. Wait a minute and try again.',
+  'server-full': 'The server has too many calls right now. Try again later.',
+  'bad-room': 'That room name is not valid: a room name is 1 to 64 letters, digits, "-" or "_".',
+};
 const CONNECTOR_TIMEOUT_MS = 3000;
-/**
- * TURN credentials are checked when an allocation is made. A member who
- * waits alone in the room re-joins (new WebSocket, fresh credentials) this
- * long before its credentials expire (at most a quarter of their lifetime),
- * so the next call can still allocate.
- */
-const CREDENTIAL_MARGIN_MS = 60_000;
 
-const api = { state: 'new', pc: null, stats: null, received: [] };
+const api = {
+  state: 'new',
+  pc: null,
+  stats: null,
+  peers: {},
+  memberId: null,
+  chat: [],
+  timing: { join: null, firstAudio: {} },
+  credentialsRenewed: 0,
+  received: [],
+};
 window.onionrtc = api;
+
+/** Asks the server for new TURN credentials now (as the timer does). */
+api.refreshCredentials = () => sig?.send({ type: 'refresh' });
+
+/**
+ * Restarts ICE with member `id` now, whichever end of the pair this is (the
+ * app does it by itself only on the offerer's side, after a failure): for
+ * tests of renegotiation and of offers that cross (perfect negotiation).
+ */
+api.restartIce = (id) => {
+  const p = api.peers[id];
+  if (!p) return Promise.reject(new Error(`no peer ${id}`));
+  return p.offer({ iceRestart: true });
+};
 
 let sig = null;
 let roomName = null;
-let credentialsExpire = 0; // ms since the epoch
-let credentialMargin = CREDENTIAL_MARGIN_MS;
-let rejoining = false;
+let myName = 'Guest';
 let iceServers = [];
+let connectorUrls = null;
 let localStream = null;
-let remoteStream = null;
-let pendingCandidates = [];
-let sampler = new StatsSampler();
-let statsTimer = null;
+let cameraTrack = null;
+let screenTrack = null;
 let muted = false;
 let cameraOff = false;
+let statsTimer = null;
+let refreshTimer = null;
+let speakerTimer = null;
+let relayNoticeShown = false;
+let previewMeter = null;
+let previewTimer = null;
+const meters = new Map(); // memberId | 'local' → LevelMeter
 
 // Started at load; awaited when the server's iceServers arrive.
 const connector = loadConnector();
@@ -101,48 +150,122 @@ function suggestRoom() {
   return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
 }
 
+/**
+ * The link to share: the room is in the fragment, which browsers never send
+ * to the server (nor to a proxy's access log); it opens the pre-join screen.
+ */
 function roomLink(room) {
-  return `${location.origin}${location.pathname}?room=${encodeURIComponent(room)}`;
+  return `${location.origin}${location.pathname}#room=${encodeURIComponent(room)}`;
 }
 
-/** Camera and microphone (or the microphone alone); null means receive-only. */
-async function getMedia(audioOnly) {
-  if (!navigator.mediaDevices?.getUserMedia) {
-    ui.notice('This page has no access to a camera or microphone here: you can see and hear the other person, but they cannot see or hear you.');
-    return null;
-  }
-  const attempts = audioOnly ? [{ audio: true }] : [{ audio: true, video: true }, { audio: true }];
-  let lastError = null;
-  for (const constraints of attempts) {
-    try {
-      const stream = await navigator.mediaDevices.getUserMedia(constraints);
-      if (!audioOnly && !constraints.video) ui.notice(`No camera (${lastError?.name || 'error'}): audio only.`);
-      return stream;
-    } catch (e) {
-      lastError = e;
-    }
-  }
-  ui.notice(`No camera or microphone (${lastError?.name || 'error'}): receive-only. You can see and hear the other person, but they cannot see or hear you.`);
-  return null;
+/** Control, zero-width and bidi-override characters: never shown. */
+// eslint-disable-next-line no-control-regex
+const HIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g;
+
+/** Text from another member as we show it: without hidden characters, trimmed, bounded. */
+function cleanText(v, max) {
+  if (typeof v !== 'string' || v.length > max * 4) return null;
+  const s = v.replace(HIDDEN_CHARS, '').trim().slice(0, max);
+  return s || null;
 }
 
-async function join(room, audioOnly) {
-  ui.showCall(room, roomLink(room));
+/** A display name as we show it. */
+function cleanName(v) {
+  return cleanText(v, MAX_NAME);
+}
+
+function savedName() {
+  try {
+    return cleanName(localStorage.getItem(NAME_KEY)) || '';
+  } catch {
+    return '';
+  }
+}
+
+function saveName(name) {
+  try {
+    if (name) localStorage.setItem(NAME_KEY, name);
+    else localStorage.removeItem(NAME_KEY);
+  } catch {
+    // storage disabled: the name lasts for this page only
+  }
+}
+
+// ---- pre-join screen ----
+
+async function startPreview() {
+  stopPreview();
+  const choice = ui.deviceChoice();
+  const { stream, error } = await media.getUserMedia(choice, !choice.audioOnly);
+  if (api.state !== 'new') {
+    // Joined meanwhile: the call has its own stream.
+    for (const t of stream?.getTracks() ?? []) t.stop();
+    return;
+  }
+  ui.notice(error || '');
+  localStream = stream;
+  ui.showPreview(stream);
+  const audio = stream?.getAudioTracks()[0];
+  if (audio) {
+    previewMeter = new media.LevelMeter(audio);
+    previewTimer = setInterval(() => ui.showMicLevel(previewMeter.level()), 100);
+  }
+  try {
+    ui.showDevices(await media.listDevices(), media.canChooseSpeaker);
+  } catch (e) {
+    console.warn('enumerateDevices:', e.message);
+  }
+}
+
+function stopPreview() {
+  clearInterval(previewTimer);
+  previewMeter?.disconnect();
+  previewMeter = null;
+  if (localStream) for (const t of localStream.getTracks()) t.stop();
+  localStream = null;
+}
+
+// ---- joining ----
+
+async function join(o) {
+  api.timing.join = performance.now();
+  roomName = o.room;
+  myName = cleanName(o.name) || 'Guest';
+  saveName(cleanName(o.name));
+  clearInterval(previewTimer);
+  previewMeter?.disconnect();
+  previewMeter = null;
+  ui.showCall(o.room, roomLink(o.room));
+  history.replaceState(null, '', roomLink(o.room));
   setState('joining');
-  localStream = await getMedia(audioOnly);
-  ui.showLocal(localStream);
-  roomName = room;
+  if (!localStream || (o.audioOnly && localStream.getVideoTracks().length)) {
+    if (localStream) for (const t of localStream.getTracks()) t.stop();
+    const r = await media.getUserMedia({ mic: '', cam: '' }, !o.audioOnly);
+    localStream = r.stream;
+    if (r.error) ui.notice(r.error);
+  }
+  cameraTrack = localStream?.getVideoTracks()[0] || null;
+  muted = !!o.muted;
+  cameraOff = !!o.cameraOff && !!cameraTrack;
+  for (const t of localStream?.getAudioTracks() ?? []) t.enabled = !muted;
+  if (cameraTrack) cameraTrack.enabled = !cameraOff;
+  ui.showLocal(localStream, myName);
+  ui.showMuted(muted);
+  ui.showCameraOff(cameraOff);
+  showLocalFlags();
+  const audio = localStream?.getAudioTracks()[0];
+  if (audio) meters.set('local', new media.LevelMeter(audio));
   if (!(await connect())) {
-    ui.notice('Cannot reach the signaling server.');
+    ui.notice('Cannot reach the signaling server. Check your connection and reload the page.');
     setState('failed');
     return;
   }
   statsTimer = setInterval(tick, 1000);
+  speakerTimer = setInterval(showSpeaker, 250);
 }
 
-/** Opens a signaling connection and joins the room; false if it cannot. */
+/** Opens the signaling connection and joins the room; false if it cannot. */
 async function connect() {
-  // Messages and the close of a replaced connection are ignored.
   const s = new Signaling(
     signalingUrl(),
     (msg) => (sig === s ? onSignal(msg) : undefined),
@@ -160,99 +283,271 @@ async function connect() {
   return true;
 }
 
-/**
- * Leaves and joins the room again on a new connection, for fresh TURN
- * credentials. Only while no call is up: a member who was waiting becomes
- * the one who joined last.
- */
-async function rejoin() {
-  if (rejoining) return;
-  rejoining = true;
-  closePc();
-  const old = sig;
-  sig = null;
-  if (old) old.close();
-  setState('joining');
-  try {
-    if (!(await connect())) {
-      ui.notice('Cannot reach the signaling server.');
-      setState('failed');
+/** What we send: the microphone, and the screen or the camera. */
+function localTracks() {
+  return {
+    audio: localStream?.getAudioTracks()[0] || null,
+    video: screenTrack || cameraTrack,
+    stream: localStream,
+  };
+}
+
+function scheduleRefresh(ttlSeconds) {
+  clearTimeout(refreshTimer);
+  // Renew at 3/4 of the lifetime: allocations made later (an ICE restart,
+  // a newcomer) then still have valid credentials.
+  refreshTimer = setTimeout(() => sig?.send({ type: 'refresh' }), ttlSeconds * 750);
+}
+
+function setIceServers(msg) {
+  iceServers = applyConnector(msg.iceServers, connectorUrls);
+  const ttl = Number.isFinite(msg.credentialTtl) && msg.credentialTtl > 0 ? msg.credentialTtl : 600;
+  scheduleRefresh(ttl);
+}
+
+function addPeer(id, polite) {
+  if (api.peers[id]) closePeer(id);
+  const peer = new Peer(id, {
+    polite,
+    iceServers,
+    local: localTracks,
+    signal: (msg) => sig?.send({ ...msg, to: id }),
+    on: {
+      state: onPeerState,
+      track: onPeerTrack,
+      data: onPeerData,
+      open: (p) => {
+        p.send(hello());
+        ui.enableChat(true);
+      },
+      gathered: (p, relays) => {
+        if (relays === 0 && p.state !== 'connected' && !relayNoticeShown) {
+          relayNoticeShown = true;
+          ui.notice(RELAY_UNREACHABLE);
+        }
+      },
+    },
+  });
+  api.peers[id] = peer;
+  ui.showPeer(peer);
+  updateState();
+  return peer;
+}
+
+function closePeer(id) {
+  const p = api.peers[id];
+  if (!p) return;
+  delete api.peers[id];
+  p.close();
+  meters.get(id)?.disconnect();
+  meters.delete(id);
+  ui.removePeer(id);
+  ui.enableChat(Object.values(api.peers).some((q) => q.dc.readyState === 'open'));
+  updateState();
+}
+
+function firstPeer() {
+  return Object.values(api.peers)[0] || null;
+}
+
+/** The page's state: `connected` while at least one peer is. */
+function updateState() {
+  const first = firstPeer();
+  api.pc = first ? first.pc : null;
+  if (!first) api.stats = null;
+  if (['closed', 'failed', 'new', 'joining'].includes(api.state) && !first) return;
+  if (api.state === 'closed') return;
+  const peers = Object.values(api.peers);
+  if (peers.some((p) => p.state === 'connected')) setState('connected');
+  else if (peers.length) setState('connecting');
+  else setState('waiting');
+}
+
+function onPeerState(p) {
+  ui.showPeer(p);
+  updateState();
+  if (p.state === 'failed') restartIce(p);
+  if (p.state === 'connected') {
+    p.restarts = 0;
+    if (relayNoticeShown) {
+      relayNoticeShown = false;
+      ui.notice('');
     }
-  } finally {
-    rejoining = false;
   }
 }
 
-function credentialsStale(marginMs) {
-  return Date.now() > credentialsExpire - marginMs;
-}
-
-/** Once a second: statistics; fresh credentials while waiting alone. */
-function tick() {
-  if (api.state === 'waiting' && !api.pc && credentialsStale(credentialMargin)) {
-    rejoin().catch((e) => console.error('re-join failed:', e));
+/**
+ * ICE restart after a failure, offered by the pair's offerer; the other end
+ * offers one too if nothing happened within RESTART_FALLBACK_MS (a client
+ * that does not restart, or one whose signaling went away). Crossing
+ * offers are settled by perfect negotiation (peer.js).
+ */
+function restartIce(p) {
+  if (!p.offerer) {
+    setTimeout(() => {
+      if (api.peers[p.id] === p && p.state === 'failed') {
+        p.offerer = true;
+        restartIce(p);
+      }
+    }, RESTART_FALLBACK_MS);
     return;
   }
-  sendStats();
+  if (p.restarts >= MAX_ICE_RESTARTS) {
+    ui.notice(`The connection to ${p.name || 'a member'} failed and could not be restored through the relay.`);
+    return;
+  }
+  p.restarts += 1;
+  ui.notice(`The connection to ${p.name || 'a member'} was lost: reconnecting…`);
+  sig?.send({ type: 'refresh' });
+  // The offer goes after the new credentials have been applied (`credentials`
+  // handled in order before this timer's turn is likely); a short delay keeps
+  // it simple and bounded.
+  setTimeout(() => {
+    if (api.peers[p.id] === p) p.offer({ iceRestart: true }).catch((e) => console.warn('ICE restart:', e.message));
+  }, 500);
+}
+
+function onPeerTrack(p, track) {
+  ui.showPeer(p);
+  if (track.kind !== 'audio') return;
+  meters.get(p.id)?.disconnect();
+  meters.set(p.id, new media.LevelMeter(track));
+  const first = () => {
+    if (api.timing.join !== null && !(p.id in api.timing.firstAudio)) {
+      api.timing.firstAudio[p.id] = Math.round(performance.now() - api.timing.join);
+    }
+  };
+  if (!track.muted) first();
+  else track.addEventListener('unmute', first, { once: true });
+}
+
+/** Whether the others see no video of us (camera off, or no camera at all). */
+function noVideo() {
+  return !screenTrack && (cameraOff || !cameraTrack);
+}
+
+function hello() {
+  return { t: 'hello', name: myName, muted, cameraOff: noVideo(), sharing: !!screenTrack };
+}
+
+function broadcast(msg) {
+  let sent = 0;
+  for (const p of Object.values(api.peers)) if (p.send(msg)) sent += 1;
+  return sent;
+}
+
+function addChatLine(from, name, text, mine) {
+  api.chat.push({ from, name, text, mine });
+  if (api.chat.length > MAX_CHAT) api.chat.shift();
+  ui.addChat(name, text, mine);
+}
+
+/** A data-channel message from member `p`: every field checked. */
+function onPeerData(p, m) {
+  switch (m.t) {
+    case 'hello':
+    case 'state':
+      if (m.t === 'hello') p.name = cleanName(m.name) || p.name;
+      p.muted = m.muted === true;
+      p.cameraOff = m.cameraOff === true;
+      p.sharing = m.sharing === true;
+      ui.showPeer(p);
+      break;
+    case 'chat': {
+      if (typeof m.text !== 'string' || m.text.length > MAX_CHAT_TEXT) return;
+      const text = cleanText(m.text, MAX_CHAT_TEXT);
+      if (text) addChatLine(p.id, p.name || 'Guest', text, false);
+      break;
+    }
+    default:
+      // Newer versions may send more; ignored.
+  }
+}
+
+function sendChat(text) {
+  const t = text.slice(0, MAX_CHAT_TEXT);
+  if (broadcast({ t: 'chat', text: t }) === 0) {
+    ui.notice('Nobody is connected to receive the message yet.');
+    return false;
+  }
+  addChatLine(api.memberId, myName, t, true);
+  return true;
+}
+
+function showLocalFlags() {
+  ui.showLocalFlags({ name: myName, muted, cameraOff: noVideo(), sharing: !!screenTrack });
+}
+
+function announceState() {
+  showLocalFlags();
+  broadcast({ t: 'state', muted, cameraOff: noVideo(), sharing: !!screenTrack });
 }
 
 async function onSignal(msg) {
   switch (msg.type) {
     case 'joined': {
-      const urls = await connector;
-      ui.showPrivateMode(!!urls);
-      iceServers = applyConnector(msg.iceServers, urls);
-      const ttl = Number.isFinite(msg.credentialTtl) ? msg.credentialTtl : 600;
-      credentialsExpire = Date.now() + ttl * 1000;
-      credentialMargin = Math.min(CREDENTIAL_MARGIN_MS, (ttl * 1000) / 4);
+      connectorUrls = await connector;
+      ui.showPrivateMode(!!connectorUrls);
+      setIceServers(msg);
+      api.memberId = typeof msg.memberId === 'string' ? msg.memberId : null;
       setState('waiting');
-      if (msg.initiator) await startCall(true);
+      const members = Array.isArray(msg.members) ? msg.members.filter((m) => typeof m === 'string') : [];
+      // We joined last: we offer to everyone already here.
+      for (const id of members) {
+        const p = addPeer(id, false);
+        await p.offer();
+      }
+      updateState();
       break;
     }
-    case 'peer-joined':
-      if (api.state === 'closed') break;
-      closePc();
-      ui.notice('');
-      // Too late to allocate with these credentials: join again (the
-      // newcomer sees us leave and come back, and we offer).
-      if (credentialsStale(credentialMargin / 4)) {
-        await rejoin();
-        break;
+    case 'credentials':
+      setIceServers(msg);
+      api.credentialsRenewed += 1;
+      for (const p of Object.values(api.peers)) {
+        try {
+          p.pc.setConfiguration({ iceServers, iceTransportPolicy: 'relay' });
+        } catch (e) {
+          console.warn('setConfiguration:', e.message);
+        }
       }
-      await startCall(false);
+      break;
+    case 'peer-joined':
+      if (api.state === 'closed' || typeof msg.memberId !== 'string') break;
+      // The newcomer offers; we wait for it, politely.
+      addPeer(msg.memberId, true);
+      ui.notice('');
       break;
     case 'peer-left':
-      if (api.state === 'closed') break;
-      closePc();
-      ui.notice('The other person left. Waiting for someone to join this room.');
-      setState('waiting');
+      if (typeof msg.memberId !== 'string') break;
+      closePeer(msg.memberId);
+      if (!firstPeer() && api.state !== 'closed') ui.notice('Everybody else left. Waiting for someone to join this room.');
       break;
     case 'offer':
-      record({ type: 'offer', sdp: msg.sdp });
-      if (api.state === 'closed') break;
-      if (!api.pc) await startCall(false);
-      await api.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-      await flushCandidates();
-      await api.pc.setLocalDescription(await api.pc.createAnswer());
-      sig.send({ type: 'answer', sdp: api.pc.localDescription.sdp });
+    case 'answer': {
+      record({ type: msg.type, sdp: msg.sdp, from: msg.from });
+      if (api.state === 'closed' || typeof msg.from !== 'string' || typeof msg.sdp !== 'string') break;
+      const p = api.peers[msg.from] || (msg.type === 'offer' ? addPeer(msg.from, true) : null);
+      if (p) await p.onDescription(msg.type, msg.sdp);
       break;
-    case 'answer':
-      record({ type: 'answer', sdp: msg.sdp });
-      if (!api.pc) break;
-      await api.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-      await flushCandidates();
+    }
+    case 'candidate': {
+      record({ type: 'candidate', candidate: msg.candidate ? msg.candidate.candidate : null, from: msg.from });
+      const p = api.peers[msg.from];
+      if (p) await p.onCandidate(msg.candidate);
       break;
-    case 'candidate':
-      record({ type: 'candidate', candidate: msg.candidate ? msg.candidate.candidate : null });
-      if (api.pc && api.pc.remoteDescription) await addCandidate(msg.candidate);
-      else pendingCandidates.push(msg.candidate);
-      break;
+    }
     case 'error':
+      if (msg.code === 'no-such-member') {
+        // A message for a member who has just left: harmless.
+        console.warn('signaling: a message for a member who left was not delivered');
+        break;
+      }
       console.warn(`signaling error ${msg.code}: ${msg.message}`);
-      ui.notice(`Server: ${msg.message} (${msg.code})`);
       if (FATAL_ERRORS.has(msg.code)) {
-        closePc();
-        setState('failed');
+        ui.notice(FATAL_TEXT[msg.code] || `Server: ${msg.message} (${msg.code})`);
+        leaveCall('failed');
+      } else {
+        ui.notice(`Server: ${msg.message} (${msg.code})`);
       }
       break;
     default:
@@ -261,115 +556,70 @@ async function onSignal(msg) {
 }
 
 function onSignalClosed() {
-  if (api.state === 'closed' || api.state === 'failed' || rejoining) return;
-  ui.notice('Lost the connection to the signaling server.');
-  // Media keeps flowing through the relay; without a call, nothing can start.
-  if (api.state !== 'connected') {
-    closePc();
-    setState('failed');
-  }
-}
-
-async function addCandidate(c) {
-  try {
-    // null: the other side has gathered all its candidates.
-    await api.pc.addIceCandidate(c || undefined);
-  } catch (e) {
-    console.warn('addIceCandidate failed:', e.message);
-  }
-}
-
-async function flushCandidates() {
-  const list = pendingCandidates;
-  pendingCandidates = [];
-  for (const c of list) await addCandidate(c);
-}
-
-function createPc() {
-  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay' });
-  api.pc = pc;
-  pendingCandidates = [];
-  remoteStream = new MediaStream();
-  ui.showRemote(remoteStream);
-  pc.addEventListener('icecandidate', (e) => {
-    if (api.pc !== pc) return;
-    const c = e.candidate;
-    sig.send({
-      type: 'candidate',
-      candidate: c && c.candidate ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null,
-    });
-  });
-  pc.addEventListener('track', (e) => {
-    if (api.pc !== pc) return;
-    remoteStream.addTrack(e.track);
-    ui.showRemote(remoteStream);
-  });
-  const onChange = () => {
-    if (api.pc !== pc) return;
-    const s = pc.connectionState ?? pc.iceConnectionState;
-    if (s === 'connected' || s === 'completed') setState('connected');
-    else if (s === 'failed') {
-      setState('failed');
-      ui.notice('The call could not be connected through the relay.');
-    } else if (s !== 'closed') setState('connecting');
-  };
-  pc.addEventListener('connectionstatechange', onChange);
-  pc.addEventListener('iceconnectionstatechange', onChange);
-  if (localStream) {
-    for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
-  }
-  return pc;
-}
-
-async function startCall(initiator) {
-  const pc = createPc();
-  setState('connecting');
-  if (!initiator) return;
-  // Always offer audio and video, so the other side can send what it has
-  // even when this side sends less (audio only, receive-only).
-  for (const kind of ['audio', 'video']) {
-    if (!pc.getTransceivers().some((t) => t.receiver.track.kind === kind)) {
-      pc.addTransceiver(kind, { direction: 'recvonly' });
-    }
-  }
-  await pc.setLocalDescription(await pc.createOffer());
-  sig.send({ type: 'offer', sdp: pc.localDescription.sdp });
-}
-
-function closePc() {
-  const pc = api.pc;
-  api.pc = null;
-  pendingCandidates = [];
-  sampler = new StatsSampler();
-  if (pc) pc.close();
-  if (remoteStream) for (const t of remoteStream.getTracks()) remoteStream.removeTrack(t);
-  ui.showFigures(null);
-}
-
-async function sendStats() {
-  const pc = api.pc;
-  if (!pc) return;
-  let summary;
-  try {
-    summary = await sampler.sample(pc, api.state);
-  } catch (e) {
-    console.warn('getStats failed:', e.message);
+  if (api.state === 'closed' || api.state === 'failed') return;
+  if (api.state === 'connected') {
+    ui.notice('Lost the connection to the server: the call goes on, but nobody new can join and a lost connection cannot be restored. Reload the page to reconnect.');
     return;
   }
-  if (api.pc !== pc) return;
-  api.stats = summary;
-  ui.showFigures(summary);
-  if (sig && sig.isOpen) sig.send({ type: 'stats', stats: summary });
+  ui.notice('Lost the connection to the server. Reload the page to try again.');
+  leaveCall('failed');
+}
+
+/** Once a second: statistics of every peer; the first one's to the server. */
+async function tick() {
+  const first = firstPeer();
+  for (const p of Object.values(api.peers)) {
+    try {
+      await p.sample();
+    } catch (e) {
+      console.warn('getStats:', e.message);
+      continue;
+    }
+    p.quality = quality(p.stats);
+    ui.showPeer(p);
+  }
+  if (first && api.peers[first.id] === first && first.stats) {
+    api.stats = first.stats;
+    ui.showFigures(first.stats);
+    if (sig && sig.isOpen) sig.send({ type: 'stats', stats: first.stats });
+  }
+}
+
+/** The loudest member above the speaking level, computed here. */
+function showSpeaker() {
+  let best = null;
+  let loudest = media.SPEAKING_LEVEL;
+  for (const [id, m] of meters) {
+    if (id === 'local' && muted) continue;
+    const level = m.level();
+    if (level > loudest) {
+      loudest = level;
+      best = id;
+    }
+  }
+  ui.showSpeaker(best);
+}
+
+function leaveCall(state) {
+  clearInterval(statsTimer);
+  clearInterval(speakerTimer);
+  clearTimeout(refreshTimer);
+  for (const id of Object.keys(api.peers)) closePeer(id);
+  for (const m of meters.values()) m.disconnect();
+  meters.clear();
+  api.pc = null;
+  setState(state);
 }
 
 function hangUp() {
   if (sig && sig.isOpen) sig.send({ type: 'bye' });
-  clearInterval(statsTimer);
-  closePc();
+  leaveCall('closed');
+  if (screenTrack) screenTrack.stop();
+  screenTrack = null;
   if (localStream) for (const t of localStream.getTracks()) t.stop();
   if (sig) sig.close();
-  setState('closed');
   ui.notice('');
+  ui.showFigures(null);
   ui.showEnded();
 }
 
@@ -377,33 +627,87 @@ function toggleMute() {
   muted = !muted;
   for (const t of localStream?.getAudioTracks() ?? []) t.enabled = !muted;
   ui.showMuted(muted);
+  announceState();
 }
 
 function toggleCamera() {
   cameraOff = !cameraOff;
-  for (const t of localStream?.getVideoTracks() ?? []) t.enabled = !cameraOff;
+  if (cameraTrack) cameraTrack.enabled = !cameraOff;
   ui.showCameraOff(cameraOff);
+  announceState();
+}
+
+async function toggleShare() {
+  if (screenTrack) {
+    stopSharing();
+    return;
+  }
+  if (connectorUrls && !window.confirm('Private mode: a shared screen may show who you are (names, e-mail, open files, notifications). Share anyway?')) {
+    return;
+  }
+  let track;
+  try {
+    track = await media.getScreen();
+  } catch (e) {
+    if (e?.name !== 'NotAllowedError') ui.notice(media.mediaErrorText(e, 'screen'));
+    return;
+  }
+  screenTrack = track;
+  track.addEventListener('ended', stopSharing, { once: true });
+  await Promise.all(Object.values(api.peers).map((p) => p.setTrack('video', track).catch((e) => console.warn('share:', e.message))));
+  ui.showLocalVideo(track);
+  ui.showSharing(true);
+  announceState();
+}
+
+function stopSharing() {
+  const track = screenTrack;
+  if (!track) return;
+  screenTrack = null;
+  track.stop();
+  for (const p of Object.values(api.peers)) p.setTrack('video', cameraTrack).catch((e) => console.warn('share:', e.message));
+  ui.showLocalVideo(cameraTrack);
+  ui.showSharing(false);
+  announceState();
+}
+
+async function copyLink() {
+  const link = roomLink(roomName);
+  try {
+    await navigator.clipboard.writeText(link);
+    ui.notice('Room link copied. Send it to the people you want in the call.');
+  } catch {
+    ui.notice(`Copy this link: ${link}`);
+  }
 }
 
 function main() {
   ui.init({
-    onJoin: (room, audioOnly) => {
-      const params = new URLSearchParams({ room });
-      if (audioOnly) params.set('audio', 'only');
-      location.assign(`?${params}`);
+    onJoin: (o) => {
+      join(o).catch((e) => {
+        console.error(e);
+        ui.notice(`Cannot start the call: ${e.message}`);
+        setState('failed');
+      });
     },
+    onDevice: () => startPreview().catch((e) => console.warn('preview:', e.message)),
     onHangup: hangUp,
     onMute: toggleMute,
     onCamera: toggleCamera,
+    onShare: () => toggleShare().catch((e) => ui.notice(`Cannot share the screen: ${e.message}`)),
     onRejoin: () => location.reload(),
+    onCopyLink: () => copyLink(),
+    onChat: sendChat,
   });
   ui.showState(api.state);
   connector.then((urls) => ui.showPrivateMode(!!urls));
   const params = new URLSearchParams(location.search);
+  const fragment = new URLSearchParams(location.hash.slice(1));
   const room = params.get('room');
   const audioOnly = params.get('audio') === 'only';
+  // ?room=NAME joins at once (links of before, automation).
   if (room !== null && ROOM_RE.test(room)) {
-    join(room, audioOnly).catch((e) => {
+    join({ room, name: savedName(), audioOnly, muted: false, cameraOff: false }).catch((e) => {
       console.error(e);
       ui.notice(`Cannot start the call: ${e.message}`);
       setState('failed');
@@ -411,7 +715,13 @@ function main() {
     return;
   }
   if (room !== null) ui.notice('That room name is not valid: a room name is 1 to 64 letters, digits, "-" or "_".');
-  ui.showJoinForm(suggestRoom(), audioOnly);
+  const linked = fragment.get('room');
+  ui.showJoinForm({
+    room: linked !== null && ROOM_RE.test(linked) ? linked : suggestRoom(),
+    name: savedName(),
+    audioOnly,
+  });
+  startPreview().catch((e) => console.warn('preview:', e.message));
 }
 
 main();

@@ -104,3 +104,16 @@ export function lossPercent(s) {
   const expected = s.packetsLost + s.packetsReceived;
   return expected > 0 ? (100 * Math.max(0, s.packetsLost)) / expected : 0;
 }
+
+/**
+ * How a connection is doing, from the latest summary: `good` (round trip
+ * under 300 ms and under 2 % loss), `usable` (under 600 ms and 8 %) or
+ * `poor`; null before there is a round trip.
+ */
+export function quality(s) {
+  if (!s || s.rtt === null) return null;
+  const loss = lossPercent(s) ?? 0;
+  if (s.rtt < 0.3 && loss < 2) return 'good';
+  if (s.rtt < 0.6 && loss < 8) return 'usable';
+  return 'poor';
+}

@@ -380,6 +380,38 @@ impl Page {
         }
     }
 
+    /// Any DevTools command on this tab (e.g. `Emulation.setDeviceMetricsOverride`),
+    /// with the default call limit; returns its `result`.
+    pub fn command(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let r = self.cdp.call(method, params, self.call_timeout);
+        self.collect_console();
+        r
+    }
+
+    /// Like [`Page::evaluate`], as if the user had just clicked: APIs that
+    /// need a user gesture (`getDisplayMedia`, clipboard) work.
+    pub fn evaluate_with_gesture(&mut self, js: &str) -> Result<Value, String> {
+        let r = self.command(
+            "Runtime.evaluate",
+            json!({ "expression": js, "awaitPromise": true, "returnByValue": true, "userGesture": true }),
+        )?;
+        if let Some(ex) = r.get("exceptionDetails") {
+            return Err(format!("page threw: {}", describe_exception(ex)));
+        }
+        Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
+    }
+
+    /// A PNG of the visible page (`Page.captureScreenshot`).
+    pub fn screenshot_png(&mut self) -> Result<Vec<u8>, String> {
+        let r = self.command("Page.captureScreenshot", json!({ "format": "png" }))?;
+        let data = r["data"]
+            .as_str()
+            .ok_or_else(|| format!("Page.captureScreenshot answered {r}"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("screenshot is not base64: {e}"))
+    }
+
     /// Console messages and uncaught exceptions seen so far (oldest first).
     pub fn console(&mut self) -> Vec<String> {
         self.collect_console();

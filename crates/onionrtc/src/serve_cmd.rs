@@ -55,6 +55,8 @@ pub const ROOM_KEY_FILE: &str = "room-key";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Web connections per address by default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default `[serve] max_room_size`.
+pub const DEFAULT_MAX_ROOM_SIZE: usize = 6;
 /// A request header must arrive within this many seconds by default.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Idle web connections are closed after this many seconds by default.
@@ -109,6 +111,7 @@ struct ServeFile {
     hostnames: Option<Vec<String>>,
     max_connections_per_ip: Option<usize>,
     max_web_connections: Option<usize>,
+    max_room_size: Option<usize>,
     header_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
 }
@@ -145,6 +148,8 @@ pub struct ServeSettings {
     pub max_connections_per_ip: usize,
     /// Web connections at once in all; 0: sized from the open-file limit.
     pub max_web_connections: usize,
+    /// Members per room (2..=8).
+    pub max_room_size: usize,
     /// Header-read timeout of the web listener.
     pub header_timeout: Duration,
     /// Idle timeout of web connections.
@@ -166,6 +171,7 @@ impl std::fmt::Debug for ServeSettings {
             .field("forward", &self.forward)
             .field("hostnames", &self.hostnames)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_room_size", &self.max_room_size)
             .field("max_web_connections", &self.max_web_connections)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
@@ -357,6 +363,14 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             "must be 0 (sized from the open-file limit) or at least 16",
         ));
     }
+    let max_room_size = file.max_room_size.unwrap_or(DEFAULT_MAX_ROOM_SIZE);
+    if !(2..=signal::MAX_ROOM_SIZE).contains(&max_room_size) {
+        return Err(invalid(
+            "max_room_size",
+            max_room_size,
+            "must be between 2 and 8 (a full mesh: every member sends to every other)",
+        ));
+    }
     let header_timeout = file
         .header_timeout_secs
         .unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS);
@@ -389,6 +403,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         hostnames,
         max_connections_per_ip,
         max_web_connections,
+        max_room_size,
         header_timeout: Duration::from_secs(header_timeout),
         idle_timeout: Duration::from_secs(idle_timeout),
     })
@@ -530,6 +545,7 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         "max_connections_per_ip = {}\n",
         s.max_connections_per_ip
     ));
+    out.push_str(&format!("max_room_size = {}\n", s.max_room_size));
     out.push_str(&format!(
         "max_web_connections = {}{}\n",
         s.max_web_connections,
@@ -727,6 +743,13 @@ fn web_assets() -> signal::WebAssets {
             ),
             ("/stats.js", JS, include_bytes!("../../../web/stats.js")),
             ("/ui.js", JS, include_bytes!("../../../web/ui.js")),
+            ("/peer.js", JS, include_bytes!("../../../web/peer.js")),
+            ("/media.js", JS, include_bytes!("../../../web/media.js")),
+            (
+                "/privacy.html",
+                HTML,
+                include_bytes!("../../../web/privacy.html"),
+            ),
             ("/style.css", CSS, include_bytes!("../../../web/style.css")),
         ],
     }
@@ -904,6 +927,7 @@ async fn serve_web(
         hostnames,
         max_connections_per_ip: serve.max_connections_per_ip,
         max_web_connections: serve.max_web_connections,
+        max_room_size: serve.max_room_size,
         header_timeout: serve.header_timeout,
         idle_timeout: serve.idle_timeout,
         stats_retention_days: serve.stats_retention_days,
@@ -1001,6 +1025,7 @@ mod tests {
         assert!(s.forward.trusted.is_empty());
         assert_eq!(s.forward.header.as_str(), "x-forwarded-for");
         assert_eq!(s.max_connections_per_ip, DEFAULT_MAX_CONNECTIONS_PER_IP);
+        assert_eq!(s.max_room_size, DEFAULT_MAX_ROOM_SIZE);
         assert_eq!(s.max_web_connections, 0);
 
         let s = settings(
@@ -1019,6 +1044,7 @@ mod tests {
             hostnames = ["call.example.org"]
             max_connections_per_ip = 16
             max_web_connections = 5000
+            max_room_size = 8
             header_timeout_secs = 5
             idle_timeout_secs = 30
             "#,
@@ -1027,6 +1053,7 @@ mod tests {
         assert_eq!(s.forward.trusted.len(), 2);
         assert_eq!(s.forward.header.as_str(), "x-real-ip");
         assert_eq!(s.hostnames, ["call.example.org"]);
+        assert_eq!(s.max_room_size, 8);
         assert_eq!(
             (s.max_connections_per_ip, s.max_web_connections),
             (16, 5000)
@@ -1093,6 +1120,8 @@ mod tests {
                 "max_connections_per_ip",
             ),
             ("[serve]\nmax_web_connections = 3", "max_web_connections"),
+            ("[serve]\nmax_room_size = 1", "max_room_size"),
+            ("[serve]\nmax_room_size = 9", "max_room_size"),
             ("[serve]\nheader_timeout_secs = 0", "header_timeout_secs"),
             ("[serve]\nidle_timeout_secs = 1", "idle_timeout_secs"),
             ("[serve]\ntrust_loopback_metrics = true", "unknown field"),

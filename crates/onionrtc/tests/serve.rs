@@ -5,7 +5,9 @@
 //! but the relay's, the relay's metrics and the stored statistics must show
 //! the call, a third page must connect after one hangs up, and SIGTERM must
 //! stop the server cleanly. Every wait is bounded; the browser and the
-//! server are killed by PID on any failure.
+//! server are killed by PID on any failure. Submodules: `group` (four tabs
+//! in a group call, chat, screen sharing, room-full), `firefox` (Firefox
+//! ESR with Chromium), `speech` (no speech activity in clear).
 
 // Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 use testkit::Proc;
 
+#[path = "serve/firefox.rs"]
+mod firefox;
+#[path = "serve/group.rs"]
+mod group;
 #[path = "serve/speech.rs"]
 mod speech;
 
@@ -41,6 +47,13 @@ struct Server {
 impl Server {
     /// Starts `serve` with `config` and waits (bounded) for its one line.
     fn start(config: &Path, data_dir: &Path) -> Server {
+        Self::start_logged(config, data_dir, "info", None)
+    }
+
+    /// [`Server::start`] with `RUST_LOG=level`, and every stderr line also
+    /// written to `log` when given.
+    fn start_logged(config: &Path, data_dir: &Path, level: &str, log: Option<&Path>) -> Server {
+        let mut log = log.map(|p| std::fs::File::create(p).unwrap());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
         cmd.arg("serve")
             .arg("--config")
@@ -48,7 +61,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("ONIONRTC_AUTH_SECRET")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut proc = Proc::spawn(&mut cmd).unwrap();
@@ -58,6 +71,9 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 let mut t = tail.lock().unwrap();
                 if t.len() == STDERR_LINES {
                     t.pop_front();

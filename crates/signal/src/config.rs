@@ -68,6 +68,10 @@ pub struct SignalConfig {
     pub joins_per_minute_per_ip: u32,
     /// Rooms at once. Default 10,000.
     pub max_rooms: usize,
+    /// Members per room (a full mesh: each member holds a peer connection
+    /// to every other). Default 6; at most [`crate::MAX_ROOM_SIZE`] (8),
+    /// at least 2 (values outside are clamped).
+    pub max_room_size: usize,
     /// WebSocket connections at once (joined or not). Default 20,000.
     pub max_connections: usize,
     /// A connection that has not joined within this time is closed.
@@ -115,6 +119,7 @@ impl Default for SignalConfig {
             messages_burst: 100,
             joins_per_minute_per_ip: 20,
             max_rooms: 10_000,
+            max_room_size: 6,
             max_connections: 20_000,
             join_timeout: Duration::from_secs(30),
             max_connections_per_ip: 64,
@@ -150,6 +155,7 @@ impl fmt::Debug for SignalConfig {
             .field("messages_burst", &self.messages_burst)
             .field("joins_per_minute_per_ip", &self.joins_per_minute_per_ip)
             .field("max_rooms", &self.max_rooms)
+            .field("max_room_size", &self.max_room_size)
             .field("max_connections", &self.max_connections)
             .field("join_timeout", &self.join_timeout)
             .field("max_connections_per_ip", &self.max_connections_per_ip)

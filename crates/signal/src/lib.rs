@@ -1,4 +1,4 @@
-//! The OnionRTC signaling server: rooms of two, the WebSocket protocol of
+//! The OnionRTC signaling server: rooms of up to 8 (a full mesh), the WebSocket protocol of
 //! `docs/signaling.md`, the SDP/candidate sanitizer, TURN REST credentials,
 //! the statistics store, the embedded web app and the operator API.
 //!
@@ -57,6 +57,7 @@ pub use client_addr::{Cidr, ClientAddr, ForwardRule};
 pub use config::{MetricsRenderer, SignalConfig, WebAssets};
 pub use html::{escape as escape_html, format_utc};
 pub use protocol::ErrorCode;
+pub use rooms::MAX_ROOM_SIZE;
 pub use state::SignalState;
 
 /// How often the retention sweep runs after the one at startup.

@@ -17,7 +17,7 @@ pub enum ErrorCode {
     RateLimited,
     /// A room name that is not 1–64 characters `[A-Za-z0-9_-]`.
     BadRoom,
-    /// The room already has two members.
+    /// The room already has `max_room_size` members.
     RoomFull,
     /// `join` while in a room.
     AlreadyJoined,
@@ -32,6 +32,10 @@ pub enum ErrorCode {
     /// An offer or answer the sanitizer refused (control or non-ASCII
     /// characters, a malformed line); it was not forwarded.
     BadSdp,
+    /// `to` names no other member of the sender's room.
+    NoSuchMember,
+    /// No `to` while the room has several other members.
+    ToRequired,
 }
 
 impl ErrorCode {
@@ -50,6 +54,8 @@ impl ErrorCode {
             ErrorCode::TooManyJoins => "too-many-joins",
             ErrorCode::ServerFull => "server-full",
             ErrorCode::BadSdp => "bad-sdp",
+            ErrorCode::NoSuchMember => "no-such-member",
+            ErrorCode::ToRequired => "to-required",
         }
     }
 
@@ -61,7 +67,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "message too large",
             ErrorCode::RateLimited => "too many messages, slow down",
             ErrorCode::BadRoom => "a room name is 1-64 characters A-Z a-z 0-9 _ -",
-            ErrorCode::RoomFull => "the room already has two members",
+            ErrorCode::RoomFull => "the room is full",
             ErrorCode::AlreadyJoined => "already in a room",
             ErrorCode::NotJoined => "join a room first",
             ErrorCode::NoPeer => "nobody else is in the room",
@@ -70,6 +76,8 @@ impl ErrorCode {
             ErrorCode::BadSdp => {
                 "the description has a control or non-ASCII character or a malformed line"
             }
+            ErrorCode::NoSuchMember => "`to` names no other member of your room",
+            ErrorCode::ToRequired => "the room has several other members: say which one in `to`",
         }
     }
 }
@@ -82,14 +90,21 @@ pub(crate) enum Incoming {
     },
     Offer {
         sdp: String,
+        to: Option<String>,
     },
     Answer {
         sdp: String,
+        to: Option<String>,
     },
     /// `None` is the end of candidates.
-    Candidate(Option<CandidateInit>),
+    Candidate {
+        candidate: Option<CandidateInit>,
+        to: Option<String>,
+    },
     Bye,
     Stats(Value),
+    /// New TURN credentials, please.
+    Refresh,
 }
 
 /// An `RTCIceCandidateInit`, with only the fields that are forwarded.
@@ -131,16 +146,25 @@ pub(crate) fn parse(text: &str) -> Result<Incoming, ErrorCode> {
         }
         "offer" => Ok(Incoming::Offer {
             sdp: take_string(&mut m, "sdp")?,
+            to: take_to(&mut m)?,
         }),
         "answer" => Ok(Incoming::Answer {
             sdp: take_string(&mut m, "sdp")?,
+            to: take_to(&mut m)?,
         }),
-        "candidate" => match m.remove("candidate") {
-            Some(Value::Null) => Ok(Incoming::Candidate(None)),
-            Some(Value::Object(c)) => Ok(Incoming::Candidate(Some(candidate_init(c)?))),
-            _ => Err(ErrorCode::BadMessage),
-        },
+        "candidate" => {
+            let candidate = match m.remove("candidate") {
+                Some(Value::Null) => None,
+                Some(Value::Object(c)) => Some(candidate_init(c)?),
+                _ => return Err(ErrorCode::BadMessage),
+            };
+            Ok(Incoming::Candidate {
+                candidate,
+                to: take_to(&mut m)?,
+            })
+        }
         "bye" => Ok(Incoming::Bye),
+        "refresh" => Ok(Incoming::Refresh),
         "stats" => match m.remove("stats") {
             Some(v @ Value::Object(_)) => Ok(Incoming::Stats(v)),
             _ => Err(ErrorCode::BadMessage),
@@ -154,6 +178,29 @@ fn take_string(m: &mut Map<String, Value>, key: &str) -> Result<String, ErrorCod
         Some(Value::String(s)) => Ok(s),
         _ => Err(ErrorCode::BadMessage),
     }
+}
+
+/// The optional `to`: absent or `null` is `None`; otherwise a member id
+/// ([`valid_member_id`]), else `bad-message`.
+fn take_to(m: &mut Map<String, Value>) -> Result<Option<String>, ErrorCode> {
+    match m.remove("to") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if valid_member_id(&s) => Ok(Some(s)),
+        Some(_) => Err(ErrorCode::BadMessage),
+    }
+}
+
+/// Member ids are [`MEMBER_ID_LEN`] lowercase hex digits.
+pub(crate) fn valid_member_id(id: &str) -> bool {
+    id.len() == MEMBER_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The length of a member id: 64 random bits in hex.
+pub(crate) const MEMBER_ID_LEN: usize = 16;
+
+/// A fresh random member id (never derived from anything about the caller).
+pub(crate) fn new_member_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 fn candidate_init(mut c: Map<String, Value>) -> Result<CandidateInit, ErrorCode> {
@@ -203,18 +250,18 @@ pub(crate) fn error(code: ErrorCode) -> String {
     json!({"type": "error", "code": code.as_str(), "message": code.message()}).to_string()
 }
 
-/// `{"type": ty}` for `peer-joined` / `peer-left`.
-pub(crate) fn bare(ty: &str) -> String {
-    json!({ "type": ty }).to_string()
+/// `{"type": ty, "memberId": id}` for `peer-joined` / `peer-left`.
+pub(crate) fn peer(ty: &str, member_id: &str) -> String {
+    json!({ "type": ty, "memberId": member_id }).to_string()
 }
 
-/// `{"type": "offer"|"answer", "sdp": …}`.
-pub(crate) fn description(ty: &str, sdp: &str) -> String {
-    json!({"type": ty, "sdp": sdp}).to_string()
+/// `{"type": "offer"|"answer", "sdp": …, "from": …}`.
+pub(crate) fn description(ty: &str, sdp: &str, from: &str) -> String {
+    json!({"type": ty, "sdp": sdp, "from": from}).to_string()
 }
 
-/// `{"type": "candidate", "candidate": …}` (`None`: `null`).
-pub(crate) fn candidate(c: Option<&CandidateInit>) -> String {
+/// `{"type": "candidate", "candidate": …, "from": …}` (`None`: `null`).
+pub(crate) fn candidate(c: Option<&CandidateInit>, from: &str) -> String {
     let value = match c {
         None => Value::Null,
         Some(c) => {
@@ -234,7 +281,7 @@ pub(crate) fn candidate(c: Option<&CandidateInit>) -> String {
             Value::Object(m)
         }
     };
-    json!({"type": "candidate", "candidate": value}).to_string()
+    json!({"type": "candidate", "candidate": value, "from": from}).to_string()
 }
 
 #[cfg(test)]
@@ -273,8 +320,40 @@ mod tests {
         assert_eq!(parse(r#"{"type":"bye"}"#), Ok(Incoming::Bye));
         assert_eq!(
             parse(r#"{"type":"candidate","candidate":null}"#),
-            Ok(Incoming::Candidate(None))
+            Ok(Incoming::Candidate {
+                candidate: None,
+                to: None
+            })
         );
+        assert_eq!(
+            parse(r#"{"type":"offer","sdp":"v=0","to":"0123456789abcdef"}"#),
+            Ok(Incoming::Offer {
+                sdp: "v=0".into(),
+                to: Some("0123456789abcdef".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"answer","sdp":"v=0","to":null}"#),
+            Ok(Incoming::Answer {
+                sdp: "v=0".into(),
+                to: None
+            })
+        );
+        for bad in [
+            r#""0123""#,
+            r#""0123456789ABCDEF""#,
+            "7",
+            r#"["a"]"#,
+            r#""0123456789abcdeg""#,
+        ] {
+            assert_eq!(
+                parse(&format!(r#"{{"type":"offer","sdp":"v=0","to":{bad}}}"#)),
+                Err(ErrorCode::BadMessage),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse(r#"{"type":"refresh"}"#), Ok(Incoming::Refresh));
+        assert!(valid_member_id(&new_member_id()));
         assert_eq!(parse(r#"{"type":"candidate"}"#), Err(ErrorCode::BadMessage));
         assert_eq!(
             parse(r#"{"type":"candidate","candidate":{"candidate":"x","sdpMLineIndex":-1}}"#),
@@ -283,13 +362,17 @@ mod tests {
         let c = parse(
             r#"{"type":"candidate","candidate":{"candidate":"x","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"ab+/"}}"#,
         );
-        let Ok(Incoming::Candidate(Some(c))) = c else {
+        let Ok(Incoming::Candidate {
+            candidate: Some(c),
+            to: None,
+        }) = c
+        else {
             panic!("{c:?}");
         };
-        let out: Value = serde_json::from_str(&candidate(Some(&c))).unwrap_or_default();
+        let out: Value = serde_json::from_str(&candidate(Some(&c), "f")).unwrap_or_default();
         assert_eq!(
             out,
-            json!({"type": "candidate", "candidate": {"candidate": "x", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "ab+/"}})
+            json!({"type": "candidate", "candidate": {"candidate": "x", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "ab+/"}, "from": "f"})
         );
         assert_eq!(
             parse(r#"{"type":"stats","stats":1}"#),

@@ -54,6 +54,10 @@ pub(crate) struct Counters {
     pub(crate) samples: AtomicU64,
     /// Requests from a trusted proxy whose forwarding header was unreadable.
     pub(crate) forwarded_malformed: AtomicU64,
+    /// `refresh` messages answered with new credentials.
+    pub(crate) refreshes: AtomicU64,
+    /// Messages whose `to` named no other member of the sender's room.
+    pub(crate) misaddressed: AtomicU64,
 }
 
 impl SignalState {
@@ -92,7 +96,7 @@ impl SignalState {
         let web = WebLimits::new(max_web, config.max_connections_per_ip.max(1));
         Ok(SignalState {
             inner: Arc::new(Inner {
-                rooms: Rooms::new(config.max_rooms),
+                rooms: Rooms::new(config.max_rooms, config.max_room_size),
                 joins: JoinLimiter::new(config.joins_per_minute_per_ip),
                 store,
                 next_conn: AtomicU64::new(1),
@@ -126,6 +130,11 @@ impl SignalState {
     /// Rooms at the moment.
     pub fn rooms(&self) -> usize {
         self.inner.rooms.len()
+    }
+
+    /// Members of all rooms at the moment.
+    pub fn members(&self) -> usize {
+        self.inner.rooms.members()
     }
 
     /// Tells every WebSocket connection to close (code 1001, going away).
@@ -178,6 +187,12 @@ impl SignalState {
             self.rooms() as u64,
         );
         metric(
+            "onionrtc_signal_members",
+            "gauge",
+            "Members of all rooms.",
+            self.members() as u64,
+        );
+        metric(
             "onionrtc_signal_joins_total",
             "counter",
             "Successful joins.",
@@ -186,8 +201,20 @@ impl SignalState {
         metric(
             "onionrtc_signal_forwarded_total",
             "counter",
-            "Offers, answers and candidates forwarded to the other member.",
+            "Offers, answers and candidates forwarded to another member.",
             get(&c.forwarded),
+        );
+        metric(
+            "onionrtc_signal_misaddressed_total",
+            "counter",
+            "Offers, answers and candidates whose `to` named no other member of the sender's room (no-such-member).",
+            get(&c.misaddressed),
+        );
+        metric(
+            "onionrtc_signal_credential_refreshes_total",
+            "counter",
+            "TURN credentials renewed by `refresh`.",
+            get(&c.refreshes),
         );
         metric(
             "onionrtc_signal_candidates_dropped_total",

@@ -3,14 +3,14 @@
 //! ```text
 //! loop select {
 //!   shutdown / kill (own queue overflowed) / join timeout  → close
-//!   outgoing queue (from the other member)                 → send
+//!   outgoing queue (from other members)                    → send
 //!   frame from the page → size check → token bucket → parse → handle
 //! }
-//! on exit: leave the room (the other member gets peer-left)
+//! on exit: leave the room (the other members get peer-left)
 //! ```
 //!
-//! Replies to the page itself (`joined`, `error`) are sent directly; what
-//! the other member sends arrives through this connection's bounded queue
+//! Replies to the page itself (`joined`, `credentials`, `error`) are sent
+//! directly; what other members send arrives through this connection's bounded queue
 //! ([`OUT_QUEUE`]). Every send has a timeout ([`SEND_TIMEOUT`]).
 
 use std::net::IpAddr;
@@ -28,12 +28,15 @@ use tokio::sync::{mpsc, Notify};
 use crate::client_addr::ClientAddr;
 use crate::protocol::{self, ErrorCode, Incoming};
 use crate::ratelimit::TokenBucket;
-use crate::rooms::Member;
+use crate::rooms::{Member, Route};
 use crate::sanitize::{valid_mid, CandidateDrop, Sanitizer};
 use crate::state::{now_ms, now_unix, SignalState};
 use crate::stats::{Cumulative, StatsSample};
 use crate::store::SampleRecord;
 
+/// The `protocol` of `joined`: 2 has member ids, `members`, `to`/`from`
+/// and `refresh`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Messages waiting for a slow page at most; beyond, its connection closes.
 pub const OUT_QUEUE: usize = 128;
 /// A send to a page that takes longer closes the connection.
@@ -341,20 +344,20 @@ impl Connection {
     async fn on_message(&mut self, socket: &mut WebSocket, msg: Incoming) -> Flow {
         match msg {
             Incoming::Join { room } => return self.on_join(socket, room).await,
-            Incoming::Offer { sdp } => self.forward_description(socket, "offer", &sdp).await,
-            Incoming::Answer { sdp } => self.forward_description(socket, "answer", &sdp).await,
-            Incoming::Candidate(c) => {
-                let Some(room) = self.joined.as_ref().map(|j| j.room.clone()) else {
-                    self.reply(socket, ErrorCode::NotJoined).await;
+            Incoming::Offer { sdp, to } => {
+                self.forward_description(socket, "offer", &sdp, to.as_deref())
+                    .await;
+            }
+            Incoming::Answer { sdp, to } => {
+                self.forward_description(socket, "answer", &sdp, to.as_deref())
+                    .await;
+            }
+            Incoming::Candidate { candidate, to } => {
+                let Some(route) = self.route(socket, to.as_deref()).await else {
                     return Flow::Continue;
                 };
-                let rooms = &self.state.inner.rooms;
-                if !rooms.has_peer(&room, self.id) {
-                    self.reply(socket, ErrorCode::NoPeer).await;
-                    return Flow::Continue;
-                }
-                let text = match c {
-                    None => protocol::candidate(None),
+                let text = match candidate {
+                    None => protocol::candidate(None, &route.from),
                     Some(mut c) => {
                         let config = self.state.config();
                         let counters = &self.state.inner.counters;
@@ -366,7 +369,7 @@ impl Connection {
                         match clean {
                             Ok(clean) => {
                                 c.candidate = clean;
-                                protocol::candidate(Some(&c))
+                                protocol::candidate(Some(&c), &route.from)
                             }
                             Err(why) => {
                                 if why == CandidateDrop::ForeignRelay {
@@ -380,12 +383,54 @@ impl Connection {
                         }
                     }
                 };
-                self.forward(socket, &room, text).await;
+                self.deliver(&route, text);
             }
             Incoming::Bye => self.leave(),
             Incoming::Stats(value) => self.on_stats(&value),
+            Incoming::Refresh => return self.on_refresh(socket).await,
         }
         Flow::Continue
+    }
+
+    /// `iceServers` with fresh TURN REST credentials (a random id per
+    /// issue, never a name) and their lifetime in seconds.
+    fn ice_servers(&self) -> (serde_json::Value, u64) {
+        let config = self.state.config();
+        let ttl = config.credential_ttl.as_secs();
+        let id = format!("{:016x}", rand::random::<u64>());
+        let username = turn::auth::rest_username(now_unix().saturating_add(ttl), Some(&id));
+        let credential = turn::auth::rest_password(config.turn_secret.as_bytes(), &username);
+        let servers = json!([{
+            "urls": config.turn_urls,
+            "username": username,
+            "credential": credential,
+        }]);
+        (servers, ttl)
+    }
+
+    /// `refresh`: new TURN credentials for a member, without leaving.
+    async fn on_refresh(&mut self, socket: &mut WebSocket) -> Flow {
+        if self.joined.is_none() {
+            self.reply(socket, ErrorCode::NotJoined).await;
+            return Flow::Continue;
+        }
+        let (servers, ttl) = self.ice_servers();
+        self.state
+            .inner
+            .counters
+            .refreshes
+            .fetch_add(1, Ordering::Relaxed);
+        let msg = json!({
+            "type": "credentials",
+            "iceServers": servers,
+            "iceTransportPolicy": "relay",
+            "credentialTtl": ttl,
+        });
+        if send(socket, msg.to_string()).await {
+            Flow::Continue
+        } else {
+            Flow::Close(close_code::ERROR, "send failed")
+        }
     }
 
     async fn on_join(&mut self, socket: &mut WebSocket, room: String) -> Flow {
@@ -411,22 +456,18 @@ impl Connection {
             }
         };
         inner.counters.joins.fetch_add(1, Ordering::Relaxed);
-        let config = self.state.config();
-        let ttl = config.credential_ttl.as_secs();
-        let id = format!("{:016x}", rand::random::<u64>());
-        let username = turn::auth::rest_username(now_unix().saturating_add(ttl), Some(&id));
-        let credential = turn::auth::rest_password(config.turn_secret.as_bytes(), &username);
+        let (servers, ttl) = self.ice_servers();
+        let peers = info.members.len();
         let joined = json!({
             "type": "joined",
+            "protocol": PROTOCOL_VERSION,
             "room": room,
             "callId": info.call_id,
-            "peers": info.peers,
-            "initiator": info.peers == 1,
-            "iceServers": [{
-                "urls": config.turn_urls,
-                "username": username,
-                "credential": credential,
-            }],
+            "memberId": info.member_id,
+            "members": info.members,
+            "peers": peers,
+            "initiator": peers > 0,
+            "iceServers": servers,
             "iceTransportPolicy": "relay",
             "credentialTtl": ttl,
         });
@@ -448,9 +489,46 @@ impl Connection {
         }
     }
 
-    async fn forward_description(&mut self, socket: &mut WebSocket, ty: &str, sdp: &str) {
-        let Some(room) = self.joined.as_ref().map(|j| j.room.clone()) else {
-            self.reply(socket, ErrorCode::NotJoined).await;
+    /// Where a message goes (see [`crate::rooms::Rooms::route`]); on an
+    /// error the sender is told and `None` returned.
+    async fn route(&mut self, socket: &mut WebSocket, to: Option<&str>) -> Option<Route> {
+        let result = match self.joined.as_ref() {
+            None => Err(ErrorCode::NotJoined),
+            Some(j) => self.state.inner.rooms.route(&j.room, self.id, to),
+        };
+        match result {
+            Ok(route) => Some(route),
+            Err(code) => {
+                if code == ErrorCode::NoSuchMember {
+                    self.state
+                        .inner
+                        .counters
+                        .misaddressed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.reply(socket, code).await;
+                None
+            }
+        }
+    }
+
+    fn deliver(&self, route: &Route, text: String) {
+        route.to.deliver(text);
+        self.state
+            .inner
+            .counters
+            .forwarded
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn forward_description(
+        &mut self,
+        socket: &mut WebSocket,
+        ty: &str,
+        sdp: &str,
+        to: Option<&str>,
+    ) {
+        let Some(route) = self.route(socket, to).await else {
             return;
         };
         let config = self.state.config();
@@ -472,21 +550,8 @@ impl Connection {
         counters
             .sdp_lines_removed
             .fetch_add(u64::from(r.lines_removed), Ordering::Relaxed);
-        let text = protocol::description(ty, &clean.sdp);
-        self.forward(socket, &room, text).await;
-    }
-
-    async fn forward(&mut self, socket: &mut WebSocket, room: &str, text: String) {
-        match self.state.inner.rooms.forward(room, self.id, text) {
-            Ok(()) => {
-                self.state
-                    .inner
-                    .counters
-                    .forwarded
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(code) => self.reply(socket, code).await,
-        }
+        let text = protocol::description(ty, &clean.sdp, &route.from);
+        self.deliver(&route, text);
     }
 
     fn on_stats(&mut self, value: &serde_json::Value) {

@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod at_rest;
+mod mesh;
 mod rooms;
 mod stats;
 mod support;

@@ -13,9 +13,17 @@ fn is_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The protocol-1 behaviour of a room of two (what the web app of before
+/// protocol 2, `onionrtc call` and third-party clients rely on), in a room
+/// limited to two. Protocol 2 adds `memberId`/`from` fields, which these
+/// clients ignore.
 #[tokio::test]
 async fn join_gives_turn_credentials_and_roles() {
-    let server = start(config()).await;
+    let server = start(SignalConfig {
+        max_room_size: 2,
+        ..config()
+    })
+    .await;
     let (mut a, ja) = server.joined("room-1").await;
     assert_eq!(ja["room"], "room-1");
     assert_eq!(ja["peers"], 0);
@@ -49,7 +57,10 @@ async fn join_gives_turn_credentials_and_roles() {
     assert_eq!(jb["callId"], call_id);
     // A fresh credential per connection.
     assert_ne!(jb["iceServers"][0]["username"], ice["username"]);
-    assert_eq!(a.recv().await, json!({"type": "peer-joined"}));
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "peer-joined", "memberId": jb["memberId"]})
+    );
 
     let mut c = server.client().await;
     let jc = c.join("room-1").await;
@@ -123,7 +134,7 @@ async fn offer_and_answer_arrive_sanitized() {
 async fn trickled_candidates_only_relay_pass() {
     let server = start(config()).await;
     let (mut a, _) = server.joined("t").await;
-    let (mut b, _) = server.joined("t").await;
+    let (mut b, jb) = server.joined("t").await;
     assert_eq!(a.recv().await["type"], "peer-joined");
     for host in [
         "candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host generation 0 ufrag abcd network-id 1",
@@ -144,13 +155,13 @@ async fn trickled_candidates_only_relay_pass() {
         got,
         json!({"type": "candidate", "candidate": {
             "candidate": "candidate:3 1 udp 41885439 203.0.113.9 61000 typ relay raddr 0.0.0.0 rport 0 generation 0 ufrag abcd network-id 1",
-            "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}})
+            "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}, "from": jb["memberId"]})
     );
     b.send(json!({"type": "candidate", "candidate": null}))
         .await;
     assert_eq!(
         a.recv().await,
-        json!({"type": "candidate", "candidate": null})
+        json!({"type": "candidate", "candidate": null, "from": jb["memberId"]})
     );
     a.expect_silence(Duration::from_millis(100)).await;
     b.expect_silence(Duration::from_millis(50)).await;
@@ -322,10 +333,13 @@ async fn message_flood_is_rate_limited_then_closed() {
 async fn leaving_tells_the_peer() {
     let server = start(config()).await;
     let (mut a, ja) = server.joined("p").await;
-    let (b, _) = server.joined("p").await;
+    let (b, jb) = server.joined("p").await;
     assert_eq!(a.recv().await["type"], "peer-joined");
     b.close().await;
-    assert_eq!(a.recv().await, json!({"type": "peer-left"}));
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "peer-left", "memberId": jb["memberId"]})
+    );
 
     // The next member is the initiator; the call id stays with the room.
     let (mut c, jc) = server.joined("p").await;
@@ -333,7 +347,10 @@ async fn leaving_tells_the_peer() {
     assert_eq!(jc["callId"], ja["callId"]);
     assert_eq!(a.recv().await["type"], "peer-joined");
     c.send(json!({"type": "bye"})).await;
-    assert_eq!(a.recv().await, json!({"type": "peer-left"}));
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "peer-left", "memberId": jc["memberId"]})
+    );
     // After bye the connection stays open and may join again.
     assert_eq!(c.join("p").await["initiator"], true);
     assert_eq!(a.recv().await["type"], "peer-joined");
