@@ -3,6 +3,7 @@
 //! Subcommands arrive with the crates that implement them: `serve` runs the
 //! relay and the signaling server with the web app, `relay` runs the
 //! TURN/STUN relay alone, `check-config` validates a configuration file,
+//! `import-coturn` translates a coturn configuration,
 //! `features` describes the protocol core.
 
 mod bench_cmd;
@@ -80,6 +81,19 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         flags: OverrideFlags,
+    },
+    /// Translate a coturn configuration (turnserver.conf) into this relay's
+    /// TOML.
+    ///
+    /// Prints the `[relay]` table on stdout (redirect it to a file: it holds
+    /// the coturn file's passwords and secrets) and a summary on stderr:
+    /// how many options were translated, and every option that was not,
+    /// with the reason (secrets never appear there). Check the result with
+    /// `onionrtc check-config`. Exits 2 if FILE cannot be read.
+    ImportCoturn {
+        /// coturn's configuration file, e.g. /etc/turnserver.conf.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// Run the local connector until SIGINT or SIGTERM: TURN over UDP and
     /// TCP on loopback carried to the relay over TLS (or TCP), and the
@@ -175,6 +189,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_CONFIG, &e),
             }
         }
+        Some(Command::ImportCoturn { file }) => match relay_cmd::import_coturn(&file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_CONFIG, &e),
+        },
         Some(Command::Connect { flags }) => {
             let config = match connect_cmd::load(&flags) {
                 Ok(c) => c,

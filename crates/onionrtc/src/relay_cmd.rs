@@ -111,6 +111,19 @@ pub fn check_config(file: &Path, flags: &OverrideFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `onionrtc import-coturn`: coturn's configuration file as our TOML on
+/// stdout, the summary on stderr (never a secret).
+pub fn import_coturn(file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read coturn configuration {}", file.display()))?;
+    let options = relay::coturn::parse_conf(&text);
+    let import = relay::coturn::import(&options, &file.display().to_string());
+    print!("{}", import.toml);
+    eprint!("{}", import.summary());
+    eprintln!("Check the result with: onionrtc check-config FILE");
+    Ok(())
+}
+
 /// Starts logging to stderr: `info` unless RUST_LOG says otherwise.
 pub fn init_tracing() {
     use std::io::IsTerminal as _;

@@ -1040,12 +1040,12 @@ impl TomlOut {
 }
 
 /// A TOML basic string.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
 /// A TOML key: bare if it can be, quoted otherwise.
-fn toml_key(s: &str) -> String {
+pub(crate) fn toml_key(s: &str) -> String {
     let bare = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -1056,7 +1056,7 @@ fn toml_key(s: &str) -> String {
     }
 }
 
-fn string_list<T: fmt::Display>(items: &[T]) -> String {
+pub(crate) fn string_list<T: fmt::Display>(items: &[T]) -> String {
     let items: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
     format!("[{}]", items.join(", "))
 }

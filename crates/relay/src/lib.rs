@@ -28,6 +28,7 @@
 mod batch;
 pub mod config;
 mod conn;
+pub mod coturn;
 pub mod logfmt;
 pub mod metrics;
 mod shard;
