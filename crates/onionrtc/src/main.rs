@@ -90,10 +90,17 @@ enum Command {
     /// how many options were translated, and every option that was not,
     /// with the reason (secrets never appear there). Check the result with
     /// `onionrtc check-config`. Exits 2 if FILE cannot be read.
+    ///
+    /// turnserver's command line options can follow `--` (e.g. from a
+    /// Docker command or a systemd unit); as for turnserver, they come after
+    /// the file's: `onionrtc import-coturn turnserver.conf -- --realm=x`.
     ImportCoturn {
         /// coturn's configuration file, e.g. /etc/turnserver.conf.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        #[arg(value_name = "FILE", required_unless_present = "args")]
+        file: Option<PathBuf>,
+        /// turnserver's command line options (after `--`).
+        #[arg(last = true, value_name = "TURNSERVER-ARGS")]
+        args: Vec<String>,
     },
     /// Run the local connector until SIGINT or SIGTERM: TURN over UDP and
     /// TCP on loopback carried to the relay over TLS (or TCP), and the
@@ -189,10 +196,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_CONFIG, &e),
             }
         }
-        Some(Command::ImportCoturn { file }) => match relay_cmd::import_coturn(&file) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(EXIT_CONFIG, &e),
-        },
+        Some(Command::ImportCoturn { file, args }) => {
+            match relay_cmd::import_coturn(file.as_deref(), &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_CONFIG, &e),
+            }
+        }
         Some(Command::Connect { flags }) => {
             let config = match connect_cmd::load(&flags) {
                 Ok(c) => c,

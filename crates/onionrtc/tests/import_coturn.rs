@@ -483,3 +483,61 @@ fn round_trip_coturn_then_onionrtc_from_the_same_file() {
     wait_listening(tls_port, "onionrtc relay (TLS)");
     uclient_runs("onionrtc", port, tls_port, peer);
 }
+
+/// turnserver's command line after `--` (as in a Docker command), alone and
+/// after a file whose options it follows.
+#[test]
+fn turnserver_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_flag = format!("--static-auth-secret={SECRET_A}");
+    let out = onionrtc()
+        .args([
+            "import-coturn",
+            "--",
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "-p",
+            "3479",
+        ])
+        .args(["--use-auth-secret", &secret_flag, "--realm", "docker.test"])
+        .output()
+        .unwrap();
+    let (toml, summary) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{summary}");
+    assert!(
+        summary.starts_with("6 coturn options: 5 translated, 1 not needed"),
+        "{summary}"
+    );
+    assert!(!summary.contains(SECRET_A), "{summary}");
+    let path = dir.path().join("onionrtc.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let c = load(&path);
+    let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+    assert_eq!(listen, ["udp://127.0.0.1:3479", "tcp://127.0.0.1:3479"]);
+    assert_eq!(c.realm, "docker.test");
+    assert_eq!(c.auth_secrets[0].expose(), SECRET_A);
+
+    // The command line comes after the file, as for turnserver.
+    let conf = dir.path().join("turnserver.conf");
+    std::fs::write(
+        &conf,
+        "listening-ip=127.0.0.1\nrealm=file.test\nlt-cred-mech\n",
+    )
+    .unwrap();
+    let out = onionrtc()
+        .arg("import-coturn")
+        .arg(&conf)
+        .args([
+            "--",
+            "--realm=flag.test",
+            &format!("--user=alice:{PASSWORD}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&path, &out.stdout).unwrap();
+    let c = load(&path);
+    assert_eq!(c.realm, "flag.test");
+    assert_eq!(c.users[0].0, "alice");
+    assert!(!text(&out.stderr).contains(PASSWORD));
+}
