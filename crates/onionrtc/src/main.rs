@@ -3,6 +3,7 @@
 //! Subcommands arrive with the crates that implement them: `serve` runs the
 //! relay and the signaling server with the web app, `relay` runs the
 //! TURN/STUN relay alone, `check-config` validates a configuration file,
+//! `import-coturn` translates a coturn configuration,
 //! `features` describes the protocol core.
 
 mod bench_cmd;
@@ -80,6 +81,26 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         flags: OverrideFlags,
+    },
+    /// Translate a coturn configuration (turnserver.conf) into this relay's
+    /// TOML.
+    ///
+    /// Prints the `[relay]` table on stdout (redirect it to a file: it holds
+    /// the coturn file's passwords and secrets) and a summary on stderr:
+    /// how many options were translated, and every option that was not,
+    /// with the reason (secrets never appear there). Check the result with
+    /// `onionrtc check-config`. Exits 2 if FILE cannot be read.
+    ///
+    /// turnserver's command line options can follow `--` (e.g. from a
+    /// Docker command or a systemd unit); as for turnserver, they come after
+    /// the file's: `onionrtc import-coturn turnserver.conf -- --realm=x`.
+    ImportCoturn {
+        /// coturn's configuration file, e.g. /etc/turnserver.conf.
+        #[arg(value_name = "FILE", required_unless_present = "args")]
+        file: Option<PathBuf>,
+        /// turnserver's command line options (after `--`).
+        #[arg(last = true, value_name = "TURNSERVER-ARGS")]
+        args: Vec<String>,
     },
     /// Run the local connector until SIGINT or SIGTERM: TURN over UDP and
     /// TCP on loopback carried to the relay over TLS (or TCP), and the
@@ -171,6 +192,12 @@ fn main() -> ExitCode {
                 relay_cmd::check_config(&file, &flags)
             };
             match checked {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_CONFIG, &e),
+            }
+        }
+        Some(Command::ImportCoturn { file, args }) => {
+            match relay_cmd::import_coturn(file.as_deref(), &args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_CONFIG, &e),
             }

@@ -111,6 +111,30 @@ pub fn check_config(file: &Path, flags: &OverrideFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `onionrtc import-coturn`: coturn's configuration file and/or
+/// turnserver's command line (`args`, after the file's options, as
+/// turnserver reads them) as our TOML on stdout, the summary on stderr
+/// (never a secret).
+pub fn import_coturn(file: Option<&Path>, args: &[String]) -> anyhow::Result<()> {
+    let mut options = Vec::new();
+    let mut origin = Vec::new();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read coturn configuration {}", file.display()))?;
+        options = relay::coturn::parse_conf(&text);
+        origin.push(file.display().to_string());
+    }
+    if !args.is_empty() {
+        options.extend(relay::coturn::parse_args(args));
+        origin.push("turnserver's command line".to_owned());
+    }
+    let import = relay::coturn::import(&options, &origin.join(" and "));
+    print!("{}", import.toml);
+    eprint!("{}", import.summary());
+    eprintln!("Check the result with: onionrtc check-config FILE");
+    Ok(())
+}
+
 /// Starts logging to stderr: `info` unless RUST_LOG says otherwise.
 pub fn init_tracing() {
     use std::io::IsTerminal as _;

@@ -66,7 +66,7 @@ fn help_and_version() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     assert!(
-        help.contains("relay") && help.contains("check-config"),
+        help.contains("relay") && help.contains("check-config") && help.contains("import-coturn"),
         "{help}"
     );
 

@@ -378,6 +378,8 @@ struct RelayFile {
     max_allocations_per_static_user: Option<u32>,
     max_allocations_per_ip: Option<u32>,
     max_allocations_total: Option<u32>,
+    max_bytes_per_sec_per_allocation: Option<u64>,
+    max_bytes_per_sec_total: Option<u64>,
     allowed_peers: Option<Vec<String>>,
     denied_peers: Option<Vec<String>>,
     dangerous_allow_loopback_peers: Option<bool>,
@@ -431,6 +433,12 @@ pub struct RelayConfig {
     pub max_allocations_per_ip: u32,
     /// Allocations in total.
     pub max_allocations_total: u32,
+    /// Relayed payload bytes per second per allocation and direction
+    /// (coturn's `max-bps`); 0: no limit.
+    pub max_bytes_per_sec_per_allocation: u64,
+    /// Relayed payload bytes per second of the relay per direction
+    /// (coturn's `bps-capacity`); 0: no limit.
+    pub max_bytes_per_sec_total: u64,
     /// Networks allowed despite the default deny list.
     pub allowed_peers: Vec<Cidr>,
     /// Extra networks refused.
@@ -630,6 +638,8 @@ impl RelayConfig {
             max_allocations_per_static_user: limits.allocations_per_static_user,
             max_allocations_per_ip: limits.allocations_per_ip,
             max_allocations_total: limits.allocations_total,
+            max_bytes_per_sec_per_allocation: limits.bytes_per_sec_per_allocation,
+            max_bytes_per_sec_total: limits.bytes_per_sec_total,
             allowed_peers: Vec::new(),
             denied_peers: Vec::new(),
             dangerous_allow_loopback_peers: false,
@@ -774,6 +784,23 @@ impl RelayConfig {
             &mut self.max_allocations_total,
             "max_allocations_total",
             f.max_allocations_total,
+        )?;
+        let rate = |key, v: Option<u64>, slot: &mut u64| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                // 0 means no limit.
+                *slot = in_range(key, v, 0, turn::bandwidth::MAX_RATE)?;
+            }
+            Ok(())
+        };
+        rate(
+            "max_bytes_per_sec_per_allocation",
+            f.max_bytes_per_sec_per_allocation,
+            &mut self.max_bytes_per_sec_per_allocation,
+        )?;
+        rate(
+            "max_bytes_per_sec_total",
+            f.max_bytes_per_sec_total,
+            &mut self.max_bytes_per_sec_total,
         )?;
         set(
             &mut self.max_connections,
@@ -986,6 +1013,8 @@ impl RelayConfig {
             allocations_total: self.max_allocations_total,
             unauthenticated_rate: self.unauthenticated_rate,
             unauthenticated_burst: self.unauthenticated_burst,
+            bytes_per_sec_per_allocation: self.max_bytes_per_sec_per_allocation,
+            bytes_per_sec_total: self.max_bytes_per_sec_total,
             ..Limits::default()
         };
         Ok(config)
@@ -1011,12 +1040,12 @@ impl TomlOut {
 }
 
 /// A TOML basic string.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
 /// A TOML key: bare if it can be, quoted otherwise.
-fn toml_key(s: &str) -> String {
+pub(crate) fn toml_key(s: &str) -> String {
     let bare = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -1027,7 +1056,7 @@ fn toml_key(s: &str) -> String {
     }
 }
 
-fn string_list<T: fmt::Display>(items: &[T]) -> String {
+pub(crate) fn string_list<T: fmt::Display>(items: &[T]) -> String {
     let items: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
     format!("[{}]", items.join(", "))
 }
@@ -1084,6 +1113,11 @@ impl RelayConfig {
         );
         t.kv("max_allocations_per_ip", self.max_allocations_per_ip);
         t.kv("max_allocations_total", self.max_allocations_total);
+        t.kv(
+            "max_bytes_per_sec_per_allocation",
+            self.max_bytes_per_sec_per_allocation,
+        );
+        t.kv("max_bytes_per_sec_total", self.max_bytes_per_sec_total);
         t.kv("allowed_peers", string_list(&self.allowed_peers));
         t.kv("denied_peers", string_list(&self.denied_peers));
         t.kv(

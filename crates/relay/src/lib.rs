@@ -28,6 +28,7 @@
 mod batch;
 pub mod config;
 mod conn;
+pub mod coturn;
 pub mod logfmt;
 pub mod metrics;
 mod shard;
@@ -102,7 +103,8 @@ impl RelayHandle {
 
     /// Applies a new configuration to the running relay without dropping
     /// anything (hot reload): credentials (static users, REST secrets),
-    /// quotas, the peer policy, connection limits and timeouts, the TLS
+    /// quotas, bandwidth limits (at once, for live allocations too), the
+    /// peer policy, connection limits and timeouts, the TLS
     /// certificate and key (for new handshakes), `software` and
     /// `log_client_addresses`. Live allocations keep working.
     ///

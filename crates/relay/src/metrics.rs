@@ -216,6 +216,34 @@ impl Metrics {
         }
         header(
             &mut o,
+            "onionrtc_bandwidth_dropped_packets_total",
+            "counter",
+            "Data dropped by a bandwidth limit, by direction and limit (allocation or total).",
+        );
+        for (i, dir) in ["to_peer", "to_client"].iter().enumerate() {
+            for (j, limit) in ["allocation", "total"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "onionrtc_bandwidth_dropped_packets_total{{direction=\"{dir}\",limit=\"{limit}\"}} {}",
+                    s.bandwidth_dropped_packets[i][j]
+                );
+            }
+        }
+        header(
+            &mut o,
+            "onionrtc_bandwidth_dropped_bytes_total",
+            "counter",
+            "Payload bytes dropped by a bandwidth limit, by direction.",
+        );
+        for (i, dir) in ["to_peer", "to_client"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "onionrtc_bandwidth_dropped_bytes_total{{direction=\"{dir}\"}} {}",
+                s.bandwidth_dropped_bytes[i]
+            );
+        }
+        header(
+            &mut o,
             "onionrtc_send_errors_total",
             "counter",
             "Datagrams or frames not sent (full buffers, errors).",
@@ -280,6 +308,12 @@ fn add_stats(t: &mut Stats, a: &Stats) {
     t.dropped_no_permission += a.dropped_no_permission;
     t.dropped_no_channel += a.dropped_no_channel;
     t.error_responses += a.error_responses;
+    for i in 0..2 {
+        for j in 0..2 {
+            t.bandwidth_dropped_packets[i][j] += a.bandwidth_dropped_packets[i][j];
+        }
+        t.bandwidth_dropped_bytes[i] += a.bandwidth_dropped_bytes[i];
+    }
 }
 
 /// A minimal HTTP/1.1 endpoint answering `GET /metrics`, one request per

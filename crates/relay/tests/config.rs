@@ -67,6 +67,8 @@ max_allocations_per_user = 3
 max_allocations_per_static_user = 2
 max_allocations_per_ip = 4
 max_allocations_total = 5
+max_bytes_per_sec_per_allocation = 20000
+max_bytes_per_sec_total = 1250000
 allowed_peers = ["10.1.0.0/16", "fd00::/8"]
 denied_peers = ["198.51.100.0/24"]
 dangerous_allow_loopback_peers = true
@@ -126,6 +128,18 @@ fn every_key_parses() {
         (3, 4, 5)
     );
     assert_eq!(c.max_allocations_per_static_user, 2);
+    assert_eq!(
+        (
+            c.max_bytes_per_sec_per_allocation,
+            c.max_bytes_per_sec_total
+        ),
+        (20_000, 1_250_000)
+    );
+    let l = c.to_server_config().unwrap().limits;
+    assert_eq!(
+        (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total),
+        (20_000, 1_250_000)
+    );
     let cidrs = |v: &[turn::policy::Cidr]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
     assert_eq!(cidrs(&c.allowed_peers), ["10.1.0.0/16", "fd00::/8"]);
     assert_eq!(cidrs(&c.denied_peers), ["198.51.100.0/24"]);
@@ -168,6 +182,13 @@ fn defaults_for_absent_keys() {
             (64, 100, 10_000)
         );
         assert_eq!(c.max_allocations_per_static_user, 0);
+        assert_eq!(
+            (
+                c.max_bytes_per_sec_per_allocation,
+                c.max_bytes_per_sec_total
+            ),
+            (0, 0)
+        );
         assert!(c.allowed_peers.is_empty() && c.denied_peers.is_empty());
         assert!(!c.dangerous_allow_loopback_peers && !c.log_client_addresses && !c.software);
         assert_eq!(c.metrics, None);
@@ -343,6 +364,16 @@ fn numbers_out_of_range() {
         ("handshake_timeout_secs", "0", "between 1 and"),
         ("idle_timeout_secs", "0", "between 1 and"),
         ("default_lifetime_secs", "0", "between 1 and"),
+        (
+            "max_bytes_per_sec_total",
+            "12500000001",
+            "between 0 and 12500000000",
+        ),
+        (
+            "max_bytes_per_sec_per_allocation",
+            "99999999999999",
+            "between 0 and 12500000000",
+        ),
     ];
     for (key, value, reason) in cases {
         assert_err(
@@ -784,6 +815,8 @@ fn redacted_toml_hides_secrets_and_round_trips() {
         "max_allocations_per_static_user",
         "max_allocations_per_ip",
         "max_allocations_total",
+        "max_bytes_per_sec_per_allocation",
+        "max_bytes_per_sec_total",
         "allowed_peers",
         "denied_peers",
         "dangerous_allow_loopback_peers",

@@ -14,6 +14,7 @@
 //! - Every table has a bound; every refusal has a counter.
 
 pub mod auth;
+pub mod bandwidth;
 pub mod client;
 pub mod nonce;
 pub mod policy;

@@ -85,6 +85,8 @@ fn display(cmd: &Command) -> String {
 }
 
 /// coturn's flags, each matching a setting of ours (docs/performance.md).
+/// `onionrtc import-coturn`'s translation (`relay::coturn`) of these flags
+/// gives [`our_config`]'s settings; a test below keeps the two in step.
 pub fn coturn_command(work: &Path, plain: u16, tls: u16, auth: Auth, serial: u32) -> Command {
     let w = |name: &str| work.join(name).display().to_string();
     let mut c = Command::new("turnserver");
@@ -296,4 +298,63 @@ fn binding_request() -> [u8; 20] {
     m[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
     m[8..20].copy_from_slice(b"onionrtcbnch");
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay::config::RelayConfig;
+    use relay::coturn::{import, parse_args, Outcome};
+
+    /// The flags coturn runs with here, translated by `onionrtc
+    /// import-coturn`, give our relay the settings it runs with here: the
+    /// two mappings agree (and a new coturn flag here must be known there).
+    #[test]
+    fn coturn_flags_import_as_our_config() {
+        let work = Path::new("/bench-work");
+        for auth in [Auth::Static, Auth::Rest] {
+            let cmd = coturn_command(work, 3478, 5349, auth, 0);
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let imported = import(&parse_args(&args), "bench");
+            let unsupported: Vec<String> = imported
+                .with(Outcome::Unsupported)
+                .map(ToString::to_string)
+                .collect();
+            // Only coturn's user database path, which the benchmark sets to
+            // keep coturn off the system's.
+            assert_eq!(unsupported.len(), 1, "{unsupported:?}");
+            assert!(unsupported[0].starts_with("--userdb="), "{unsupported:?}");
+            assert!(imported.missing.is_empty(), "{:?}", imported.missing);
+
+            let theirs = RelayConfig::from_toml_str(&imported.toml, Path::new("")).unwrap();
+            let ours =
+                RelayConfig::from_toml_str(&our_config(work, 3478, 5349, auth), Path::new(""))
+                    .unwrap();
+            assert_eq!(theirs.listen, ours.listen);
+            assert_eq!(theirs.realm, ours.realm);
+            assert_eq!(theirs.relay_ip, ours.relay_ip);
+            assert_eq!(theirs.relay_ports, ours.relay_ports);
+            assert_eq!(theirs.tls, ours.tls);
+            assert_eq!(
+                theirs.dangerous_allow_loopback_peers,
+                ours.dangerous_allow_loopback_peers
+            );
+            assert_eq!(theirs.software, ours.software);
+            match auth {
+                Auth::Static => {
+                    assert_eq!(theirs.users, ours.users);
+                    assert!(theirs.auth_secrets.is_empty());
+                }
+                // coturn uses no static user with --use-auth-secret; ours
+                // keeps the bench user next to the secret.
+                Auth::Rest => {
+                    assert_eq!(theirs.auth_secrets, ours.auth_secrets);
+                    assert!(theirs.users.is_empty());
+                }
+            }
+        }
+    }
 }

@@ -266,3 +266,145 @@ fn stunclient_reflexive_address_ipv4_and_ipv6() {
         assert!(text.contains(want), "{host}: {text}");
     }
 }
+
+/// A UDP echo peer that records when each datagram arrived and its size:
+/// the relayed rate measured on the peer side.
+struct TimedPeer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(std::time::Instant, usize)>>>,
+}
+
+impl TimedPeer {
+    fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Bounded: at most 10 minutes, or until stopped.
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    seen.push((std::time::Instant::now(), n));
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+            seen
+        });
+        TimedPeer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the peer and returns what arrived.
+    fn arrivals(mut self) -> Vec<(std::time::Instant, usize)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Bandwidth limits (coturn's `max-bps`): 20 kB/s per allocation. uclient
+/// under the cap loses nothing; above it (1200-byte messages every 5 ms,
+/// 240 kB/s) the relayed rate stays under the cap and every dropped message
+/// is counted; reloaded without the cap, the same run loses nothing.
+#[test]
+fn uclient_above_and_under_the_bandwidth_cap() {
+    if !require_coturn() {
+        return;
+    }
+    const CAP: u64 = 20_000;
+    let relay = TestRelay::start(|c| c.max_bytes_per_sec_per_allocation = CAP);
+    let (_peer, pport) = start_peer();
+    let timed = TimedPeer::start();
+    let to_peer = |m: &str| {
+        (
+            metric(m, "onionrtc_relayed_packets_total{direction=\"to_peer\"}"),
+            metric(m, "onionrtc_relayed_bytes_total{direction=\"to_peer\"}"),
+            metric(
+                m,
+                "onionrtc_bandwidth_dropped_packets_total{direction=\"to_peer\",limit=\"allocation\"}",
+            ),
+        )
+    };
+
+    // Under the cap: 1200 bytes every 100 ms (12 kB/s).
+    let r = uclient(
+        &relay,
+        &["-c", "-n", "30", "-l", "1200", "-z", "100"],
+        Some(pport),
+    );
+    assert_clean(r, 30);
+    let m = metrics_after(&relay);
+    assert_eq!(
+        metric(
+            &m,
+            "onionrtc_bandwidth_dropped_bytes_total{direction=\"to_peer\"}"
+        ),
+        0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "onionrtc_bandwidth_dropped_bytes_total{direction=\"to_client\"}"
+        ),
+        0
+    );
+    let (pkts0, bytes0, dropped0) = to_peer(&m);
+
+    // Above the cap: 240 kB/s offered for 5 s, to the timed peer.
+    let r = uclient(
+        &relay,
+        &["-c", "-n", "1000", "-l", "1200", "-z", "5"],
+        Some(timed.port),
+    );
+    let arrivals = timed.arrivals();
+    let m = metrics_after(&relay);
+    let (pkts, bytes, dropped) = to_peer(&m);
+    let (relayed, relayed_bytes, dropped) = (pkts - pkts0, bytes - bytes0, dropped - dropped0);
+    // The peer saw what the relay counted, at a rate under the cap: between
+    // the first and the last arrival at most the 100 ms burst, one message
+    // of debt and CAP bytes a second passed.
+    let got: u64 = arrivals.iter().map(|&(_, n)| n as u64).sum();
+    assert_eq!(got, relayed_bytes);
+    let (first, last) = (arrivals[0].0, arrivals[arrivals.len() - 1].0);
+    let secs = last.duration_since(first).as_secs_f64();
+    let rate = (got - arrivals[0].1 as u64) as f64 / secs;
+    eprintln!(
+        "above the cap: {relayed} relayed ({got} bytes over {secs:.2} s: {rate:.0} B/s), \
+         {dropped} dropped, uclient {r:?}"
+    );
+    assert!(
+        (got as f64) <= CAP as f64 * secs + CAP as f64 / 10.0 + 2.0 * 1200.0,
+        "{got} bytes in {secs:.2} s"
+    );
+    // And the cap is not much stricter than asked (the run lasts ~5 s).
+    assert!(rate > CAP as f64 * 0.8, "{rate:.0} B/s");
+    assert_eq!(r.sent, 1000, "{r:?}");
+    assert_eq!(
+        relayed + dropped,
+        r.sent,
+        "every message relayed or counted"
+    );
+    assert!(dropped > 0 && r.lost > 0, "{r:?}");
+
+    // Reloaded without the cap (what SIGHUP does): nothing is lost.
+    let mut c = relay.config.clone();
+    c.max_bytes_per_sec_per_allocation = 0;
+    assert!(relay.handle().reload(&c).unwrap().is_empty());
+    let r = uclient(
+        &relay,
+        &["-c", "-n", "600", "-l", "1200", "-z", "5"],
+        Some(pport),
+    );
+    assert_clean(r, 600);
+    let m = metrics_after(&relay);
+    assert_eq!(to_peer(&m).2 - dropped0, dropped);
+}

@@ -23,6 +23,8 @@ pub struct TestRelay {
     pub handle: Option<RelayHandle>,
     pub port: u16,
     pub tls_port: u16,
+    /// The configuration it started with (for reloads).
+    pub config: RelayConfig,
     pub _dir: tempfile::TempDir,
 }
 
@@ -67,6 +69,7 @@ impl TestRelay {
                         handle: Some(handle),
                         port,
                         tls_port,
+                        config: c,
                         _dir: dir,
                     }
                 }

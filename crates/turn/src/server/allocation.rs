@@ -6,6 +6,8 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 use stun::TransactionId;
 
+use crate::bandwidth::ByteBucket;
+
 use super::config::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 
 /// The transport between the relay and peers (REQUESTED-TRANSPORT).
@@ -81,6 +83,8 @@ pub(crate) struct Allocation {
     pub channels: FxHashMap<u16, Channel>,
     pub peer_channels: FxHashMap<SocketAddr, u16>,
     pub connections: Vec<u32>,
+    /// Byte-rate buckets: [to peer, to client].
+    pub bandwidth: [ByteBucket; 2],
 }
 
 impl Allocation {

@@ -79,6 +79,13 @@ pub struct Limits {
     pub unauthenticated_burst: u32,
     /// Source addresses tracked by the rate limiter.
     pub rate_limiter_sources: usize,
+    /// Relayed payload bytes per second per allocation and direction
+    /// (coturn's `max-bps`), 0 for no limit (the default). Data beyond it
+    /// is dropped and counted; see [`crate::bandwidth`].
+    pub bytes_per_sec_per_allocation: u64,
+    /// Relayed payload bytes per second of the whole server per direction
+    /// (coturn's `bps-capacity`), 0 for no limit (the default).
+    pub bytes_per_sec_total: u64,
 }
 
 impl Default for Limits {
@@ -94,6 +101,8 @@ impl Default for Limits {
             unauthenticated_rate: 50,
             unauthenticated_burst: 100,
             rate_limiter_sources: 65_536,
+            bytes_per_sec_per_allocation: 0,
+            bytes_per_sec_total: 0,
         }
     }
 }

@@ -18,7 +18,10 @@
 //! The data plane (ChannelData, Send and Data indications) is answered
 //! synchronously without allocating: the payload is borrowed from the input,
 //! and the framing towards the client is written into headroom the driver
-//! leaves before the peer data. Everything else goes through the output queue.
+//! leaves before the peer data. Bandwidth limits ([`Limits`]'
+//! `bytes_per_sec_*`) are byte-rate buckets per allocation and in total,
+//! checked there in both directions (see [`crate::bandwidth`]); data over a
+//! limit is dropped and counted in [`Stats`]. Everything else goes through the output queue.
 
 mod allocation;
 mod config;
@@ -47,6 +50,7 @@ pub use config::{
 };
 pub use stats::{AuthFailure, Stats};
 
+use crate::bandwidth::{self, ByteBucket};
 use crate::nonce::NonceGenerator;
 use crate::policy::PeerPolicy;
 use crate::ratelimit::RateLimiter;
@@ -59,6 +63,10 @@ use ports::PortPool;
 pub const PEER_DATA_HEADROOM: usize = 48;
 /// Bytes the driver must leave free after peer data (stream padding).
 pub const PEER_DATA_TAILROOM: usize = 4;
+/// Index of the client → peer direction in byte-rate buckets and counters.
+const TO_PEER: usize = 0;
+/// Index of the peer → client direction.
+const TO_CLIENT: usize = 1;
 /// How often expired permissions and channels are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -239,6 +247,8 @@ pub struct Server {
     rng: StdRng,
     unix_base: (Instant, u64),
     stats: Stats,
+    /// The total byte-rate buckets: [to peer, to client].
+    bandwidth_total: [ByteBucket; 2],
 }
 
 impl Server {
@@ -275,6 +285,7 @@ impl Server {
             rng: StdRng::from_entropy(),
             unix_base: (now, unix_now),
             stats: Stats::default(),
+            bandwidth_total: Default::default(),
             config,
         }
     }
@@ -288,8 +299,10 @@ impl Server {
     /// Live allocations keep working: they were admitted under the old
     /// quotas and keep their permissions and channels; their next Refresh is
     /// authenticated with the new credentials (a rotated-out REST secret
-    /// stops refreshing the allocations it signed, as it should). A changed
-    /// unauthenticated rate resets the rate limiter.
+    /// stops refreshing the allocations it signed, as it should). New
+    /// bandwidth limits apply at once to every allocation (the byte-rate
+    /// buckets keep their fill). A changed unauthenticated rate resets the
+    /// rate limiter.
     pub fn reconfigure(&mut self, new: ServerConfig) -> Vec<&'static str> {
         let mut kept = Vec::new();
         let old = &self.config;
@@ -587,6 +600,17 @@ impl Server {
             self.stats.peer_refused += 1;
             return None;
         }
+        let l = &self.config.limits;
+        let (one, all) = (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total);
+        if one != 0 || all != 0 {
+            let alloc = self.allocations.get_mut(ft)?;
+            let total = &mut self.bandwidth_total[TO_PEER];
+            let b = &mut alloc.bandwidth[TO_PEER];
+            if let Err(e) = bandwidth::admit_both(now, b, one, total, all, data.len()) {
+                self.stats.bandwidth_dropped(TO_PEER, e, data.len());
+                return None;
+            }
+        }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
         Some(PeerSend { relay, peer, data })
@@ -617,7 +641,7 @@ impl Server {
         };
         let Some(alloc) = self
             .allocations
-            .get(&ft)
+            .get_mut(&ft)
             .filter(|a| now < a.expires && a.protocol == RelayProtocol::Udp)
         else {
             self.stats.dropped_no_allocation += 1;
@@ -638,6 +662,16 @@ impl Server {
                     .is_some_and(|c| c.live(now) && c.peer == peer)
             })
             .copied();
+        let l = &self.config.limits;
+        let (one, all) = (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total);
+        if one != 0 || all != 0 {
+            let total = &mut self.bandwidth_total[TO_CLIENT];
+            let b = &mut alloc.bandwidth[TO_CLIENT];
+            if let Err(e) = bandwidth::admit_both(now, b, one, total, all, len) {
+                self.stats.bandwidth_dropped(TO_CLIENT, e, len);
+                return None;
+            }
+        }
         self.stats.packets_to_client += 1;
         self.stats.bytes_to_client += len as u64;
         let (start, end) = match channel {

@@ -643,6 +643,7 @@ impl Server {
                 channels: Default::default(),
                 peer_channels: Default::default(),
                 connections: Vec::new(),
+                bandwidth: Default::default(),
             },
         );
         self.schedule(expires, Timer::Allocation(ft));

@@ -1,6 +1,7 @@
 //! Counters of the server, read by the driver for metrics. Nothing here is
 //! labelled by user or address.
 
+use crate::bandwidth::Exceeded;
 use crate::Transport;
 
 /// Why an authenticated request was refused.
@@ -90,6 +91,11 @@ pub struct Stats {
     pub dropped_no_permission: u64,
     /// Data dropped: channel not bound.
     pub dropped_no_channel: u64,
+    /// Data dropped by a bandwidth limit: packets by direction (to peer,
+    /// to client) and limit (allocation, total).
+    pub bandwidth_dropped_packets: [[u64; 2]; 2],
+    /// Payload bytes of those packets, by direction.
+    pub bandwidth_dropped_bytes: [u64; 2],
     /// Other error responses sent (400, 403, 437, 442, 443, 446, 447 ...).
     pub error_responses: u64,
 }
@@ -102,6 +108,15 @@ impl Stats {
     /// The count for one authentication failure reason.
     pub fn auth_failures_for(&self, f: AuthFailure) -> u64 {
         self.auth_failures[f.index()]
+    }
+
+    pub(crate) fn bandwidth_dropped(&mut self, direction: usize, e: Exceeded, len: usize) {
+        let limit = match e {
+            Exceeded::Allocation => 0,
+            Exceeded::Total => 1,
+        };
+        self.bandwidth_dropped_packets[direction][limit] += 1;
+        self.bandwidth_dropped_bytes[direction] += len as u64;
     }
 
     pub(crate) fn transport_index(t: Transport) -> usize {

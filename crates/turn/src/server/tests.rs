@@ -1468,3 +1468,131 @@ fn reconfigure_rotates_the_rest_secret_live() {
     assert_eq!(h.s.reconfigure(c), ["ports", "tcp_relay"]);
     assert_eq!(h.s.config().ports, 50000..=50999);
 }
+
+fn bandwidth_config(per_allocation: u64, total: u64) -> ServerConfig {
+    let mut c = config();
+    c.limits.bytes_per_sec_per_allocation = per_allocation;
+    c.limits.bytes_per_sec_total = total;
+    c
+}
+
+/// Gives `h`'s allocation a permission for `peer` and returns its relayed address.
+fn allocate_for(h: &mut H, peer: SocketAddr) -> SocketAddr {
+    let relay = h.allocate()[0];
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    relay
+}
+
+/// Offers one `len`-byte packet each way every `every` on each
+/// (client, relay) flow for `dur` of simulated time; returns the payload
+/// bytes that passed: [to peer, to client].
+fn offer_both_ways(
+    h: &mut H,
+    flows: &[(FiveTuple, SocketAddr)],
+    peer: SocketAddr,
+    len: usize,
+    every: Duration,
+    dur: Duration,
+) -> [u64; 2] {
+    let payload = vec![0x5a; len];
+    let pkt = send_indication(peer, &payload);
+    let mut passed = [0u64; 2];
+    let steps = (dur.as_nanos() / every.as_nanos()) as usize;
+    for _ in 0..steps {
+        for &(ft, relay) in flows {
+            if h.s.handle_client_packet(h.now, ft, &pkt).is_some() {
+                passed[0] += len as u64;
+            }
+            h.ft = ft;
+            if h.peer_data(relay, peer, &payload).is_some() {
+                passed[1] += len as u64;
+            }
+        }
+        h.now += every;
+    }
+    passed
+}
+
+#[test]
+fn bandwidth_per_allocation_holds_both_ways_and_reloads() {
+    // 20 kB/s per allocation; 1200-byte packets every 5 ms (240 kB/s).
+    let mut h = H::with(bandwidth_config(20_000, 0));
+    let peer = public_peer();
+    let relay = allocate_for(&mut h, peer);
+    let flows = [(h.ft, relay)];
+    let five_ms = Duration::from_millis(5);
+    let passed = offer_both_ways(&mut h, &flows, peer, 1200, five_ms, Duration::from_secs(10));
+    for p in passed {
+        // At most 10 s of rate, the 100 ms burst and one packet of debt.
+        assert!(p <= 200_000 + 2_000 + 1_200, "{passed:?}");
+        assert!(p >= 190_000, "{passed:?}: the cap is too strict");
+    }
+    let st = h.s.stats();
+    let offered = 2000 * 1200;
+    for (dir, p) in passed.iter().enumerate() {
+        assert_eq!(st.bandwidth_dropped_bytes[dir], offered - p);
+        assert_eq!(st.bandwidth_dropped_packets[dir], [(offered - p) / 1200, 0]);
+    }
+    assert_eq!(st.bytes_to_peer, passed[0]);
+    assert_eq!(st.bytes_to_client, passed[1]);
+
+    // Reloaded without a limit: the same allocation loses nothing more.
+    assert!(h.s.reconfigure(bandwidth_config(0, 0)).is_empty());
+    let before = h.s.stats().bandwidth_dropped_bytes;
+    let passed = offer_both_ways(&mut h, &flows, peer, 1200, five_ms, Duration::from_secs(1));
+    assert_eq!(passed, [240_000, 240_000]);
+    assert_eq!(h.s.stats().bandwidth_dropped_bytes, before);
+
+    // And reloaded with a limit again, it applies at once.
+    assert!(h.s.reconfigure(bandwidth_config(10_000, 0)).is_empty());
+    let passed = offer_both_ways(&mut h, &flows, peer, 1200, five_ms, Duration::from_secs(5));
+    assert!(
+        passed.iter().all(|&p| p <= 50_000 + 1_000 + 1_200),
+        "{passed:?}"
+    );
+}
+
+#[test]
+fn bandwidth_under_the_cap_loses_nothing() {
+    let mut h = H::with(bandwidth_config(20_000, 40_000));
+    let peer = public_peer();
+    let relay = allocate_for(&mut h, peer);
+    let flows = [(h.ft, relay)];
+    // 1200 bytes every 100 ms: 12 kB/s each way.
+    let every = Duration::from_millis(100);
+    let passed = offer_both_ways(&mut h, &flows, peer, 1200, every, Duration::from_secs(30));
+    assert_eq!(passed, [360_000, 360_000]);
+    assert_eq!(h.s.stats().bandwidth_dropped_bytes, [0, 0]);
+}
+
+#[test]
+fn bandwidth_total_is_shared_by_allocations() {
+    // No per-allocation limit, 20 kB/s in total, two allocations.
+    let mut h = H::with(bandwidth_config(0, 20_000));
+    let peer = public_peer();
+    let a = (h.ft, allocate_for(&mut h, peer));
+    h.ft = ft("203.0.113.6:40000", Transport::Udp);
+    h.nonce.clear();
+    let b = (h.ft, allocate_for(&mut h, peer));
+    let five_ms = Duration::from_millis(5);
+    let passed = offer_both_ways(
+        &mut h,
+        &[a, b],
+        peer,
+        1200,
+        five_ms,
+        Duration::from_secs(10),
+    );
+    for p in passed {
+        assert!(p <= 200_000 + 2_000 + 1_200, "{passed:?}");
+        assert!(p >= 190_000, "{passed:?}");
+    }
+    let st = h.s.stats();
+    for (dir, p) in passed.iter().enumerate() {
+        let dropped = (2 * 2000 * 1200 - p) / 1200;
+        assert_eq!(st.bandwidth_dropped_packets[dir], [0, dropped]);
+    }
+}
