@@ -1,11 +1,11 @@
 //! The client address behind a trusted reverse proxy, from arbitrary
 //! `X-Forwarded-For` values: never a panic, and never a trusted proxy's
-//! address unless it is the peer itself (the header could not be read, or
-//! named only proxies).
+//! address unless it is the peer itself (the header could not be read) or
+//! the header named trusted proxies only (then the left-most is the client).
 
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -27,5 +27,28 @@ fuzz_target!(|data: &[u8]| {
     }
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let got = rule.resolve(peer, &headers);
-    assert!(got.ip == peer || !rule.is_trusted(got.ip), "{got:?}");
+    let only_proxies = || {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .all(|t| address(t.trim()).is_some_and(|ip| rule.is_trusted(ip)))
+    };
+    assert!(
+        got.ip == peer || !rule.is_trusted(got.ip) || only_proxies(),
+        "{got:?}"
+    );
 });
+
+/// One entry as proxies write it: `ip`, `[v6]`, `ip:port`, `[v6]:port`.
+fn address(t: &str) -> Option<IpAddr> {
+    t.parse::<IpAddr>()
+        .ok()
+        .or_else(|| t.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            t.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|r| r.parse().ok())
+        })
+}
