@@ -127,7 +127,7 @@ impl Metrics {
             &mut o,
             "onionrtc_relayed_bytes_total",
             "counter",
-            "Payload bytes relayed, by direction.",
+            "Payload bytes relayed, by direction (RFC 6062 TCP streams included).",
         );
         let _ = writeln!(
             o,

@@ -154,6 +154,9 @@ pub struct Shard {
     conns_per_ip: FxHashMap<IpAddr, usize>,
     peers: FxHashMap<u32, Token>,
     again: Vec<Token>,
+    /// RFC 6062 pipe ends paused by a bandwidth limit, and when to read
+    /// them again (at most one entry per token).
+    throttled: Vec<(Instant, Token)>,
     /// Listener sockets with datagrams queued in their send batch.
     dirty: Vec<Token>,
     /// Client streams with frames queued since the last flush.
@@ -202,6 +205,7 @@ impl Shard {
             conns_per_ip: FxHashMap::default(),
             peers: FxHashMap::default(),
             again: Vec::new(),
+            throttled: Vec::new(),
             dirty: Vec::new(),
             dirty_streams: Vec::new(),
             stats: DriverStats::default(),
@@ -257,6 +261,9 @@ impl Shard {
                 if let Some(d) = self.server.poll_timeout() {
                     t = t.min(d);
                 }
+                if let Some(d) = self.throttled.iter().map(|(d, _)| *d).min() {
+                    t = t.min(d);
+                }
                 t.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -267,6 +274,12 @@ impl Shard {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.throttled.retain(|&(due, t)| {
+                if due <= now {
+                    self.again.push(t);
+                }
+                due > now
+            });
             for ev in events.iter() {
                 self.ready(ev, now, &mut bufs);
             }
@@ -588,7 +601,13 @@ impl Shard {
         let budget = match mode {
             Mode::Frames => STREAM_BUDGET,
             Mode::Raw { peer } => match self.slab.get(peer.0) {
-                Some(Entry::Peer(p)) => OUT_LIMIT.saturating_sub(p.queued()),
+                Some(Entry::Peer(p)) => {
+                    let room = OUT_LIMIT.saturating_sub(p.queued());
+                    match self.server.stream_allowance(now, p.id, true) {
+                        Ok(n) => room.min(n),
+                        Err(wait) => return self.throttle(t, now + wait),
+                    }
+                }
                 _ => 0,
             },
         };
@@ -649,6 +668,7 @@ impl Shard {
         let dead = match self.slab.get_mut(peer.0) {
             Some(Entry::Peer(p)) => {
                 p.queue(&data);
+                self.server.stream_moved(now, p.id, true, data.len());
                 p.flush().is_err()
             }
             _ => true,
@@ -774,6 +794,10 @@ impl Shard {
             Some(Entry::Client(c)) => OUT_LIMIT.saturating_sub(c.queued()),
             _ => return self.close_peer(t, now, bufs),
         };
+        let room = match self.server.stream_allowance(now, id, false) {
+            Ok(n) => room.min(n),
+            Err(wait) => return self.throttle(t, now + wait),
+        };
         if room == 0 {
             return;
         }
@@ -782,6 +806,7 @@ impl Shard {
             Some(Entry::Peer(p)) => p.read(&mut bufs.scratch, &mut data, room),
             _ => return,
         };
+        self.server.stream_moved(now, id, false, data.len());
         let dead = match self.slab.get_mut(client.0) {
             Some(Entry::Client(c)) => {
                 c.queue(&data);
@@ -796,6 +821,15 @@ impl Shard {
             ReadOutcome::Drained => {}
             ReadOutcome::More => self.again.push(t),
             ReadOutcome::Closed => self.close_peer(t, now, bufs),
+        }
+    }
+
+    /// Pauses reading `t` (an RFC 6062 pipe end over a bandwidth limit)
+    /// until `due`; its bytes wait in the kernel, so TCP pushes back.
+    fn throttle(&mut self, t: Token, due: Instant) {
+        match self.throttled.iter_mut().find(|(_, x)| *x == t) {
+            Some(entry) => entry.0 = entry.0.min(due),
+            None => self.throttled.push((due, t)),
         }
     }
 

@@ -21,6 +21,8 @@ pub const BURST: Duration = Duration::from_millis(100);
 /// The largest accepted rate in bytes per second (100 Gbit/s): keeps the
 /// fixed-point arithmetic inside `i64`.
 pub const MAX_RATE: u64 = 12_500_000_000;
+/// The least a paced stream moves at once (see [`ByteBucket::available`]).
+pub const STREAM_CHUNK: u64 = 1200;
 /// Units per byte.
 const UNIT: i64 = 1_000_000_000;
 
@@ -87,6 +89,36 @@ impl ByteBucket {
         }
         self.take(len);
         true
+    }
+}
+
+impl ByteBucket {
+    /// For streams, which are paced rather than dropped: the bytes that may
+    /// be moved now (at least 1; `u64::MAX` without limit), or how long to
+    /// wait until some may. Moved bytes are then taken with
+    /// [`consume`](Self::consume).
+    pub fn available(&mut self, now: Instant, rate: u64) -> Result<u64, Duration> {
+        if rate == 0 {
+            return Ok(u64::MAX);
+        }
+        self.refill(now, rate);
+        // Wait for a chunk (or the whole burst if smaller), not a byte: a
+        // paced stream wakes up at most rate / STREAM_CHUNK times a second.
+        let chunk = Self::capacity(rate).min(STREAM_CHUNK as i64 * UNIT);
+        if self.units >= chunk {
+            return Ok((self.units as u64) / UNIT as u64);
+        }
+        let rate = rate.min(MAX_RATE);
+        let deficit = (chunk - self.units) as u64;
+        Err(Duration::from_nanos(deficit / rate + 1))
+    }
+
+    /// Takes `len` bytes moved at `now` (streams; see [`available`](Self::available)).
+    pub fn consume(&mut self, now: Instant, rate: u64, len: usize) {
+        if rate != 0 {
+            self.refill(now, rate);
+            self.take(len);
+        }
     }
 }
 
@@ -222,6 +254,45 @@ mod tests {
             admit_both(t0, &mut one, 10_000, &mut all, 0, 1),
             Err(Exceeded::Allocation)
         );
+    }
+
+    #[test]
+    fn streams_are_paced() {
+        // 10 kB/s holds 1000 bytes: a stream moves them, then waits.
+        let t0 = Instant::now();
+        let mut b = ByteBucket::new();
+        assert_eq!(b.available(t0, 0), Ok(u64::MAX));
+        assert_eq!(b.available(t0, 10_000), Ok(1000));
+        // 500 bytes of debt, and the next chunk is the whole 1000-byte
+        // burst: 150 ms.
+        b.consume(t0, 10_000, 1500);
+        let wait = b.available(t0, 10_000).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(150) + Duration::from_nanos(1));
+        assert_eq!(b.available(t0 + wait, 10_000), Ok(1000));
+        // At 1 MB/s (100 kB burst) a stream waits for 1200 bytes.
+        let mut fast = ByteBucket::new();
+        fast.consume(t0, 1_000_000, 100_000);
+        assert_eq!(
+            fast.available(t0, 1_000_000),
+            Err(Duration::from_micros(1200) + Duration::from_nanos(1))
+        );
+        // Paced for 10 s of simulated time, it moves 10 kB/s.
+        let (mut t, mut moved) = (t0 + wait, 0u64);
+        let end = t + Duration::from_secs(10);
+        for _ in 0..100_000 {
+            if t >= end {
+                break;
+            }
+            match b.available(t, 10_000) {
+                Ok(n) => {
+                    let n = n.min(4096);
+                    b.consume(t, 10_000, n as usize);
+                    moved += n;
+                }
+                Err(w) => t += w,
+            }
+        }
+        assert!((99_000..=101_200).contains(&moved), "{moved}");
     }
 
     #[test]

@@ -408,3 +408,63 @@ fn uclient_above_and_under_the_bandwidth_cap() {
     let m = metrics_after(&relay);
     assert_eq!(to_peer(&m).2 - dropped0, dropped);
 }
+
+/// Bandwidth limits on RFC 6062 TCP allocations: the byte stream is paced
+/// (read from the kernel no faster than the cap, so TCP pushes back), not
+/// dropped. uclient's two clients send each other 240 kB/s through RFC 6062
+/// allocations capped at 20 kB/s each way; the relayed bytes are sampled
+/// from the relay's counters while it runs.
+#[test]
+fn uclient_rfc6062_paced_by_the_bandwidth_cap() {
+    if !require_coturn() {
+        return;
+    }
+    const CAP: u64 = 20_000;
+    let relay = TestRelay::start(|c| c.max_bytes_per_sec_per_allocation = CAP);
+    let metrics = relay.handle().metrics();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    // (time, bytes to peers) every 50 ms while uclient runs (bounded).
+    let sampler = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        for _ in 0..2400 {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            samples.push((std::time::Instant::now(), metrics.totals().0.bytes_to_peer));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        samples
+    });
+    let r = uclient(&relay, &["-T", "-n", "500", "-l", "1200", "-z", "5"], None);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    // From the first sample that saw bytes to the last change.
+    let start = samples
+        .iter()
+        .position(|s| s.1 > 0)
+        .expect("no bytes relayed");
+    let last_change = (start..samples.len())
+        .rev()
+        .find(|&i| i == start || samples[i].1 != samples[i - 1].1)
+        .unwrap();
+    let (t0, b0) = samples[start];
+    let (t1, b1) = samples[last_change];
+    let secs = t1.duration_since(t0).as_secs_f64();
+    let moved = b1 - b0;
+    eprintln!(
+        "RFC 6062 above the cap: {moved} bytes to peers over {secs:.2} s ({:.0} B/s for 2 allocations); uclient {r:?}",
+        moved as f64 / secs
+    );
+    // Two allocations send, each at most CAP bytes a second plus its 100 ms
+    // burst; the counters are published every 250 ms, so each end of the
+    // window may be off by that much. Without the limit all 1.2 MB would
+    // pass in about 2.5 s.
+    let bound = 2.0 * CAP as f64 * (secs + 0.5 + 0.1) + 2.0 * 1200.0;
+    assert!(
+        (moved as f64) <= bound,
+        "{moved} bytes in {secs:.2} s > {bound:.0}"
+    );
+    assert!(secs >= 5.0, "paced over {secs:.2} s only: {moved} bytes");
+    assert!(r.sent == 1000 && r.received > 0, "{r:?}");
+}

@@ -807,6 +807,58 @@ impl Server {
         Some(id)
     }
 
+    /// RFC 6062: how many bytes of connection `connection_id` the driver
+    /// may move now towards the peer (`to_peer`) or the client under the
+    /// bandwidth limits (`usize::MAX` without limits or for an unknown
+    /// connection), or how long it must wait: streams are paced, not
+    /// dropped. Report what was moved with [`Server::stream_moved`].
+    pub fn stream_allowance(
+        &mut self,
+        now: Instant,
+        connection_id: u32,
+        to_peer: bool,
+    ) -> Result<usize, Duration> {
+        let l = &self.config.limits;
+        let (one, all) = (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total);
+        if one == 0 && all == 0 {
+            return Ok(usize::MAX);
+        }
+        let dir = if to_peer { TO_PEER } else { TO_CLIENT };
+        let Some(alloc) = (self.connections.get(&connection_id))
+            .and_then(|c| self.allocations.get_mut(&c.allocation))
+        else {
+            return Ok(usize::MAX);
+        };
+        let a = alloc.bandwidth[dir].available(now, one);
+        let b = self.bandwidth_total[dir].available(now, all);
+        match (a, b) {
+            (Ok(x), Ok(y)) => Ok(usize::try_from(x.min(y)).unwrap_or(usize::MAX)),
+            (Err(x), Err(y)) => Err(x.max(y)),
+            (Err(w), _) | (_, Err(w)) => Err(w),
+        }
+    }
+
+    /// RFC 6062: `len` bytes of connection `connection_id` were moved
+    /// (see [`Server::stream_allowance`]); they count in the relayed bytes.
+    pub fn stream_moved(&mut self, now: Instant, connection_id: u32, to_peer: bool, len: usize) {
+        let dir = if to_peer { TO_PEER } else { TO_CLIENT };
+        match dir {
+            TO_PEER => self.stats.bytes_to_peer += len as u64,
+            _ => self.stats.bytes_to_client += len as u64,
+        }
+        let l = &self.config.limits;
+        let (one, all) = (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total);
+        if (one == 0 && all == 0) || len == 0 {
+            return;
+        }
+        if let Some(alloc) = (self.connections.get(&connection_id))
+            .and_then(|c| self.allocations.get_mut(&c.allocation))
+        {
+            alloc.bandwidth[dir].consume(now, one, len);
+            self.bandwidth_total[dir].consume(now, all, len);
+        }
+    }
+
     /// RFC 6062: the peer side of a connection closed (or failed).
     pub fn peer_connection_closed(&mut self, _now: Instant, connection_id: u32) {
         self.forget_connection(connection_id);

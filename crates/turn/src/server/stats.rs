@@ -63,11 +63,13 @@ pub struct Stats {
     pub allocations_current: [u64; 3],
     /// Packets relayed from clients to peers.
     pub packets_to_peer: u64,
-    /// Payload bytes relayed from clients to peers.
+    /// Payload bytes relayed from clients to peers (RFC 6062 streams
+    /// included).
     pub bytes_to_peer: u64,
     /// Packets relayed from peers to clients.
     pub packets_to_client: u64,
-    /// Payload bytes relayed from peers to clients.
+    /// Payload bytes relayed from peers to clients (RFC 6062 streams
+    /// included).
     pub bytes_to_client: u64,
     /// 401 challenges to requests without credentials (not failures).
     pub challenges: u64,

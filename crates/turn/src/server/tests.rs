@@ -1596,3 +1596,56 @@ fn bandwidth_total_is_shared_by_allocations() {
         assert_eq!(st.bandwidth_dropped_packets[dir], [0, dropped]);
     }
 }
+
+#[test]
+fn bandwidth_paces_rfc6062_streams() {
+    let mut h = H::with(bandwidth_config(20_000, 0));
+    h.ft = ft("203.0.113.5:40000", Transport::Tcp);
+    let r = h.allocate_with(&[Attribute::RequestedTransport(6)]);
+    let relay = relayed(&Message::parse(&r).unwrap())[0];
+    let peer = public_peer();
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    let id = h.s.peer_connection_incoming(h.now, relay, peer).unwrap();
+    // A driver moving as much as it is allowed, 4 KB reads at most, for
+    // 10 s of simulated time, both ways: 20 kB/s each way.
+    let end = h.now + Duration::from_secs(10);
+    let mut moved = [0u64; 2];
+    let mut waits = 0;
+    for _ in 0..100_000 {
+        if h.now >= end {
+            break;
+        }
+        let mut next = end;
+        for (dir, to_peer) in [(0, true), (1, false)] {
+            match h.s.stream_allowance(h.now, id, to_peer) {
+                Ok(n) => {
+                    let n = n.min(4096);
+                    h.s.stream_moved(h.now, id, to_peer, n);
+                    moved[dir] += n as u64;
+                    next = h.now;
+                }
+                Err(w) => {
+                    waits += 1;
+                    next = next.min(h.now + w);
+                }
+            }
+        }
+        h.now = next.max(h.now + Duration::from_micros(1));
+    }
+    for m in moved {
+        assert!((198_000..=202_000 + 1_200).contains(&m), "{moved:?}");
+    }
+    // It waited for chunks, not bytes: about one wake-up per 1200 bytes.
+    assert!(waits < 2 * 400, "{waits} waits");
+    assert_eq!(h.s.stats().bytes_to_peer, moved[0]);
+    assert_eq!(h.s.stats().bandwidth_dropped_bytes, [0, 0]);
+    // Without limits (reloaded), a stream is never held back.
+    h.s.reconfigure(bandwidth_config(0, 0));
+    assert_eq!(h.s.stream_allowance(h.now, id, true), Ok(usize::MAX));
+    // An unknown connection is not held back either.
+    h.s.reconfigure(bandwidth_config(20_000, 0));
+    assert_eq!(h.s.stream_allowance(h.now, id ^ 1, true), Ok(usize::MAX));
+}
