@@ -18,6 +18,8 @@ cd "$(dirname "$0")/.."
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
 #   tcpdump  - captures the relay's side of a browser call on lo (RTP header
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
+#   cmake    - builds libopus for the `opus` crate (feature `media/opus`,
+#              which `onionrtc call` needs; the default build does not)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
 #              test `proxy` (client addresses, operator token, 421)
 need=()
@@ -33,6 +35,7 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -58,8 +61,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features media/opus -- -D warnings
 echo "== fuzz targets build"
 (cd fuzz && cargo build --quiet)
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --features media/opus
