@@ -18,8 +18,8 @@ cd "$(dirname "$0")/.."
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
 #   tcpdump  - captures the relay's side of a browser call on lo (RTP header
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
-#   cmake    - builds libopus for the `opus` crate (feature `media/opus`,
-#              which `onionrtc call` needs; the default build does not)
+#   cmake    - builds libopus for the `opus` crate (onionrtc feature `call`,
+#              i.e. `media/opus`; the default build does not need it)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
 #              test `proxy` (client addresses, operator token, 421)
 need=()
@@ -61,8 +61,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --features media/opus -- -D warnings
+cargo clippy --workspace --all-targets --features onionrtc/call -- -D warnings
 echo "== fuzz targets build"
 (cd fuzz && cargo build --quiet)
 echo "== cargo test"
-cargo test --workspace --features media/opus
+cargo test --workspace --features onionrtc/call

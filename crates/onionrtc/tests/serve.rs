@@ -24,6 +24,10 @@ use testkit::Proc;
 #[path = "serve/speech.rs"]
 mod speech;
 
+#[cfg(feature = "call")]
+#[path = "serve/call.rs"]
+mod call;
+
 /// Both pages must be `connected` within this.
 const CONNECT: Duration = Duration::from_secs(30);
 /// The server must print its URL within this.

@@ -1,0 +1,359 @@
+//! `onionrtc call` (issue 11) through `onionrtc serve`: our own WebRTC
+//! endpoint (crate `media`) against headless Chromium running the web app,
+//! in both directions of who offers, audio decoded both ways; and
+//! `call` ↔ `call` over TURN UDP, TCP and TLS. Needs the `call` feature.
+//!
+//! - What we record contains Chromium's fake-microphone beeps: short bursts
+//!   at a steady pace (every 0.5 s) with quiet between them.
+//! - Chromium hears our `--tone 440`: a Web Audio analyser on the remote
+//!   track (the page also plays it in its media element) finds 440 Hz as
+//!   the dominant frequency, and its `concealedSamples` stay low.
+//! - Negative control: a call whose peer never comes exits non-zero with
+//!   `state: failed`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
+
+use super::{fail, random_room, wait_connected, Server, CONNECT};
+
+/// Seconds each call lasts once connected.
+const CALL_SECS: u64 = 6;
+/// A call must have ended within this.
+const CALL_LIMIT: Duration = Duration::from_secs(90);
+
+/// `onionrtc call URL ARGS…` run to its end (bounded) in a thread.
+fn spawn_call(url: String, args: Vec<String>) -> std::thread::JoinHandle<Output> {
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+        cmd.arg("call").arg(url).args(args).env("RUST_LOG", "warn");
+        testkit::run_bounded(&mut cmd, CALL_LIMIT)
+    })
+}
+
+/// The `--json` summary: the last line of stdout.
+fn summary(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}); status {:?}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The samples of a 48 kHz mono 16-bit WAV we recorded.
+fn read_wav(path: &Path) -> Vec<i16> {
+    let r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    assert_eq!(
+        (spec.sample_rate, spec.channels, spec.bits_per_sample),
+        (48_000, 1, 16)
+    );
+    r.into_samples::<i16>().map(Result::unwrap).collect()
+}
+
+/// Level of each 50 ms window, dBFS.
+fn window_levels(samples: &[i16]) -> Vec<f64> {
+    samples.chunks(2400).map(media::tone::dbfs).collect()
+}
+
+/// The recording holds short bursts at a steady pace with quiet between
+/// them (Chromium's fake microphone beeps; Chromium 156 beeps every 0.5 s,
+/// measured here): returns the burst start times (s).
+fn beeps(samples: &[i16]) -> Result<Vec<f64>, String> {
+    let levels = window_levels(samples);
+    let loud: Vec<bool> = levels.iter().map(|l| *l > -45.0).collect();
+    let mut starts = Vec::new();
+    for i in 0..loud.len() {
+        if loud[i] && (i == 0 || !loud[i - 1]) {
+            starts.push(i as f64 * 0.05);
+        }
+    }
+    let quiet = loud.iter().filter(|l| !**l).count() as f64 / loud.len().max(1) as f64;
+    let summary = format!(
+        "bursts at {starts:?}, quiet fraction {quiet:.2}, levels {:?}",
+        levels
+            .iter()
+            .map(|l| l.max(-200.0).round() as i64)
+            .collect::<Vec<_>>()
+    );
+    if starts.len() < 3 || quiet < 0.5 {
+        return Err(format!("no beeps: {summary}"));
+    }
+    let mut gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    let steady = gaps
+        .iter()
+        .filter(|g| (**g - median).abs() <= 0.3 * median)
+        .count();
+    if !(0.3..=1.2).contains(&median) || steady * 5 < gaps.len() * 4 {
+        return Err(format!(
+            "bursts not at a steady pace (median gap {median:.2} s): {summary}"
+        ));
+    }
+    Ok(starts)
+}
+
+/// The dominant frequency the page hears on its remote track (Web Audio
+/// analyser) and its inbound audio concealment.
+const PAGE_HEARS: &str = r#"(async () => {
+  const v = document.getElementById('remote-video');
+  const stream = v && v.srcObject;
+  if (!stream || stream.getAudioTracks().length === 0) return {error: 'no remote audio track'};
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const an = ctx.createAnalyser();
+  an.fftSize = 8192;
+  ctx.createMediaStreamSource(stream).connect(an);
+  await new Promise((r) => setTimeout(r, 1500));
+  const data = new Float32Array(an.frequencyBinCount);
+  an.getFloatFrequencyData(data);
+  let best = 1;
+  for (let i = 2; i < data.length; i++) if (data[i] > data[best]) best = i;
+  const r = await window.onionrtc.pc.getStats();
+  let inb = null;
+  r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') inb = s; });
+  ctx.close();
+  return {
+    hz: best * ctx.sampleRate / an.fftSize, level: data[best],
+    concealed: inb ? inb.concealedSamples : null, total: inb ? inb.totalSamplesReceived : null,
+  };
+})()"#;
+
+fn serve_with_tls(dir: &Path) -> (Server, String, std::path::PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let spki = testkit::chromium::spki_sha256_base64(&ck.cert.pem()).unwrap();
+    let turn = testkit::free_port();
+    let tls = loop {
+        let p = testkit::free_port();
+        if p != turn {
+            break p;
+        }
+    };
+    let web = loop {
+        let p = testkit::free_port();
+        if p != turn && p != tls {
+            break p;
+        }
+    };
+    let config = dir.join("onionrtc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nlisten = [\"udp://127.0.0.1:{turn}\", \"tcp://127.0.0.1:{turn}\", \
+             \"tls://127.0.0.1:{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             [serve]\nlisten = \"127.0.0.1:{web}\"\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+    )
+    .unwrap();
+    let data = dir.join("data");
+    (Server::start(&config, &data), spki, data)
+}
+
+fn assert_connected(v: &Value, proto: &str, who: &str) {
+    assert_eq!(v["state"], "connected", "{who}: {v}");
+    assert_eq!(v["relayProtocol"], proto, "{who}: {v}");
+    let received = v["packetsReceived"].as_u64().unwrap_or(0);
+    // 50 packets a second for CALL_SECS, minus the start.
+    assert!(
+        received as f64 > 50.0 * CALL_SECS as f64 * 0.7,
+        "{who}: {v}"
+    );
+    for k in ["rtt", "jitter", "mos", "packetsLost"] {
+        assert!(v[k].is_number(), "{who}: {k} missing: {v}");
+    }
+    assert!(v["mos"].as_f64().unwrap_or(0.0) > 4.0, "{who}: {v}");
+}
+
+/// The tone `hz` dominates `samples` (second half: past the start-up).
+fn assert_tone(samples: &[i16], hz: f64, who: &str) {
+    let tail = &samples[samples.len() / 2..];
+    let want = media::tone::goertzel(tail, hz);
+    let other = media::tone::goertzel(tail, hz * 1.37);
+    assert!(
+        want > 0.05 && want > 20.0 * other,
+        "{who}: {hz} Hz at {want}, {} Hz at {other}",
+        hz * 1.37
+    );
+}
+
+#[test]
+fn call_to_call_over_turn_udp_tcp_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, spki, _) = serve_with_tls(dir.path());
+    for proto in ["udp", "tcp", "tls"] {
+        let started = Instant::now();
+        let url = server.url(&format!("/?room={}", random_room()));
+        let call = |tone: &str, rec: &str| {
+            let mut args: Vec<String> = [
+                "--tone",
+                tone,
+                "--duration",
+                "6",
+                "--json",
+                "--turn-transport",
+                proto,
+                "--timeout",
+                "40",
+                "--record",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.push(dir.path().join(rec).display().to_string());
+            args.extend(["--relay-spki".to_owned(), spki.clone()]);
+            spawn_call(url.clone(), args)
+        };
+        let a = call("440", &format!("a-{proto}.wav"));
+        std::thread::sleep(Duration::from_millis(300));
+        let b = call("1000", &format!("b-{proto}.wav"));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let (va, vb) = (summary(&a), summary(&b));
+        eprintln!(
+            "{proto}: A {va}\n{proto}: B {vb}\n({:?})",
+            started.elapsed()
+        );
+        assert!(
+            a.status.success() && b.status.success(),
+            "{proto}: exit {:?} {:?}",
+            a.status,
+            b.status
+        );
+        assert_connected(&va, proto, "A");
+        assert_connected(&vb, proto, "B");
+        // Each recorded the other's tone, decoded.
+        assert_tone(
+            &read_wav(&dir.path().join(format!("a-{proto}.wav"))),
+            1000.0,
+            "A hears B",
+        );
+        assert_tone(
+            &read_wav(&dir.path().join(format!("b-{proto}.wav"))),
+            440.0,
+            "B hears A",
+        );
+    }
+    // Negative control: nobody comes; the call gives up, exit non-zero.
+    let url = server.url(&format!("/?room={}", random_room()));
+    let out = spawn_call(url, ["--json", "--timeout", "3"].map(String::from).to_vec())
+        .join()
+        .unwrap();
+    assert!(!out.status.success());
+    let v = summary(&out);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(v["packetsReceived"].is_null(), "{v}");
+}
+
+/// One Chromium page and one `onionrtc call` in a room; `call_first`
+/// decides who joins first (the second offers).
+fn chromium_and_call(call_first: bool) {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = serve_with_tls(dir.path());
+    let browser = Chromium::launch(LaunchOptions::default()).unwrap();
+    let url = server.url(&format!("/?room={}", random_room()));
+    let wav = dir.path().join("heard.wav");
+    let args: Vec<String> = vec![
+        "--tone".into(),
+        "440".into(),
+        "--duration".into(),
+        (CALL_SECS + 4).to_string(),
+        "--json".into(),
+        "--timeout".into(),
+        "40".into(),
+        "--record".into(),
+        wav.display().to_string(),
+    ];
+    let mut pages: Vec<Page> = Vec::new();
+    let handle = if call_first {
+        let h = spawn_call(url.clone(), args);
+        std::thread::sleep(Duration::from_secs(1));
+        pages.push(browser.new_page(&url).unwrap());
+        h
+    } else {
+        pages.push(browser.new_page(&url).unwrap());
+        std::thread::sleep(Duration::from_secs(1));
+        spawn_call(url.clone(), args)
+    };
+    let deadline = Instant::now() + CONNECT;
+    if let Err(e) = wait_connected(&mut pages[0], deadline) {
+        fail(
+            &format!("page not connected to onionrtc call: {e}"),
+            &mut pages,
+            &server,
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let heard = match pages[0].evaluate(PAGE_HEARS) {
+        Ok(v) => v,
+        Err(e) => fail(&format!("analyser: {e}"), &mut pages, &server),
+    };
+    let out = handle.join().unwrap();
+    let v = summary(&out);
+    eprintln!("call_first={call_first}: page hears {heard}; call: {v}");
+    if !out.status.success() {
+        fail(
+            &format!(
+                "onionrtc call failed: {v}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            &mut pages,
+            &server,
+        );
+    }
+    assert_connected(&v, "udp", "call");
+    let hz = heard["hz"].as_f64().unwrap_or(0.0);
+    assert!(
+        (hz - 440.0).abs() < 15.0,
+        "Chromium's dominant frequency is not 440 Hz: {heard}"
+    );
+    let concealed = heard["concealed"].as_f64().unwrap_or(f64::MAX);
+    let total = heard["total"].as_f64().unwrap_or(0.0);
+    assert!(
+        total > 0.0 && concealed / total < 0.05,
+        "Chromium concealed too much: {heard}"
+    );
+    let samples = read_wav(&wav);
+    match beeps(&samples) {
+        Ok(b) => eprintln!("beeps recorded at {b:?}"),
+        Err(e) => fail(&e, &mut pages, &server),
+    }
+}
+
+#[test]
+fn chromium_offers_to_onionrtc_call() {
+    chromium_and_call(true);
+}
+
+#[test]
+fn onionrtc_call_offers_to_chromium() {
+    chromium_and_call(false);
+}
+
+#[test]
+fn beep_detector_needs_bursts() {
+    // Negative controls for the detector itself: silence, and a constant tone.
+    assert!(beeps(&vec![0i16; 48_000 * 5]).is_err());
+    let mut t = media::tone::Tone::new(440.0);
+    let tone: Vec<i16> = (0..250).flat_map(|_| t.frame()).collect();
+    assert!(beeps(&tone).is_err());
+    // Bursts of 100 ms once a second pass.
+    let bursts: Vec<i16> = tone
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i % 48_000 < 4_800 { *s } else { 0 })
+        .collect();
+    assert!(beeps(&bursts).is_ok());
+}
