@@ -51,6 +51,7 @@
 //! keeps the counters of a browser's `getStats()` ([`stats`]).
 
 pub mod endpoint;
+pub mod ice_servers;
 pub mod jitter;
 pub mod sdp;
 pub mod stats;

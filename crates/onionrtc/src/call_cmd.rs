@@ -5,6 +5,7 @@
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -13,6 +14,7 @@ use connector::dial::{BoxIo, Dialer, Route};
 use connector::{Endpoint as Upstream, RelayTrust, Via};
 use futures_util::{SinkExt as _, StreamExt as _};
 use media::codec::{Decoder, Encoder};
+use media::ice_servers::{parse_turn_url, TurnUrl};
 use media::{Endpoint, EndpointConfig, EndpointEvent, JitterBuffer, RelayProtocol};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -22,9 +24,16 @@ use tokio_tungstenite::tungstenite::Message;
 /// docs/call.md.
 #[derive(Args, Debug)]
 pub struct CallFlags {
-    /// The room's page, e.g. http://127.0.0.1:8080/?room=NAME.
+    /// The room's page, e.g. http://127.0.0.1:8080/?room=NAME (with
+    /// --echo: the site, e.g. http://127.0.0.1:8080/).
     #[arg(value_name = "URL")]
     pub url: String,
+
+    /// Test the path instead of calling someone: the server's echo test
+    /// (`/api/echo`) sends our audio back; prints RTT, jitter, loss, MOS
+    /// and a verdict (good, usable, poor).
+    #[arg(long)]
+    pub echo: bool,
 
     /// Send a sine tone of HZ hertz.
     #[arg(long, value_name = "HZ", conflicts_with = "send")]
@@ -83,7 +92,7 @@ pub struct CallFlags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     site: Upstream,
-    room: String,
+    room: Option<String>,
 }
 
 fn parse_url(url: &str) -> anyhow::Result<Target> {
@@ -99,60 +108,8 @@ fn parse_url(url: &str) -> anyhow::Result<Target> {
         .split('&')
         .find_map(|kv| kv.strip_prefix("room="))
         .filter(|r| !r.is_empty())
-        .context("the URL has no ?room=NAME")?;
-    Ok(Target {
-        site,
-        room: room.to_owned(),
-    })
-}
-
-/// One TURN URL from `iceServers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TurnUrl {
-    protocol: RelayProtocol,
-    host: String,
-    port: u16,
-}
-
-fn parse_turn_url(url: &str) -> Option<TurnUrl> {
-    let (scheme, rest) = url.split_once(':')?;
-    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let transport = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("transport="))
-        .unwrap_or("udp");
-    let protocol = match (scheme, transport) {
-        ("turn", "udp") => RelayProtocol::Udp,
-        ("turn", "tcp") => RelayProtocol::Tcp,
-        ("turns", "tcp") => RelayProtocol::Tls,
-        _ => return None,
-    };
-    let default_port = if protocol == RelayProtocol::Tls {
-        5349
-    } else {
-        3478
-    };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, p) = v6.split_once(']')?;
-        (
-            h.to_owned(),
-            p.strip_prefix(':')
-                .map_or(Some(default_port), |p| p.parse().ok())?,
-        )
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().ok()?),
-            None => (hostport.to_owned(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some(TurnUrl {
-        protocol,
-        host,
-        port,
-    })
+        .map(str::to_owned);
+    Ok(Target { site, room })
 }
 
 /// The relay to use, with its credentials.
@@ -332,43 +289,33 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     } else {
         None
     };
-    let stream = dialer
-        .dial(&target.site, web_tls.as_ref(), None)
-        .await
-        .context("cannot reach the site")?;
-    let scheme = if target.site.tls { "wss" } else { "ws" };
-    let ws_url = format!("{scheme}://{}/ws", target.site.host_header());
-    let (mut ws, _) = tokio_tungstenite::client_async(ws_url, stream)
-        .await
-        .context("WebSocket upgrade refused")?;
-    ws.send(Message::text(
-        json!({"type": "join", "room": target.room}).to_string(),
-    ))
-    .await?;
-
     let start = Instant::now();
     let setup_deadline = start + Duration::from_secs_f64(flags.timeout.max(1.0));
     let tty = std::io::stderr().is_terminal() && !flags.json;
-
-    // Wait for `joined`.
-    let joined: Value = loop {
-        let msg = tokio::time::timeout_at(setup_deadline.into(), ws.next())
-            .await
-            .context("no answer to join")?
-            .context("the server closed the WebSocket")??;
-        let Message::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        match v["type"].as_str() {
-            Some("joined") => break v,
-            Some("error") => bail!(
-                "the server refused to join: {} ({})",
-                v["message"].as_str().unwrap_or(""),
-                v["code"].as_str().unwrap_or("")
-            ),
-            _ => {}
+    let (mut ws, joined) = if flags.echo {
+        let (status, body) =
+            http(&dialer, &target.site, web_tls.as_ref(), "/api/echo", None).await?;
+        if status != 200 {
+            bail!("GET /api/echo answered {status}: {}", body.trim());
         }
+        let v: Value = serde_json::from_str(&body).context("GET /api/echo: not JSON")?;
+        (None, v)
+    } else {
+        let room = target
+            .room
+            .clone()
+            .context("the URL has no ?room=NAME (or use --echo)")?;
+        let (ws, joined) = join(
+            &dialer,
+            &target.site,
+            web_tls.as_ref(),
+            &room,
+            setup_deadline,
+        )
+        .await?;
+        (Some(ws), joined)
     };
-    let mut initiator = joined["initiator"].as_bool().unwrap_or(false);
+    let mut initiator = flags.echo || joined["initiator"].as_bool().unwrap_or(false);
     let servers = &joined["iceServers"];
     let relay = if route != Route::Direct && want.is_none() {
         // Through a proxy: TLS when offered (a Tor exit sees nothing), else TCP.
@@ -500,19 +447,46 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         if allocated && initiator && !offered {
             offered = true;
             let offer = ep.create_offer(Instant::now())?;
-            ws.send(Message::text(
-                json!({"type": "offer", "sdp": offer}).to_string(),
-            ))
-            .await?;
+            if let Some(ws) = ws.as_mut() {
+                ws.send(Message::text(
+                    json!({"type": "offer", "sdp": offer}).to_string(),
+                ))
+                .await?;
+            } else {
+                // The echo test: SDP over HTTP, 201 with the answer.
+                let (status, answer) = http(
+                    &dialer,
+                    &target.site,
+                    web_tls.as_ref(),
+                    "/api/echo",
+                    Some(&offer),
+                )
+                .await?;
+                if status != 201 {
+                    summary.state = "failed";
+                    summary.error = Some(format!(
+                        "POST /api/echo answered {status}: {}",
+                        answer.trim()
+                    ));
+                    break 'call;
+                }
+                if let Err(e) = ep.accept_answer(Instant::now(), &answer) {
+                    summary.state = "failed";
+                    summary.error = Some(format!("cannot take the echo's answer: {e}"));
+                    break 'call;
+                }
+            }
         }
         if allocated {
             if let Some(offer) = pending_offer.take() {
                 match ep.accept_offer(Instant::now(), &offer) {
                     Ok(answer) => {
-                        ws.send(Message::text(
-                            json!({"type": "answer", "sdp": answer}).to_string(),
-                        ))
-                        .await?;
+                        if let Some(ws) = ws.as_mut() {
+                            ws.send(Message::text(
+                                json!({"type": "answer", "sdp": answer}).to_string(),
+                            ))
+                            .await?;
+                        }
                     }
                     Err(e) => {
                         summary.state = "failed";
@@ -539,7 +513,7 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
-            msg = ws.next() => {
+            msg = next_message(&mut ws) => {
                 let Some(Ok(msg)) = msg else {
                     summary.error = Some("the signaling connection closed".into());
                     if connected_at.is_none() { summary.state = "failed"; } else { summary.state = "disconnected"; }
@@ -640,7 +614,7 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                         "relayProtocol": ep.relay_protocol().as_str(),
                     });
                     last_bytes = (s.bytes_sent, s.bytes_received, now);
-                    if connected_at.is_some() {
+                    if let (Some(ws), Some(_)) = (ws.as_mut(), connected_at) {
                         let _ = ws.send(Message::text(json!({"type": "stats", "stats": stats}).to_string())).await;
                     }
                     if tty {
@@ -654,10 +628,12 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         eprintln!();
     }
     // Hang up: bye to the room, delete the allocation.
-    let _ = ws
-        .send(Message::text(json!({"type": "bye"}).to_string()))
-        .await;
-    let _ = ws.close(None).await;
+    if let Some(ws) = ws.as_mut() {
+        let _ = ws
+            .send(Message::text(json!({"type": "bye"}).to_string()))
+            .await;
+        let _ = ws.close(None).await;
+    }
     ep.close(Instant::now());
     let _ = tokio::time::timeout(Duration::from_millis(500), flush(&mut ep, &mut io)).await;
     if let Some(w) = recorder {
@@ -670,6 +646,10 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     }
     if let Some(e) = &summary.error {
         eprintln!("call ended: {e}");
+    }
+    if flags.echo && !flags.json {
+        println!("{}", status_line(connected, &s));
+        println!("verdict: {}", verdict(&s, connected));
     }
     if flags.json {
         let duration = connected_at.map(|t| t.elapsed().as_secs_f64());
@@ -687,12 +667,137 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
             "concealedSamples": connected.then_some(s.concealed_samples),
             "totalSamplesReceived": connected.then_some(s.total_samples),
             "mos": mos(&s),
+            "verdict": verdict(&s, connected),
             "duration": duration,
             "error": summary.error,
         });
         println!("{v}");
     }
     Ok(connected)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<BoxIo>;
+
+/// Opens the WebSocket along the route, joins `room`, waits for `joined`.
+async fn join(
+    dialer: &Dialer,
+    site: &Upstream,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    room: &str,
+    deadline: Instant,
+) -> anyhow::Result<(Ws, Value)> {
+    let stream = dialer
+        .dial(site, tls, None)
+        .await
+        .context("cannot reach the site")?;
+    let scheme = if site.tls { "wss" } else { "ws" };
+    let ws_url = format!("{scheme}://{}/ws", site.host_header());
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_url, stream)
+        .await
+        .context("WebSocket upgrade refused")?;
+    ws.send(Message::text(
+        json!({"type": "join", "room": room}).to_string(),
+    ))
+    .await?;
+    loop {
+        let msg = tokio::time::timeout_at(deadline.into(), ws.next())
+            .await
+            .context("no answer to join")?
+            .context("the server closed the WebSocket")??;
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match v["type"].as_str() {
+            Some("joined") => return Ok((ws, v)),
+            Some("error") => bail!(
+                "the server refused to join: {} ({})",
+                v["message"].as_str().unwrap_or(""),
+                v["code"].as_str().unwrap_or("")
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// The next WebSocket message; never resolves without a WebSocket.
+async fn next_message(
+    ws: &mut Option<Ws>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Largest HTTP response read (the echo's answer is a few KiB).
+const MAX_HTTP_RESPONSE: u64 = 256 * 1024;
+
+/// One HTTP/1.1 request along the route (`GET`, or `POST` of an SDP
+/// offer): status and body.
+async fn http(
+    dialer: &Dialer,
+    site: &Upstream,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    path: &str,
+    sdp: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = dialer
+        .dial(site, tls, None)
+        .await
+        .context("cannot reach the site")?;
+    let method = if sdp.is_some() { "POST" } else { "GET" };
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        site.host_header()
+    );
+    if let Some(body) = sdp {
+        req.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
+    s.write_all(req.as_bytes()).await?;
+    s.flush().await?;
+    let mut resp = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        (&mut s).take(MAX_HTTP_RESPONSE).read_to_end(&mut resp),
+    )
+    .await
+    .context("the site did not answer in time")??;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        bail!("chunked HTTP responses are not supported here");
+    }
+    Ok((status, body.to_owned()))
+}
+
+/// The verdict of docs/lab.md's thresholds: *usable* ("acceptable") is
+/// RTT < 400 ms, loss < 2 %, jitter < 30 ms; *good* also has a one-way
+/// delay (RTT/2 + jitter buffer) under G.114's 150 ms; else *poor*.
+fn verdict(s: &media::CallStats, connected: bool) -> &'static str {
+    let Some(rtt) = s.rtt.filter(|_| connected) else {
+        return "poor";
+    };
+    let usable = rtt < 0.400 && s.loss_fraction() < 0.02 && s.jitter < 0.030;
+    let one_way = rtt / 2.0 + s.mean_jitter_buffer_delay().unwrap_or(0.0);
+    match (usable, one_way < 0.150) {
+        (true, true) => "good",
+        (true, false) => "usable",
+        _ => "poor",
+    }
 }
 
 fn snapshot(ep: &Endpoint, jb: &JitterBuffer) -> media::CallStats {
@@ -765,37 +870,19 @@ mod tests {
     #[test]
     fn urls() {
         let t = parse_url("http://127.0.0.1:8080/?room=x").unwrap();
-        assert_eq!(t.room, "x");
+        assert_eq!(t.room.as_deref(), Some("x"));
         assert_eq!(t.site.port, 8080);
         assert!(!t.site.tls);
         let t = parse_url("https://call.example.org/?a=1&room=abc-1").unwrap();
         assert!(t.site.tls);
         assert_eq!(t.site.host, "call.example.org");
-        assert_eq!(t.room, "abc-1");
-        assert!(parse_url("http://127.0.0.1:8080/").is_err());
+        assert_eq!(t.room.as_deref(), Some("abc-1"));
+        assert_eq!(parse_url("http://127.0.0.1:8080/").unwrap().room, None);
         assert!(parse_url("ftp://x/?room=a").is_err());
     }
 
     #[test]
     fn turn_urls() {
-        assert_eq!(
-            parse_turn_url("turn:127.0.0.1:3478?transport=udp"),
-            Some(TurnUrl {
-                protocol: RelayProtocol::Udp,
-                host: "127.0.0.1".into(),
-                port: 3478
-            })
-        );
-        assert_eq!(
-            parse_turn_url("turns:relay.example:443?transport=tcp").map(|u| u.protocol),
-            Some(RelayProtocol::Tls)
-        );
-        assert_eq!(
-            parse_turn_url("turn:[::1]:3478?transport=tcp").map(|u| u.host),
-            Some("::1".into())
-        );
-        assert_eq!(parse_turn_url("stun:127.0.0.1:3478"), None);
-        assert_eq!(parse_turn_url("turn::1"), None);
         let servers = json!([{"urls": ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"], "username": "u", "credential": "c"}]);
         assert_eq!(
             pick_relay(&servers, None).unwrap().url.protocol,

@@ -9,6 +9,7 @@ mod bench_cmd;
 #[cfg(feature = "call")]
 mod call_cmd;
 mod connect_cmd;
+mod echo;
 mod lab_cmd;
 mod relay_cmd;
 mod serve_cmd;

@@ -93,6 +93,8 @@ pub struct SignalConfig {
     pub metrics: Option<MetricsRenderer>,
     /// The web app's files.
     pub web_root: WebAssets,
+    /// The echo test (`/api/echo`); `None` answers 404.
+    pub echo: Option<Arc<crate::echo::Echo>>,
 }
 
 impl Default for SignalConfig {
@@ -123,6 +125,7 @@ impl Default for SignalConfig {
             idle_timeout: Duration::from_secs(60),
             metrics: None,
             web_root: WebAssets::default(),
+            echo: None,
         }
     }
 }
@@ -158,6 +161,7 @@ impl fmt::Debug for SignalConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("metrics", &self.metrics.as_ref().map(|_| "<fn>"))
             .field("web_root", &self.web_root)
+            .field("echo", &self.echo)
             .finish()
     }
 }

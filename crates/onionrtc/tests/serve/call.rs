@@ -10,6 +10,11 @@
 //!   the dominant frequency, and its `concealedSamples` stay low.
 //! - Negative control: a call whose peer never comes exits non-zero with
 //!   `state: failed`.
+//! - The echo test: `onionrtc call --echo` hears its own tone back through
+//!   relay → echo → relay; `POST /api/echo` answers 201 with a sanitized
+//!   answer, 400 to garbage, an offer without audio or without Opus, 415
+//!   to another content type, 503 beyond the concurrent sessions, 429
+//!   beyond the per-address rate.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -126,7 +131,9 @@ const PAGE_HEARS: &str = r#"(async () => {
   };
 })()"#;
 
-fn serve_with_tls(dir: &Path) -> (Server, String, std::path::PathBuf) {
+/// `serve` with TURN on UDP, TCP and TLS (a self-signed certificate for
+/// 127.0.0.1: its SPKI pin is returned) and `extra` lines in `[serve]`.
+fn serve_with_tls(dir: &Path, extra: &str) -> (Server, String, std::path::PathBuf) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
@@ -150,7 +157,7 @@ fn serve_with_tls(dir: &Path) -> (Server, String, std::path::PathBuf) {
         format!(
             "[relay]\nlisten = [\"udp://127.0.0.1:{turn}\", \"tcp://127.0.0.1:{turn}\", \
              \"tls://127.0.0.1:{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             [serve]\nlisten = \"127.0.0.1:{web}\"\n",
+             [serve]\nlisten = \"127.0.0.1:{web}\"\n{extra}\n",
             dir.join("cert.pem").display(),
             dir.join("key.pem").display()
         ),
@@ -190,7 +197,7 @@ fn assert_tone(samples: &[i16], hz: f64, who: &str) {
 #[test]
 fn call_to_call_over_turn_udp_tcp_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, spki, _) = serve_with_tls(dir.path());
+    let (server, spki, _) = serve_with_tls(dir.path(), "");
     for proto in ["udp", "tcp", "tls"] {
         let started = Instant::now();
         let url = server.url(&format!("/?room={}", random_room()));
@@ -261,7 +268,7 @@ fn chromium_and_call(call_first: bool) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, _, _) = serve_with_tls(dir.path());
+    let (server, _, _) = serve_with_tls(dir.path(), "");
     let browser = Chromium::launch(LaunchOptions::default()).unwrap();
     let url = server.url(&format!("/?room={}", random_room()));
     let wav = dir.path().join("heard.wav");
@@ -356,4 +363,112 @@ fn beep_detector_needs_bursts() {
         .map(|(i, s)| if i % 48_000 < 4_800 { *s } else { 0 })
         .collect();
     assert!(beeps(&bursts).is_ok());
+}
+
+/// A minimal Opus offer (what a browser's looks like after the sanitizer).
+fn opus_offer(codec_line: &str) -> String {
+    let fp: Vec<String> = (0..32).map(|i| format!("{:02X}", i * 7 % 256)).collect();
+    format!(
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+         a=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:Ab1d\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=fingerprint:sha-256 {}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\n\
+         a=rtcp-mux\r\n{codec_line}\r\n",
+        fp.join(":")
+    )
+}
+
+#[test]
+fn echo_test_from_onionrtc_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = serve_with_tls(dir.path(), "");
+    let wav = dir.path().join("echo.wav");
+    let args: Vec<String> = [
+        "--echo",
+        "--tone",
+        "440",
+        "--duration",
+        "4",
+        "--json",
+        "--timeout",
+        "30",
+        "--record",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([wav.display().to_string()])
+    .collect();
+    let out = spawn_call(server.url("/"), args).join().unwrap();
+    let v = summary(&out);
+    eprintln!("echo: {v}");
+    assert!(
+        out.status.success(),
+        "{v}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["state"], "connected", "{v}");
+    assert_eq!(v["verdict"], "good", "{v}");
+    assert!(v["packetsReceived"].as_u64().unwrap_or(0) > 120, "{v}");
+    // Our own tone came back, decoded.
+    assert_tone(&read_wav(&wav), 440.0, "echo");
+}
+
+#[test]
+fn echo_api_refuses_bad_offers_and_limits_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = serve_with_tls(
+        dir.path(),
+        "echo_max_sessions = 1\necho_sessions_per_minute = 5",
+    );
+    let sdp = "Content-Type: application/sdp\r\n";
+    let post = |extra: &str, body: &str| server.request("POST", "/api/echo", extra, body);
+    // GET: fresh credentials and the relay policy.
+    let (status, body) = server.get("/api/echo");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["iceTransportPolicy"], "relay");
+    assert!(
+        v["iceServers"][0]["username"]
+            .as_str()
+            .unwrap_or("")
+            .contains(':'),
+        "{v}"
+    );
+    // Not SDP: 415, not counted against the rate.
+    assert_eq!(post("Content-Type: text/plain\r\n", "v=0").0, 415);
+    // 1: garbage → 400.
+    assert_eq!(post(sdp, "this is not SDP \u{1}").0, 400);
+    // 2: no audio → 400.
+    let video = opus_offer("a=rtpmap:111 opus/48000/2").replace("m=audio", "m=video");
+    assert_eq!(post(sdp, &video).0, 400);
+    // 3: an unsupported codec only → 400 with a reason.
+    let (status, why) = post(
+        sdp,
+        &opus_offer("a=rtpmap:0 PCMU/8000").replace(" 111\r\n", " 0\r\n"),
+    );
+    assert_eq!(status, 400, "{why}");
+    // 4: a good offer → 201 with a sanitized answer: relay candidates only.
+    let (status, answer) = post(sdp, &opus_offer("a=rtpmap:111 opus/48000/2"));
+    assert_eq!(status, 201, "{answer}\n{}", server.stderr_tail());
+    assert!(
+        answer.contains("typ relay raddr 0.0.0.0 rport 0"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("typ host") && !answer.contains("str0m"),
+        "{answer}"
+    );
+    assert!(
+        answer
+            .lines()
+            .any(|l| l.starts_with("o=- ") && l.ends_with("IN IP4 0.0.0.0")),
+        "{answer}"
+    );
+    // 5: the one session is running (its ICE never connects; it holds the
+    // slot for up to 20 s) → 503.
+    let (status, why) = post(sdp, &opus_offer("a=rtpmap:111 opus/48000/2"));
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("busy"), "{why}");
+    // 6: over 5 a minute from this address → 429.
+    assert_eq!(post(sdp, &opus_offer("a=rtpmap:111 opus/48000/2")).0, 429);
 }
