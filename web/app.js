@@ -18,6 +18,7 @@
 import { Signaling, signalingUrl } from './signaling.js';
 import { StatsSampler } from './stats.js';
 import * as ui from './ui.js';
+import { setupEchoButton } from './echo.js';
 
 const MAX_RECEIVED = 500;
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -399,6 +400,7 @@ function main() {
   });
   ui.showState(api.state);
   connector.then((urls) => ui.showPrivateMode(!!urls));
+  setupEchoButton(api, connector);
   const params = new URLSearchParams(location.search);
   const room = params.get('room');
   const audioOnly = params.get('audio') === 'only';

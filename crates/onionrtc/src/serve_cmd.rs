@@ -764,6 +764,7 @@ fn web_assets() -> signal::WebAssets {
             ),
             ("/stats.js", JS, include_bytes!("../../../web/stats.js")),
             ("/ui.js", JS, include_bytes!("../../../web/ui.js")),
+            ("/echo.js", JS, include_bytes!("../../../web/echo.js")),
             ("/style.css", CSS, include_bytes!("../../../web/style.css")),
         ],
     }

@@ -472,3 +472,44 @@ fn echo_api_refuses_bad_offers_and_limits_sessions() {
     // 6: over 5 a minute from this address → 429.
     assert_eq!(post(sdp, &opus_offer("a=rtpmap:111 opus/48000/2")).0, 429);
 }
+
+#[test]
+fn echo_test_button_in_chromium() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = serve_with_tls(dir.path(), "");
+    let browser = Chromium::launch(LaunchOptions::default()).unwrap();
+    let mut pages = vec![browser.new_page(&server.url("/")).unwrap()];
+    let clicked = pages[0].wait_for(
+        "(() => { const b = document.getElementById('echo-button'); \
+         if (!b || b.offsetParent === null) return false; b.click(); return true; })()",
+        Duration::from_secs(10),
+    );
+    if let Err(e) = clicked {
+        fail(&format!("no visible echo button: {e}"), &mut pages, &server);
+    }
+    let done = pages[0].wait_for(
+        "window.onionrtc.echo && window.onionrtc.echo.state !== 'running' \
+         && JSON.stringify(window.onionrtc.echo)",
+        Duration::from_secs(40),
+    );
+    let result = match done {
+        Ok(Value::String(s)) => serde_json::from_str::<Value>(&s).unwrap(),
+        other => fail(
+            &format!("echo test did not finish: {other:?}"),
+            &mut pages,
+            &server,
+        ),
+    };
+    let shown = pages[0]
+        .evaluate("document.getElementById('echo-result').textContent")
+        .unwrap_or_default();
+    eprintln!("echo button: {result}\nshown: {shown}");
+    assert_eq!(result["state"], "done", "{result}");
+    assert_eq!(result["verdict"], "good", "{result}");
+    assert!(result["received"].as_u64().unwrap_or(0) > 100, "{result}");
+    assert!(result["mos"].as_f64().unwrap_or(0.0) > 4.0, "{result}");
+    assert!(shown.as_str().unwrap_or("").contains("good"), "{shown}");
+}
