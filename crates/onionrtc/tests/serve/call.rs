@@ -513,3 +513,87 @@ fn echo_test_button_in_chromium() {
     assert!(result["mos"].as_f64().unwrap_or(0.0) > 4.0, "{result}");
     assert!(shown.as_str().unwrap_or("").contains("good"), "{shown}");
 }
+
+/// `microsocks` on PATH, if installed.
+fn microsocks() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("microsocks"))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn call_via_socks5_uses_turn_over_tls() {
+    let Some(bin) = microsocks() else {
+        eprintln!("skipping: microsocks is not installed");
+        return;
+    };
+    let (_socks, socks_port) = testkit::start_microsocks(&bin);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, spki, _) = serve_with_tls(dir.path(), "");
+    let url = server.url(&format!("/?room={}", random_room()));
+    let args = |tone: &str, rec: &str, via: bool| {
+        let mut a: Vec<String> = [
+            "--tone",
+            tone,
+            "--duration",
+            "5",
+            "--json",
+            "--timeout",
+            "40",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend([
+            "--record".to_owned(),
+            dir.path().join(rec).display().to_string(),
+        ]);
+        if via {
+            a.extend([
+                "--via".to_owned(),
+                format!("socks5://127.0.0.1:{socks_port}"),
+                "--relay-spki".to_owned(),
+                spki.clone(),
+            ]);
+        }
+        a
+    };
+    let a = spawn_call(url.clone(), args("440", "a.wav", true));
+    std::thread::sleep(Duration::from_millis(300));
+    let b = spawn_call(url, args("1000", "b.wav", false));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let (va, vb) = (summary(&a), summary(&b));
+    eprintln!("via socks5: A {va}\ndirect: B {vb}");
+    // Through a proxy the caller picks TURN over TLS by itself.
+    assert_eq!(va["relayProtocol"], "tls", "{va}");
+    assert!(a.status.success() && b.status.success(), "{va}\n{vb}");
+    assert_connected(&va, "tls", "A via socks5");
+    assert_connected(&vb, "udp", "B direct");
+    assert_tone(&read_wav(&dir.path().join("a.wav")), 1000.0, "A hears B");
+    assert_tone(&read_wav(&dir.path().join("b.wav")), 440.0, "B hears A");
+    // Negative control: --via with UDP is refused on the command line.
+    let out = spawn_call(
+        server.url("/?room=x"),
+        ["--via", "socks5://127.0.0.1:1", "--turn-transport", "udp"]
+            .map(String::from)
+            .to_vec(),
+    )
+    .join()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcp or tls"));
+    // And a proxy that is not there: nothing goes around it.
+    let out = spawn_call(
+        server.url("/?room=y"),
+        ["--via", "socks5://127.0.0.1:1", "--timeout", "5"].map(String::from).to_vec(),
+    )
+    .join()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the site"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
