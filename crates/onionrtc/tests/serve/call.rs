@@ -586,7 +586,9 @@ fn call_via_socks5_uses_turn_over_tls() {
     // And a proxy that is not there: nothing goes around it.
     let out = spawn_call(
         server.url("/?room=y"),
-        ["--via", "socks5://127.0.0.1:1", "--timeout", "5"].map(String::from).to_vec(),
+        ["--via", "socks5://127.0.0.1:1", "--timeout", "5"]
+            .map(String::from)
+            .to_vec(),
     )
     .join()
     .unwrap();
@@ -596,4 +598,40 @@ fn call_via_socks5_uses_turn_over_tls() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_server_going_away_mid_call_is_a_clean_hang_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = serve_with_tls(dir.path(), "");
+    let url = server.url(&format!("/?room={}", random_room()));
+    // No --duration: only the server going away ends these calls.
+    let args = || {
+        ["--tone", "440", "--json", "--timeout", "40"]
+            .map(String::from)
+            .to_vec()
+    };
+    let a = spawn_call(url.clone(), args());
+    std::thread::sleep(Duration::from_millis(300));
+    let b = spawn_call(url, args());
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped = Instant::now();
+    server.terminate().unwrap();
+    for (who, h) in [("A", a), ("B", b)] {
+        let out = h.join().unwrap();
+        let v = summary(&out);
+        eprintln!(
+            "{who} after the server stopped ({:?}): {v}",
+            stopped.elapsed()
+        );
+        assert_eq!(v["state"], "disconnected", "{who}: {v}");
+        assert!(
+            v["packetsReceived"].as_u64().unwrap_or(0) > 100,
+            "{who}: {v}"
+        );
+        assert!(v["error"].is_string(), "{who}: {v}");
+        // It connected, so it exits 0 (state tells the rest).
+        assert!(out.status.success(), "{who}: {:?}", out.status);
+    }
+    assert!(stopped.elapsed() < Duration::from_secs(60), "no hang");
 }
