@@ -582,8 +582,10 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                     if next_tick < tokio::time::Instant::now() {
                         next_tick = tokio::time::Instant::now() + Duration::from_millis(20);
                     }
-                    let frame = source.frame();
                     if connected_at.is_some() {
+                        // The source starts with the call: frame 0 is sent
+                        // at the tick the first recorded frame is written.
+                        let frame = source.frame();
                         let pkt = encoder.encode(&frame)?.to_vec();
                         ep.send_audio(now, rtp_time, &pkt);
                         rtp_time = rtp_time.wrapping_add(media::FRAME_SAMPLES as u32);
