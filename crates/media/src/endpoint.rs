@@ -143,7 +143,8 @@ pub enum EndpointEvent {
 pub struct Drops {
     /// Datagrams str0m refused (garbage, unknown SRTP, …).
     pub bad_input: u64,
-    /// Remote candidates ignored (not `typ relay`, or malformed).
+    /// Remote candidates ignored (not UDP `typ relay`, or malformed), in
+    /// descriptions and trickled.
     pub candidates_ignored: u64,
     /// Transmits the TURN client could not take (queue full, no allocation).
     pub send_failed: u64,
@@ -287,7 +288,9 @@ impl Endpoint {
         if !has_opus_audio(offer) {
             return Err(Error::NoAudio);
         }
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| Error::Sdp(e.to_string()))?;
+        let (offer, dropped) = sdp::relay_candidates_only(offer);
+        self.drops.candidates_ignored += dropped;
+        let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| Error::Sdp(e.to_string()))?;
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
         self.arm_connect_deadline(now);
         self.drive(now);
@@ -300,7 +303,9 @@ impl Endpoint {
     /// [`Error::NoPendingOffer`], [`Error::Sdp`], [`Error::Rtc`].
     pub fn accept_answer(&mut self, now: Instant, answer: &str) -> Result<(), Error> {
         let pending = self.pending.take().ok_or(Error::NoPendingOffer)?;
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| Error::Sdp(e.to_string()))?;
+        let (answer, dropped) = sdp::relay_candidates_only(answer);
+        self.drops.candidates_ignored += dropped;
+        let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| Error::Sdp(e.to_string()))?;
         self.rtc.sdp_api().accept_answer(pending, answer)?;
         self.drive(now);
         Ok(())
