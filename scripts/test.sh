@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
 #   cmake    - builds libopus for the `opus` crate (onionrtc feature `call`,
 #              i.e. `media/opus`; the default build does not need it)
+#   python3-aiortc, python3-websockets - aiortc, a third-party WebRTC
+#              stack, as a peer of `onionrtc call` (tests/serve/call.rs)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
 #              test `proxy` (client addresses, operator token, 421)
 need=()
@@ -36,6 +38,8 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+/usr/bin/python3 -c 'import aiortc' >/dev/null 2>&1 || need+=(python3-aiortc)
+/usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || need+=(python3-websockets)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

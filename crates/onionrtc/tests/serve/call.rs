@@ -10,6 +10,8 @@
 //!   the dominant frequency, and its `concealedSamples` stay low.
 //! - Negative control: a call whose peer never comes exits non-zero with
 //!   `state: failed`.
+//! - aiortc (Debian's python3-aiortc, `aiortc_peer.py`) as a third-party
+//!   peer, both ways of who offers: each records the other's tone.
 //! - The echo test: `onionrtc call --echo` hears its own tone back through
 //!   relay → echo → relay; `POST /api/echo` answers 201 with a sanitized
 //!   answer, 400 to garbage, an offer without audio or without Opus, 415
@@ -634,4 +636,124 @@ fn the_server_going_away_mid_call_is_a_clean_hang_up() {
         assert!(out.status.success(), "{who}: {:?}", out.status);
     }
     assert!(stopped.elapsed() < Duration::from_secs(60), "no hang");
+}
+
+/// Debian's python3 with aiortc (python3-aiortc, python3-websockets).
+fn aiortc_python() -> Option<&'static str> {
+    let py = "/usr/bin/python3";
+    let ok = Command::new(py)
+        .args(["-c", "import aiortc, websockets"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(py)
+}
+
+/// A mono (first channel) view of any 16-bit WAV and its rate.
+fn read_any_wav(path: &Path) -> (Vec<i16>, u32) {
+    let r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    let ch = usize::from(spec.channels.max(1));
+    let all: Vec<i16> = r.into_samples::<i16>().map(Result::unwrap).collect();
+    (all.into_iter().step_by(ch).collect(), spec.sample_rate)
+}
+
+/// aiortc (a WebRTC stack in Python) ↔ `onionrtc call`, both ways of who
+/// offers: each records the other's tone.
+fn aiortc_and_call(call_offers: bool) {
+    let Some(py) = aiortc_python() else {
+        eprintln!("skipping: python3-aiortc is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = serve_with_tls(dir.path(), "");
+    let room = random_room();
+    let url = server.url(&format!("/?room={room}"));
+    let ws = format!("ws://{}/ws", server.web);
+    // aiortc sends a 1000 Hz WAV.
+    let tone_wav = dir.path().join("t1000.wav");
+    let mut w = hound::WavWriter::create(
+        &tone_wav,
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+    )
+    .unwrap();
+    let mut t = media::tone::Tone::new(1000.0);
+    for _ in 0..150 {
+        for s in t.frame() {
+            w.write_sample(s).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+    let heard_by_aiortc = dir.path().join("aiortc.wav");
+    let heard_by_call = dir.path().join("call.wav");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve/aiortc_peer.py");
+    let peer_args: Vec<String> = vec![
+        script.into(),
+        ws,
+        room,
+        tone_wav.display().to_string(),
+        heard_by_aiortc.display().to_string(),
+        "5".into(),
+    ];
+    let spawn_peer = move || {
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(py);
+            cmd.args(&peer_args);
+            testkit::run_bounded(&mut cmd, CALL_LIMIT)
+        })
+    };
+    let call_args: Vec<String> = [
+        "--tone",
+        "440",
+        "--duration",
+        "8",
+        "--json",
+        "--timeout",
+        "40",
+        "--record",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([heard_by_call.display().to_string()])
+    .collect();
+    // The second to join offers.
+    let (peer, call) = if call_offers {
+        let p = spawn_peer();
+        std::thread::sleep(Duration::from_secs(2));
+        (p, spawn_call(url, call_args))
+    } else {
+        let c = spawn_call(url, call_args);
+        std::thread::sleep(Duration::from_secs(1));
+        (spawn_peer(), c)
+    };
+    let (peer, call) = (peer.join().unwrap(), call.join().unwrap());
+    let peer_out = String::from_utf8_lossy(&peer.stdout).into_owned();
+    let v = summary(&call);
+    eprintln!("aiortc (call offers: {call_offers}): {peer_out}call: {v}");
+    assert!(
+        peer_out.contains("\"state\": \"connected\""),
+        "aiortc: {peer_out}\n{}",
+        String::from_utf8_lossy(&peer.stderr)
+    );
+    assert!(call.status.success(), "{v}");
+    assert_eq!(v["state"], "connected", "{v}");
+    let (heard, _) = read_any_wav(&heard_by_call);
+    assert_tone(&heard, 1000.0, "call hears aiortc");
+    let (heard, rate) = read_any_wav(&heard_by_aiortc);
+    assert_eq!(rate, 48_000);
+    assert_tone(&heard, 440.0, "aiortc hears call");
+}
+
+#[test]
+fn onionrtc_call_offers_to_aiortc() {
+    aiortc_and_call(true);
+}
+
+#[test]
+fn aiortc_offers_to_onionrtc_call() {
+    aiortc_and_call(false);
 }
