@@ -227,7 +227,18 @@ pub fn run(flags: CallFlags) -> anyhow::Result<bool> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(call(flags))
+    let json_out = flags.json;
+    let result = runtime.block_on(call(flags));
+    if let (true, Err(e)) = (json_out, &result) {
+        // The contract holds for calls that never got going too.
+        let v = json!({
+            "state": "failed", "relayProtocol": null, "packetsReceived": null,
+            "packetsLost": null, "rtt": null, "jitter": null, "mos": null,
+            "verdict": "poor", "error": crate::message(e),
+        });
+        println!("{v}");
+    }
+    result
 }
 
 struct Summary {
@@ -406,9 +417,27 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         error: None,
     };
 
+    // An error inside the call ends it like any failure: the summary is
+    // still printed.
+    macro_rules! end_on_err {
+        ($label:lifetime, $e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => {
+                    summary.state = if connected_at.is_some() {
+                        "disconnected"
+                    } else {
+                        "failed"
+                    };
+                    summary.error = Some(anyhow::Error::from(e).to_string());
+                    break $label;
+                }
+            }
+        };
+    }
     'call: loop {
         // Everything the endpoint wants to send or say.
-        flush(&mut ep, &mut io).await?;
+        end_on_err!('call, flush(&mut ep, &mut io).await);
         while let Some(ev) = ep.poll_event() {
             match ev {
                 EndpointEvent::Allocated { .. } => {
@@ -446,22 +475,27 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         }
         if allocated && initiator && !offered {
             offered = true;
-            let offer = ep.create_offer(Instant::now())?;
+            let offer = end_on_err!('call, ep.create_offer(Instant::now()));
             if let Some(ws) = ws.as_mut() {
-                ws.send(Message::text(
-                    json!({"type": "offer", "sdp": offer}).to_string(),
-                ))
-                .await?;
+                end_on_err!('call,
+                    ws.send(Message::text(
+                        json!({"type": "offer", "sdp": offer}).to_string(),
+                    ))
+                    .await
+                );
             } else {
                 // The echo test: SDP over HTTP, 201 with the answer.
-                let (status, answer) = http(
-                    &dialer,
-                    &target.site,
-                    web_tls.as_ref(),
-                    "/api/echo",
-                    Some(&offer),
-                )
-                .await?;
+                let (status, answer) = end_on_err!(
+                    'call,
+                    http(
+                        &dialer,
+                        &target.site,
+                        web_tls.as_ref(),
+                        "/api/echo",
+                        Some(&offer),
+                    )
+                    .await
+                );
                 if status != 201 {
                     summary.state = "failed";
                     summary.error = Some(format!(
@@ -482,10 +516,12 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                 match ep.accept_offer(Instant::now(), &offer) {
                     Ok(answer) => {
                         if let Some(ws) = ws.as_mut() {
-                            ws.send(Message::text(
-                                json!({"type": "answer", "sdp": answer}).to_string(),
-                            ))
-                            .await?;
+                            end_on_err!('call,
+                                ws.send(Message::text(
+                                    json!({"type": "answer", "sdp": answer}).to_string(),
+                                ))
+                                .await
+                            );
                         }
                     }
                     Err(e) => {
@@ -586,13 +622,13 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                         // The source starts with the call: frame 0 is sent
                         // at the tick the first recorded frame is written.
                         let frame = source.frame();
-                        let pkt = encoder.encode(&frame)?.to_vec();
+                        let pkt = end_on_err!('call, encoder.encode(&frame)).to_vec();
                         ep.send_audio(now, rtp_time, &pkt);
                         rtp_time = rtp_time.wrapping_add(media::FRAME_SAMPLES as u32);
                         jb.pop(now, &mut decoder, &mut out);
                         if let Some(w) = recorder.as_mut() {
                             for s in &out {
-                                w.write_sample(*s)?;
+                                end_on_err!('call, w.write_sample(*s));
                             }
                         }
                     }

@@ -588,7 +588,7 @@ fn call_via_socks5_uses_turn_over_tls() {
     // And a proxy that is not there: nothing goes around it.
     let out = spawn_call(
         server.url("/?room=y"),
-        ["--via", "socks5://127.0.0.1:1", "--timeout", "5"]
+        ["--via", "socks5://127.0.0.1:1", "--timeout", "5", "--json"]
             .map(String::from)
             .to_vec(),
     )
@@ -599,6 +599,16 @@ fn call_via_socks5_uses_turn_over_tls() {
         String::from_utf8_lossy(&out.stderr).contains("cannot reach the site"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The --json contract holds for a call that never got going.
+    let v = summary(&out);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot reach the site"),
+        "{v}"
     );
 }
 
