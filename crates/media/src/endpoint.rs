@@ -172,7 +172,12 @@ pub struct Endpoint {
     bytes_sent: u64,
     packets_sent: u64,
     media_received: u64,
+    /// Datagrams that arrived while our offer waited for its answer.
+    early: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
 }
+
+/// Datagrams kept at most while an offer waits for its answer.
+const MAX_EARLY: usize = 256;
 
 /// Events queued at most (the oldest audio is dropped beyond).
 const MAX_EVENTS: usize = 4096;
@@ -214,6 +219,7 @@ impl Endpoint {
             bytes_sent: 0,
             packets_sent: 0,
             media_received: 0,
+            early: VecDeque::new(),
         })
     }
 
@@ -307,6 +313,10 @@ impl Endpoint {
         self.drops.candidates_ignored += dropped;
         let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| Error::Sdp(e.to_string()))?;
         self.rtc.sdp_api().accept_answer(pending, answer)?;
+        // What overtook the answer, in order, as if it arrived now.
+        while let Some((_, peer, data)) = self.early.pop_front() {
+            self.receive(now, peer, &data);
+        }
         self.drive(now);
         Ok(())
     }
@@ -522,23 +532,19 @@ impl Endpoint {
                 self.push_event(EndpointEvent::AllocationFailed { code, reason });
             }
             TurnEvent::Data { peer, data } => {
-                let Some(relayed) = self.relayed else { return };
-                let Ok(contents) = data.as_slice().try_into() else {
-                    self.drops.bad_input += 1;
+                if self.pending.is_some() {
+                    // Our offer is out but the answer is not here yet: the
+                    // peer's ICE and DTLS can overtake its answer (its
+                    // signaling and media take different paths, e.g. both
+                    // through Tor). Keep them for when the answer is set.
+                    if self.early.len() >= MAX_EARLY {
+                        self.early.pop_front();
+                        self.drops.bad_input += 1;
+                    }
+                    self.early.push_back((now, peer, data));
                     return;
-                };
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: peer,
-                        destination: relayed,
-                        contents,
-                    },
-                );
-                if self.rtc.handle_input(input).is_err() {
-                    self.drops.bad_input += 1;
                 }
+                self.receive(now, peer, &data);
             }
             TurnEvent::AllocationExpired => self.fail("the relay allocation expired".into()),
             TurnEvent::RefreshFailed { code: 437 } => {
@@ -552,6 +558,27 @@ impl Endpoint {
                 });
             }
             _ => {}
+        }
+    }
+
+    /// Hands a datagram from the peer (via the relay) to str0m.
+    fn receive(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        let Some(relayed) = self.relayed else { return };
+        let Ok(contents) = data.try_into() else {
+            self.drops.bad_input += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: peer,
+                destination: relayed,
+                contents,
+            },
+        );
+        if self.rtc.handle_input(input).is_err() {
+            self.drops.bad_input += 1;
         }
     }
 

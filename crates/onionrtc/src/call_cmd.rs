@@ -682,6 +682,12 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     if connected && summary.error.is_none() {
         summary.state = "connected";
     }
+    if !connected {
+        summary.state = "failed";
+        if summary.error.is_none() {
+            summary.error = Some("the call ended before it connected".into());
+        }
+    }
     if let Some(e) = &summary.error {
         eprintln!("call ended: {e}");
     }
@@ -704,7 +710,7 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
             "jitterBufferDelay": s.mean_jitter_buffer_delay(),
             "concealedSamples": connected.then_some(s.concealed_samples),
             "totalSamplesReceived": connected.then_some(s.total_samples),
-            "mos": mos(&s),
+            "mos": if connected { mos(&s) } else { None },
             "verdict": verdict(&s, connected),
             "duration": duration,
             "error": summary.error,
