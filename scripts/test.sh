@@ -19,6 +19,10 @@ cd "$(dirname "$0")/.."
 #   prlimit (util-linux) - raises the open-file limit in the bad-input test
 #   tcpdump  - captures the relay's side of a browser call on lo (RTP header
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
+#   cmake    - builds libopus for the `opus` crate (onionrtc feature `call`,
+#              i.e. `media/opus`; the default build does not need it)
+#   python3-aiortc, python3-websockets - aiortc, a third-party WebRTC
+#              stack, as a peer of `onionrtc call` (tests/serve/call.rs)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
 #              test `proxy` (client addresses, operator token, 421)
 #   firefox-esr - the second browser of the group-call tests: Firefox and
@@ -39,6 +43,9 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+/usr/bin/python3 -c 'import aiortc' >/dev/null 2>&1 || need+=(python3-aiortc)
+/usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || need+=(python3-websockets)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
 command -v npm >/dev/null 2>&1 || need+=(npm)
@@ -66,7 +73,7 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features onionrtc/call -- -D warnings
 echo "== fuzz targets build"
 # Into the workspace's target dir: dependencies built with the same
 # features are shared with the test build below.
@@ -74,4 +81,4 @@ echo "== fuzz targets build"
 echo "== npm ci (tests/js: puppeteer-core for the Firefox test; no browser download)"
 (cd tests/js && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund)
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --features onionrtc/call

@@ -32,6 +32,7 @@ import { quality } from './stats.js';
 import { Peer } from './peer.js';
 import * as media from './media.js';
 import * as ui from './ui.js';
+import { setupEchoButton } from './echo.js';
 
 const MAX_RECEIVED = 2000;
 const MAX_CHAT = 200;
@@ -701,6 +702,7 @@ function main() {
   });
   ui.showState(api.state);
   connector.then((urls) => ui.showPrivateMode(!!urls));
+  setupEchoButton(api, connector);
   const params = new URLSearchParams(location.search);
   const fragment = new URLSearchParams(location.hash.slice(1));
   const room = params.get('room');

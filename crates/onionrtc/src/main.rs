@@ -7,7 +7,10 @@
 //! `features` describes the protocol core.
 
 mod bench_cmd;
+#[cfg(feature = "call")]
+mod call_cmd;
 mod connect_cmd;
+mod echo;
 mod lab_cmd;
 mod relay_cmd;
 mod serve_cmd;
@@ -123,6 +126,19 @@ enum Command {
         #[command(subcommand)]
         command: bench_cmd::BenchCommand,
     },
+    /// Call a room (docs/signaling.md) with our own WebRTC media endpoint:
+    /// no browser needed. Audio from --tone or --send, to --record; a JSON
+    /// summary with --json; exit status 0 only if the call connected. See
+    /// docs/call.md. Needs a build with `--features call`.
+    Call {
+        #[cfg(feature = "call")]
+        #[command(flatten)]
+        flags: call_cmd::CallFlags,
+        /// (built without the `call` feature)
+        #[cfg(not(feature = "call"))]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Print what this build implements (RFCs, methods, attributes).
     Features,
 }
@@ -214,6 +230,20 @@ fn main() -> ExitCode {
         }
         Some(Command::Lab { command }) => lab_cmd::run(command),
         Some(Command::Bench { command }) => bench_cmd::run(command),
+        #[cfg(feature = "call")]
+        Some(Command::Call { flags }) => match call_cmd::run(flags) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(EXIT_RUNTIME),
+            Err(e) => fail(EXIT_RUNTIME, &e),
+        },
+        #[cfg(not(feature = "call"))]
+        Some(Command::Call { .. }) => fail(
+            EXIT_CONFIG,
+            &anyhow::anyhow!(
+                "this onionrtc was built without `call` (it needs libopus, built with cmake): \
+                 cargo run --release --features call -- call URL"
+            ),
+        ),
         Some(Command::Features) => {
             features();
             ExitCode::SUCCESS

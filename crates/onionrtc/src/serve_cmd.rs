@@ -57,6 +57,10 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Default `[serve] max_room_size`.
 pub const DEFAULT_MAX_ROOM_SIZE: usize = 6;
+/// Echo test sessions at once (`[serve] echo_max_sessions`).
+pub const DEFAULT_ECHO_MAX_SESSIONS: usize = 20;
+/// Echo test sessions a minute per client address.
+pub const DEFAULT_ECHO_SESSIONS_PER_MINUTE: u32 = 10;
 /// A request header must arrive within this many seconds by default.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Idle web connections are closed after this many seconds by default.
@@ -114,6 +118,8 @@ struct ServeFile {
     max_room_size: Option<usize>,
     header_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    echo_max_sessions: Option<usize>,
+    echo_sessions_per_minute: Option<u32>,
 }
 
 /// The resolved `[serve]` settings.
@@ -154,6 +160,10 @@ pub struct ServeSettings {
     pub header_timeout: Duration,
     /// Idle timeout of web connections.
     pub idle_timeout: Duration,
+    /// Echo test sessions at once; 0 turns the echo test off.
+    pub echo_max_sessions: usize,
+    /// Echo test sessions a minute per client address.
+    pub echo_sessions_per_minute: u32,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -175,6 +185,8 @@ impl std::fmt::Debug for ServeSettings {
             .field("max_web_connections", &self.max_web_connections)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("echo_max_sessions", &self.echo_max_sessions)
+            .field("echo_sessions_per_minute", &self.echo_sessions_per_minute)
             .finish()
     }
 }
@@ -389,6 +401,24 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             "must be between 5 and 3600",
         ));
     }
+    let echo_max_sessions = file.echo_max_sessions.unwrap_or(DEFAULT_ECHO_MAX_SESSIONS);
+    if echo_max_sessions > 10_000 {
+        return Err(invalid(
+            "echo_max_sessions",
+            echo_max_sessions,
+            "must be between 0 (echo test off) and 10000",
+        ));
+    }
+    let echo_sessions_per_minute = file
+        .echo_sessions_per_minute
+        .unwrap_or(DEFAULT_ECHO_SESSIONS_PER_MINUTE);
+    if !(1..=1000).contains(&echo_sessions_per_minute) {
+        return Err(invalid(
+            "echo_sessions_per_minute",
+            echo_sessions_per_minute,
+            "must be between 1 and 1000",
+        ));
+    }
     Ok(ServeSettings {
         listen,
         data_dir,
@@ -406,6 +436,8 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         max_room_size,
         header_timeout: Duration::from_secs(header_timeout),
         idle_timeout: Duration::from_secs(idle_timeout),
+        echo_max_sessions,
+        echo_sessions_per_minute,
     })
 }
 
@@ -546,6 +578,11 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         s.max_connections_per_ip
     ));
     out.push_str(&format!("max_room_size = {}\n", s.max_room_size));
+    out.push_str(&format!("echo_max_sessions = {}\n", s.echo_max_sessions));
+    out.push_str(&format!(
+        "echo_sessions_per_minute = {}\n",
+        s.echo_sessions_per_minute
+    ));
     out.push_str(&format!(
         "max_web_connections = {}{}\n",
         s.max_web_connections,
@@ -750,6 +787,7 @@ fn web_assets() -> signal::WebAssets {
                 HTML,
                 include_bytes!("../../../web/privacy.html"),
             ),
+            ("/echo.js", JS, include_bytes!("../../../web/echo.js")),
             ("/style.css", CSS, include_bytes!("../../../web/style.css")),
         ],
     }
@@ -935,6 +973,13 @@ async fn serve_web(
         store_stats_samples: serve.store_stats_samples,
         metrics: Some(Arc::new(move || metrics.render())),
         web_root: web_assets(),
+        echo: (serve.echo_max_sessions > 0).then(|| {
+            Arc::new(signal::echo::Echo::new(
+                Arc::new(crate::echo::EchoServer),
+                serve.echo_max_sessions,
+                serve.echo_sessions_per_minute,
+            ))
+        }),
         ..signal::SignalConfig::default()
     };
 
@@ -1080,6 +1125,27 @@ mod tests {
         let s = resolve(file, Path::new("/base"), &f).unwrap();
         assert_eq!(s.listen.port(), 2);
         assert_eq!(s.data_dir, PathBuf::from("y"));
+    }
+
+    #[test]
+    fn echo_keys() {
+        let s = settings("[serve]").unwrap();
+        assert_eq!(
+            (s.echo_max_sessions, s.echo_sessions_per_minute),
+            (DEFAULT_ECHO_MAX_SESSIONS, DEFAULT_ECHO_SESSIONS_PER_MINUTE)
+        );
+        let s = settings("[serve]\necho_max_sessions = 0\necho_sessions_per_minute = 3").unwrap();
+        assert_eq!((s.echo_max_sessions, s.echo_sessions_per_minute), (0, 3));
+        for (text, needle) in [
+            ("[serve]\necho_max_sessions = 10001", "echo_max_sessions"),
+            (
+                "[serve]\necho_sessions_per_minute = 0",
+                "echo_sessions_per_minute",
+            ),
+        ] {
+            let e = settings(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 
     #[test]

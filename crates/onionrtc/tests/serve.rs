@@ -30,6 +30,10 @@ mod group;
 #[path = "serve/speech.rs"]
 mod speech;
 
+#[cfg(feature = "call")]
+#[path = "serve/call.rs"]
+mod call;
+
 /// Both pages must be `connected` within this.
 const CONNECT: Duration = Duration::from_secs(30);
 /// The server must print its URL within this.
@@ -144,13 +148,24 @@ impl Server {
 
     /// [`Server::get`] with extra header lines (each ending in CRLF).
     fn get_with(&self, path: &str, extra: &str) -> (u16, String) {
+        self.request("GET", path, extra, "")
+    }
+
+    /// A bounded request from loopback with extra header lines and a body
+    /// (sent with its Content-Length when not empty): status and body.
+    fn request(&self, method: &str, path: &str, extra: &str, body: &str) -> (u16, String) {
         let limit = Duration::from_secs(5);
         let mut s = TcpStream::connect_timeout(&self.web, limit).unwrap();
         s.set_read_timeout(Some(limit)).unwrap();
         s.set_write_timeout(Some(limit)).unwrap();
+        let length = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}{length}\r\n{body}",
             self.web
         )
         .unwrap();

@@ -97,6 +97,8 @@ pub struct SignalConfig {
     pub metrics: Option<MetricsRenderer>,
     /// The web app's files.
     pub web_root: WebAssets,
+    /// The echo test (`/api/echo`); `None` answers 404.
+    pub echo: Option<Arc<crate::echo::Echo>>,
 }
 
 impl Default for SignalConfig {
@@ -128,6 +130,7 @@ impl Default for SignalConfig {
             idle_timeout: Duration::from_secs(60),
             metrics: None,
             web_root: WebAssets::default(),
+            echo: None,
         }
     }
 }
@@ -164,6 +167,7 @@ impl fmt::Debug for SignalConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("metrics", &self.metrics.as_ref().map(|_| "<fn>"))
             .field("web_root", &self.web_root)
+            .field("echo", &self.echo)
             .finish()
     }
 }

@@ -227,6 +227,9 @@ pub(crate) async fn metrics(State(state): State<SignalState>, headers: HeaderMap
         text.push('\n');
     }
     text.push_str(&state.render_metrics());
+    if let Some(echo) = &config.echo {
+        text.push_str(&echo.metrics());
+    }
     no_store(
         (
             [(

@@ -34,6 +34,7 @@
 
 pub mod client_addr;
 pub mod config;
+pub mod echo;
 mod html;
 mod http;
 pub mod listener;
@@ -80,6 +81,7 @@ pub fn router(state: SignalState) -> Router {
         .route("/calls/find", post(http::calls_find))
         .route("/calls/{id}", get(http::call_page))
         .route("/metrics", get(http::metrics))
+        .route("/api/echo", get(echo::get).post(echo::post))
         .fallback(get(http::assets))
         .with_state(state)
 }

@@ -12,4 +12,4 @@ pub mod process;
 pub mod topology;
 pub mod tor;
 
-pub use process::{free_port, require_tool, run_bounded, wait_until, Proc};
+pub use process::{free_port, require_tool, run_bounded, start_microsocks, wait_until, Proc};

@@ -123,3 +123,24 @@ pub fn require_tool(tool: &str, probe_args: &[&str]) -> bool {
     }
     ok
 }
+
+/// `microsocks` on a free loopback port (no authentication).
+pub fn start_microsocks(bin: &std::path::Path) -> (Proc, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let proc = Proc::spawn(
+            std::process::Command::new(bin)
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("microsocks");
+        let up = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        if up.is_some() {
+            return (proc, port);
+        }
+    }
+    panic!("microsocks did not start");
+}

@@ -3,9 +3,9 @@
 //! own, coturn's tools, SOCKS5 servers, a cuttable TCP proxy, and a UDP
 //! STUN prober. Every wait is bounded; children are killed by PID.
 
-use std::net::{SocketAddr, TcpStream as StdTcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use stun::{Class, Message, MessageEncoder, MessageType, Method, TransactionId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-pub use testkit::{free_port, run_bounded, Proc};
+pub use testkit::{free_port, run_bounded};
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "alice-secret-pw";
@@ -289,27 +289,7 @@ pub fn ensure(
     eprintln!("skipping: {what} is not installed");
     None
 }
-
-/// `microsocks` on a free loopback port (no authentication).
-pub fn start_microsocks(bin: &Path) -> (Proc, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let proc = Proc::spawn(
-            Command::new(bin)
-                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )
-        .expect("microsocks");
-        let up = testkit::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            StdTcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        if up.is_some() {
-            return (proc, port);
-        }
-    }
-    panic!("microsocks did not start");
-}
+pub use testkit::start_microsocks;
 
 /// What the recording SOCKS5 server saw per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

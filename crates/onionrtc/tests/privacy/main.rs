@@ -24,6 +24,8 @@ mod exhaustion;
 mod proxy;
 mod restricted;
 mod tor_call;
+#[cfg(feature = "call")]
+mod tor_cli_call;
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -172,6 +174,34 @@ impl Logged {
         std::thread::sleep(Duration::from_millis(200));
         status
     }
+}
+
+/// Writes `DIR/onionrtc.toml`: the relay on the server's address (UDP and
+/// TCP on `TURN_PORT`, TLS on 443 with `cert`, client addresses logged),
+/// the web listener on `SERVER_IP:web_port`, and `serve_extra` lines in
+/// `[serve]`. Returns the file.
+pub fn write_server_config(dir: &Path, cert: &Cert, web_port: u16, serve_extra: &str) -> PathBuf {
+    let config = dir.join("onionrtc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[relay]
+listen = ["udp://{SERVER_IP}:{TURN_PORT}", "tcp://{SERVER_IP}:{TURN_PORT}", "tls://{SERVER_IP}:443"]
+relay_ip = "{SERVER_IP}"
+tls_cert = "{}"
+tls_key = "{}"
+log_client_addresses = true
+
+[serve]
+listen = "{SERVER_IP}:{web_port}"
+{serve_extra}
+"#,
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// `onionrtc serve --config CONFIG --data-dir DATA` in `ns` (info logs),
