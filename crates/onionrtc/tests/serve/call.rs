@@ -110,9 +110,12 @@ fn beeps(samples: &[i16]) -> Result<Vec<f64>, String> {
 /// The dominant frequency the page hears on its remote track (Web Audio
 /// analyser) and its inbound audio concealment.
 const PAGE_HEARS: &str = r#"(async () => {
-  const v = document.getElementById('remote-video');
-  const stream = v && v.srcObject;
-  if (!stream || stream.getAudioTracks().length === 0) return {error: 'no remote audio track'};
+  // The first peer's received audio track (the app plays it in its tile's
+  // media element, which Chromium needs before Web Audio gets samples).
+  const pc = window.onionrtc && window.onionrtc.pc;
+  const track = pc && pc.getReceivers().map((r) => r.track).find((t) => t && t.kind === 'audio');
+  if (!track) return {error: 'no remote audio track'};
+  const stream = new MediaStream([track]);
   const ctx = new AudioContext();
   await ctx.resume();
   const an = ctx.createAnalyser();
