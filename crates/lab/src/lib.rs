@@ -67,5 +67,7 @@ pub mod report;
 pub mod runner;
 pub mod sim;
 pub mod store;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 pub use cli::{execute, Failure, LabCommand};
