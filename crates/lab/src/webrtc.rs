@@ -113,8 +113,11 @@ impl Side {
         // candidate is ever gathered.
         let local: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9));
         let now = Instant::now();
-        let mut ep = Endpoint::new(EndpointConfig::new(turn, local), now)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let mut config = EndpointConfig::new(turn, local);
+        if target.transport == Transport::Tls {
+            config.relay_protocol = media::RelayProtocol::Tls;
+        }
+        let mut ep = Endpoint::new(config, now).map_err(|e| format!("{name}: {e}"))?;
         ep.start(now).map_err(|e| format!("{name}: {e}"))?;
         Ok(Side {
             name,

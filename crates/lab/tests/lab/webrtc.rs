@@ -34,6 +34,12 @@ caller = "turn-udp"
 callee = "turn-udp"
 impairment = "bad"
 [[scenarios]]
+name = "webrtc tls bad"
+mode = "webrtc"
+caller = "turn-tls"
+callee = "turn-tcp"
+impairment = "bad"
+[[scenarios]]
 name = "synthetic bad"
 caller = "turn-udp"
 callee = "turn-udp"
@@ -48,7 +54,7 @@ fn webrtc_agent_measures_what_the_jitter_buffer_delivers() {
     let mut opts = RunOptions::new(&plan, &out);
     opts.quiet = true;
     let mut runner = Runner::new(&opts).unwrap();
-    assert_eq!(runner.run(None).unwrap(), 3);
+    assert_eq!(runner.run(None).unwrap(), 4);
     runner.finish().unwrap();
 
     let db = SqliteStore::open(&out.join(DB_FILE)).unwrap();
@@ -91,6 +97,24 @@ fn webrtc_agent_measures_what_the_jitter_buffer_delivers() {
             s.jitter_buffer_ms
         );
     }
+    // Over TLS and TCP the stage acts on the received audio (streams
+    // cannot lose bytes): the call connects and the decoder conceals.
+    let streams = call("webrtc tls bad");
+    assert_eq!(streams.outcome, lab::call::Outcome::Success, "{streams:?}");
+    let mut protocols: Vec<String> = sides("webrtc tls bad")
+        .iter()
+        .map(|s| {
+            assert!(s.concealed_samples.unwrap() > 0, "{s:?}");
+            s.relay_protocol.clone().unwrap()
+        })
+        .collect();
+    protocols.sort();
+    assert_eq!(protocols, ["tcp", "tls"]);
+    eprintln!(
+        "over TLS/TCP: MOS {:?}, loss {:?} %",
+        streams.mos, streams.loss_pct
+    );
+
     let loss = bad.loss_pct.unwrap();
     assert!((2.0..9.0).contains(&loss), "wire loss {loss} %");
     // The E-model for the configured conditions: the mean delay plus a
