@@ -485,6 +485,8 @@ struct RawScenario {
     caller: String,
     callee: String,
     impairment: Option<String>,
+    /// The agent; `agent` is accepted as its other name.
+    #[serde(alias = "agent")]
     mode: Option<String>,
     repetitions: Option<u32>,
 }

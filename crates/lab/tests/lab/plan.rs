@@ -329,6 +329,10 @@ fn webrtc_mode_needs_the_feature_and_turn_paths() {
     if cfg!(feature = "webrtc") {
         let p = Plan::from_toml(&webrtc, Path::new(".")).unwrap();
         assert_eq!(p.scenarios[0].mode, ScenarioMode::Webrtc);
+        // `agent` is the same key.
+        let agent = webrtc.replace("mode = \"webrtc\"", "agent = \"webrtc\"");
+        let p = Plan::from_toml(&agent, Path::new(".")).unwrap();
+        assert_eq!(p.scenarios[0].mode, ScenarioMode::Webrtc);
         let e = err(&webrtc.replace("callee = \"turn-udp\"", "callee = \"direct\""));
         assert!(e.contains("relay-only") && e.contains("direct"), "{e}");
     } else {

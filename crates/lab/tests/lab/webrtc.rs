@@ -29,7 +29,7 @@ caller = "turn-udp"
 callee = "turn-udp"
 [[scenarios]]
 name = "webrtc bad"
-mode = "webrtc"
+agent = "webrtc"
 caller = "turn-udp"
 callee = "turn-udp"
 impairment = "bad"
