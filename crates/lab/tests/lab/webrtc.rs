@@ -156,3 +156,47 @@ fn webrtc_agent_measures_what_the_jitter_buffer_delivers() {
     assert_eq!(by_name("synthetic bad")["mode"], "synthetic");
     assert!(by_name("synthetic bad").get("concealed_pct").is_none());
 }
+
+/// A webrtc call whose caller goes through a `turn-socks` path (microsocks
+/// and a connector the lab starts, TURN over TLS to the relay): the same
+/// plumbing as the synthetic agent's. Skipped outside CI without microsocks
+/// or the onionrtc binary.
+#[test]
+fn webrtc_agent_through_a_socks_connector() {
+    if !testkit::require_tool("microsocks", &["-h"]) {
+        return;
+    }
+    let Some(bin) = crate::support::onionrtc_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        r#"
+        name = "webrtc socks"
+        relay = "start"
+        [profile]
+        duration_s = 4
+        [paths.socks]
+        kind = "turn-socks"
+        socks = "microsocks"
+        [[scenarios]]
+        name = "webrtc SOCKS–UDP"
+        agent = "webrtc"
+        caller = "socks"
+        callee = "turn-udp"
+        "#,
+    );
+    let out = dir.path().join("out");
+    crate::support::lab_run(&plan, &out, &bin).unwrap();
+    let db = SqliteStore::open(&out.join(DB_FILE)).unwrap();
+    let data = db.load_run(db.latest_run().unwrap().unwrap()).unwrap();
+    let c = &data.calls[0];
+    eprintln!(
+        "webrtc via SOCKS: {:?}, setup {:?} ms, MOS {:?}, owd {:?} ms",
+        c.outcome, c.setup_ms, c.mos, c.owd_ms
+    );
+    assert_eq!(c.outcome, lab::call::Outcome::Success, "{c:?}");
+    assert!(c.mos.unwrap() > 4.0, "{c:?}");
+    assert_eq!(data.sides.len(), 2);
+}
