@@ -88,6 +88,34 @@ pub use tor::{TorNodes, TorOptions};
 
 use crate::dial::{BoxIo, Dialer, Route};
 
+/// The route `via` names. For `tor`, tor is launched (and bootstrapped)
+/// first and the route is its SOCKS port: keep the returned
+/// [`tor::TorProcess`] for as long as the route is used (dropping it kills
+/// tor). Shared by the connector and `onionrtc call --via tor`.
+///
+/// # Errors
+/// When tor cannot be started or does not bootstrap.
+pub async fn open_route(via: &Via) -> Result<(Route, Option<tor::TorProcess>), tor::TorError> {
+    Ok(match via {
+        Via::Direct => (Route::Direct, None),
+        Via::Socks5 { host, port } => (
+            Route::Socks5(
+                Endpoint {
+                    tls: false,
+                    host: host.clone(),
+                    port: *port,
+                }
+                .authority(),
+            ),
+            None,
+        ),
+        Via::Tor(options) => {
+            let t = tor::TorProcess::launch(options).await?;
+            (Route::Socks5(t.socks_addr().to_string()), Some(t))
+        }
+    })
+}
+
 /// Why the connector could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -227,22 +255,7 @@ impl Connector {
             })?),
             None => None,
         };
-        let tor = match &config.via {
-            Via::Tor(options) => Some(tor::TorProcess::launch(options).await?),
-            _ => None,
-        };
-        let route = match (&config.via, &tor) {
-            (Via::Socks5 { host, port }, _) => Route::Socks5(
-                Endpoint {
-                    tls: false,
-                    host: host.clone(),
-                    port: *port,
-                }
-                .authority(),
-            ),
-            (Via::Tor(_), Some(t)) => Route::Socks5(t.socks_addr().to_string()),
-            _ => Route::Direct,
-        };
+        let (route, tor) = open_route(&config.via).await?;
         let dialer = Dialer::new(route, config.limits.dial_timeout);
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);

@@ -441,6 +441,8 @@ fn side_report(side: &str, s: &PageSeries) -> SideReport {
         remote_candidate: last.remote_candidate,
         relay_protocol: last.relay_protocol,
         jitter_buffer_ms: jitter_buffer_ms(s),
+        concealed_samples: None,
+        concealed_pct: None,
     }
 }
 

@@ -150,6 +150,11 @@ pub struct SideReport {
     pub relay_protocol: Option<String>,
     /// Mean jitter-buffer delay of what this page received, ms.
     pub jitter_buffer_ms: Option<f64>,
+    /// Webrtc calls: samples the decoder concealed (lost or late frames).
+    pub concealed_samples: Option<u64>,
+    /// Webrtc calls: concealed samples as a percentage of the samples
+    /// played (the loss the listener hears, after the jitter buffer).
+    pub concealed_pct: Option<f64>,
 }
 
 /// How the E-model is fed.

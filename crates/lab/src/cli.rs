@@ -101,6 +101,7 @@ pub fn execute(cmd: LabCommand) -> Result<(), Failure> {
                     s.repetitions,
                     match s.mode {
                         crate::plan::ScenarioMode::Browser => "browser pages, ",
+                        crate::plan::ScenarioMode::Webrtc => "webrtc endpoints (Opus), ",
                         crate::plan::ScenarioMode::Synthetic => "",
                     },
                     s.impairment_name.as_deref().unwrap_or("none")

@@ -192,12 +192,13 @@ impl Environment {
     /// Starts or reaches the relay, starts the connectors the plan asks
     /// for (with the `onionrtc` executable `exe`, see
     /// [`crate::child::onionrtc_exe`]) and builds the openers of every path
-    /// a synthetic scenario uses.
+    /// a synthetic or webrtc scenario uses (browser scenarios use serve's
+    /// relay).
     pub fn prepare(plan: &Plan, exe: Option<&Path>) -> anyhow::Result<Environment> {
         let used: BTreeSet<&str> = plan
             .scenarios
             .iter()
-            .filter(|s| s.mode == ScenarioMode::Synthetic)
+            .filter(|s| s.mode != ScenarioMode::Browser)
             .flat_map(|s| [s.caller.as_str(), s.callee.as_str()])
             .collect();
         let paths: Vec<&PathSpec> = plan

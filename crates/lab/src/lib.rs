@@ -11,6 +11,8 @@
 //!                              │     ├─ Leg ×2 (path::{direct, TURN via turn::client})
 //!                              │     ├─ Agent ×2 (sans-IO media: pacing, echo, stats)
 //!                              │     └─ ImpairStage ×2 (seeded egress impairment)
+//!                              ├─► webrtc::run_call (webrtc, feature `webrtc`: 2 media endpoints,
+//!                              │     Opus + jitter buffer, ImpairStage in the TURN path)
 //!                              ├─► browser::run_call (browser; BrowserEnv = serve + Chromium)
 //!                              │     └─ 2 pages: connected → window.onionrtc.stats each second
 //!                              ├─► Store::record_call (one transaction per call)
@@ -67,5 +69,7 @@ pub mod report;
 pub mod runner;
 pub mod sim;
 pub mod store;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 pub use cli::{execute, Failure, LabCommand};

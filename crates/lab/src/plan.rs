@@ -244,6 +244,9 @@ pub enum ScenarioMode {
     /// Two headless Chromium pages call each other on `onionrtc serve`;
     /// figures come from the pages' `getStats()` (one-way delay estimated).
     Browser,
+    /// Two `media` endpoints (ICE, DTLS-SRTP, Opus, jitter buffer) call each
+    /// other through the relay ([`crate::webrtc`]); needs the `webrtc` feature.
+    Webrtc,
 }
 
 impl ScenarioMode {
@@ -252,6 +255,7 @@ impl ScenarioMode {
         match self {
             ScenarioMode::Synthetic => "synthetic",
             ScenarioMode::Browser => "browser",
+            ScenarioMode::Webrtc => "webrtc",
         }
     }
 }
@@ -481,6 +485,8 @@ struct RawScenario {
     caller: String,
     callee: String,
     impairment: Option<String>,
+    /// The agent; `agent` is accepted as its other name.
+    #[serde(alias = "agent")]
     mode: Option<String>,
     repetitions: Option<u32>,
 }
@@ -726,10 +732,18 @@ impl Plan {
             let mode = match s.mode.as_deref() {
                 None | Some("synthetic") => ScenarioMode::Synthetic,
                 Some("browser") => ScenarioMode::Browser,
+                Some("webrtc") if cfg!(feature = "webrtc") => ScenarioMode::Webrtc,
+                Some("webrtc") => {
+                    return Err(invalid(
+                        format!("{key}.mode"),
+                        "\"webrtc\" needs a build with Opus: build onionrtc with \
+                         `--features call` (or the lab crate with `--features webrtc`)",
+                    ))
+                }
                 Some(m) => {
                     return Err(invalid(
                         format!("{key}.mode"),
-                        format!("{m:?}: expected \"synthetic\" or \"browser\""),
+                        format!("{m:?}: expected \"synthetic\", \"browser\" or \"webrtc\""),
                     ))
                 }
             };
@@ -771,6 +785,13 @@ impl Plan {
                 if let Some(p) = paths.get(pname) {
                     kinds.push(p.kind);
                 }
+            }
+            if mode == ScenarioMode::Webrtc && kinds.contains(&PathKind::Direct) {
+                return Err(invalid(
+                    key,
+                    "the webrtc agent is relay-only (like the web app): caller and callee \
+                     must be TURN paths, not direct",
+                ));
             }
             if mode == ScenarioMode::Browser {
                 if let Some(k) = kinds.iter().find(|k| {

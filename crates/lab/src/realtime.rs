@@ -83,7 +83,7 @@ pub struct CallSpec {
 impl CallSpec {
     /// Drain after the media: the plan's drain plus twice the worst
     /// impairment delay and the rate limiter's queue.
-    fn drain_ns(&self) -> u64 {
+    pub(crate) fn drain_ns(&self) -> u64 {
         let i = &self.impairment;
         let queue = if i.rate_kbps.is_some() {
             i.queue_ms.unwrap_or(200.0)
@@ -288,6 +288,15 @@ pub fn run_call(
     spec: &CallSpec,
     clock: LabClock,
 ) -> CallReport {
+    with_retries(spec, |s| attempt(caller, callee, s, clock))
+}
+
+/// Runs `attempt` until it sets a call up, at most 1 + `spec.setup_retries`
+/// times, each attempt with its own seed.
+pub(crate) fn with_retries(
+    spec: &CallSpec,
+    mut attempt: impl FnMut(&CallSpec) -> Result<CallReport, String>,
+) -> CallReport {
     let attempts = 1 + spec.setup_retries.min(crate::plan::MAX_SETUP_RETRIES);
     let mut last = String::new();
     for n in 1..=attempts {
@@ -295,7 +304,7 @@ pub fn run_call(
         s.seed = spec
             .seed
             .wrapping_add(u64::from(n - 1).wrapping_mul(0x9e37_79b9));
-        match attempt(caller, callee, &s, clock) {
+        match attempt(&s) {
             Ok(mut report) => {
                 report.attempts = n;
                 return report;

@@ -221,6 +221,17 @@ impl Runner {
                         };
                         realtime::run_call(caller.as_ref(), callee.as_ref(), &spec, self.clock)
                     }
+                    #[cfg(feature = "webrtc")]
+                    ScenarioMode::Webrtc => {
+                        let (Some(caller), Some(callee)) = &openers else {
+                            bail!("scenario {}: path not prepared", s.name);
+                        };
+                        crate::webrtc::run_call(caller.as_ref(), callee.as_ref(), &spec, self.clock)
+                    }
+                    #[cfg(not(feature = "webrtc"))]
+                    ScenarioMode::Webrtc => {
+                        bail!("scenario {}: the webrtc agent is not in this build", s.name)
+                    }
                     ScenarioMode::Browser => {
                         if self.browser.is_none() {
                             self.browser = Some(

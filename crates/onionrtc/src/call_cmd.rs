@@ -69,9 +69,15 @@ pub struct CallFlags {
     pub turn_transport: Option<String>,
 
     /// How the WebSocket and TURN leave this machine: direct,
-    /// socks5://HOST:PORT (host names resolved by the proxy).
+    /// socks5://HOST:PORT (host names resolved by the proxy) or tor
+    /// (launch tor, as `onionrtc connect --via tor` does, and use its
+    /// SOCKS port for both).
     #[arg(long, value_name = "MODE", default_value = "direct")]
     pub via: String,
+
+    /// How tor is launched with --via tor.
+    #[command(flatten)]
+    pub tor: crate::connect_cmd::TorFlags,
 
     /// Trust only the CA certificates in FILE (PEM) for the relay's TLS
     /// (and the site's, besides the built-in roots).
@@ -248,12 +254,8 @@ struct Summary {
 
 async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     let target = parse_url(&flags.url)?;
-    let via = Via::parse(&flags.via)?;
-    let route = match &via {
-        Via::Direct => Route::Direct,
-        Via::Socks5 { .. } => Route::Socks5(via.to_string().trim_start_matches("socks5://").to_owned()),
-        Via::Tor(_) => bail!("--via tor: start `onionrtc connect --via tor` or a tor and use --via socks5://127.0.0.1:9050"),
-    };
+    let mut via = Via::parse(&flags.via)?;
+    flags.tor.apply(&mut via)?;
     let want = match flags.turn_transport.as_deref() {
         None => None,
         Some("udp") => Some(RelayProtocol::Udp),
@@ -261,12 +263,20 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         Some("tls") => Some(RelayProtocol::Tls),
         Some(other) => bail!("--turn-transport {other}: expected udp, tcp or tls"),
     };
-    if route != Route::Direct && want == Some(RelayProtocol::Udp) {
+    if via != Via::Direct && want == Some(RelayProtocol::Udp) {
         bail!(
             "--via {} carries streams only: use --turn-transport tcp or tls",
             flags.via
         );
     }
+    if matches!(via, Via::Tor(_)) {
+        eprintln!("starting tor (bootstrapping can take a minute)...");
+    }
+    // With --via tor, `_tor` is the tor launched for this call: killed by
+    // PID when the call ends (dropped).
+    let (route, _tor) = connector::open_route(&via)
+        .await
+        .context("--via tor: cannot start tor")?;
     let trust = match (&flags.relay_ca, &flags.relay_spki) {
         (Some(ca), _) => RelayTrust::CaFile(ca.clone()),
         (None, Some(pin)) => RelayTrust::parse_spki(pin)?,
@@ -940,5 +950,64 @@ mod tests {
             RelayProtocol::Tcp
         );
         assert!(pick_relay(&servers, Some(RelayProtocol::Tls)).is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: CallFlags,
+    }
+
+    fn flags(args: &[&str]) -> CallFlags {
+        use clap::Parser as _;
+        let argv = ["call", "http://127.0.0.1:9/?room=x"]
+            .into_iter()
+            .chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().flags
+    }
+
+    fn run(f: CallFlags) -> anyhow::Result<bool> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(call(f))
+    }
+
+    #[test]
+    fn via_tor_takes_the_connectors_tor_settings() {
+        let f = flags(&[
+            "--via",
+            "tor",
+            "--tor-nodes",
+            "europe",
+            "--tor-binary",
+            "/opt/tor",
+        ]);
+        let mut via = Via::parse(&f.via).unwrap();
+        f.tor.apply(&mut via).unwrap();
+        let Via::Tor(options) = via else {
+            panic!("not tor: {via:?}")
+        };
+        assert_eq!(options.nodes, connector::TorNodes::Europe);
+        assert_eq!(options.binary, PathBuf::from("/opt/tor"));
+        // Tor settings without tor are refused.
+        let f = flags(&["--tor-nodes", "europe"]);
+        let mut via = Via::parse(&f.via).unwrap();
+        assert!(f.tor.apply(&mut via).is_err());
+    }
+
+    #[test]
+    fn via_tor_is_refused_with_udp_and_reports_a_tor_that_cannot_start() {
+        // TURN over UDP cannot go through tor: refused before tor starts.
+        let e = run(flags(&["--via", "tor", "--turn-transport", "udp"])).unwrap_err();
+        assert!(crate::message(&e).contains("streams only"), "{e:#}");
+        // The tor binary of the flags is the one launched; it does not exist.
+        let e = run(flags(&["--via", "tor", "--tor-binary", "/nonexistent/tor"])).unwrap_err();
+        let m = crate::message(&e);
+        assert!(
+            m.contains("cannot start tor") && m.contains("/nonexistent/tor"),
+            "{m}"
+        );
     }
 }

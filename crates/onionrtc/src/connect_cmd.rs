@@ -49,6 +49,30 @@ pub struct ConnectFlags {
     #[arg(long, value_name = "BASE64-SHA256")]
     pub relay_spki: Option<String>,
 
+    /// How tor is launched with --via tor.
+    #[command(flatten)]
+    pub tor: TorFlags,
+
+    /// Close a TURN flow after this many seconds without a datagram from
+    /// its client.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub idle_timeout: u64,
+
+    /// TURN flows at once (UDP 5-tuples plus TCP connections).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_flows: usize,
+
+    /// TURN flows at once that have no authenticated allocation yet (a web
+    /// page can make the browser send Allocates to the connector; these
+    /// are capped here and closed after 20 s).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_pending_flows: usize,
+}
+
+/// The flags of a tor launched for `--via tor` (`onionrtc connect` and
+/// `onionrtc call`).
+#[derive(Args, Debug)]
+pub struct TorFlags {
     /// With --via tor: the countries of entry, middle and exit relays
     /// (europe: DK SE NO FI DE FR BE NL PL CZ LU LV EE CH GB; scandinavia:
     /// DK SE NO FI), enforced with StrictNodes.
@@ -67,21 +91,28 @@ pub struct ConnectFlags {
     /// With --via tor: lines appended to the generated torrc.
     #[arg(long, value_name = "FILE")]
     pub tor_extra_config: Option<PathBuf>,
+}
 
-    /// Close a TURN flow after this many seconds without a datagram from
-    /// its client.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub idle_timeout: u64,
-
-    /// TURN flows at once (UDP 5-tuples plus TCP connections).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub max_flows: usize,
-
-    /// TURN flows at once that have no authenticated allocation yet (a web
-    /// page can make the browser send Allocates to the connector; these
-    /// are capped here and closed after 20 s).
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_pending_flows: usize,
+impl TorFlags {
+    /// Puts these settings into `via` when it is `tor`; refuses tor
+    /// settings with another `via`.
+    pub fn apply(&self, via: &mut Via) -> anyhow::Result<()> {
+        let nodes: TorNodes = self.tor_nodes.parse()?;
+        if let Via::Tor(options) = via {
+            options.nodes = nodes;
+            options.binary.clone_from(&self.tor_binary);
+            options.data_dir.clone_from(&self.tor_data_dir);
+            if let Some(file) = &self.tor_extra_config {
+                let text = std::fs::read_to_string(file).with_context(|| {
+                    format!("cannot read --tor-extra-config {}", file.display())
+                })?;
+                options.extra_config = text.lines().map(str::to_owned).collect();
+            }
+        } else if nodes != TorNodes::Any {
+            anyhow::bail!("--tor-nodes needs --via tor");
+        }
+        Ok(())
+    }
 }
 
 /// Builds the connector's configuration from the flags.
@@ -89,19 +120,7 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<ConnectorConfig> {
     let mut config = ConnectorConfig::new(Endpoint::parse_relay(&flags.relay)?);
     config.web = flags.web.as_deref().map(Endpoint::parse_web).transpose()?;
     config.via = Via::parse(&flags.via)?;
-    let nodes: TorNodes = flags.tor_nodes.parse()?;
-    if let Via::Tor(options) = &mut config.via {
-        options.nodes = nodes;
-        options.binary.clone_from(&flags.tor_binary);
-        options.data_dir.clone_from(&flags.tor_data_dir);
-        if let Some(file) = &flags.tor_extra_config {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read --tor-extra-config {}", file.display()))?;
-            options.extra_config = text.lines().map(str::to_owned).collect();
-        }
-    } else if nodes != TorNodes::Any {
-        anyhow::bail!("--tor-nodes needs --via tor");
-    }
+    flags.tor.apply(&mut config.via)?;
     config.listen = flags.listen;
     config.web_listen = flags.web_listen;
     config.relay_trust = match (&flags.relay_ca, &flags.relay_spki) {

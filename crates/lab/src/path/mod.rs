@@ -75,10 +75,32 @@ pub trait Leg: Send + std::fmt::Debug {
     fn close(&mut self, deadline: Instant);
 }
 
+/// Where and how a TURN path allocates, for an endpoint with its own TURN
+/// client (the webrtc agent, [`crate::webrtc`]): the same relay, transport,
+/// credentials and TLS roots a [`Leg`] of the path would use.
+#[derive(Debug, Clone)]
+pub struct TurnTarget {
+    /// The TURN server (or the connector's UDP port for `turn-socks`/`turn-tor`).
+    pub server: SocketAddr,
+    /// The transport to it.
+    pub transport: turn::Transport,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// TLS settings for `turn-tls`.
+    pub tls: Option<wire::TlsSettings>,
+}
+
 /// Opens legs of one path kind.
 pub trait PathOpener: Send + Sync + std::fmt::Debug {
     /// The path's kind name (`direct`, `turn-udp`, …).
     fn kind(&self) -> &'static str;
+
+    /// The relay this path allocates on, if it is a TURN path.
+    fn turn_target(&self) -> Option<TurnTarget> {
+        None
+    }
 
     /// Opens a leg (allocates), waiting until `deadline`.
     fn open(&self, deadline: Instant) -> Result<Box<dyn Leg>, PathError>;

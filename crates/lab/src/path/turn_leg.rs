@@ -102,6 +102,17 @@ impl PathOpener for TurnOpener {
         self.kind
     }
 
+    fn turn_target(&self) -> Option<super::TurnTarget> {
+        let (username, password) = self.credentials.user_pass();
+        Some(super::TurnTarget {
+            server: self.server,
+            transport: self.transport,
+            username,
+            password,
+            tls: self.tls.clone(),
+        })
+    }
+
     fn open(&self, deadline: Instant) -> Result<Box<dyn Leg>, PathError> {
         let wire = match self.transport {
             Transport::Udp => Wire::udp(self.server).map_err(PathError::io("bind UDP"))?,

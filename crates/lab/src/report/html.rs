@@ -96,6 +96,14 @@ fn summary_table(out: &mut String, summary: &Summary) {
                 if protocols.is_empty() { "" } else { "; relay " },
                 protocols.join(", ")
             )
+        } else if s.mode == "webrtc" {
+            format!(
+                "{} <span class=meta>(webrtc agent: Opus, jitter buffer{})</span>",
+                esc(&s.name),
+                s.concealed_pct
+                    .map(|c| format!("; concealed {c:.2} %"))
+                    .unwrap_or_default()
+            )
         } else {
             esc(&s.name)
         };

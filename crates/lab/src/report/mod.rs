@@ -55,7 +55,8 @@ pub struct ScenarioSummary {
     pub callee: String,
     /// Callee's path kind.
     pub callee_kind: String,
-    /// `synthetic` (the lab's agents) or `browser` (two Chromium pages).
+    /// The agent: `synthetic` (the lab's agents), `browser` (two Chromium
+    /// pages) or `webrtc` (two `media` endpoints with Opus).
     pub mode: String,
     /// Whether the one-way delays are estimates (browser calls: RTT/2 +
     /// mean jitter-buffer delay + 20 ms packetisation), not measurements.
@@ -64,6 +65,10 @@ pub struct ScenarioSummary {
     /// used (`udp`, `tcp`, `tls`), counted per page.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub relay_protocols: BTreeMap<String, usize>,
+    /// Webrtc calls: mean over the receiving sides of the samples the
+    /// decoder concealed, percent of those played.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concealed_pct: Option<f64>,
     /// Impairment (JSON object).
     pub impairment: serde_json::Value,
     /// Calls planned.
@@ -182,6 +187,14 @@ pub fn summarize(data: &RunData) -> Summary {
             }
             let ids: std::collections::HashSet<i64> = calls.iter().map(|c| c.id).collect();
             let mut relay_protocols: BTreeMap<String, usize> = BTreeMap::new();
+            let concealed: Vec<f64> = data
+                .sides
+                .iter()
+                .filter(|d| ids.contains(&d.call_id))
+                .filter_map(|d| d.concealed_pct)
+                .collect();
+            let concealed_pct = (!concealed.is_empty())
+                .then(|| concealed.iter().sum::<f64>() / concealed.len() as f64);
             for side in data.sides.iter().filter(|d| ids.contains(&d.call_id)) {
                 if let Some(p) = &side.relay_protocol {
                     *relay_protocols.entry(p.clone()).or_default() += 1;
@@ -196,6 +209,7 @@ pub fn summarize(data: &RunData) -> Summary {
                 mode: s.mode.clone(),
                 owd_estimated: s.mode == "browser" || calls.iter().any(|c| c.owd_estimated),
                 relay_protocols,
+                concealed_pct,
                 impairment: serde_json::from_str(&s.impairment).unwrap_or(serde_json::Value::Null),
                 planned: s.repetitions,
                 calls: calls.len(),

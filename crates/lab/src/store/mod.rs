@@ -176,6 +176,10 @@ pub struct SideRow {
     pub relay_protocol: Option<String>,
     /// Mean jitter-buffer delay of what the page received, ms.
     pub jitter_buffer_ms: Option<f64>,
+    /// Webrtc calls: samples concealed by the decoder.
+    pub concealed_samples: Option<u64>,
+    /// Webrtc calls: concealed samples, percent of those played.
+    pub concealed_pct: Option<f64>,
 }
 
 /// Everything a report needs about one run.

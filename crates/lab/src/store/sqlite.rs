@@ -104,6 +104,9 @@ pub const MIGRATIONS: &[&str] = &[
         jitter_buffer_ms REAL,
         PRIMARY KEY (call_id, side)
     );",
+    // 3: webrtc mode: what each side's decoder concealed.
+    "ALTER TABLE call_sides ADD COLUMN concealed_samples INTEGER;
+    ALTER TABLE call_sides ADD COLUMN concealed_pct REAL;",
 ];
 
 /// The embedded store.
@@ -328,8 +331,8 @@ impl Store for SqliteStore {
         for side in &c.sides {
             tx.execute(
                 "INSERT INTO call_sides (call_id, side, local_candidate, remote_candidate,
-                    relay_protocol, jitter_buffer_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    relay_protocol, jitter_buffer_ms, concealed_samples, concealed_pct)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (call_id, side) DO NOTHING",
                 params![
                     call_id,
@@ -337,7 +340,9 @@ impl Store for SqliteStore {
                     side.local_candidate,
                     side.remote_candidate,
                     side.relay_protocol,
-                    side.jitter_buffer_ms
+                    side.jitter_buffer_ms,
+                    side.concealed_samples.map(to_i64),
+                    side.concealed_pct
                 ],
             )?;
         }
@@ -457,7 +462,7 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = self.conn.prepare(
             "SELECT d.call_id, d.side, d.local_candidate, d.remote_candidate, d.relay_protocol,
-                d.jitter_buffer_ms
+                d.jitter_buffer_ms, d.concealed_samples, d.concealed_pct
              FROM call_sides d JOIN calls c ON c.id = d.call_id
              JOIN scenarios s ON s.id = c.scenario_id
              WHERE s.run_id = ?1 ORDER BY d.call_id, d.side",
@@ -471,6 +476,8 @@ impl Store for SqliteStore {
                     remote_candidate: r.get(3)?,
                     relay_protocol: r.get(4)?,
                     jitter_buffer_ms: r.get(5)?,
+                    concealed_samples: r.get::<_, Option<i64>>(6)?.map(from_i64),
+                    concealed_pct: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

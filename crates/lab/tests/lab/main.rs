@@ -20,3 +20,5 @@ mod resume;
 mod socks;
 mod support;
 mod tor;
+#[cfg(feature = "webrtc")]
+mod webrtc;

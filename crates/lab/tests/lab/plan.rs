@@ -322,3 +322,25 @@ fn read_errors_name_the_file() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn webrtc_mode_needs_the_feature_and_turn_paths() {
+    let webrtc = BASE.replace("name = \"a\"", "name = \"a\"\nmode = \"webrtc\"");
+    if cfg!(feature = "webrtc") {
+        let p = Plan::from_toml(&webrtc, Path::new(".")).unwrap();
+        assert_eq!(p.scenarios[0].mode, ScenarioMode::Webrtc);
+        // `agent` is the same key.
+        let agent = webrtc.replace("mode = \"webrtc\"", "agent = \"webrtc\"");
+        let p = Plan::from_toml(&agent, Path::new(".")).unwrap();
+        assert_eq!(p.scenarios[0].mode, ScenarioMode::Webrtc);
+        let e = err(&webrtc.replace("callee = \"turn-udp\"", "callee = \"direct\""));
+        assert!(e.contains("relay-only") && e.contains("direct"), "{e}");
+    } else {
+        // A build without Opus refuses the agent, saying how to get it.
+        let e = err(&webrtc);
+        assert!(
+            e.contains("scenarios") && e.contains("webrtc") && e.contains("--features call"),
+            "{e}"
+        );
+    }
+}

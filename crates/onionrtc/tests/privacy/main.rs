@@ -99,9 +99,22 @@ impl Logged {
     /// Starts `cmd` (made with [`Netns::command`]) in `ns`.
     pub fn spawn(name: &str, ns: &Netns, mut cmd: Command) -> Logged {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut proc = ns
+        let proc = ns
             .spawn(cmd)
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self::from_proc(name, proc)
+    }
+
+    /// Starts `cmd` (made with [`testkit::topology::tied_command`]) in
+    /// this test's own namespace.
+    pub fn spawn_here(name: &str, mut cmd: Command) -> Logged {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let proc = testkit::topology::spawn_tied(cmd)
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self::from_proc(name, proc)
+    }
+
+    fn from_proc(name: &str, mut proc: Proc) -> Logged {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let pipe = proc.0.stderr.take().unwrap();
         let keep = Arc::clone(&stderr);

@@ -66,17 +66,39 @@ fn cli_caller_through_tor_shows_only_the_exit() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let mut b = call(&direct, "B (call direct)", &["--tone", "1000"]);
-    let line_a = a.wait_line("{", Duration::from_secs(150));
+    both_connected(&mut a, &mut b, Duration::from_secs(150), "A via tor");
+    let (log, all) = relay_saw_only_the_exit_and(&mut serve, b_ip);
+    let leaked: Vec<&String> = log.iter().filter(|l| l.contains(&a_masked)).collect();
+    assert!(leaked.is_empty(), "serve's log names A: {leaked:#?}");
+    eprintln!(
+        "relay log: {} lines, {} allocations; A's from the exit {TOPOLOGY_EXIT_ADDR} over TLS",
+        log.len(),
+        all
+    );
+}
+
+/// Waits for both `--json` summaries: both connected, A (through Tor) over
+/// TLS with audio received, B (direct) over UDP.
+fn both_connected(a: &mut Logged, b: &mut Logged, limit: Duration, label: &str) {
+    let line_a = a.wait_line("{", limit);
     let line_b = b.wait_line("{", Duration::from_secs(30));
     let va: Value = serde_json::from_str(&line_a).unwrap();
     let vb: Value = serde_json::from_str(&line_b).unwrap();
-    eprintln!("A via tor: {va}\nB direct: {vb}");
+    eprintln!("{label}: {va}\nB direct: {vb}");
     assert_eq!(va["state"], "connected", "{va}\n{}", a.stderr_tail(20));
     assert_eq!(vb["state"], "connected", "{vb}\n{}", b.stderr_tail(20));
     assert_eq!(va["relayProtocol"], "tls", "{va}");
     assert_eq!(vb["relayProtocol"], "udp", "{vb}");
     assert!(va["packetsReceived"].as_u64().unwrap_or(0) > 100, "{va}");
+}
 
+/// Stops serve and checks its relay's log: an allocation from the exit
+/// over TLS, and none from anywhere but the exit and `b_ip`. Returns the
+/// log and the number of allocations.
+fn relay_saw_only_the_exit_and(
+    serve: &mut Logged,
+    b_ip: std::net::Ipv4Addr,
+) -> (Vec<String>, usize) {
     let serve_status = serve.terminate(Duration::from_secs(15));
     assert!(
         serve_status.is_some_and(|s| s.success()),
@@ -97,11 +119,95 @@ fn cli_caller_through_tor_shows_only_the_exit() {
             al.line
         );
     }
-    let leaked: Vec<&String> = log.iter().filter(|l| l.contains(&a_masked)).collect();
-    assert!(leaked.is_empty(), "serve's log names A: {leaked:#?}");
+    (log, all.len())
+}
+
+/// `onionrtc call --via tor`: the caller launches a tor of its own (the
+/// connector's launcher, configured with `--tor-extra-config` for the
+/// private network) and carries the WebSocket and TURN over TLS through
+/// it. It runs in this test's namespace, which has a route of its own to
+/// the server: anything that bypassed its tor would show in the relay's
+/// log from that address, not from the exit.
+#[test]
+fn cli_caller_launches_its_own_tor() {
+    let Some(_pass) = run_isolated_group("tor_cli_call::cli_caller_launches_its_own_tor") else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let tor = shared().unwrap();
+    let topo = Topology::new(&TopologyConfig::default()).unwrap();
+    let direct = topo.add_client().unwrap();
+    let b_ip = direct.addr();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), SERVER_IP);
+    let config = write_server_config(dir.path(), &cert, WEB_PORT, "");
+    let data = dir.path().join("data");
+    let mut serve = start_serve(topo.server(), &config, &data);
+    // Control: this namespace reaches the server directly, from an address
+    // that is not the exit's, so a bypass would be seen.
+    let probe = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::new(IpAddr::V4(SERVER_IP), WEB_PORT),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let own = probe.local_addr().unwrap().ip();
+    assert_ne!(own, IpAddr::V4(TOPOLOGY_EXIT_ADDR));
+    drop(probe);
+    let extra = dir.path().join("tor-extra.conf");
+    std::fs::write(&extra, tor.client_torrc_lines().join("\n")).unwrap();
+
+    let room = random_room();
+    let url = format!("http://{SERVER_IP}:{WEB_PORT}/?room={room}");
+    let mut cmd = testkit::topology::tied_command(onionrtc());
+    cmd.args([
+        "call",
+        &url,
+        "--duration",
+        "6",
+        "--json",
+        "--timeout",
+        "150",
+    ])
+    .args(["--via", "tor", "--tor-extra-config"])
+    .arg(&extra)
+    .args(["--relay-spki", &cert.spki, "--tone", "440"])
+    .env("RUST_LOG", "info");
+    let mut a = Logged::spawn_here("A (call --via tor)", cmd);
+    // B joins once A's tor has bootstrapped and A is in the room: B's
+    // call would otherwise time out waiting.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut b_cmd = direct.command(onionrtc());
+    b_cmd
+        .args([
+            "call",
+            &url,
+            "--duration",
+            "6",
+            "--json",
+            "--timeout",
+            "150",
+        ])
+        .args(["--tone", "1000"])
+        .env("RUST_LOG", "info");
+    let mut b = Logged::spawn("B (call direct)", &direct, b_cmd);
+    both_connected(
+        &mut a,
+        &mut b,
+        Duration::from_secs(200),
+        "A via its own tor",
+    );
+    let (log, allocations) = relay_saw_only_the_exit_and(&mut serve, b_ip);
+    let own_text = format!("{own}:");
+    let leaked: Vec<&String> = log.iter().filter(|l| l.contains(&own_text)).collect();
+    assert!(
+        leaked.is_empty(),
+        "serve's log names A's own address: {leaked:#?}"
+    );
     eprintln!(
-        "relay log: {} lines, {} allocations; A's from the exit {TOPOLOGY_EXIT_ADDR} over TLS",
-        log.len(),
-        all.len()
+        "cli_caller_launches_its_own_tor: {:?}; {} allocations, A's from the exit over TLS \
+         (this namespace's own address: {own})",
+        t0.elapsed(),
+        allocations
     );
 }
