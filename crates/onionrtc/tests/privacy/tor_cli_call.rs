@@ -51,21 +51,33 @@ fn cli_caller_through_tor_shows_only_the_exit() {
     let _bridge = LoopbackBridge::start(&private, SOCKS_PORT, tor.socks_addr());
     let room = random_room();
     let url = format!("http://{SERVER_IP}:{WEB_PORT}/?room={room}");
-    let call = |ns: &Netns, name: &str, extra: &[&str]| {
+    // A (through Tor) stays on the call longer than B: the direct side may
+    // finish its DTLS handshake seconds after the Tor side (a lost final
+    // flight waits for the retransmission timer), and must not find A gone.
+    let call = |ns: &Netns, name: &str, duration: &str, extra: &[&str]| {
         let mut cmd = ns.command(onionrtc());
-        cmd.args(["call", &url, "--duration", "6", "--json", "--timeout", "90"])
-            .args(extra)
-            .env("RUST_LOG", "info");
+        cmd.args([
+            "call",
+            &url,
+            "--duration",
+            duration,
+            "--json",
+            "--timeout",
+            "90",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info");
         Logged::spawn(name, ns, cmd)
     };
     let via = format!("socks5://127.0.0.1:{SOCKS_PORT}");
     let mut a = call(
         &private,
         "A (call via tor)",
+        "20",
         &["--via", &via, "--relay-spki", &cert.spki, "--tone", "440"],
     );
     std::thread::sleep(Duration::from_secs(1));
-    let mut b = call(&direct, "B (call direct)", &["--tone", "1000"]);
+    let mut b = call(&direct, "B (call direct)", "6", &["--tone", "1000"]);
     both_connected(&mut a, &mut b, Duration::from_secs(150), "A via tor");
     let (log, all) = relay_saw_only_the_exit_and(&mut serve, b_ip);
     let leaked: Vec<&String> = log.iter().filter(|l| l.contains(&a_masked)).collect();
@@ -164,7 +176,7 @@ fn cli_caller_launches_its_own_tor() {
         "call",
         &url,
         "--duration",
-        "6",
+        "20",
         "--json",
         "--timeout",
         "150",
