@@ -191,9 +191,9 @@ impl Logged {
 
 /// Writes `DIR/onionrtc.toml`: the relay on the server's address (UDP and
 /// TCP on `TURN_PORT`, TLS on 443 with `cert`, client addresses logged),
-/// the web listener on `SERVER_IP:web_port`, and `serve_extra` lines in
-/// `[serve]`. Returns the file.
-pub fn write_server_config(dir: &Path, cert: &Cert, web_port: u16, serve_extra: &str) -> PathBuf {
+/// the web listener on `web`, and `serve_extra` lines in `[serve]`.
+/// Returns the file.
+pub fn write_server_config(dir: &Path, cert: &Cert, web: SocketAddr, serve_extra: &str) -> PathBuf {
     let config = dir.join("onionrtc.toml");
     std::fs::write(
         &config,
@@ -206,7 +206,7 @@ tls_key = "{}"
 log_client_addresses = true
 
 [serve]
-listen = "{SERVER_IP}:{web_port}"
+listen = "{web}"
 {serve_extra}
 "#,
             cert.cert.display(),

@@ -50,26 +50,14 @@ fn chromium_behind_443_only_firewall() {
 
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), SERVER_IP);
-    let config = dir.path().join("onionrtc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[relay]
-listen = ["udp://{SERVER_IP}:{TURN_PORT}", "tcp://{SERVER_IP}:{TURN_PORT}", "tls://{SERVER_IP}:443"]
-relay_ip = "{SERVER_IP}"
-tls_cert = "{}"
-tls_key = "{}"
-log_client_addresses = true
-
-[serve]
-listen = "{WEB_IP}:443"
-turn_urls = ["turn:{SERVER_IP}:{TURN_PORT}?transport=udp", "turn:{SERVER_IP}:{TURN_PORT}?transport=tcp"]
-"#,
-            cert.cert.display(),
-            cert.key.display()
+    let config = write_server_config(
+        dir.path(),
+        &cert,
+        (WEB_IP, 443).into(),
+        &format!(
+            "turn_urls = [\"turn:{SERVER_IP}:{TURN_PORT}?transport=udp\", \"turn:{SERVER_IP}:{TURN_PORT}?transport=tcp\"]"
         ),
-    )
-    .unwrap();
+    );
     let data = dir.path().join("data");
     let mut cmd = topo.server().command(onionrtc());
     cmd.arg("serve")

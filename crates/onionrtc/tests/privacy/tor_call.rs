@@ -77,7 +77,7 @@ fn private_caller_leaves_no_address() {
     let config = write_server_config(
         dir.path(),
         &cert,
-        WEB_PORT,
+        (SERVER_IP, WEB_PORT).into(),
         &format!(
             "turn_urls = [\"turn:{SERVER_IP}:{TURN_PORT}?transport=udp\", \
              \"turn:{SERVER_IP}:{TURN_PORT}?transport=tcp\"]"

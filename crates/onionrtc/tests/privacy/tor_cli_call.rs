@@ -44,7 +44,7 @@ fn cli_caller_through_tor_shows_only_the_exit() {
 
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), SERVER_IP);
-    let config = write_server_config(dir.path(), &cert, WEB_PORT, "");
+    let config = write_server_config(dir.path(), &cert, (SERVER_IP, WEB_PORT).into(), "");
     let data = dir.path().join("data");
     let mut serve = start_serve(topo.server(), &config, &data);
 
@@ -153,7 +153,7 @@ fn cli_caller_launches_its_own_tor() {
 
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), SERVER_IP);
-    let config = write_server_config(dir.path(), &cert, WEB_PORT, "");
+    let config = write_server_config(dir.path(), &cert, (SERVER_IP, WEB_PORT).into(), "");
     let data = dir.path().join("data");
     let mut serve = start_serve(topo.server(), &config, &data);
     // Control: this namespace reaches the server directly, from an address

@@ -103,6 +103,15 @@ fn fail(what: &str, members: &mut [Member], server: &Server) -> ! {
 }
 
 /// Waits until the page has exactly `ids` as peers, every one connected.
+/// The member ids of `ids` other than the `i`-th.
+fn others_of(ids: &[String], i: usize) -> Vec<&str> {
+    ids.iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, id)| id.as_str())
+        .collect()
+}
+
 pub(super) fn wait_mesh(page: &mut Page, ids: &[&str], deadline: Instant) -> Result<(), String> {
     let list = serde_json::to_string(ids).unwrap_or_default();
     let js = format!(
@@ -343,11 +352,7 @@ fn four_tabs_group_call() {
     let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
     let deadline = Instant::now() + CONNECT;
     for i in 0..members.len() {
-        let others: Vec<&str> = ids
-            .iter()
-            .filter(|x| **x != ids[i])
-            .map(String::as_str)
-            .collect();
+        let others = others_of(&ids, i);
         if let Err(e) = wait_mesh(&mut members[i].page, &others, deadline) {
             let l = members[i].label;
             fail(
@@ -359,11 +364,7 @@ fn four_tabs_group_call() {
     }
     let connected_in = started.elapsed();
     for i in 0..members.len() {
-        let others: Vec<&str> = ids
-            .iter()
-            .filter(|x| **x != ids[i])
-            .map(String::as_str)
-            .collect();
+        let others = others_of(&ids, i);
         if let Err(e) = check_pairs(&mut members[i].page, &others) {
             let l = members[i].label;
             fail(&format!("{l}: {e}"), &mut members, &server);
@@ -675,11 +676,7 @@ fn four_tabs_group_call() {
     };
     let deadline = Instant::now() + CONNECT;
     for i in 0..3 {
-        let others: Vec<&str> = ids[..3]
-            .iter()
-            .filter(|x| **x != ids[i])
-            .map(String::as_str)
-            .collect();
+        let others = others_of(&ids[..3], i);
         if let Err(e) = wait_mesh(&mut members[i].page, &others, deadline)
             .and_then(|()| check_pairs(&mut members[i].page, &others))
         {
@@ -711,11 +708,7 @@ fn four_tabs_group_call() {
     let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
     let deadline = Instant::now() + CONNECT;
     for i in 0..members.len() {
-        let others: Vec<&str> = ids
-            .iter()
-            .filter(|x| **x != ids[i])
-            .map(String::as_str)
-            .collect();
+        let others = others_of(&ids, i);
         if let Err(e) = wait_mesh(&mut members[i].page, &others, deadline)
             .and_then(|()| check_pairs(&mut members[i].page, &others))
         {
@@ -761,11 +754,7 @@ fn four_tabs_group_call() {
     // an unreachable relay, the notice failures_are_explained checks).
     std::thread::sleep(Duration::from_secs(1));
     for i in 0..members.len() {
-        let others: Vec<&str> = ids
-            .iter()
-            .filter(|x| **x != ids[i])
-            .map(String::as_str)
-            .collect();
+        let others = others_of(&ids, i);
         let connected = peers(&mut members[i].page)
             .iter()
             .filter(|(id, p)| others.contains(&id.as_str()) && p["state"] == "connected")
@@ -880,11 +869,7 @@ fn measure_group_call_cpu() {
         }
         let deadline = Instant::now() + CONNECT;
         for (i, p) in pages.iter_mut().enumerate() {
-            let others: Vec<&str> = ids
-                .iter()
-                .filter(|x| **x != ids[i])
-                .map(String::as_str)
-                .collect();
+            let others = others_of(&ids, i);
             wait_mesh(p, &others, deadline).unwrap();
         }
         std::thread::sleep(Duration::from_secs(3));
