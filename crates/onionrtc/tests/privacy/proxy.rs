@@ -257,6 +257,24 @@ fn nginx_in_front_of_serve() {
 
     // Negative control: nobody trusted → nginx's header is ignored.
     assert!(serve.terminate(Duration::from_secs(15)).is_some());
+    // The server knew each caller's address from nginx's header; it is in
+    // neither its log nor its data directory.
+    assert!(
+        serve.stderr().iter().any(|l| l.contains("web listening")),
+        "serve's log was not captured"
+    );
+    for client in [c1.addr().to_string(), c2.addr().to_string()] {
+        let logged: Vec<String> = serve
+            .stderr()
+            .into_iter()
+            .filter(|l| l.contains(&client))
+            .collect();
+        assert!(logged.is_empty(), "serve logged {client}: {logged:#?}");
+        for (path, bytes) in files_bytes(&data) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(&client), "{} holds {client}", path.display());
+        }
+    }
     drop(serve);
     let _serve = start_serve(topo.server(), &serve_config(dir.path(), false), &data);
     let seen = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
