@@ -26,6 +26,7 @@
 mod allocation;
 mod config;
 mod ports;
+mod refusal;
 mod reply;
 mod request;
 mod stats;
@@ -48,6 +49,7 @@ pub use config::{
     CONNECTION_BIND_TIMEOUT, DEFAULT_LIFETIME, MAX_LIFETIME, PERMISSION_LIFETIME,
     RESERVATION_LIFETIME,
 };
+pub use refusal::Refusal;
 pub use stats::{AuthFailure, Stats};
 
 use crate::bandwidth::{self, ByteBucket};
@@ -730,10 +732,7 @@ impl Server {
                 }
                 pending.attempts += 1;
                 if pending.attempts >= 3 || pending.request.reservation.is_some() {
-                    self.stats.capacity_refused += 1;
-                    let req = pending.request;
-                    self.quota_release(&req.username, &req.five_tuple);
-                    self.reply_error(&req.five_tuple, Method::ALLOCATE, req.txid, 508, &req.seal);
+                    self.refuse_allocation(pending.request, Refusal::Capacity);
                 } else {
                     self.start_bind(now, pending);
                 }
@@ -760,7 +759,7 @@ impl Server {
             self.send_reply(&ft, &r, &seal);
         } else {
             self.forget_connection(connection_id);
-            self.reply_error(&ft, Method::CONNECT, txid, 447, &seal);
+            self.refuse(&ft, Method::CONNECT, txid, Refusal::ConnectionFailed, &seal);
         }
     }
 
@@ -954,16 +953,17 @@ impl Server {
         }
     }
 
-    fn reply_error(
+    /// Answers `method` with the error response of `why`, counted in [`Stats`].
+    fn refuse(
         &mut self,
         ft: &FiveTuple,
         method: Method,
         txid: TransactionId,
-        code: u16,
+        why: Refusal,
         seal: &reply::Seal,
     ) {
-        self.stats.error_responses += 1;
-        let r = reply::Reply::error(method, txid, code);
+        why.count(&mut self.stats);
+        let r = reply::Reply::refusal(method, txid, why);
         self.send_reply(ft, &r, seal);
     }
 }

@@ -56,6 +56,17 @@ impl<'a> Reply<'a> {
         r
     }
 
+    /// The error response of a [`super::Refusal`].
+    pub fn refusal(method: Method, txid: TransactionId, why: super::Refusal) -> Self {
+        let mut r = Reply::success(method, txid);
+        r.class = Class::Error;
+        r.attrs.push(Attribute::ErrorCode(attr::ErrorCode {
+            code: why.code(),
+            reason: why.reason(),
+        }));
+        r
+    }
+
     pub fn with(mut self, a: Attribute<'a>) -> Self {
         self.attrs.push(a);
         self

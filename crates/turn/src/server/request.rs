@@ -11,8 +11,8 @@ use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId
 use super::allocation::{Allocation, ChannelConflict, RelayProtocol, Relayed};
 use super::reply::{Reply, Seal, PASSWORD_ALGORITHMS_WIRE};
 use super::{
-    AuthFailure, ConnState, Output, PeerConnection, PendingAllocation, Reservation, Server, Stats,
-    Timer, RESERVATION_LIFETIME,
+    AuthFailure, ConnState, Output, PeerConnection, PendingAllocation, Refusal, Reservation,
+    Server, Stats, Timer, RESERVATION_LIFETIME,
 };
 use crate::nonce::NonceCheck;
 use crate::FiveTuple;
@@ -80,7 +80,7 @@ impl Server {
         ];
         if !known.contains(&method) {
             if self.unauthenticated_allowed(now, &ft) {
-                self.reply_error(&ft, method, txid, 400, &Seal::none(fp));
+                self.refuse(&ft, method, txid, Refusal::BadRequest, &Seal::none(fp));
             }
             return;
         }
@@ -95,8 +95,8 @@ impl Server {
         let mut unknown = [0u16; 16];
         let n = msg.unknown_required(attr::is_known, &mut unknown);
         if n > 0 {
-            self.stats.unknown_attributes += 1;
-            let mut r = Reply::error(method, txid, 420);
+            Refusal::UnknownAttributes.count(&mut self.stats);
+            let mut r = Reply::refusal(method, txid, Refusal::UnknownAttributes);
             r.unknown = &unknown[..n];
             self.send_reply(&ft, &r, &seal);
             return;
@@ -104,12 +104,11 @@ impl Server {
         if method != Method::ALLOCATE && method != Method::CONNECTION_BIND {
             match self.allocations.get(&ft) {
                 None => {
-                    self.reply_error(&ft, method, txid, 437, &seal);
+                    self.refuse(&ft, method, txid, Refusal::AllocationMismatch, &seal);
                     return;
                 }
                 Some(a) if a.username != auth.username => {
-                    self.stats.auth_failure(AuthFailure::WrongCredentials);
-                    self.reply_error(&ft, method, txid, 441, &seal);
+                    self.refuse(&ft, method, txid, Refusal::WrongCredentials, &seal);
                     return;
                 }
                 Some(_) => {}
@@ -146,8 +145,8 @@ impl Server {
         let mut unknown = [0u16; 16];
         let n = msg.unknown_required(attr::is_known, &mut unknown);
         if n > 0 {
-            self.stats.unknown_attributes += 1;
-            let mut r = Reply::error(Method::BINDING, txid, 420);
+            Refusal::UnknownAttributes.count(&mut self.stats);
+            let mut r = Reply::refusal(Method::BINDING, txid, Refusal::UnknownAttributes);
             r.unknown = &unknown[..n];
             self.send_reply(&ft, &r, &seal);
             return;
@@ -184,7 +183,13 @@ impl Server {
             AuthFailure::BadRequest => {
                 if self.unauthenticated_allowed(now, ft) {
                     let seal = Seal::none(msg.has_fingerprint());
-                    self.reply_error(ft, msg.method(), msg.transaction_id(), 400, &seal);
+                    self.refuse(
+                        ft,
+                        msg.method(),
+                        msg.transaction_id(),
+                        Refusal::BadRequest,
+                        &seal,
+                    );
                 }
             }
             _ => self.challenge(now, ft, msg, 401),
@@ -338,7 +343,13 @@ impl Server {
                     .with(Attribute::XorMappedAddress(ft.client));
                 self.send_reply(&ft, &r, &seal);
             } else {
-                self.reply_error(&ft, Method::ALLOCATE, txid, 437, &seal);
+                self.refuse(
+                    &ft,
+                    Method::ALLOCATE,
+                    txid,
+                    Refusal::AllocationMismatch,
+                    &seal,
+                );
             }
             return;
         }
@@ -355,14 +366,7 @@ impl Server {
                 };
                 self.start_bind(now, pending);
             }
-            Err(code) => {
-                match code {
-                    486 => self.stats.quota_refused += 1,
-                    508 => self.stats.capacity_refused += 1,
-                    _ => {}
-                }
-                self.reply_error(&ft, Method::ALLOCATE, txid, code, &seal);
-            }
+            Err(why) => self.refuse(&ft, Method::ALLOCATE, txid, why, &seal),
         }
     }
 
@@ -373,58 +377,58 @@ impl Server {
         msg: &Message<'_>,
         auth: Authed,
         seal: Seal,
-    ) -> Result<AllocateRequest, u16> {
+    ) -> Result<AllocateRequest, Refusal> {
         let transport = opt(msg, attr::REQUESTED_TRANSPORT, |a| match a {
             Attribute::RequestedTransport(p) => Some(p),
             _ => None,
         })
-        .map_err(|_| 400u16)?
-        .ok_or(400u16)?;
+        .map_err(|_| Refusal::BadRequest)?
+        .ok_or(Refusal::BadRequest)?;
         let raf = opt(msg, attr::REQUESTED_ADDRESS_FAMILY, |a| match a {
             Attribute::RequestedAddressFamily(f) => Some(f),
             _ => None,
         })
-        .map_err(|_| 400u16)?;
+        .map_err(|_| Refusal::BadRequest)?;
         let aaf = opt(msg, attr::ADDITIONAL_ADDRESS_FAMILY, |a| match a {
             Attribute::AdditionalAddressFamily(f) => Some(f),
             _ => None,
         })
-        .map_err(|_| 400u16)?;
+        .map_err(|_| Refusal::BadRequest)?;
         let even = opt(msg, attr::EVEN_PORT, |a| match a {
             Attribute::EvenPort(r) => Some(r),
             _ => None,
         })
-        .map_err(|_| 400u16)?;
+        .map_err(|_| Refusal::BadRequest)?;
         let token = opt(msg, attr::RESERVATION_TOKEN, |a| match a {
             Attribute::ReservationToken(t) => Some(t),
             _ => None,
         })
-        .map_err(|_| 400u16)?;
+        .map_err(|_| Refusal::BadRequest)?;
         let lifetime = opt(msg, attr::LIFETIME, |a| match a {
             Attribute::Lifetime(l) => Some(l),
             _ => None,
         })
-        .map_err(|_| 400u16)?;
+        .map_err(|_| Refusal::BadRequest)?;
         let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
 
         let protocol = match transport {
             17 => RelayProtocol::Udp,
             6 if self.config.tcp_relay => {
                 if !ft.transport.is_stream() || even.is_some() || token.is_some() || dont_fragment {
-                    return Err(400);
+                    return Err(Refusal::BadRequest);
                 }
                 RelayProtocol::Tcp
             }
-            _ => return Err(442),
+            _ => return Err(Refusal::UnsupportedTransport),
         };
         if raf.is_some() && aaf.is_some() {
-            return Err(400);
+            return Err(Refusal::BadRequest);
         }
         if token.is_some() && (even.is_some() || raf.is_some() || aaf.is_some()) {
-            return Err(400);
+            return Err(Refusal::BadRequest);
         }
         if aaf.is_some_and(|f| f != AddressFamily::V6) {
-            return Err(400);
+            return Err(Refusal::BadRequest);
         }
         let relay = &self.config.relay;
         let (mut v4, mut v6, mut v6_unavailable) = match (raf, aaf) {
@@ -433,7 +437,7 @@ impl Server {
             _ => (true, false, false),
         };
         if v4 && relay.ipv4.is_none() || !v4 && v6 && relay.ipv6.is_none() {
-            return Err(440);
+            return Err(Refusal::AddressFamilyNotSupported);
         }
         if v4 && v6 && relay.ipv6.is_none() {
             v6 = false;
@@ -445,7 +449,7 @@ impl Server {
                     .reservations
                     .remove(&t)
                     .filter(|r| r.expires > now)
-                    .ok_or(508u16)?;
+                    .ok_or(Refusal::Capacity)?;
                 v4 = r.addr.is_ipv4();
                 v6 = !v4;
                 Some(r.addr)
@@ -468,7 +472,7 @@ impl Server {
             if let Some(addr) = reservation {
                 self.release_port(addr);
             }
-            return Err(486);
+            return Err(Refusal::Quota);
         }
         let cfg = &self.config;
         let lifetime = match lifetime {
@@ -496,6 +500,12 @@ impl Server {
     fn quota_take(&mut self, username: &str, ft: &FiveTuple) {
         *self.per_user.entry(username.into()).or_insert(0) += 1;
         *self.per_ip.entry(ft.client.ip()).or_insert(0) += 1;
+    }
+
+    /// Refuses an admitted Allocate request: its quota share goes back.
+    pub(super) fn refuse_allocation(&mut self, req: AllocateRequest, why: Refusal) {
+        self.quota_release(&req.username, &req.five_tuple);
+        self.refuse(&req.five_tuple, Method::ALLOCATE, req.txid, why, &req.seal);
     }
 
     pub(super) fn quota_release(&mut self, username: &str, ft: &FiveTuple) {
@@ -564,10 +574,7 @@ impl Server {
                     self.release_port(SocketAddr::new(local.ip(), local.port() + 1));
                 }
             }
-            let req = pending.request;
-            self.quota_release(&req.username, &req.five_tuple);
-            self.stats.capacity_refused += 1;
-            self.reply_error(&req.five_tuple, Method::ALLOCATE, req.txid, 508, &req.seal);
+            self.refuse_allocation(pending.request, Refusal::Capacity);
             return;
         }
         let token = self.next_token;
@@ -669,7 +676,7 @@ impl Server {
             _ => None,
         });
         let (Ok(lifetime), Ok(raf)) = (lifetime, raf) else {
-            self.reply_error(&ft, Method::REFRESH, txid, 400, &seal);
+            self.refuse(&ft, Method::REFRESH, txid, Refusal::BadRequest, &seal);
             return;
         };
         let Some(alloc) = self.allocations.get_mut(&ft) else {
@@ -682,7 +689,13 @@ impl Server {
                 .flatten()
                 .any(|r| AddressFamily::of(&r.local.ip()) == f);
             if !has {
-                self.reply_error(&ft, Method::REFRESH, txid, 443, &seal);
+                self.refuse(
+                    &ft,
+                    Method::REFRESH,
+                    txid,
+                    Refusal::PeerFamilyMismatch,
+                    &seal,
+                );
                 return;
             }
         }
@@ -759,7 +772,13 @@ impl Server {
     fn create_permission(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
         let txid = msg.transaction_id();
         let Ok(peers) = Self::peers(msg) else {
-            self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 400, &seal);
+            self.refuse(
+                &ft,
+                Method::CREATE_PERMISSION,
+                txid,
+                Refusal::BadRequest,
+                &seal,
+            );
             return;
         };
         let Some(protocol) = self.allocations.get(&ft).map(|a| a.protocol) else {
@@ -772,14 +791,25 @@ impl Server {
                 .get(&ft)
                 .is_some_and(|a| a.has_family(&p.ip()))
             {
-                self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 443, &seal);
+                self.refuse(
+                    &ft,
+                    Method::CREATE_PERMISSION,
+                    txid,
+                    Refusal::PeerFamilyMismatch,
+                    &seal,
+                );
                 return;
             }
             match self.permission_allowed(p, protocol) {
                 Ok(o) => own.push(o),
                 Err(()) => {
-                    self.stats.peer_refused += 1;
-                    self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 403, &seal);
+                    self.refuse(
+                        &ft,
+                        Method::CREATE_PERMISSION,
+                        txid,
+                        Refusal::PeerForbidden,
+                        &seal,
+                    );
                     return;
                 }
             }
@@ -793,8 +823,13 @@ impl Server {
             .filter(|p| alloc.permission(&p.ip(), now).is_none())
             .count();
         if alloc.live_permissions(now) + new > max {
-            self.stats.capacity_refused += 1;
-            self.reply_error(&ft, Method::CREATE_PERMISSION, txid, 508, &seal);
+            self.refuse(
+                &ft,
+                Method::CREATE_PERMISSION,
+                txid,
+                Refusal::Capacity,
+                &seal,
+            );
             return;
         }
         for (p, o) in peers.iter().zip(own) {
@@ -809,14 +844,14 @@ impl Server {
         let number = match msg.get(attr::CHANNEL_NUMBER) {
             Some(Ok(Attribute::ChannelNumber(n))) if stun::channel::is_rfc5766_channel(n) => n,
             _ => {
-                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+                self.refuse(&ft, Method::CHANNEL_BIND, txid, Refusal::BadRequest, &seal);
                 return;
             }
         };
         let peer = match msg.get(attr::XOR_PEER_ADDRESS) {
             Some(Ok(Attribute::XorPeerAddress(p))) => p,
             _ => {
-                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+                self.refuse(&ft, Method::CHANNEL_BIND, txid, Refusal::BadRequest, &seal);
                 return;
             }
         };
@@ -824,11 +859,17 @@ impl Server {
             return;
         };
         if alloc.protocol != RelayProtocol::Udp {
-            self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+            self.refuse(&ft, Method::CHANNEL_BIND, txid, Refusal::BadRequest, &seal);
             return;
         }
         if !alloc.has_family(&peer.ip()) {
-            self.reply_error(&ft, Method::CHANNEL_BIND, txid, 443, &seal);
+            self.refuse(
+                &ft,
+                Method::CHANNEL_BIND,
+                txid,
+                Refusal::PeerFamilyMismatch,
+                &seal,
+            );
             return;
         }
         let max = self.config.limits.channels_per_allocation as usize;
@@ -836,20 +877,24 @@ impl Server {
         let own = match self.peer_allowed(&peer, RelayProtocol::Udp) {
             Ok(o) => o,
             Err(()) => {
-                self.stats.peer_refused += 1;
-                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 403, &seal);
+                self.refuse(
+                    &ft,
+                    Method::CHANNEL_BIND,
+                    txid,
+                    Refusal::PeerForbidden,
+                    &seal,
+                );
                 return;
             }
         };
         match conflict {
             Ok(()) => {}
             Err(ChannelConflict::TooMany) => {
-                self.stats.capacity_refused += 1;
-                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 508, &seal);
+                self.refuse(&ft, Method::CHANNEL_BIND, txid, Refusal::Capacity, &seal);
                 return;
             }
             Err(_) => {
-                self.reply_error(&ft, Method::CHANNEL_BIND, txid, 400, &seal);
+                self.refuse(&ft, Method::CHANNEL_BIND, txid, Refusal::BadRequest, &seal);
                 return;
             }
         }
@@ -867,7 +912,7 @@ impl Server {
         let peer = match msg.get(attr::XOR_PEER_ADDRESS) {
             Some(Ok(Attribute::XorPeerAddress(p))) => p,
             _ => {
-                self.reply_error(&ft, Method::CONNECT, txid, 400, &seal);
+                self.refuse(&ft, Method::CONNECT, txid, Refusal::BadRequest, &seal);
                 return;
             }
         };
@@ -875,11 +920,17 @@ impl Server {
             return;
         };
         if alloc.protocol != RelayProtocol::Tcp {
-            self.reply_error(&ft, Method::CONNECT, txid, 400, &seal);
+            self.refuse(&ft, Method::CONNECT, txid, Refusal::BadRequest, &seal);
             return;
         }
         let Some(relay) = alloc.relayed_for(&peer).map(|r| r.local) else {
-            self.reply_error(&ft, Method::CONNECT, txid, 443, &seal);
+            self.refuse(
+                &ft,
+                Method::CONNECT,
+                txid,
+                Refusal::PeerFamilyMismatch,
+                &seal,
+            );
             return;
         };
         let exists = alloc
@@ -891,18 +942,16 @@ impl Server {
         let own = match self.peer_allowed(&peer, RelayProtocol::Tcp) {
             Ok(o) => o,
             Err(()) => {
-                self.stats.peer_refused += 1;
-                self.reply_error(&ft, Method::CONNECT, txid, 403, &seal);
+                self.refuse(&ft, Method::CONNECT, txid, Refusal::PeerForbidden, &seal);
                 return;
             }
         };
         if exists {
-            self.reply_error(&ft, Method::CONNECT, txid, 446, &seal);
+            self.refuse(&ft, Method::CONNECT, txid, Refusal::ConnectionExists, &seal);
             return;
         }
         if full {
-            self.stats.capacity_refused += 1;
-            self.reply_error(&ft, Method::CONNECT, txid, 508, &seal);
+            self.refuse(&ft, Method::CONNECT, txid, Refusal::Capacity, &seal);
             return;
         }
         let id = self.new_connection_id();
@@ -935,33 +984,10 @@ impl Server {
         seal: Seal,
     ) {
         let txid = msg.transaction_id();
-        let id = match msg.get(attr::CONNECTION_ID) {
-            Some(Ok(Attribute::ConnectionId(id))) => id,
-            _ => {
-                self.reply_error(&ft, Method::CONNECTION_BIND, txid, 400, &seal);
-                return;
-            }
+        let id = match self.check_connection_bind(ft, msg, &auth) {
+            Ok(id) => id,
+            Err(why) => return self.refuse(&ft, Method::CONNECTION_BIND, txid, why, &seal),
         };
-        let bad_conn = !ft.transport.is_stream()
-            || self.allocations.contains_key(&ft)
-            || self.data_connections.contains_key(&ft);
-        let Some(conn) = self.connections.get(&id).filter(|_| !bad_conn) else {
-            self.reply_error(&ft, Method::CONNECTION_BIND, txid, 400, &seal);
-            return;
-        };
-        if !matches!(conn.state, ConnState::AwaitingBind { .. }) {
-            self.reply_error(&ft, Method::CONNECTION_BIND, txid, 400, &seal);
-            return;
-        }
-        let owner = self
-            .allocations
-            .get(&conn.allocation)
-            .map(|a| a.username.clone());
-        if owner.as_deref() != Some(&*auth.username) {
-            self.stats.auth_failure(AuthFailure::WrongCredentials);
-            self.reply_error(&ft, Method::CONNECTION_BIND, txid, 441, &seal);
-            return;
-        }
         if let Some(c) = self.connections.get_mut(&id) {
             c.state = ConnState::Bound { data: ft };
         }
@@ -972,5 +998,34 @@ impl Server {
             connection_id: id,
             data: ft,
         });
+    }
+
+    /// The connection a ConnectionBind on `ft` may bind: a fresh stream
+    /// (no allocation, not bound yet) and a connection awaiting its bind
+    /// whose allocation belongs to the same user.
+    fn check_connection_bind(
+        &self,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authed,
+    ) -> Result<u32, Refusal> {
+        let id = match msg.get(attr::CONNECTION_ID) {
+            Some(Ok(Attribute::ConnectionId(id))) => id,
+            _ => return Err(Refusal::BadRequest),
+        };
+        if !ft.transport.is_stream()
+            || self.allocations.contains_key(&ft)
+            || self.data_connections.contains_key(&ft)
+        {
+            return Err(Refusal::BadRequest);
+        }
+        let conn = (self.connections.get(&id))
+            .filter(|c| matches!(c.state, ConnState::AwaitingBind { .. }))
+            .ok_or(Refusal::BadRequest)?;
+        let owner = self.allocations.get(&conn.allocation).map(|a| &a.username);
+        if owner.map(|u| &**u) != Some(&*auth.username) {
+            return Err(Refusal::WrongCredentials);
+        }
+        Ok(id)
     }
 }
