@@ -74,6 +74,8 @@ pub(crate) enum ChannelConflict {
 
 #[derive(Debug)]
 pub(crate) struct Allocation {
+    /// The client flow that made it.
+    pub five_tuple: crate::FiveTuple,
     pub username: Box<str>,
     pub protocol: RelayProtocol,
     pub relayed: [Option<Relayed>; 2],

@@ -23,6 +23,7 @@
 //! checked there in both directions (see [`crate::bandwidth`]); data over a
 //! limit is dropped and counted in [`Stats`]. Everything else goes through the output queue.
 
+mod admission;
 mod allocation;
 mod config;
 mod ports;
@@ -30,12 +31,13 @@ mod refusal;
 mod reply;
 mod request;
 mod stats;
+mod table;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -51,14 +53,15 @@ pub use config::{
 };
 pub use refusal::Refusal;
 pub use stats::{AuthFailure, Stats};
+pub use table::AllocId;
 
 use crate::bandwidth::{self, ByteBucket};
 use crate::nonce::NonceGenerator;
 use crate::policy::PeerPolicy;
 use crate::ratelimit::RateLimiter;
 use crate::FiveTuple;
-use allocation::Allocation;
-use ports::PortPool;
+use admission::Admission;
+use table::AllocationTable;
 
 /// Bytes the driver must leave free before peer data given to
 /// [`Server::handle_peer_data`], so that a Data indication header fits.
@@ -188,7 +191,7 @@ pub enum Output {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Allocation(FiveTuple),
+    Allocation(AllocId),
     Reservation([u8; 8]),
     Connection(u32),
 }
@@ -211,7 +214,7 @@ enum ConnState {
 
 #[derive(Debug)]
 struct PeerConnection {
-    allocation: FiveTuple,
+    allocation: AllocId,
     peer: SocketAddr,
     state: ConnState,
     seal: reply::Seal,
@@ -231,12 +234,8 @@ pub struct Server {
     policy: PeerPolicy,
     nonces: NonceGenerator,
     limiter: RateLimiter,
-    allocations: FxHashMap<FiveTuple, Allocation>,
-    relay_index: FxHashMap<SocketAddr, FiveTuple>,
-    per_user: FxHashMap<Box<str>, u32>,
-    per_ip: FxHashMap<IpAddr, u32>,
-    pool_v4: PortPool,
-    pool_v6: PortPool,
+    allocations: AllocationTable,
+    admission: Admission,
     reservations: FxHashMap<[u8; 8], Reservation>,
     pending: FxHashMap<u64, PendingAllocation>,
     pending_by_tuple: FxHashMap<FiveTuple, u64>,
@@ -266,15 +265,11 @@ impl Server {
             l.rate_limiter_sources,
         );
         Server {
-            pool_v4: PortPool::new(config.ports.clone()),
-            pool_v6: PortPool::new(config.ports.clone()),
+            admission: Admission::new(config.ports.clone()),
             policy,
             nonces,
             limiter,
-            allocations: FxHashMap::default(),
-            relay_index: FxHashMap::default(),
-            per_user: FxHashMap::default(),
-            per_ip: FxHashMap::default(),
+            allocations: AllocationTable::default(),
             reservations: FxHashMap::default(),
             pending: FxHashMap::default(),
             pending_by_tuple: FxHashMap::default(),
@@ -348,6 +343,25 @@ impl Server {
         kept
     }
 
+    /// Checks the invariants between the tables (tests): the allocation
+    /// table's own, quota shares = live + pending allocations, the gauges
+    /// in [`Stats`], and that every peer connection's allocation lives and
+    /// lists it.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.allocations.check();
+        assert_eq!(
+            self.admission.admitted() as usize,
+            self.allocations.len() + self.pending.len()
+        );
+        assert_eq!(self.pending.len(), self.pending_by_tuple.len());
+        assert_eq!(self.stats.allocations_current, self.allocations.current());
+        for (id, c) in &self.connections {
+            let a = self.allocations.by_id(c.allocation);
+            assert!(a.is_some_and(|a| a.connections.contains(id)));
+        }
+    }
+
     /// Re-anchors the wall clock (call now and then to follow clock changes).
     pub fn set_unix_time(&mut self, now: Instant, unix_now: u64) {
         self.unix_base = (now, unix_now);
@@ -375,26 +389,26 @@ impl Server {
 
     /// Whether the client flow has a live allocation.
     pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
-        self.allocations.contains_key(five_tuple)
+        self.allocations.contains(five_tuple)
     }
 
     /// Whether `addr` is a relayed address of a live allocation relaying
     /// `protocol`: UDP and TCP (RFC 6062) allocations never reach each other.
     pub(crate) fn is_live_relay(&self, addr: &SocketAddr, protocol: RelayProtocol) -> bool {
-        self.relay_index
-            .get(addr)
-            .is_some_and(|ft| self.relays_with(ft, protocol))
+        self.allocations
+            .by_relay(addr)
+            .is_some_and(|id| self.relays_with(id, protocol))
     }
 
-    pub(crate) fn relays_with(&self, ft: &FiveTuple, protocol: RelayProtocol) -> bool {
+    pub(crate) fn relays_with(&self, id: AllocId, protocol: RelayProtocol) -> bool {
         self.allocations
-            .get(ft)
+            .by_id(id)
             .is_some_and(|a| a.protocol == protocol)
     }
 
     /// Whether `addr` (local or advertised) is a relayed address of a live allocation.
     pub fn is_relay_address(&self, addr: &SocketAddr) -> bool {
-        self.relay_index.contains_key(addr)
+        self.allocations.by_relay(addr).is_some()
     }
 
     /// For internal delivery between two allocations of this relay: if `peer`
@@ -408,7 +422,7 @@ impl Server {
     ) -> Option<(SocketAddr, SocketAddr)> {
         let dst = self
             .allocations
-            .get(self.relay_index.get(&peer)?)
+            .by_id(self.allocations.by_relay(&peer)?)
             .filter(|a| a.protocol == RelayProtocol::Udp)?;
         let dst_local = dst
             .relayed
@@ -416,7 +430,7 @@ impl Server {
             .flatten()
             .find(|r| r.local == peer || r.advertised == peer)?
             .local;
-        let src = self.allocations.get(self.relay_index.get(&relay)?)?;
+        let src = self.allocations.by_id(self.allocations.by_relay(&relay)?)?;
         let src_adv = src
             .relayed
             .iter()
@@ -448,9 +462,9 @@ impl Server {
                 break;
             };
             match timer {
-                Timer::Allocation(ft) => {
-                    if self.allocations.get(&ft).is_some_and(|a| a.expires <= now) {
-                        self.remove_allocation(ft, EndReason::Expired);
+                Timer::Allocation(id) => {
+                    if self.allocations.by_id(id).is_some_and(|a| a.expires <= now) {
+                        self.remove_allocation(id, EndReason::Expired);
                     }
                 }
                 Timer::Reservation(token) => {
@@ -637,13 +651,13 @@ impl Server {
             self.stats.malformed += 1;
             return None;
         }
-        let Some(ft) = self.relay_index.get(&relay).copied() else {
+        let Some(id) = self.allocations.by_relay(&relay) else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
         let Some(alloc) = self
             .allocations
-            .get_mut(&ft)
+            .by_id_mut(id)
             .filter(|a| now < a.expires && a.protocol == RelayProtocol::Udp)
         else {
             self.stats.dropped_no_allocation += 1;
@@ -653,6 +667,7 @@ impl Server {
             self.stats.dropped_no_permission += 1;
             return None;
         }
+        let ft = alloc.five_tuple;
         let stream = ft.transport.is_stream();
         let channel = alloc
             .peer_channels
@@ -748,7 +763,13 @@ impl Server {
         let ConnState::Connecting { txid } = conn.state else {
             return;
         };
-        let ft = conn.allocation;
+        let Some(ft) = self
+            .allocations
+            .by_id(conn.allocation)
+            .map(|a| a.five_tuple)
+        else {
+            return;
+        };
         let seal = conn.seal.clone();
         if ok {
             let deadline = now + CONNECTION_BIND_TIMEOUT;
@@ -772,8 +793,9 @@ impl Server {
         relay: SocketAddr,
         peer: SocketAddr,
     ) -> Option<u32> {
-        let ft = *self.relay_index.get(&relay)?;
-        let alloc = self.allocations.get(&ft)?;
+        let aid = self.allocations.by_relay(&relay)?;
+        let alloc = self.allocations.by_id(aid)?;
+        let ft = alloc.five_tuple;
         if alloc.protocol != RelayProtocol::Tcp || alloc.permission(&peer.ip(), now).is_none() {
             self.stats.dropped_no_permission += 1;
             return None;
@@ -787,13 +809,13 @@ impl Server {
         self.connections.insert(
             id,
             PeerConnection {
-                allocation: ft,
+                allocation: aid,
                 peer,
                 state: ConnState::AwaitingBind { deadline },
                 seal: reply::Seal::none(false),
             },
         );
-        if let Some(a) = self.allocations.get_mut(&ft) {
+        if let Some(a) = self.allocations.by_id_mut(aid) {
             a.connections.push(id);
         }
         self.schedule(deadline, Timer::Connection(id));
@@ -824,7 +846,7 @@ impl Server {
         }
         let dir = if to_peer { TO_PEER } else { TO_CLIENT };
         let Some(alloc) = (self.connections.get(&connection_id))
-            .and_then(|c| self.allocations.get_mut(&c.allocation))
+            .and_then(|c| self.allocations.by_id_mut(c.allocation))
         else {
             return Ok(usize::MAX);
         };
@@ -851,7 +873,7 @@ impl Server {
             return;
         }
         if let Some(alloc) = (self.connections.get(&connection_id))
-            .and_then(|c| self.allocations.get_mut(&c.allocation))
+            .and_then(|c| self.allocations.by_id_mut(c.allocation))
         {
             alloc.bandwidth[dir].consume(now, one, len);
             self.bandwidth_total[dir].consume(now, all, len);
@@ -877,8 +899,8 @@ impl Server {
                 self.quota_release(&p.request.username, &p.request.five_tuple);
             }
         }
-        if self.allocations.contains_key(&five_tuple) {
-            self.remove_allocation(five_tuple, EndReason::Disconnected);
+        if let Some(id) = self.allocations.id_of(&five_tuple) {
+            self.remove_allocation(id, EndReason::Disconnected);
         }
     }
 
@@ -906,26 +928,22 @@ impl Server {
         if let ConnState::Bound { data } = c.state {
             self.data_connections.remove(&data);
         }
-        if let Some(a) = self.allocations.get_mut(&c.allocation) {
+        if let Some(a) = self.allocations.by_id_mut(c.allocation) {
             a.connections.retain(|x| *x != id);
         }
         true
     }
 
     fn release_port(&mut self, addr: SocketAddr) {
-        match addr {
-            SocketAddr::V4(_) => self.pool_v4.release(addr.port()),
-            SocketAddr::V6(_) => self.pool_v6.release(addr.port()),
-        }
+        self.admission.release_port(addr);
     }
 
-    fn remove_allocation(&mut self, ft: FiveTuple, reason: EndReason) {
-        let Some(a) = self.allocations.remove(&ft) else {
+    fn remove_allocation(&mut self, id: AllocId, reason: EndReason) {
+        let Some(a) = self.allocations.remove(id) else {
             return;
         };
+        let ft = a.five_tuple;
         for r in a.relayed.iter().flatten() {
-            self.relay_index.remove(&r.local);
-            self.relay_index.remove(&r.advertised);
             self.release_port(r.local);
             self.outputs.push_back(Output::ReleaseRelay {
                 addr: r.local,
@@ -936,8 +954,7 @@ impl Server {
             self.close_connection(id);
         }
         self.quota_release(&a.username, &ft);
-        let i = Stats::transport_index(ft.transport);
-        self.stats.allocations_current[i] = self.stats.allocations_current[i].saturating_sub(1);
+        self.stats.allocations_current = self.allocations.current();
         self.outputs.push_back(Output::AllocationEnded {
             five_tuple: ft,
             reason,

@@ -8,6 +8,7 @@ use stun::attr::{self, Attribute};
 use stun::nonce::SecurityFeatures;
 use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId};
 
+use super::admission::Quota;
 use super::allocation::{Allocation, ChannelConflict, RelayProtocol, Relayed};
 use super::reply::{Reply, Seal, PASSWORD_ALGORITHMS_WIRE};
 use super::{
@@ -358,7 +359,6 @@ impl Server {
         }
         match self.check_allocate(now, ft, msg, auth, seal.clone()) {
             Ok(req) => {
-                self.quota_take(&req.username, &ft);
                 let pending = PendingAllocation {
                     request: req,
                     addrs: Vec::new(),
@@ -457,22 +457,20 @@ impl Server {
             None => None,
         };
         let l = &self.config.limits;
-        let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
-        let ip_count = self.per_ip.get(&ft.client.ip()).copied().unwrap_or(0);
-        let total = self.allocations.len() + self.pending.len();
-        let user_limit = if self.config.credentials.is_static(&auth.username) {
-            l.allocations_per_static_user
-        } else {
-            l.allocations_per_user
+        let quota = Quota {
+            per_user: if self.config.credentials.is_static(&auth.username) {
+                l.allocations_per_static_user
+            } else {
+                l.allocations_per_user
+            },
+            per_ip: l.allocations_per_ip,
+            total: l.allocations_total,
         };
-        if (user_limit != 0 && user_count >= user_limit)
-            || ip_count >= l.allocations_per_ip
-            || total >= l.allocations_total as usize
-        {
+        if let Err(why) = self.admission.admit(&auth.username, ft.client.ip(), quota) {
             if let Some(addr) = reservation {
                 self.release_port(addr);
             }
-            return Err(Refusal::Quota);
+            return Err(why);
         }
         let cfg = &self.config;
         let lifetime = match lifetime {
@@ -497,11 +495,6 @@ impl Server {
         })
     }
 
-    fn quota_take(&mut self, username: &str, ft: &FiveTuple) {
-        *self.per_user.entry(username.into()).or_insert(0) += 1;
-        *self.per_ip.entry(ft.client.ip()).or_insert(0) += 1;
-    }
-
     /// Refuses an admitted Allocate request: its quota share goes back.
     pub(super) fn refuse_allocation(&mut self, req: AllocateRequest, why: Refusal) {
         self.quota_release(&req.username, &req.five_tuple);
@@ -509,19 +502,7 @@ impl Server {
     }
 
     pub(super) fn quota_release(&mut self, username: &str, ft: &FiveTuple) {
-        if let Some(n) = self.per_user.get_mut(username) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_user.remove(username);
-            }
-        }
-        let ip = ft.client.ip();
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
-        }
+        self.admission.release(username, ft.client.ip());
     }
 
     /// Picks ports and asks the driver to bind them.
@@ -541,7 +522,8 @@ impl Server {
             if req.v4 {
                 match (
                     relay.ipv4,
-                    self.pool_v4.pick(&mut self.rng, req.even, req.reserve),
+                    self.admission
+                        .pick_port(&mut self.rng, false, req.even, req.reserve),
                 ) {
                     (Some(ip), Some(port)) => {
                         let adv = relay.external_ipv4.unwrap_or(ip);
@@ -554,8 +536,12 @@ impl Server {
                 let first = !req.v4;
                 match (
                     relay.ipv6,
-                    self.pool_v6
-                        .pick(&mut self.rng, first && req.even, first && req.reserve),
+                    self.admission.pick_port(
+                        &mut self.rng,
+                        true,
+                        first && req.even,
+                        first && req.reserve,
+                    ),
                 ) {
                     (Some(ip), Some(port)) => {
                         let adv = relay.external_ipv6.unwrap_or(ip);
@@ -601,8 +587,6 @@ impl Server {
                 local: *local,
                 advertised: *advertised,
             });
-            self.relay_index.insert(*local, ft);
-            self.relay_index.insert(*advertised, ft);
         }
         let mut reserved_token = None;
         let mut reply = Reply::success(Method::ALLOCATE, req.txid);
@@ -638,25 +622,22 @@ impl Server {
         };
         self.send_reply(&ft, &reply, &req.seal);
         let expires = now + req.lifetime;
-        self.allocations.insert(
-            ft,
-            Allocation {
-                username: req.username,
-                protocol: req.protocol,
-                relayed,
-                expires,
-                allocate_txid: req.txid,
-                permissions: Default::default(),
-                channels: Default::default(),
-                peer_channels: Default::default(),
-                connections: Vec::new(),
-                bandwidth: Default::default(),
-            },
-        );
-        self.schedule(expires, Timer::Allocation(ft));
-        let i = Stats::transport_index(ft.transport);
-        self.stats.allocations_created[i] += 1;
-        self.stats.allocations_current[i] += 1;
+        let id = self.allocations.insert(Allocation {
+            five_tuple: ft,
+            username: req.username,
+            protocol: req.protocol,
+            relayed,
+            expires,
+            allocate_txid: req.txid,
+            permissions: Default::default(),
+            channels: Default::default(),
+            peer_channels: Default::default(),
+            connections: Vec::new(),
+            bandwidth: Default::default(),
+        });
+        self.schedule(expires, Timer::Allocation(id));
+        self.stats.allocations_created[Stats::transport_index(ft.transport)] += 1;
+        self.stats.allocations_current = self.allocations.current();
         self.outputs.push_back(Output::AllocationCreated {
             five_tuple: ft,
             relayed: pending.addrs.iter().map(|(_, a)| *a).collect(),
@@ -679,7 +660,10 @@ impl Server {
             self.refuse(&ft, Method::REFRESH, txid, Refusal::BadRequest, &seal);
             return;
         };
-        let Some(alloc) = self.allocations.get_mut(&ft) else {
+        let Some(id) = self.allocations.id_of(&ft) else {
+            return;
+        };
+        let Some(alloc) = self.allocations.by_id_mut(id) else {
             return;
         };
         if let Some(f) = raf {
@@ -702,7 +686,7 @@ impl Server {
         if lifetime == Some(0) {
             let r = Reply::success(Method::REFRESH, txid).with(Attribute::Lifetime(0));
             self.send_reply(&ft, &r, &seal);
-            self.remove_allocation(ft, super::EndReason::Deleted);
+            self.remove_allocation(id, super::EndReason::Deleted);
             return;
         }
         let granted = match lifetime {
@@ -710,7 +694,7 @@ impl Server {
             None => self.config.default_lifetime,
         };
         alloc.expires = now + granted;
-        self.schedule(now + granted, Timer::Allocation(ft));
+        self.schedule(now + granted, Timer::Allocation(id));
         let r = Reply::success(Method::REFRESH, txid)
             .with(Attribute::Lifetime(granted.as_secs() as u32));
         self.send_reply(&ft, &r, &seal);
@@ -740,9 +724,9 @@ impl Server {
         } else if self.is_live_relay(peer, protocol)
             || (peer.port() == 0
                 && self
-                    .relay_index
-                    .iter()
-                    .any(|(a, ft)| a.ip() == peer.ip() && self.relays_with(ft, protocol)))
+                    .allocations
+                    .relay_addresses()
+                    .any(|(a, id)| a.ip() == peer.ip() && self.relays_with(id, protocol)))
         {
             Ok(true)
         } else {
@@ -916,7 +900,10 @@ impl Server {
                 return;
             }
         };
-        let Some(alloc) = self.allocations.get(&ft) else {
+        let Some(aid) = self.allocations.id_of(&ft) else {
+            return;
+        };
+        let Some(alloc) = self.allocations.by_id(aid) else {
             return;
         };
         if alloc.protocol != RelayProtocol::Tcp {
@@ -958,13 +945,13 @@ impl Server {
         self.connections.insert(
             id,
             PeerConnection {
-                allocation: ft,
+                allocation: aid,
                 peer,
                 state: ConnState::Connecting { txid },
                 seal,
             },
         );
-        if let Some(a) = self.allocations.get_mut(&ft) {
+        if let Some(a) = self.allocations.by_id_mut(aid) {
             a.connections.push(id);
             a.install_permission(peer.ip(), own, now);
         }
@@ -1014,7 +1001,7 @@ impl Server {
             _ => return Err(Refusal::BadRequest),
         };
         if !ft.transport.is_stream()
-            || self.allocations.contains_key(&ft)
+            || self.allocations.contains(&ft)
             || self.data_connections.contains_key(&ft)
         {
             return Err(Refusal::BadRequest);
@@ -1022,7 +1009,7 @@ impl Server {
         let conn = (self.connections.get(&id))
             .filter(|c| matches!(c.state, ConnState::AwaitingBind { .. }))
             .ok_or(Refusal::BadRequest)?;
-        let owner = self.allocations.get(&conn.allocation).map(|a| &a.username);
+        let owner = self.allocations.by_id(conn.allocation).map(|a| &a.username);
         if owner.map(|u| &**u) != Some(&*auth.username) {
             return Err(Refusal::WrongCredentials);
         }
