@@ -19,7 +19,8 @@ use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use turn::server::{
-    Output, PeerSend, RelayProtocol, Server, PEER_DATA_HEADROOM, PEER_DATA_TAILROOM,
+    AllocId, Destination, Output, PeerSend, RelayProtocol, Server, PEER_DATA_HEADROOM,
+    PEER_DATA_TAILROOM,
 };
 use turn::{FiveTuple, Transport};
 
@@ -102,6 +103,8 @@ enum Entry {
     RelayUdp {
         sock: UdpSocket,
         local: SocketAddr,
+        /// The allocation it serves (set once the server made it).
+        alloc: Option<AllocId>,
     },
     RelayTcp {
         l: TcpListener,
@@ -407,12 +410,12 @@ impl Shard {
     }
 
     /// Relays client data to a peer, or straight to another allocation of
-    /// this relay without a socket round trip.
+    /// this relay without a socket round trip, as the server says.
     fn send_to_peer(&mut self, now: Instant, send: PeerSend<'_>, pbuf: &mut [u8]) {
-        if let Some((dst, src)) = self.server.internal_route(send.relay, send.peer) {
+        if let Destination::Allocation { id, from } = send.to {
             let len = send.data.len();
             pbuf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + len].copy_from_slice(send.data);
-            if let Some(f) = self.server.handle_peer_data(now, dst, src, pbuf, len) {
+            if let Some(f) = self.server.handle_allocation_data(now, id, from, pbuf, len) {
                 self.send_client(&f.five_tuple, &pbuf[f.start..f.end]);
             }
             return;
@@ -481,10 +484,10 @@ impl Shard {
 
     fn relay_ready(&mut self, t: Token, now: Instant, bufs: &mut Bufs) {
         for _ in 0..UDP_BUDGET / BATCH {
-            let Some(Entry::RelayUdp { sock, local }) = self.slab.get(t.0) else {
+            let Some(Entry::RelayUdp { sock, local, alloc }) = self.slab.get(t.0) else {
                 return;
             };
-            let local = *local;
+            let (local, alloc) = (*local, *alloc);
             let fd = sock.as_raw_fd();
             let rx = bufs.rx(&local);
             let n = match rx.recv(fd) {
@@ -496,7 +499,11 @@ impl Shard {
                     self.stats.oversize_datagrams += 1;
                     continue;
                 };
-                if let Some(f) = self.server.handle_peer_data(now, local, from, slot, len) {
+                let f = match alloc {
+                    Some(id) => self.server.handle_allocation_data(now, id, from, slot, len),
+                    None => self.server.handle_peer_data(now, local, from, slot, len),
+                };
+                if let Some(f) = f {
                     self.send_client(&f.five_tuple, &slot[f.start..f.end]);
                 }
             }
@@ -869,7 +876,9 @@ impl Shard {
                     addrs,
                 } => {
                     let r = self.bind_relay(protocol, &addrs);
-                    self.server.relay_bound(now, token, r);
+                    if let Some(id) = self.server.relay_bound(now, token, r) {
+                        self.relay_sockets_serve(&addrs, id);
+                    }
                 }
                 Output::ReleaseRelay { addr, .. } => {
                     if let Some(t) = self.relay_by_local.remove(&addr) {
@@ -935,7 +944,11 @@ impl Shard {
                     self.poll
                         .registry()
                         .register(&mut sock, Token(key), Interest::READABLE)?;
-                    Ok(Entry::RelayUdp { sock, local: *a })
+                    Ok(Entry::RelayUdp {
+                        sock,
+                        local: *a,
+                        alloc: None,
+                    })
                 }),
                 RelayProtocol::Tcp => sockets::tcp_listener(*a, true).and_then(|mut l| {
                     self.poll
@@ -963,6 +976,19 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the allocation's id with its relay sockets: peer data then
+    /// reaches it without a lookup by address.
+    fn relay_sockets_serve(&mut self, addrs: &[SocketAddr], id: AllocId) {
+        for a in addrs {
+            let Some(t) = self.relay_by_local.get(a) else {
+                continue;
+            };
+            if let Some(Entry::RelayUdp { alloc, .. }) = self.slab.get_mut(t.0) {
+                *alloc = Some(id);
+            }
+        }
     }
 
     fn remove_relay_socket(&mut self, t: Token) {

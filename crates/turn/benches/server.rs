@@ -100,7 +100,9 @@ fn exchange(server: &mut Server, client: &mut Client, ft: FiveTuple, now: Instan
                 Output::Transmit { payload, .. } => {
                     client.handle_datagram(now, ft.server, &payload)
                 }
-                Output::BindRelay { token, .. } => server.relay_bound(now, token, Ok(())),
+                Output::BindRelay { token, .. } => {
+                    server.relay_bound(now, token, Ok(()));
+                }
                 _ => {}
             }
         }
@@ -189,7 +191,9 @@ fn allocate_delete(
     server.handle_client_packet(now, ft, alloc);
     while let Some(o) = server.poll_output() {
         match o {
-            Output::BindRelay { token, .. } => server.relay_bound(now, token, Ok(())),
+            Output::BindRelay { token, .. } => {
+                server.relay_bound(now, token, Ok(()));
+            }
             Output::Transmit { payload, .. } => {
                 ok |= Message::parse(&payload)
                     .is_ok_and(|m| m.method() == Method::ALLOCATE && m.class() == Class::Success);

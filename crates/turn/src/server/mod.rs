@@ -84,6 +84,26 @@ pub struct PeerSend<'a> {
     pub peer: SocketAddr,
     /// The payload, borrowed from the client's packet.
     pub data: &'a [u8],
+    /// Where the data goes.
+    pub to: Destination,
+}
+
+/// Where client data goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// Out of the relay socket `relay` to `peer`.
+    Network,
+    /// The peer is a relayed address of another allocation of this server:
+    /// hand the data straight to it with [`Server::handle_allocation_data`]
+    /// (`id`, and `from` as the peer: the sender's relayed address), without
+    /// a round trip through the kernel.
+    Allocation {
+        /// The receiving allocation.
+        id: AllocId,
+        /// The sending allocation's relayed address, the source the
+        /// receiver sees.
+        from: SocketAddr,
+    },
 }
 
 /// Peer data framed for a client: send `buf[start..end]` on `five_tuple`.
@@ -236,6 +256,9 @@ pub struct Server {
     limiter: RateLimiter,
     allocations: AllocationTable,
     admission: Admission,
+    /// Every IP of the relay (local and advertised): only data to these
+    /// may go to another allocation of this server.
+    relay_ips: Box<[std::net::IpAddr]>,
     reservations: FxHashMap<[u8; 8], Reservation>,
     pending: FxHashMap<u64, PendingAllocation>,
     pending_by_tuple: FxHashMap<FiveTuple, u64>,
@@ -266,6 +289,7 @@ impl Server {
         );
         Server {
             admission: Admission::new(config.ports.clone()),
+            relay_ips: config.relay.all().into(),
             policy,
             nonces,
             limiter,
@@ -411,35 +435,6 @@ impl Server {
         self.allocations.by_relay(addr).is_some()
     }
 
-    /// For internal delivery between two allocations of this relay: if `peer`
-    /// is a relayed address of a live allocation, the local address to hand
-    /// to [`Server::handle_peer_data`] as `relay`, and the address to hand as
-    /// `peer` (the sender's advertised relayed address).
-    pub fn internal_route(
-        &self,
-        relay: SocketAddr,
-        peer: SocketAddr,
-    ) -> Option<(SocketAddr, SocketAddr)> {
-        let dst = self
-            .allocations
-            .by_id(self.allocations.by_relay(&peer)?)
-            .filter(|a| a.protocol == RelayProtocol::Udp)?;
-        let dst_local = dst
-            .relayed
-            .iter()
-            .flatten()
-            .find(|r| r.local == peer || r.advertised == peer)?
-            .local;
-        let src = self.allocations.by_id(self.allocations.by_relay(&relay)?)?;
-        let src_adv = src
-            .relayed
-            .iter()
-            .flatten()
-            .find(|r| r.local == relay)?
-            .advertised;
-        Some((dst_local, src_adv))
-    }
-
     /// Next output for the driver.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -549,7 +544,11 @@ impl Server {
             self.stats.malformed += 1;
             return None;
         };
-        let Some(alloc) = self.allocations.get(&ft).filter(|a| now < a.expires) else {
+        let id = self.allocations.id_of(&ft);
+        let Some(alloc) = id
+            .and_then(|id| self.allocations.by_id(id))
+            .filter(|a| now < a.expires)
+        else {
             self.stats.dropped_no_allocation += 1;
             return None;
         };
@@ -558,8 +557,7 @@ impl Server {
             return None;
         };
         let peer = ch.peer;
-        let send = self.relay_to_peer(now, &ft, peer, cd.data)?;
-        Some(send)
+        self.relay_to_peer(now, id?, peer, cd.data)
     }
 
     fn client_send<'a>(
@@ -582,23 +580,28 @@ impl Server {
                 return None;
             }
         };
-        if self.allocations.get(&ft).is_none_or(|a| now >= a.expires) {
+        let id = self.allocations.id_of(&ft);
+        let live = id.and_then(|id| self.allocations.by_id(id));
+        if live.is_none_or(|a| now >= a.expires) {
             self.stats.dropped_no_allocation += 1;
             return None;
         }
-        self.relay_to_peer(now, &ft, peer, data)
+        self.relay_to_peer(now, id?, peer, data)
     }
 
     /// Common checks for client → peer data: UDP allocation, family,
-    /// permission, and for the relay's own IPs a live allocation.
+    /// permission, and for the relay's own IPs a live allocation (then the
+    /// data goes to that allocation directly). The allocation is found by
+    /// its id: no hash lookup beyond the permission's (and, for the relay's
+    /// own IPs only, the relayed-address index).
     fn relay_to_peer<'a>(
         &mut self,
         now: Instant,
-        ft: &FiveTuple,
+        id: AllocId,
         peer: SocketAddr,
         data: &'a [u8],
     ) -> Option<PeerSend<'a>> {
-        let alloc = self.allocations.get(ft)?;
+        let alloc = self.allocations.by_id(id)?;
         if alloc.protocol != RelayProtocol::Udp {
             self.stats.malformed += 1;
             return None;
@@ -607,19 +610,25 @@ impl Server {
             self.stats.peer_refused += 1;
             return None;
         };
-        let relay = relayed.local;
+        let (relay, from) = (relayed.local, relayed.advertised);
         let Some(perm) = alloc.permission(&peer.ip(), now) else {
             self.stats.dropped_no_permission += 1;
             return None;
         };
-        if perm.own && !self.is_live_relay(&peer, RelayProtocol::Udp) {
+        let own = perm.own;
+        let local = if self.relay_ips.contains(&peer.ip()) {
+            (self.allocations.by_relay(&peer)).filter(|&d| self.relays_with(d, RelayProtocol::Udp))
+        } else {
+            None
+        };
+        if own && local.is_none() {
             self.stats.peer_refused += 1;
             return None;
         }
         let l = &self.config.limits;
         let (one, all) = (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total);
         if one != 0 || all != 0 {
-            let alloc = self.allocations.get_mut(ft)?;
+            let alloc = self.allocations.by_id_mut(id)?;
             let total = &mut self.bandwidth_total[TO_PEER];
             let b = &mut alloc.bandwidth[TO_PEER];
             if let Err(e) = bandwidth::admit_both(now, b, one, total, all, data.len()) {
@@ -629,7 +638,16 @@ impl Server {
         }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
-        Some(PeerSend { relay, peer, data })
+        let to = match local {
+            Some(id) => Destination::Allocation { id, from },
+            None => Destination::Network,
+        };
+        Some(PeerSend {
+            relay,
+            peer,
+            data,
+            to,
+        })
     }
 
     /// A datagram from `peer` arrived on the relay socket bound at `relay`.
@@ -638,10 +656,32 @@ impl Server {
     /// and leaves [`PEER_DATA_TAILROOM`] bytes after it; on success the server
     /// has written ChannelData or Data indication framing around it, and the
     /// driver sends `buf[start..end]` to the client.
+    ///
+    /// A driver that keeps each relay socket's [`AllocId`] (from
+    /// [`Server::relay_bound`]) calls [`Server::handle_allocation_data`]
+    /// instead and saves the lookup by address.
     pub fn handle_peer_data(
         &mut self,
         now: Instant,
         relay: SocketAddr,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<ClientForward> {
+        let Some(id) = self.allocations.by_relay(&relay) else {
+            self.stats.dropped_no_allocation += 1;
+            return None;
+        };
+        self.handle_allocation_data(now, id, peer, buf, len)
+    }
+
+    /// A datagram from `peer` for the allocation `id`: from its relay
+    /// socket, or from another allocation ([`Destination::Allocation`]).
+    /// Framed in place like [`Server::handle_peer_data`].
+    pub fn handle_allocation_data(
+        &mut self,
+        now: Instant,
+        id: AllocId,
         peer: SocketAddr,
         buf: &mut [u8],
         len: usize,
@@ -651,10 +691,6 @@ impl Server {
             self.stats.malformed += 1;
             return None;
         }
-        let Some(id) = self.allocations.by_relay(&relay) else {
-            self.stats.dropped_no_allocation += 1;
-            return None;
-        };
         let Some(alloc) = self
             .allocations
             .by_id_mut(id)
@@ -733,14 +769,19 @@ impl Server {
     }
 
     /// The driver bound (or failed to bind) the relay sockets of a pending
-    /// allocation announced by [`Output::BindRelay`].
-    pub fn relay_bound(&mut self, now: Instant, token: u64, result: Result<(), SocketAddr>) {
-        let Some(mut pending) = self.pending.remove(&token) else {
-            return;
-        };
+    /// allocation announced by [`Output::BindRelay`]. On success, the new
+    /// allocation's id: keep it with its relay sockets and hand it to
+    /// [`Server::handle_allocation_data`].
+    pub fn relay_bound(
+        &mut self,
+        now: Instant,
+        token: u64,
+        result: Result<(), SocketAddr>,
+    ) -> Option<AllocId> {
+        let mut pending = self.pending.remove(&token)?;
         self.pending_by_tuple.remove(&pending.request.five_tuple);
         match result {
-            Ok(()) => self.finish_allocation(now, pending),
+            Ok(()) => Some(self.finish_allocation(now, pending)),
             Err(_failed) => {
                 for (local, _) in std::mem::take(&mut pending.addrs) {
                     self.release_port(local);
@@ -751,6 +792,7 @@ impl Server {
                 } else {
                     self.start_bind(now, pending);
                 }
+                None
             }
         }
     }

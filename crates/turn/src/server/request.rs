@@ -11,6 +11,7 @@ use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId
 use super::admission::Quota;
 use super::allocation::{Allocation, ChannelConflict, RelayProtocol, Relayed};
 use super::reply::{Reply, Seal, PASSWORD_ALGORITHMS_WIRE};
+use super::table::AllocId;
 use super::{
     AuthFailure, ConnState, Output, PeerConnection, PendingAllocation, Refusal, Reservation,
     Server, Stats, Timer, RESERVATION_LIFETIME,
@@ -578,7 +579,11 @@ impl Server {
         });
     }
 
-    pub(super) fn finish_allocation(&mut self, now: Instant, pending: PendingAllocation) {
+    pub(super) fn finish_allocation(
+        &mut self,
+        now: Instant,
+        pending: PendingAllocation,
+    ) -> AllocId {
         let req = pending.request;
         let ft = req.five_tuple;
         let mut relayed = [None, None];
@@ -644,6 +649,7 @@ impl Server {
             protocol: req.protocol,
             lifetime: req.lifetime,
         });
+        id
     }
 
     fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {

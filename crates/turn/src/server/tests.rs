@@ -619,6 +619,7 @@ fn permission_lifetime_and_data_both_ways() {
     let pkt = send_indication(peer, b"hello");
     let s = h.s.handle_client_packet(h.now, h.ft, &pkt).unwrap();
     assert_eq!((s.relay, s.peer, s.data), (relay, peer, &b"hello"[..]));
+    assert_eq!(s.to, Destination::Network);
     // Peer → client without a channel: a Data indication.
     let out = h.peer_data(relay, peer, b"world").unwrap();
     let m = Message::parse(&out).unwrap();
@@ -817,16 +818,23 @@ fn a_live_allocation_on_this_relay_is_a_valid_peer() {
     let pkt = send_indication(relay_a, b"hi");
     let s = h.s.handle_client_packet(h.now, h.ft, &pkt).unwrap();
     assert_eq!((s.relay, s.peer), (relay_b, relay_a));
+    // The data goes straight to A, seen as coming from B's relayed address.
+    let Destination::Allocation { id, from } = s.to else {
+        panic!("not routed inside the relay: {:?}", s.to);
+    };
+    assert_eq!(from, relay_b);
+    let mut buf = [0u8; PEER_DATA_HEADROOM + 2 + PEER_DATA_TAILROOM];
+    buf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + 2].copy_from_slice(b"hi");
+    // A has no permission for B yet: dropped.
+    assert!(h
+        .s
+        .handle_allocation_data(h.now, id, from, &mut buf, 2)
+        .is_none());
     let stray = SocketAddr::new(relay_a.ip(), 1);
     assert!(h
         .s
         .handle_client_packet(h.now, h.ft, &send_indication(stray, b"x"))
         .is_none());
-    // Internal delivery route: to A's socket, seen as coming from B's relayed address.
-    assert_eq!(
-        h.s.internal_route(relay_b, relay_a),
-        Some((relay_a, relay_b))
-    );
     // Once A is gone, B's permission no longer reaches that address.
     h.ft = ft_a;
     h.user = "alice".into();

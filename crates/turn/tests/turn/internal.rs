@@ -1,6 +1,7 @@
 //! Two clients of the same relay talking through their relayed addresses:
-//! the driver routes the data inside the relay (`internal_route` +
-//! `handle_peer_data`) instead of sending it to the network.
+//! the server routes the data to the other allocation
+//! (`Destination::Allocation`, then `handle_allocation_data`) instead of
+//! the driver sending it to the network.
 
 use std::time::Duration;
 

@@ -13,8 +13,9 @@
 //!   points into segments delivered in order; the driver side of the server
 //!   reassembles frames with [`StreamDecoder`], the client does it itself.
 //! - The driver answers `BindRelay` with `relay_bound(Ok)`, relays
-//!   `PeerSend` to a plain peer or — when the peer is another allocation's
-//!   relayed address — through `internal_route` + `handle_peer_data`, and
+//!   `PeerSend` to a plain peer or — when the server routes it to another
+//!   allocation (`Destination::Allocation`) — through
+//!   `handle_allocation_data`, and
 //!   simulates RFC 6062 peer connections (`ConnectPeer` → one RTT later
 //!   `peer_connect_result`).
 
@@ -28,7 +29,8 @@ use stun::{PacketKind, StreamDecoder};
 use turn::auth::Credentials;
 use turn::client::{Client, ClientConfig, Event};
 use turn::server::{
-    Output, RelayAddresses, Server, ServerConfig, PEER_DATA_HEADROOM, PEER_DATA_TAILROOM,
+    ClientForward, Destination, Output, RelayAddresses, Server, ServerConfig, PEER_DATA_HEADROOM,
+    PEER_DATA_TAILROOM,
 };
 use turn::{FiveTuple, Transport};
 
@@ -546,11 +548,14 @@ impl Net {
         let send = self
             .server
             .handle_client_packet(self.now, ft, bytes)
-            .map(|s| (s.relay, s.peer, s.data.to_vec()));
-        if let Some((relay, peer, data)) = send {
-            if let Some((dst, src)) = self.server.internal_route(relay, peer) {
+            .map(|s| (s.relay, s.peer, s.data.to_vec(), s.to));
+        if let Some((relay, peer, data, to)) = send {
+            if let Destination::Allocation { id, from } = to {
                 self.wire.internal += 1;
-                self.relay_receive(dst, src, &data);
+                let now = self.now;
+                self.frame_down(&data, |server, buf, len| {
+                    server.handle_allocation_data(now, id, from, buf, len)
+                });
             } else {
                 self.schedule(
                     self.now + self.latency,
@@ -567,12 +572,23 @@ impl Net {
 
     /// The driver's relay-socket side: a datagram from `peer` on `relay`.
     fn relay_receive(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        let now = self.now;
+        self.frame_down(data, |server, buf, len| {
+            server.handle_peer_data(now, relay, peer, buf, len)
+        });
+    }
+
+    /// Frames `data` for a client with `handle` (one of the server's
+    /// peer-data entry points) and sends it down.
+    fn frame_down(
+        &mut self,
+        data: &[u8],
+        handle: impl FnOnce(&mut Server, &mut [u8], usize) -> Option<ClientForward>,
+    ) {
         let len = data.len();
         let mut buf = vec![0u8; PEER_DATA_HEADROOM + len + PEER_DATA_TAILROOM];
         buf[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + len].copy_from_slice(data);
-        let fwd = self
-            .server
-            .handle_peer_data(self.now, relay, peer, &mut buf, len);
+        let fwd = handle(&mut self.server, &mut buf, len);
         if let Some(f) = fwd {
             let framed = buf[f.start..f.end].to_vec();
             match stun::classify(&framed) {
