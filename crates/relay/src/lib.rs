@@ -21,6 +21,10 @@
 //!   read behind headroom and framed in place).
 //! - Relay sockets are opened when the server asks (`Output::BindRelay`) and
 //!   closed when it says so; the driver never decides protocol matters.
+//! - A data plane of handles: each relay socket keeps the `AllocId` the
+//!   server returned for it, so peer data goes to its allocation without a
+//!   lookup by address; client data comes back with its destination (the
+//!   network, or another allocation of this relay, delivered in process).
 //! - Every connection has limits: total and per-IP connection counts, a
 //!   handshake timeout for streams that never complete a frame, an idle
 //!   timeout for streams without allocation, bounded output buffers.

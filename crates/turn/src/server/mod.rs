@@ -5,16 +5,34 @@
 //! loop {
 //!     // a datagram or stream frame from a client:
 //!     if let Some(send) = server.handle_client_packet(now, five_tuple, bytes) {
-//!         relay_socket(send.relay).send_to(send.data, send.peer);
+//!         match send.to {
+//!             Destination::Network => relay_socket(send.relay).send_to(send.data, send.peer),
+//!             // another allocation of this server: no kernel round trip
+//!             Destination::Allocation { id, from } => { copy send.data behind headroom;
+//!                 server.handle_allocation_data(now, id, from, &mut buf, len) ... }
+//!         }
 //!     }
-//!     // a datagram from a peer, read into buf[PEER_DATA_HEADROOM..]:
-//!     if let Some(fwd) = server.handle_peer_data(now, relay, peer, &mut buf, len) {
+//!     // a datagram from a peer on the relay socket of allocation `id`
+//!     // (the id relay_bound returned), read into buf[PEER_DATA_HEADROOM..]:
+//!     if let Some(fwd) = server.handle_allocation_data(now, id, peer, &mut buf, len) {
 //!         client(fwd.five_tuple).send(&buf[fwd.start..fwd.end]);
 //!     }
 //!     while let Some(out) = server.poll_output() { /* transmit, bind/release sockets, log */ }
 //!     sleep_until(server.poll_timeout()); server.handle_timeout(now);
 //! }
 //! ```
+//!
+//! # What owns what
+//! - `AllocationTable` (`table.rs`): the live allocations (slab, [`AllocId`] =
+//!   slot + generation), the 5-tuple and relayed-address indexes and the
+//!   live-allocation gauges; only its `insert`/`remove` touch them.
+//! - `Admission` (`admission.rs`): the quota shares (per user, per client IP,
+//!   total; taken at Allocate, held while pending and while alive) and the
+//!   relay port pools.
+//! - The server: pending allocations (waiting for sockets), reservations,
+//!   RFC 6062 peer connections (each naming its allocation by id), timers
+//!   (allocations by id), nonces, the rate limiter, counters.
+//! - [`Refusal`]: every error response's code, reason phrase and counter.
 //! The data plane (ChannelData, Send and Data indications) is answered
 //! synchronously without allocating: the payload is borrowed from the input,
 //! and the framing towards the client is written into headroom the driver
