@@ -19,9 +19,9 @@
 //!   incoming peer connection, a closed peer or client connection.
 //!
 //! The harness acts like a real driver: it answers `BindRelay` (with
-//! success unless told otherwise), routes `PeerSend` to another allocation
-//! through `internal_route`, and slices `buf[start..end]` of every
-//! `ClientForward`.
+//! success unless told otherwise), hands `PeerSend` whose destination is
+//! another allocation to `handle_allocation_data`, and slices
+//! `buf[start..end]` of every `ClientForward`.
 
 #![no_main]
 
@@ -35,7 +35,8 @@ use stun::TransactionId;
 use stun::{Class, Key, Message, MessageEncoder, MessageType, Method, PasswordAlgorithm};
 use turn::auth::Credentials;
 use turn::server::{
-    Output, RelayAddresses, Server, ServerConfig, PEER_DATA_HEADROOM, PEER_DATA_TAILROOM,
+    ClientForward, Destination, Output, RelayAddresses, Server, ServerConfig, PEER_DATA_HEADROOM,
+    PEER_DATA_TAILROOM,
 };
 use turn::{FiveTuple, Transport};
 
@@ -182,25 +183,27 @@ impl Harness {
         let send = self
             .server
             .handle_client_packet(self.now, ft, bytes)
-            .map(|s| (s.relay, s.peer, s.data.len().min(1500)));
-        if let Some((relay, peer, len)) = send {
-            if let Some((dst, src)) = self.server.internal_route(relay, peer) {
-                self.peer_data(dst, src, len);
-            }
+            .map(|s| (s.to, s.data.len().min(1500)));
+        if let Some((Destination::Allocation { id, from }, len)) = send {
+            let now = self.now;
+            let f = (self.server).handle_allocation_data(now, id, from, &mut self.buf, len);
+            self.framed(f, len);
         }
         self.drain();
     }
 
     /// `len` bytes (already in the buffer) from `peer` on `relay`.
     fn peer_data(&mut self, relay: SocketAddr, peer: SocketAddr, len: usize) {
-        if let Some(f) = self
-            .server
-            .handle_peer_data(self.now, relay, peer, &mut self.buf, len)
-        {
+        let f = (self.server).handle_peer_data(self.now, relay, peer, &mut self.buf, len);
+        self.framed(f, len);
+        self.drain();
+    }
+
+    fn framed(&self, f: Option<ClientForward>, len: usize) {
+        if let Some(f) = f {
             let framed = &self.buf[f.start..f.end];
             assert!(framed.len() >= len);
         }
-        self.drain();
     }
 
     fn drain(&mut self) {
