@@ -2,15 +2,18 @@
 //! the relay port pools, behind one interface.
 //!
 //! An Allocate request takes its quota share with [`Admission::admit`] —
-//! check and take in one step, so an implementation shared by several
-//! servers (one per shard, with atomic counters) stays exact under
-//! concurrency — and gives it back with [`Admission::release`] when it is
-//! refused later or its allocation ends. Relay ports are taken and given
-//! back the same way. The server holds nothing of this elsewhere: the
-//! counts include allocations still waiting for their sockets.
+//! check and take in one step — and gives it back with
+//! [`Admission::release`] when it is refused later or its allocation ends.
+//! The shares are counted in a [`QuotaBook`] that several servers (one per
+//! shard) may share: check-and-take under its one lock keeps the limits
+//! exact under concurrency, and only the control plane takes it. Relay
+//! ports come from this server's own pools (shards get disjoint ranges).
+//! The server holds nothing of this elsewhere: the counts include
+//! allocations still waiting for their sockets.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use rustc_hash::FxHashMap;
@@ -26,23 +29,56 @@ pub(crate) struct Quota {
     pub total: u32,
 }
 
-/// See the module documentation.
-#[derive(Debug)]
-pub(crate) struct Admission {
+/// The quota shares taken, by user, by client IP and in total: one book
+/// that several servers (one per shard) may share, exact under concurrency
+/// (check and take under one lock). Only Allocate and the end of an
+/// allocation touch it, never the data plane.
+#[derive(Debug, Default)]
+pub struct QuotaBook {
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
     per_user: FxHashMap<Box<str>, u32>,
     per_ip: FxHashMap<IpAddr, u32>,
     total: u32,
+}
+
+impl QuotaBook {
+    /// An empty book, to hand to [`super::Server::with_quota_book`].
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // The counts stay consistent whatever panicked while holding them.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shares taken and not given back, by every server of this book.
+    pub fn total(&self) -> u32 {
+        self.counts().total
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    book: Arc<QuotaBook>,
+    /// Shares this server holds (a part of the book's total).
+    held: u32,
     v4: PortPool,
     v6: PortPool,
 }
 
 impl Admission {
-    /// Nothing admitted; relay ports from `ports` on each address family.
-    pub fn new(ports: RangeInclusive<u16>) -> Self {
+    /// Nothing admitted; quota shares in `book`; relay ports from `ports`
+    /// on each address family.
+    pub fn new(book: Arc<QuotaBook>, ports: RangeInclusive<u16>) -> Self {
         Admission {
-            per_user: FxHashMap::default(),
-            per_ip: FxHashMap::default(),
-            total: 0,
+            book,
+            held: 0,
             v4: PortPool::new(ports.clone()),
             v6: PortPool::new(ports),
         }
@@ -51,38 +87,42 @@ impl Admission {
     /// Takes one share of `user`'s, `ip`'s and the total quota, or refuses
     /// (486) and takes nothing.
     pub fn admit(&mut self, user: &str, ip: IpAddr, q: Quota) -> Result<(), Refusal> {
-        let users = self.per_user.get(user).copied().unwrap_or(0);
-        let ips = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if (q.per_user != 0 && users >= q.per_user) || ips >= q.per_ip || self.total >= q.total {
+        let mut c = self.book.counts();
+        let users = c.per_user.get(user).copied().unwrap_or(0);
+        let ips = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if (q.per_user != 0 && users >= q.per_user) || ips >= q.per_ip || c.total >= q.total {
             return Err(Refusal::Quota);
         }
-        *self.per_user.entry(user.into()).or_insert(0) += 1;
-        *self.per_ip.entry(ip).or_insert(0) += 1;
-        self.total += 1;
+        *c.per_user.entry(user.into()).or_insert(0) += 1;
+        *c.per_ip.entry(ip).or_insert(0) += 1;
+        c.total += 1;
+        self.held += 1;
         Ok(())
     }
 
     /// Gives back a share taken by [`Admission::admit`].
     pub fn release(&mut self, user: &str, ip: IpAddr) {
-        if let Some(n) = self.per_user.get_mut(user) {
+        let mut c = self.book.counts();
+        if let Some(n) = c.per_user.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_user.remove(user);
+                c.per_user.remove(user);
             }
         }
-        if let Some(n) = self.per_ip.get_mut(&ip) {
+        if let Some(n) = c.per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_ip.remove(&ip);
+                c.per_ip.remove(&ip);
             }
         }
-        self.total = self.total.saturating_sub(1);
+        c.total = c.total.saturating_sub(1);
+        self.held = self.held.saturating_sub(1);
     }
 
-    /// Shares admitted and not released.
+    /// Shares this server admitted and did not release.
     #[cfg(test)]
     pub fn admitted(&self) -> u32 {
-        self.total
+        self.held
     }
 
     /// Picks and takes a relay port of one family (see [`PortPool::pick`]).
@@ -127,7 +167,7 @@ mod tests {
 
     #[test]
     fn each_quota_refuses_without_taking() {
-        let mut a = Admission::new(50000..=50009);
+        let mut a = Admission::new(QuotaBook::new(), 50000..=50009);
         assert_eq!(a.admit("u", ip(1), Q), Ok(()));
         assert_eq!(a.admit("u", ip(2), Q), Ok(()));
         assert_eq!(a.admit("u", ip(3), Q), Err(Refusal::Quota), "per user");
@@ -151,14 +191,16 @@ mod tests {
 
     #[test]
     fn released_shares_and_ports_return() {
-        let mut a = Admission::new(50000..=50001);
+        let mut a = Admission::new(QuotaBook::new(), 50000..=50001);
         let mut rng = rand::thread_rng();
         for _ in 0..3 {
             assert_eq!(a.admit("u", ip(1), Q), Ok(()));
             a.release("u", ip(1));
         }
         assert_eq!(a.admitted(), 0);
-        assert!(a.per_user.is_empty() && a.per_ip.is_empty());
+        let c = a.book.counts();
+        assert!(c.per_user.is_empty() && c.per_ip.is_empty());
+        drop(c);
         let p = a.pick_port(&mut rng, false, false, false).unwrap();
         let q = a.pick_port(&mut rng, false, false, false).unwrap();
         assert_eq!(a.pick_port(&mut rng, false, false, false), None);
@@ -166,5 +208,37 @@ mod tests {
         a.release_port(SocketAddr::from(([10, 0, 0, 1], p)));
         a.release_port(SocketAddr::from(([10, 0, 0, 1], q)));
         assert_eq!(a.ports_in_use(), 1);
+    }
+
+    #[test]
+    fn admissions_sharing_a_book_share_the_quotas() {
+        let book = QuotaBook::new();
+        let (mut a, mut b) = (
+            Admission::new(book.clone(), 50000..=50009),
+            Admission::new(book.clone(), 50000..=50009),
+        );
+        let q = Quota {
+            per_user: 2,
+            per_ip: 10,
+            total: 3,
+        };
+        let ip = IpAddr::from([203, 0, 113, 1]);
+        assert_eq!(a.admit("u", ip, q), Ok(()));
+        assert_eq!(b.admit("u", ip, q), Ok(()));
+        assert_eq!(
+            b.admit("u", ip, q),
+            Err(Refusal::Quota),
+            "per user, across both"
+        );
+        assert_eq!(b.admit("v", ip, q), Ok(()));
+        assert_eq!(
+            a.admit("w", ip, q),
+            Err(Refusal::Quota),
+            "total, across both"
+        );
+        assert_eq!((a.admitted(), b.admitted(), book.total()), (1, 2, 3));
+        a.release("u", ip);
+        assert_eq!(a.admit("w", ip, q), Ok(()));
+        assert_eq!(book.total(), 3);
     }
 }

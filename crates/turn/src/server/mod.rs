@@ -27,12 +27,14 @@
 //!   slot + generation), the 5-tuple and relayed-address indexes and the
 //!   live-allocation gauges; only its `insert`/`remove` touch them.
 //! - `Admission` (`admission.rs`): the quota shares (per user, per client IP,
-//!   total; taken at Allocate, held while pending and while alive) and the
-//!   relay port pools.
+//!   total; taken at Allocate, held while pending and while alive), counted
+//!   in a [`QuotaBook`] that servers of several shards may share
+//!   ([`Server::with_quota_book`]), and this server's relay port pools.
 //! - The server: pending allocations (waiting for sockets), reservations,
 //!   RFC 6062 peer connections (each naming its allocation by id), timers
 //!   (allocations by id), nonces, the rate limiter, counters.
 //! - [`Refusal`]: every error response's code, reason phrase and counter.
+//!
 //! The data plane (ChannelData, Send and Data indications) is answered
 //! synchronously without allocating: the payload is borrowed from the input,
 //! and the framing towards the client is written into headroom the driver
@@ -63,6 +65,7 @@ use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use stun::{attr, ChannelData, Class, Message, Method, TransactionId};
 
+pub use admission::QuotaBook;
 pub use allocation::{RelayProtocol, Relayed};
 pub use config::{
     Limits, RelayAddresses, ServerConfig, CHANNEL_COOLDOWN, CHANNEL_LIFETIME,
@@ -297,6 +300,18 @@ impl Server {
     /// A server; `unix_now` is the wall clock (seconds since 1970) at `now`,
     /// used for REST credential expiry.
     pub fn new(config: ServerConfig, now: Instant, unix_now: u64) -> Self {
+        Self::with_quota_book(config, now, unix_now, QuotaBook::new())
+    }
+
+    /// A server whose allocation quotas (per user, per client IP, total)
+    /// are counted in `book`, shared with the other servers given the same
+    /// book (one per shard): the limits then hold for all of them together.
+    pub fn with_quota_book(
+        config: ServerConfig,
+        now: Instant,
+        unix_now: u64,
+        book: std::sync::Arc<QuotaBook>,
+    ) -> Self {
         let policy = config.policy.clone().relay_addresses(config.relay.all());
         let nonces = NonceGenerator::new(config.secret, config.nonce_lifetime, now);
         let l = &config.limits;
@@ -306,7 +321,7 @@ impl Server {
             l.rate_limiter_sources,
         );
         Server {
-            admission: Admission::new(config.ports.clone()),
+            admission: Admission::new(book, config.ports.clone()),
             relay_ips: config.relay.all().into(),
             policy,
             nonces,

@@ -1705,3 +1705,31 @@ fn random_lifecycles_keep_the_tables_consistent() {
     h.s.check_invariants();
     assert_eq!(h.s.allocation_count(), 0);
 }
+
+#[test]
+fn servers_sharing_a_quota_book_hold_the_total_together() {
+    // Two servers (as two shards would be) with one book: the total quota
+    // of 2 holds for both together, and a share freed on one serves the other.
+    let mut c = config();
+    c.limits.allocations_total = 2;
+    let book = QuotaBook::new();
+    let mut a = H::with(c.clone());
+    a.s = Server::with_quota_book(c.clone(), a.now, UNIX0, book.clone());
+    let mut b = H::with(c.clone());
+    b.s = Server::with_quota_book(c, b.now, UNIX0, book.clone());
+    b.ft = ft("203.0.113.6:1", Transport::Udp);
+    a.allocate();
+    b.allocate();
+    assert_eq!(book.total(), 2);
+    let first = a.ft;
+    a.ft = ft("203.0.113.7:1", Transport::Udp);
+    a.login();
+    a.expect_code(Method::ALLOCATE, &[Attribute::RequestedTransport(17)], 486);
+    b.expect_ok(Method::REFRESH, &[Attribute::Lifetime(0)]);
+    assert_eq!(book.total(), 1);
+    a.allocate();
+    assert_eq!(book.total(), 2);
+    a.s.check_invariants();
+    b.s.check_invariants();
+    assert!(a.s.has_allocation(&first));
+}
