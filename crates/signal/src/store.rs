@@ -1,4 +1,7 @@
-//! The statistics store: `data_dir/signal.sqlite`.
+//! The statistics store: `data_dir/signal.sqlite`, or PostgreSQL with
+//! `[serve] database_url` ([`Store::open_postgres`]: the same tables and
+//! rules in the schema `onionrtc_signal`, module `postgres`; the file-level
+//! measures below — WAL truncation, vacuum, file modes — are SQLite's).
 //!
 //! ```text
 //! WebSocket tasks ──try_send──▶ bounded channel ──▶ writer thread (batched transactions)
