@@ -15,14 +15,14 @@
 //! the directory chowned to it; otherwise they run as the current user.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::process::{free_port, run_bounded, wait_until, Proc};
+use crate::process::{free_port, random_u64, run_bounded, wait_for_tcp, wait_until, Proc};
 use crate::topology::spawn_tied;
 
 /// The superuser the tests connect as.
@@ -161,7 +161,7 @@ impl Postgres {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let password = format!("pw-{:016x}", rand_u64());
+        let password = format!("pw-{:016x}", random_u64());
         let pwfile = dir.join("pwfile");
         {
             use std::io::Write as _;
@@ -202,15 +202,7 @@ impl Postgres {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             let mut proc = spawn_tied(cmd)?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let up = wait_until(LIMIT, Duration::from_millis(50), || {
-                if matches!(proc.0.try_wait(), Ok(Some(_))) {
-                    return Some(false);
-                }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                    .ok()
-                    .map(|_| true)
-            });
-            if up == Some(true) {
+            if wait_for_tcp(&mut proc, addr, LIMIT) {
                 let pg = Postgres {
                     proc,
                     port,
@@ -307,14 +299,6 @@ fn postgres_ids() -> io::Result<(u32, u32)> {
             .map_err(|_| io::Error::other("no user postgres (the postgresql package makes it)"))
     };
     Ok((id("-u")?, id("-g")?))
-}
-
-/// 64 random bits from the kernel.
-fn rand_u64() -> u64 {
-    use std::io::Read as _;
-    let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    u64::from_ne_bytes(b)
 }
 
 #[cfg(test)]
