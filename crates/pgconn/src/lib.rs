@@ -202,7 +202,8 @@ pub fn migrate(client: &mut Client, schema: &str, migrations: &[&str]) -> Result
     ))?;
     let found: Option<i64> = tx
         .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])?
-        .map(|r| r.get(0));
+        .map(|r| r.try_get(0))
+        .transpose()?;
     let found = match found {
         Some(v) => v,
         None => {
@@ -235,13 +236,14 @@ pub fn version(client: &mut Client, schema: &str) -> Result<i64, PgError> {
             "SELECT to_regclass($1) IS NOT NULL",
             &[&format!("{schema}.schema_version")],
         )?
-        .get(0);
+        .try_get(0)?;
     if !exists {
         return Ok(0);
     }
     Ok(client
         .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])?
-        .map(|r| r.get(0))
+        .map(|r| r.try_get(0))
+        .transpose()?
         .unwrap_or(0))
 }
 

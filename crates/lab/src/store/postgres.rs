@@ -254,7 +254,7 @@ impl Store for PgStore {
                 &run.started_ms,
             ],
         )?;
-        Ok(row.get(0))
+        Ok(row.try_get(0)?)
     }
 
     fn resumable_run(&self, plan_hash: &str) -> Result<Option<i64>, StoreError> {
@@ -265,14 +265,15 @@ impl Store for PgStore {
                  ORDER BY id DESC LIMIT 1",
                 &[&plan_hash],
             )?
-            .map(|r| r.get(0)))
+            .map(|r| r.try_get(0))
+            .transpose()?)
     }
 
     fn latest_run(&self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .lock()
             .query_one("SELECT max(id) FROM runs", &[])?
-            .get(0))
+            .try_get(0)?)
     }
 
     fn ensure_scenario(&mut self, run_id: i64, s: &ScenarioRow) -> Result<i64, StoreError> {
@@ -299,7 +300,7 @@ impl Store for PgStore {
             "SELECT id FROM scenarios WHERE run_id = $1 AND name = $2",
             &[&run_id, &s.name],
         )?
-        .get(0))
+        .try_get(0)?)
     }
 
     fn done_calls(&self, run_id: i64) -> Result<HashSet<(i64, u32)>, StoreError> {
@@ -309,7 +310,7 @@ impl Store for PgStore {
             &[&run_id],
         )?;
         rows.iter()
-            .map(|r| Ok((r.get(0), to_u32(r.get(1), "repetition")?)))
+            .map(|r| Ok((r.try_get(0)?, to_u32(r.try_get(1)?, "repetition")?)))
             .collect()
     }
 
@@ -352,7 +353,7 @@ impl Store for PgStore {
                     &c.owd_estimated,
                 ],
             )?
-            .get(0);
+            .try_get(0)?;
         if c.measured() {
             Self::insert_direction(&mut tx, call_id, FORWARD, &c.forward)?;
             Self::insert_direction(&mut tx, call_id, BACKWARD, &c.backward)?;
@@ -400,13 +401,16 @@ impl Store for PgStore {
                 "SELECT id, plan_name, plan_hash, started_ms, finished_ms FROM runs WHERE id = $1",
                 &[&run_id],
             )?
-            .map(|r| RunRow {
-                id: r.get(0),
-                plan_name: r.get(1),
-                plan_hash: r.get(2),
-                started_ms: r.get(3),
-                finished_ms: r.get(4),
+            .map(|r| -> Result<RunRow, StoreError> {
+                Ok(RunRow {
+                    id: r.try_get(0)?,
+                    plan_name: r.try_get(1)?,
+                    plan_hash: r.try_get(2)?,
+                    started_ms: r.try_get(3)?,
+                    finished_ms: r.try_get(4)?,
+                })
             })
+            .transpose()?
             .ok_or(StoreError::NoRun(run_id))?;
         let scenarios = tx
             .query(
@@ -418,16 +422,16 @@ impl Store for PgStore {
             .iter()
             .map(|r| {
                 Ok(ScenarioRow {
-                    id: r.get(0),
-                    idx: to_u32(r.get(1), "idx")?,
-                    name: r.get(2),
-                    caller_path: r.get(3),
-                    caller_kind: r.get(4),
-                    callee_path: r.get(5),
-                    callee_kind: r.get(6),
-                    impairment: r.get(7),
-                    repetitions: to_u32(r.get(8), "repetitions")?,
-                    mode: r.get(9),
+                    id: r.try_get(0)?,
+                    idx: to_u32(r.try_get(1)?, "idx")?,
+                    name: r.try_get(2)?,
+                    caller_path: r.try_get(3)?,
+                    caller_kind: r.try_get(4)?,
+                    callee_path: r.try_get(5)?,
+                    callee_kind: r.try_get(6)?,
+                    impairment: r.try_get(7)?,
+                    repetitions: to_u32(r.try_get(8)?, "repetitions")?,
+                    mode: r.try_get(9)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -443,29 +447,29 @@ impl Store for PgStore {
             )?
             .iter()
             .map(|r| {
-                let outcome: String = r.get(4);
+                let outcome: String = r.try_get(4)?;
                 Ok(CallRow {
-                    id: r.get(0),
-                    scenario_id: r.get(1),
-                    repetition: to_u32(r.get(2), "repetition")?,
-                    attempts: to_u32(r.get(3), "attempts")?,
+                    id: r.try_get(0)?,
+                    scenario_id: r.try_get(1)?,
+                    repetition: to_u32(r.try_get(2)?, "repetition")?,
+                    attempts: to_u32(r.try_get(3)?, "attempts")?,
                     outcome: Outcome::parse(&outcome)
                         .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome:?}")))?,
-                    failure: r.get(5),
-                    acceptable: r.get(6),
-                    g114: r.get(7),
-                    started_ms: r.get(8),
-                    setup_ms: r.get(9),
-                    duration_ms: r.get(10),
-                    rtt_ms: r.get(11),
-                    rtt_p95_ms: r.get(12),
-                    owd_ms: r.get(13),
-                    jitter_ms: r.get(14),
-                    loss_pct: r.get(15),
-                    r: r.get(16),
-                    mos: r.get(17),
-                    rx_kbps: r.get(18),
-                    owd_estimated: r.get(19),
+                    failure: r.try_get(5)?,
+                    acceptable: r.try_get(6)?,
+                    g114: r.try_get(7)?,
+                    started_ms: r.try_get(8)?,
+                    setup_ms: r.try_get(9)?,
+                    duration_ms: r.try_get(10)?,
+                    rtt_ms: r.try_get(11)?,
+                    rtt_p95_ms: r.try_get(12)?,
+                    owd_ms: r.try_get(13)?,
+                    jitter_ms: r.try_get(14)?,
+                    loss_pct: r.try_get(15)?,
+                    r: r.try_get(16)?,
+                    mos: r.try_get(17)?,
+                    rx_kbps: r.try_get(18)?,
+                    owd_estimated: r.try_get(19)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -481,14 +485,14 @@ impl Store for PgStore {
             .iter()
             .map(|r| {
                 Ok(SampleRow {
-                    call_id: r.get(0),
-                    direction: r.get(1),
-                    t_s: to_u32(r.get(2), "t_s")?,
-                    tx_bytes: from_i64(r.get(3)),
-                    rx_bytes: from_i64(r.get(4)),
-                    rx_packets: from_i64(r.get(5)),
-                    jitter_ms: r.get(6),
-                    rtt_ms: r.get(7),
+                    call_id: r.try_get(0)?,
+                    direction: r.try_get(1)?,
+                    t_s: to_u32(r.try_get(2)?, "t_s")?,
+                    tx_bytes: from_i64(r.try_get(3)?),
+                    rx_bytes: from_i64(r.try_get(4)?),
+                    rx_packets: from_i64(r.try_get(5)?),
+                    jitter_ms: r.try_get(6)?,
+                    rtt_ms: r.try_get(7)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -502,17 +506,19 @@ impl Store for PgStore {
                 &[&run_id],
             )?
             .iter()
-            .map(|r| SideRow {
-                call_id: r.get(0),
-                side: r.get(1),
-                local_candidate: r.get(2),
-                remote_candidate: r.get(3),
-                relay_protocol: r.get(4),
-                jitter_buffer_ms: r.get(5),
-                concealed_samples: r.get::<_, Option<i64>>(6).map(from_i64),
-                concealed_pct: r.get(7),
+            .map(|r| -> Result<SideRow, StoreError> {
+                Ok(SideRow {
+                    call_id: r.try_get(0)?,
+                    side: r.try_get(1)?,
+                    local_candidate: r.try_get(2)?,
+                    remote_candidate: r.try_get(3)?,
+                    relay_protocol: r.try_get(4)?,
+                    jitter_buffer_ms: r.try_get(5)?,
+                    concealed_samples: r.get::<_, Option<i64>>(6).map(from_i64),
+                    concealed_pct: r.try_get(7)?,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, StoreError>>()?;
         tx.commit()?;
         Ok(RunData {
             run,
