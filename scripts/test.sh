@@ -30,6 +30,9 @@ cd "$(dirname "$0")/.."
 #   npm (and nodejs) - runs tests/js/firefox_call.mjs, which drives Firefox
 #              over WebDriver BiDi with puppeteer-core (pinned in
 #              tests/js/package-lock.json, installed below with npm ci)
+#   postgresql - a real PostgreSQL (initdb + postgres on 127.0.0.1, started
+#              by testkit::postgres as the `postgres` user) for the signal
+#              and lab store suites; no cluster service is started (policy-rc.d)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -49,10 +52,12 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Installed packages must not start their services: tor would join the
-    # public Tor network, coturn would bind ports. Debian honours
+    # public Tor network, coturn would bind ports, postgresql would start
+    # its cluster (the tests start their own). Debian honours
     # policy-rc.d (exit 101 = "not allowed").
     policy=/usr/sbin/policy-rc.d
     made_policy=0

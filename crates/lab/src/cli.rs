@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use crate::plan::Plan;
 use crate::report;
-use crate::runner::{self, RunOptions, Runner, DB_FILE};
+use crate::runner::{self, RunOptions, Runner};
 
 /// Call-quality lab commands.
 #[derive(Debug, Subcommand)]
@@ -39,9 +39,14 @@ pub struct RunArgs {
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Continue the latest unfinished run of this plan in OUT/lab.sqlite.
+    /// Continue the latest unfinished run of this plan in the store.
     #[arg(long)]
     pub resume: bool,
+    /// The store: a SQLite file, or a PostgreSQL URL
+    /// (`postgres://user:password@127.0.0.1:5432/db`; loopback or a Unix
+    /// socket only). Default: OUT/lab.sqlite.
+    #[arg(long, value_name = "FILE|URL")]
+    pub db: Option<String>,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -55,9 +60,9 @@ pub struct RunArgs {
 /// `lab report` flags.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The lab database (lab.sqlite).
-    #[arg(long, value_name = "FILE")]
-    pub db: PathBuf,
+    /// The lab database: a SQLite file (lab.sqlite) or a PostgreSQL URL.
+    #[arg(long, value_name = "FILE|URL")]
+    pub db: String,
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -133,6 +138,7 @@ pub fn execute(cmd: LabCommand) -> Result<(), Failure> {
             let opts = RunOptions {
                 plan: a.plan,
                 out: a.out,
+                db: a.db,
                 resume: a.resume,
                 quiet: a.quiet,
                 onionrtc_bin: a.onionrtc_bin,
@@ -147,15 +153,15 @@ pub fn execute(cmd: LabCommand) -> Result<(), Failure> {
             runner.run(None).map_err(Failure::Runtime)?;
             let run_id = runner.run_id();
             let written = runner.finish().map_err(Failure::Runtime)?;
-            let db = opts.out.join(DB_FILE);
-            let store =
-                crate::store::SqliteStore::open(&db).map_err(|e| Failure::Runtime(e.into()))?;
-            let data = crate::store::Store::load_run(&store, run_id)
+            let db = opts.db();
+            let store = crate::store::open(&db).map_err(|e| Failure::Runtime(e.into()))?;
+            let data = store
+                .load_run(run_id)
                 .map_err(|e| Failure::Runtime(e.into()))?;
             print!("{}", report::text_table(&report::summarize(&data)));
             println!(
                 "run {run_id}: {} · {} · {} · {}",
-                db.display(),
+                crate::store::shown(&db),
                 written.html.display(),
                 written.summary.display(),
                 written.csv.display()

@@ -24,7 +24,7 @@ use crate::env::Environment;
 use crate::plan::{Plan, ScenarioMode};
 use crate::realtime::{self, CallSpec, LabClock};
 use crate::report;
-use crate::store::{NewRun, ScenarioRow, SqliteStore, Store};
+use crate::store::{self as store_mod, BoxedStore, NewRun, ScenarioRow};
 
 /// The database file in the output directory.
 pub const DB_FILE: &str = "lab.sqlite";
@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub plan: PathBuf,
     /// The output directory (database and report).
     pub out: PathBuf,
+    /// The store: a SQLite file path or a `postgres://` URL; `None`:
+    /// `out/lab.sqlite`.
+    pub db: Option<String>,
     /// Continue the latest unfinished run of the same plan.
     pub resume: bool,
     /// No progress bar.
@@ -47,11 +50,19 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// The store to use: `db`, or `out/lab.sqlite`.
+    pub fn db(&self) -> String {
+        self.db
+            .clone()
+            .unwrap_or_else(|| self.out.join(DB_FILE).display().to_string())
+    }
+
     /// A fresh, quiet-less run of `plan` into `out`.
     pub fn new(plan: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         RunOptions {
             plan: plan.into(),
             out: out.into(),
+            db: None,
             resume: false,
             quiet: false,
             onionrtc_bin: None,
@@ -83,7 +94,7 @@ pub fn call_seed(plan_seed: u64, scenario: usize, repetition: u32) -> u64 {
 #[derive(Debug)]
 pub struct Runner {
     plan: Plan,
-    store: SqliteStore,
+    store: BoxedStore,
     env: Environment,
     run_id: i64,
     scenario_ids: Vec<i64>,
@@ -104,15 +115,15 @@ impl Runner {
         let plan = Plan::load(&opts.plan)?;
         std::fs::create_dir_all(&opts.out)
             .with_context(|| format!("cannot create {}", opts.out.display()))?;
-        let db = opts.out.join(DB_FILE);
-        let mut store = SqliteStore::open(&db).with_context(|| format!("{}", db.display()))?;
+        let db = opts.db();
+        let mut store = store_mod::open(&db).with_context(|| store_mod::shown(&db))?;
         let run_id = if opts.resume {
             match store.resumable_run(&plan.hash)? {
                 Some(id) => id,
                 None => bail!(
                     "--resume: {} has no unfinished run of this plan (same file content); \
                      run without --resume to start one",
-                    db.display()
+                    store_mod::shown(&db)
                 ),
             }
         } else {
@@ -281,16 +292,16 @@ impl Runner {
 
 /// `lab report`: writes the report of run `run` (default: the latest) of
 /// the database `db` into `out`.
-pub fn report_from_db(db: &Path, out: &Path, run: Option<i64>) -> anyhow::Result<report::Written> {
-    if !db.is_file() {
-        bail!("no database at {}", db.display());
+pub fn report_from_db(db: &str, out: &Path, run: Option<i64>) -> anyhow::Result<report::Written> {
+    if !pgconn::is_url(db) && !Path::new(db).is_file() {
+        bail!("no database at {db}");
     }
-    let store = SqliteStore::open(db).with_context(|| format!("{}", db.display()))?;
+    let store = store_mod::open(db).with_context(|| store_mod::shown(db))?;
     let run_id = match run {
         Some(r) => r,
         None => store
             .latest_run()?
-            .with_context(|| format!("{} holds no run", db.display()))?,
+            .with_context(|| format!("{} holds no run", store_mod::shown(db)))?,
     };
     let data = store.load_run(run_id)?;
     Ok(report::write(&data, out)?)

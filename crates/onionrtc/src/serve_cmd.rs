@@ -110,6 +110,7 @@ struct ServeFile {
     relay_addresses: Option<Vec<String>>,
     credential_ttl_secs: Option<u64>,
     store_stats_samples: Option<bool>,
+    database_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     forwarded_header: Option<String>,
     hostnames: Option<Vec<String>>,
@@ -145,6 +146,9 @@ pub struct ServeSettings {
     pub credential_ttl: Duration,
     /// Store every statistics sample, not only per-call aggregates.
     pub store_stats_samples: bool,
+    /// The statistics store in PostgreSQL (checked: this machine or a Unix
+    /// socket); `None`: `DATA_DIR/signal.sqlite`.
+    pub database_url: Option<String>,
     /// Reverse proxies whose forwarding header is believed, and that header.
     pub forward: signal::ForwardRule,
     /// The site's names besides loopback (operator views answer 421 to
@@ -178,6 +182,10 @@ impl std::fmt::Debug for ServeSettings {
             .field("relay_addresses", &self.relay_addresses)
             .field("credential_ttl", &self.credential_ttl)
             .field("store_stats_samples", &self.store_stats_samples)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(pgconn::redact),
+            )
             .field("forward", &self.forward)
             .field("hostnames", &self.hostnames)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
@@ -419,6 +427,14 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             "must be between 1 and 1000",
         ));
     }
+    if let Some(url) = &file.database_url {
+        if !pgconn::is_url(url) {
+            bail!("invalid [serve] database_url: give a postgres:// URL");
+        }
+        // The message names no part of the URL (it holds the password).
+        pgconn::Target::parse(url)
+            .map_err(|e| anyhow::anyhow!("invalid [serve] database_url: {e}"))?;
+    }
     Ok(ServeSettings {
         listen,
         data_dir,
@@ -429,6 +445,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         relay_addresses,
         credential_ttl: Duration::from_secs(ttl),
         store_stats_samples: file.store_stats_samples.unwrap_or(false),
+        database_url: file.database_url,
         forward,
         hostnames,
         max_connections_per_ip,
@@ -566,6 +583,13 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         "store_stats_samples = {}\n",
         s.store_stats_samples
     ));
+    match &s.database_url {
+        Some(url) => out.push_str(&format!(
+            "database_url = {}\n",
+            toml_str(&pgconn::redact(url))
+        )),
+        None => out.push_str("# database_url: unset, statistics in DATA_DIR/signal.sqlite\n"),
+    }
     let proxies: Vec<String> = s.forward.trusted.iter().map(ToString::to_string).collect();
     out.push_str(&format!("trusted_proxies = {}\n", toml_list(&proxies)));
     out.push_str(&format!(
@@ -971,6 +995,7 @@ async fn serve_web(
         stats_retention_days: serve.stats_retention_days,
         room_key: Some(room_key),
         store_stats_samples: serve.store_stats_samples,
+        database_url: serve.database_url,
         metrics: Some(Arc::new(move || metrics.render())),
         web_root: web_assets(),
         echo: (serve.echo_max_sessions > 0).then(|| {
@@ -1190,6 +1215,11 @@ mod tests {
             ("[serve]\nmax_room_size = 9", "max_room_size"),
             ("[serve]\nheader_timeout_secs = 0", "header_timeout_secs"),
             ("[serve]\nidle_timeout_secs = 1", "idle_timeout_secs"),
+            ("[serve]\ndatabase_url = \"/var/db\"", "database_url"),
+            (
+                "[serve]\ndatabase_url = \"postgres://u:pw@db.example/s\"",
+                "not a loopback",
+            ),
             ("[serve]\ntrust_loopback_metrics = true", "unknown field"),
         ] {
             let e = settings(text).unwrap_err().to_string();
@@ -1199,6 +1229,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("short secret"), "{e}");
+        let e = settings("[serve]\ndatabase_url = \"postgres://u:s3cret@192.0.2.9/s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn database_url_is_accepted_and_shown_redacted() {
+        let text =
+            "[serve]\ndatabase_url = \"postgres://stats:s3cret-pw@127.0.0.1:5432/onionrtc\"\n";
+        let s = settings(text).unwrap();
+        assert_eq!(
+            s.database_url.as_deref(),
+            Some("postgres://stats:s3cret-pw@127.0.0.1:5432/onionrtc")
+        );
+        let relay = RelayConfig::defaults();
+        let shown = redacted_toml(&s, &relay);
+        assert!(
+            shown
+                .contains("database_url = \"postgres://stats:<redacted>@127.0.0.1:5432/onionrtc\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        // The shown text parses back (check-config output is a config).
+        let unset = redacted_toml(&settings("[serve]\n").unwrap(), &relay);
+        assert!(unset.contains("# database_url: unset"), "{unset}");
     }
 
     #[test]

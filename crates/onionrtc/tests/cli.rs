@@ -305,3 +305,28 @@ fn relay_serves_binding_and_stops_on_sigterm() {
     );
     assert_eq!(&answer[8..20], &BINDING[8..20], "transaction ID");
 }
+
+#[test]
+fn check_config_shows_database_url_without_its_password() {
+    let body = format!(
+        "[relay]\nrealm = \"example.org\"\nauth_secrets = [\"{SECRET}\"]\n[serve]\n\
+         database_url = \"postgres://stats:pg-s3cret@127.0.0.1:5432/onionrtc\"\n"
+    );
+    let (code, stdout, stderr) = check(&body, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("database_url = \"postgres://stats:<redacted>@127.0.0.1:5432/onionrtc\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pg-s3cret") && !stderr.contains("pg-s3cret"));
+    // A database on another machine is refused (no TLS: nothing in clear
+    // over a network), without repeating the password either.
+    let remote = body.replace("127.0.0.1", "db.example");
+    let (code, stdout, stderr) = check(&remote, &[]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stderr.contains("database_url") && stderr.contains("not a loopback"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("pg-s3cret") && !stderr.contains("pg-s3cret"));
+}

@@ -58,6 +58,10 @@ pub struct SignalConfig {
     /// which show when each person talks), not only per-call aggregates.
     /// Default false.
     pub store_stats_samples: bool,
+    /// The statistics store in PostgreSQL (`postgres://…` on this machine
+    /// or a Unix socket; see [`pgconn`]) instead of `data_dir/signal.sqlite`.
+    /// Default `None`. Shown redacted by `Debug`.
+    pub database_url: Option<String>,
     /// Largest WebSocket message in bytes. Default 65,536.
     pub max_message_bytes: usize,
     /// Sustained messages per second per connection. Default 50.
@@ -116,6 +120,7 @@ impl Default for SignalConfig {
             stats_retention_days: 7,
             room_key: None,
             store_stats_samples: false,
+            database_url: None,
             max_message_bytes: 65_536,
             messages_per_sec: 50,
             messages_burst: 100,
@@ -153,6 +158,10 @@ impl fmt::Debug for SignalConfig {
             .field("stats_retention_days", &self.stats_retention_days)
             .field("room_key", &self.room_key)
             .field("store_stats_samples", &self.store_stats_samples)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(pgconn::redact),
+            )
             .field("max_message_bytes", &self.max_message_bytes)
             .field("messages_per_sec", &self.messages_per_sec)
             .field("messages_burst", &self.messages_burst)

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! serve(config, listener, shutdown)
-//!   ├─ SignalState::new: open data_dir/signal.sqlite (migrate, writer thread), retention sweep
+//!   ├─ SignalState::new: open data_dir/signal.sqlite or database_url (migrate, writer thread), retention sweep
 //!   ├─ maintenance task: retention sweep hourly, join-limiter pruning every minute
 //!   └─ listener: accept under limits (total below the fd limit, per address),
 //!      hyper HTTP/1.1 with header and idle timeouts → router(state)

@@ -61,8 +61,9 @@ pub(crate) struct Counters {
 }
 
 impl SignalState {
-    /// Opens the store (creating `data_dir`) and sets everything up.
-    /// Blocking (SQLite); call it before serving.
+    /// Opens the store (creating `data_dir`, or connecting to
+    /// `database_url`) and sets everything up. Blocking (SQLite,
+    /// PostgreSQL's client); call it before serving, not on an async task.
     pub fn new(config: SignalConfig) -> Result<SignalState, StoreError> {
         if config.turn_secret.is_empty() || config.turn_urls.is_empty() {
             tracing::warn!("signal: no TURN secret or URLs configured; calls will not connect");
@@ -71,13 +72,14 @@ impl SignalState {
             tracing::warn!("signal: no room key configured; room hashes change on restart");
             RoomKey::random()
         });
-        let store = Store::open(
-            &config.data_dir,
-            StoreOptions {
-                room_key,
-                keep_samples: config.store_stats_samples,
-            },
-        )?;
+        let options = StoreOptions {
+            room_key,
+            keep_samples: config.store_stats_samples,
+        };
+        let store = match &config.database_url {
+            Some(url) => Store::open_postgres(url, options)?,
+            None => Store::open(&config.data_dir, options)?,
+        };
         let token_key: [u8; 32] = rand::random();
         let token_mac = config
             .admin_token

@@ -87,6 +87,27 @@ pub fn wait_until<T>(
     }
 }
 
+/// 64 random bits from the kernel (passwords of test servers).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u64::from_ne_bytes(b)
+}
+
+/// Waits until `addr` accepts TCP connections (true), `proc` exits or
+/// `limit` passes (false): a server child that is up.
+pub fn wait_for_tcp(proc: &mut Proc, addr: std::net::SocketAddr, limit: Duration) -> bool {
+    let up = wait_until(limit, Duration::from_millis(20), || {
+        if matches!(proc.0.try_wait(), Ok(Some(_))) {
+            return Some(false);
+        }
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .ok()
+            .map(|_| true)
+    });
+    up == Some(true)
+}
+
 /// A port free on 127.0.0.1 for both UDP and TCP (at the time of the call).
 pub fn free_port() -> u16 {
     for _ in 0..100 {

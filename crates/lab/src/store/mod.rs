@@ -1,19 +1,22 @@
 //! Where runs, scenarios, calls and per-second samples are kept.
 //!
 //! [`Store`] is the interface the runner and the report use; [`SqliteStore`]
-//! is the embedded backend (one file, `lab.sqlite`). A PostgreSQL backend
-//! implements the same trait with the same tables (the SQL in
-//! [`sqlite::MIGRATIONS`] is plain enough to port: integers, reals, text).
+//! is the embedded backend (one file, `lab.sqlite`), [`PgStore`] the
+//! PostgreSQL one (`--db postgres://…`, the same tables in the schema
+//! `onionrtc_lab`); [`open`] picks by the `--db` value.
 //!
 //! Each finished call is written in one transaction with its directions and
 //! samples ([`Store::record_call`]), so killing the lab loses at most the
 //! call in progress, and `lab run --resume` asks [`Store::done_calls`]
 //! which calls to skip.
 
+mod postgres;
 mod sqlite;
 
 use std::collections::HashSet;
+use std::path::Path;
 
+pub use postgres::{PgStore, PG_MIGRATIONS, SCHEMA as PG_SCHEMA};
 pub use sqlite::{SqliteStore, MIGRATIONS};
 
 use crate::call::{CallReport, Outcome};
@@ -25,6 +28,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL failed, or its URL was refused.
+    #[error("{0}")]
+    Pg(pgconn::PgError),
     /// The database was written by a newer lab.
     #[error("the database has schema version {found}; this lab knows up to {known}")]
     TooNew {
@@ -203,7 +209,7 @@ pub const FORWARD: &str = "caller->callee";
 pub const BACKWARD: &str = "callee->caller";
 
 /// A lab store backend.
-pub trait Store {
+pub trait Store: std::fmt::Debug {
     /// Records a new run and returns its id.
     fn create_run(&mut self, run: &NewRun<'_>) -> Result<i64, StoreError>;
     /// The latest unfinished run of the plan with this hash.
@@ -228,4 +234,26 @@ pub trait Store {
     fn finish_run(&mut self, run_id: i64, finished_ms: i64) -> Result<(), StoreError>;
     /// Loads a run for reporting.
     fn load_run(&self, run_id: i64) -> Result<RunData, StoreError>;
+}
+
+/// A store and what to call it in messages.
+pub type BoxedStore = Box<dyn Store + Send>;
+
+/// Opens the store `db` names: a `postgres://` URL (which must name this
+/// machine: [`pgconn::Target`]) or a SQLite file path (created if missing).
+pub fn open(db: &str) -> Result<BoxedStore, StoreError> {
+    if pgconn::is_url(db) {
+        Ok(Box::new(PgStore::open(db)?))
+    } else {
+        Ok(Box::new(SqliteStore::open(Path::new(db))?))
+    }
+}
+
+/// `db` as it may be printed (a URL's password redacted).
+pub fn shown(db: &str) -> String {
+    if pgconn::is_url(db) {
+        pgconn::redact(db)
+    } else {
+        db.to_owned()
+    }
 }

@@ -18,6 +18,7 @@ mod outcomes;
 mod plan;
 mod resume;
 mod socks;
+mod store;
 mod support;
 mod tor;
 #[cfg(feature = "webrtc")]

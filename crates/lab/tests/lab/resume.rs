@@ -2,7 +2,7 @@
 //! dropped, as if killed) keeps them, and `--resume` runs only the rest.
 
 use lab::runner::{RunOptions, Runner, DB_FILE};
-use lab::store::{SqliteStore, Store};
+use lab::store::Store;
 
 use crate::support::write_plan;
 
@@ -25,27 +25,46 @@ caller = "direct"
 callee = "direct"
 "#;
 
-fn calls(db: &SqliteStore) -> Vec<(String, u32)> {
-    let mut stmt = db
-        .connection()
-        .prepare(
-            "SELECT s.name, c.repetition FROM calls c JOIN scenarios s ON s.id = c.scenario_id
-             ORDER BY s.idx, c.repetition",
-        )
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+/// (scenario name, repetition) of every call of the run, in plan order.
+fn calls(db: &dyn Store, run_id: i64) -> Vec<(String, u32)> {
+    let data = db.load_run(run_id).unwrap();
+    let mut v: Vec<(u32, String, u32)> = data
+        .calls
+        .iter()
+        .map(|c| {
+            let s = data
+                .scenarios
+                .iter()
+                .find(|s| s.id == c.scenario_id)
+                .unwrap();
+            (s.idx, s.name.clone(), c.repetition)
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, n, r)| (n, r)).collect()
 }
 
 #[test]
 fn interrupted_run_resumes_without_repeating_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(dir.path(), PLAN);
-    let out = dir.path().join("out");
+    for (name, db) in crate::store::backends(dir.path()) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = (name != "sqlite").then_some(db);
+        resume_on(dir.path(), db);
+    }
+}
+
+/// The resume test on one backend (`db`: `None` = OUT/lab.sqlite).
+fn resume_on(dir: &std::path::Path, db: Option<String>) {
+    let plan = write_plan(dir, PLAN);
+    let out = dir.join("out");
     let mut opts = RunOptions::new(&plan, &out);
     opts.quiet = true;
+    opts.db = db;
+    let db = opts.db();
+    if opts.db.is_none() {
+        assert_eq!(db, out.join(DB_FILE).display().to_string());
+    }
 
     // Nothing to resume yet.
     let mut resume = opts.clone();
@@ -59,11 +78,14 @@ fn interrupted_run_resumes_without_repeating_calls() {
     assert_eq!(runner.run(Some(2)).unwrap(), 2);
     drop(runner); // "killed": no finish, no report
 
-    let db = SqliteStore::open(&out.join(DB_FILE)).unwrap();
-    assert_eq!(calls(&db), vec![("one".into(), 0), ("one".into(), 1)]);
-    let data = db.load_run(run_id).unwrap();
+    let store = lab::store::open(&db).unwrap();
+    assert_eq!(
+        calls(&*store, run_id),
+        vec![("one".into(), 0), ("one".into(), 1)]
+    );
+    let data = store.load_run(run_id).unwrap();
     assert_eq!(data.run.finished_ms, None);
-    drop(db);
+    drop(store);
 
     let mut runner = Runner::new(&resume).unwrap();
     assert_eq!(runner.run_id(), run_id);
@@ -72,9 +94,9 @@ fn interrupted_run_resumes_without_repeating_calls() {
     let written = runner.finish().unwrap();
     assert!(written.html.is_file());
 
-    let db = SqliteStore::open(&out.join(DB_FILE)).unwrap();
+    let store = lab::store::open(&db).unwrap();
     assert_eq!(
-        calls(&db),
+        calls(&*store, run_id),
         vec![
             ("one".into(), 0),
             ("one".into(), 1),
@@ -82,21 +104,28 @@ fn interrupted_run_resumes_without_repeating_calls() {
             ("two".into(), 1)
         ]
     );
-    assert!(db.load_run(run_id).unwrap().run.finished_ms.is_some());
-    let runs: i64 = db
-        .connection()
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(runs, 1);
-    // Every call has both directions and per-second samples.
-    let dirs: i64 = db
-        .connection()
-        .query_row("SELECT count(*) FROM call_directions", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(dirs, 8);
-    drop(db);
+    let data = store.load_run(run_id).unwrap();
+    assert!(data.run.finished_ms.is_some());
+    // One run only: the resumed run is the latest.
+    assert_eq!(store.latest_run().unwrap(), Some(run_id));
+    // Every call has both directions' per-second samples.
+    for c in &data.calls {
+        let dirs: std::collections::HashSet<_> = data
+            .samples
+            .iter()
+            .filter(|s| s.call_id == c.id)
+            .map(|s| s.direction.as_str())
+            .collect();
+        assert_eq!(dirs.len(), 2, "call {}", c.id);
+    }
+    drop(store);
 
     // A finished run is not resumed again.
     let e = Runner::new(&resume).unwrap_err().to_string();
     assert!(e.contains("no unfinished run"), "{e}");
+
+    // The report reads the same store back.
+    let report = dir.join("report");
+    lab::runner::report_from_db(&db, &report, None).unwrap();
+    assert!(report.join("report.html").is_file());
 }

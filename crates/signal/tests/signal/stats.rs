@@ -35,7 +35,27 @@ async fn calls_with_samples(server: &Server, n: i64) -> Value {
 
 #[tokio::test]
 async fn stats_are_stored_and_listed() {
-    let server = start(config()).await;
+    stored_and_listed(None).await;
+}
+
+/// The same on PostgreSQL (`database_url`), a real server the test binary
+/// starts (testkit::postgres).
+#[tokio::test]
+async fn stats_are_stored_and_listed_in_postgres() {
+    let Some(pg) = testkit::postgres::shared() else {
+        return;
+    };
+    stored_and_listed(Some(pg.database().unwrap())).await;
+}
+
+/// Ingest, API and page, and what the store holds; `database_url`: the
+/// store in PostgreSQL.
+async fn stored_and_listed(database_url: Option<String>) {
+    let server = start(SignalConfig {
+        database_url: database_url.clone(),
+        ..config()
+    })
+    .await;
     let (mut a, ja) = server.joined("stats-room").await;
     let (mut b, _) = server.joined("stats-room").await;
     assert_eq!(a.recv().await["type"], "peer-joined");
@@ -125,9 +145,27 @@ async fn stats_are_stored_and_listed() {
     assert_eq!(none.status, 200);
     assert!(!none.body.contains(&call_id) && none.body.contains("0 call(s)"));
 
-    // Nothing but numbers, short enums and the hash in the database file.
+    // Nothing but numbers, short enums and the hash in the database.
     server.state.store().flush(WAIT);
-    let conn = rusqlite::Connection::open(server.state.store().path()).unwrap();
+    if let Some(url) = database_url {
+        let pg = testkit::postgres::shared().unwrap();
+        let db = url.rsplit('/').next().unwrap();
+        let q = |sql: &str| pg.psql(db, sql).unwrap().trim().to_owned();
+        assert_eq!(q("SELECT count(*) FROM onionrtc_signal.samples"), "0");
+        assert_eq!(
+            q("SELECT string_agg(id || room_hash, ',') FROM onionrtc_signal.calls"),
+            format!("{call_id}{hash}")
+        );
+        // No text anywhere in the store's schema holds the room name.
+        let dump = q("SELECT string_agg(row_to_json(c)::text, ' ') FROM onionrtc_signal.calls c");
+        assert!(
+            dump.contains(&hash) && !dump.contains("stats-room"),
+            "{dump}"
+        );
+        assert!(!dump.contains("192.0.2.77"), "{dump}");
+        return;
+    }
+    let conn = rusqlite::Connection::open(server.state.store().path().unwrap()).unwrap();
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
         .unwrap();
@@ -223,7 +261,7 @@ async fn retention_sweep_deletes_old_rows() {
     .unwrap();
     let old = now - 8 * 86_400_000;
     {
-        let conn = rusqlite::Connection::open(server.state.store().path()).unwrap();
+        let conn = rusqlite::Connection::open(server.state.store().path().unwrap()).unwrap();
         conn.execute(
             "INSERT INTO calls(id, room_hash, started, last) VALUES ('00ff', 'old', ?1, ?1)",
             [old],
@@ -271,7 +309,7 @@ async fn sweep_runs_at_startup() {
         keep_samples: false,
     };
     let store = signal::store::Store::open(&data, options).unwrap();
-    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let conn = rusqlite::Connection::open(store.path().unwrap()).unwrap();
     conn.execute(
         "INSERT INTO calls(id, room_hash, started, last) VALUES ('0a', 'old', 1000, 1000)",
         [],

@@ -62,7 +62,11 @@ pub async fn start(mut config: SignalConfig) -> Server {
 /// Starts `serve_state` on 127.0.0.1:0 with `config.data_dir` as it is
 /// (the caller's directory, which outlives the server).
 pub async fn start_with_data_dir(config: SignalConfig) -> Server {
-    let state = SignalState::new(config).unwrap();
+    // Blocking (and PostgreSQL's client must not run on an async task).
+    let state = tokio::task::spawn_blocking(move || SignalState::new(config))
+        .await
+        .unwrap()
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
