@@ -507,7 +507,7 @@ fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettin
     };
     let names = file
         .digest_algorithms
-        .unwrap_or_else(|| vec!["MD5".to_owned(), "SHA-256".to_owned()]);
+        .unwrap_or_else(|| vec!["SHA-256".to_owned(), "MD5".to_owned()]);
     let mut algorithms = Vec::new();
     for n in &names {
         let Some(a) = signal::sip_ws::SipAlgorithm::parse(n) else {
@@ -1188,7 +1188,7 @@ mod tests {
         let s = sip("", "").unwrap();
         assert!(!s.enabled);
         assert_eq!(s.domain, "127.0.0.1");
-        assert_eq!(s.algorithms, vec![A::Md5, A::Sha256]);
+        assert_eq!(s.algorithms, vec![A::Sha256, A::Md5]);
         let s = sip("", "[serve]\nhostnames = [\"Call.Example.org\"]").unwrap();
         assert_eq!(s.domain, "call.example.org");
         let s = sip(

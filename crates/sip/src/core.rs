@@ -40,6 +40,9 @@ pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 /// 64·T1: transaction timeouts (B, F, H, J).
 pub const TX_TIMEOUT: Duration = Duration::from_secs(32);
+/// How long an ended call is kept when all its legs are on reliable
+/// transports (to acknowledge a late final response).
+pub const REAP_RELIABLE: Duration = Duration::from_secs(5);
 /// How long a callee's devices ring before the call is cancelled (Timer C).
 pub const RING_TIMEOUT: Duration = Duration::from_secs(180);
 /// Server transactions remembered at most.
@@ -73,7 +76,9 @@ impl Config {
     pub fn new(domain: &str) -> Config {
         Config {
             domain: domain.to_ascii_lowercase(),
-            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            // RFC 8760: most preferred first. JsSIP and SIP.js keep only the
+            // last challenge they receive, so MD5 goes last for them.
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             min_expires: 60,
             max_expires: 3600,
             default_expires: 600,
@@ -1210,7 +1215,13 @@ impl Core {
             return;
         }
         call.ended = true;
-        call.reap_at = Some(now + TX_TIMEOUT);
+        // Late responses are acknowledged for 64·T1 on unreliable
+        // transports; reliable ones deliver them within moments.
+        let conns = std::iter::once(call.a_conn).chain(call.legs.iter().map(|l| l.conn));
+        let reliable = conns
+            .into_iter()
+            .all(|c| self.conns.get(&c).is_none_or(|i| i.reliable));
+        call.reap_at = Some(now + if reliable { REAP_RELIABLE } else { TX_TIMEOUT });
         let n = call.legs.len();
         let bye_caller = except.is_some() && call.final_sent && call.answered.is_some();
         for i in 0..n {

@@ -143,10 +143,13 @@ impl World {
         let r = &out[0].1;
         assert_eq!(r.code(), Some(401));
         let challenges: Vec<&str> = r.get_all("WWW-Authenticate").collect();
-        assert!(challenges[0].contains("algorithm=MD5"), "{challenges:?}");
-        assert!(challenges[1].contains("algorithm=SHA-256"));
+        assert!(
+            challenges[0].contains("algorithm=SHA-256"),
+            "{challenges:?}"
+        );
+        assert!(challenges[1].contains("algorithm=MD5"));
         let auth = ua.answer(
-            challenges[1],
+            challenges[0],
             "Authorization",
             "REGISTER",
             &format!("sip:{DOMAIN}"),

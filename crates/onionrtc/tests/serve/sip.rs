@@ -4,6 +4,7 @@
 //! the server unharmed), and a JsSIP call between two Chromium pages
 //! through our relay (`jssip_call_through_serve`).
 
+use super::firefox::js_dir;
 use super::*;
 
 use ::sip::digest::ha1;
@@ -116,14 +117,15 @@ Expires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
 
 /// The digest answer to the first challenge of `resp`.
 fn answer(resp: &str, user: &str, password: &str) -> String {
-    let ch = resp
+    let challenges: Vec<&str> = resp
         .lines()
-        .find(|l| l.starts_with("WWW-Authenticate:"))
-        .unwrap_or_else(|| panic!("no challenge in {resp}"));
-    assert!(
-        ch.contains("algorithm=MD5"),
-        "MD5 must be offered first: {ch}"
-    );
+        .filter(|l| l.starts_with("WWW-Authenticate:"))
+        .collect();
+    assert_eq!(challenges.len(), 2, "{resp}");
+    // SHA-256 preferred (first); MD5 last, the one JsSIP and SIP.js read.
+    assert!(challenges[0].contains("algorithm=SHA-256"), "{resp}");
+    let ch = challenges[1];
+    assert!(ch.contains("algorithm=MD5"), "{resp}");
     let nonce = ch
         .split("nonce=\"")
         .nth(1)
@@ -206,7 +208,7 @@ fn sip_over_websocket_accounts_auth_and_bad_input() {
     let own = format!("http://{}", server.web);
     let mut ws = sip_ws(server.web, &[proto, ("Origin", &own)]).unwrap();
 
-    // Digest registration (MD5 offered first, for JsSIP and SIP.js).
+    // Digest registration.
     ws.send(tungstenite::Message::text(register("alice", 1, "")))
         .unwrap();
     let challenge = recv(&mut ws).unwrap();
@@ -279,4 +281,293 @@ fn sip_over_websocket_accounts_auth_and_bad_input() {
         assert!(!text.contains("tester.invalid"));
     }
     server.terminate().unwrap();
+}
+
+/// Two JsSIP user agents in one page each: TURN credentials from
+/// `/api/sip/turn`, every SIP message sent and received recorded, incoming
+/// calls answered with relay-only ICE.
+const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
+  const t = { sent: [], received: [], events: [], session: null, ua: null, creds: null };
+  const W = JsSIP.WebSocketInterface.prototype;
+  if (!W.__recorded) {
+    const send = W.send;
+    W.send = function (m) { t.sent.push(String(m)); return send.call(this, m); };
+    const onMessage = W._onMessage;
+    W._onMessage = function (ev) { t.received.push(String(ev.data)); return onMessage.call(this, ev); };
+    W.__recorded = true;
+  }
+  const media = () => ({
+    mediaConstraints: { audio: true, video: false },
+    pcConfig: { iceServers: t.creds.iceServers, iceTransportPolicy: 'relay' },
+  });
+  t.start = async (user, password, domain) => {
+    const r = await fetch('/api/sip/turn', { headers: { Authorization: 'Basic ' + btoa(user + ':' + password) } });
+    if (r.status !== 200) throw new Error('/api/sip/turn: ' + r.status);
+    t.creds = await r.json();
+    const socket = new JsSIP.WebSocketInterface('ws://' + location.host + '/sip');
+    t.ua = new JsSIP.UA({ sockets: [socket], uri: 'sip:' + user + '@' + domain, password, session_timers: false });
+    t.ua.on('registered', () => t.events.push('registered'));
+    t.ua.on('registrationFailed', (e) => t.events.push('registrationFailed:' + e.cause));
+    t.ua.on('newRTCSession', (e) => {
+      const s = e.session;
+      t.session = s;
+      for (const name of ['progress', 'accepted', 'confirmed', 'ended', 'failed']) {
+        s.on(name, (x) => t.events.push(name + (x && x.cause ? ':' + x.cause : '')));
+      }
+      if (e.originator === 'remote') s.answer(media());
+    });
+    t.ua.start();
+    return true;
+  };
+  t.call = (target) => { t.ua.call(target, media()); return true; };
+  t.hangup = () => { t.session.terminate(); return true; };
+  t.stats = async () => {
+    const pc = t.session && t.session.connection;
+    if (!pc) return null;
+    const r = await pc.getStats();
+    let pair = null;
+    r.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = r.get(s.selectedCandidatePairId); });
+    const local = pair ? r.get(pair.localCandidateId) : null;
+    const remote = pair ? r.get(pair.remoteCandidateId) : null;
+    let packets = 0, bytes = 0;
+    r.forEach((s) => { if (s.type === 'inbound-rtp') { packets += s.packetsReceived || 0; bytes += s.bytesReceived || 0; } });
+    return { state: pc.connectionState, local: local && local.candidateType, remote: remote && remote.candidateType, packets, bytes };
+  };
+  return t;
+})(); true"#;
+
+/// JsSIP as a browser script: its CommonJS files bundled by
+/// tests/js/cjs_bundle.mjs.
+fn jssip_bundle() -> Option<String> {
+    let js = js_dir();
+    if !js.join("node_modules/jssip").is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tests/js/node_modules is missing in CI (scripts/test.sh runs npm ci)"
+        );
+        eprintln!("skipping: run `npm ci` in tests/js first");
+        return None;
+    }
+    let out = Command::new("node")
+        .arg(js.join("cjs_bundle.mjs"))
+        .args(["jssip", "JsSIP"])
+        .current_dir(&js)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bundling JsSIP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// The value of header `name` in the last message of `messages` that
+/// starts with `start`.
+fn header_of(messages: &[String], start: &str, name: &str) -> String {
+    let m = messages
+        .iter()
+        .rev()
+        .find(|m| m.starts_with(start))
+        .unwrap_or_else(|| panic!("no {start} among {messages:#?}"));
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {m}"))
+        .trim()
+        .to_owned()
+}
+
+fn sip_fail(what: &str, pages: &mut [Page], server: &Server) -> ! {
+    let mut text = format!("{what}\n");
+    for (i, p) in pages.iter_mut().enumerate() {
+        let state = p
+            .evaluate("JSON.stringify({events: sipt.events, sent: sipt.sent.map(m => m.split('\\r\\n')[0]), received: sipt.received.map(m => m.split('\\r\\n')[0])})")
+            .unwrap_or_else(Value::String);
+        text.push_str(&format!(
+            "--- page {i}: {state}\nconsole: {:#?}\n",
+            p.console()
+        ));
+    }
+    text.push_str(&format!("--- serve stderr:\n{}", server.stderr_tail()));
+    panic!("{text}");
+}
+
+#[test]
+fn jssip_call_through_serve() {
+    if !testkit::require_tool("chromium", &["--version"])
+        || !testkit::require_tool("node", &["--version"])
+    {
+        return;
+    }
+    let Some(bundle) = jssip_bundle() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = sip_config(dir.path());
+    let data_dir = dir.path().join("data");
+    for (user, pw) in [("alice", "alice-password"), ("bob", "bob-password")] {
+        let (ok, _, err) = users(&config, &data_dir, &["add", user], &format!("{pw}\n"));
+        assert!(ok, "users add {user}: {err}");
+    }
+    let log = dir.path().join("serve.log");
+    let server = Server::start_logged(&config, &data_dir, "info", Some(&log));
+    let browser = Chromium::launch(LaunchOptions::default()).unwrap();
+    // Pages of the server's own origin (for /sip's Origin rule and
+    // /api/sip/turn); the library and harness are injected.
+    let mut pages = vec![
+        browser.new_page(&server.url("/healthz")).unwrap(),
+        browser.new_page(&server.url("/healthz")).unwrap(),
+    ];
+    for p in pages.iter_mut() {
+        p.evaluate_within(&bundle, Duration::from_secs(30)).unwrap();
+        p.evaluate(JSSIP_HARNESS).unwrap();
+    }
+    let deadline = Duration::from_secs(20);
+    for (i, (user, pw)) in [("alice", "alice-password"), ("bob", "bob-password")]
+        .iter()
+        .enumerate()
+    {
+        let js = format!("sipt.start('{user}', '{pw}', '{DOMAIN}')");
+        if let Err(e) = pages[i].evaluate(&js) {
+            sip_fail(&format!("{user} start: {e}"), &mut pages, &server);
+        }
+        if let Err(e) = pages[i].wait_for("sipt.events.includes('registered')", deadline) {
+            sip_fail(&format!("{user} not registered: {e}"), &mut pages, &server);
+        }
+    }
+
+    // alice calls bob; bob answers at once.
+    pages[0]
+        .evaluate(&format!("sipt.call('sip:bob@{DOMAIN}')"))
+        .unwrap();
+    for i in [0, 1] {
+        let connected = "(async () => { const s = await sipt.stats(); return s && s.state === 'connected' && sipt.events.includes('confirmed') ? s : null; })()";
+        if let Err(e) = pages[i].wait_for(connected, CONNECT) {
+            sip_fail(&format!("page {i} not connected: {e}"), &mut pages, &server);
+        }
+    }
+    // Relay on both ends, audio arriving on both sides.
+    for i in [0, 1] {
+        let first = pages[i].evaluate("sipt.stats()").unwrap();
+        if first["local"] != "relay" || first["remote"] != "relay" {
+            sip_fail(
+                &format!("page {i}: not relay/relay: {first}"),
+                &mut pages,
+                &server,
+            );
+        }
+        let p0 = first["packets"].as_u64().unwrap_or(0);
+        let grown =
+            testkit::wait_until(Duration::from_secs(10), Duration::from_millis(300), || {
+                let v = pages[i].evaluate("sipt.stats()").ok()?;
+                (v["packets"].as_u64().unwrap_or(0) > p0 && v["bytes"].as_u64().unwrap_or(0) > 0)
+                    .then_some(v)
+            });
+        if grown.is_none() {
+            sip_fail(
+                &format!("page {i}: inbound audio does not grow from {first}"),
+                &mut pages,
+                &server,
+            );
+        }
+    }
+    let (_, m) = server.get_as_operator("/metrics", &data_dir);
+    assert!(metric_sum(&m, "onionrtc_allocations_current") >= 2, "{m}");
+    assert_eq!(
+        metric_sum(&m, "onionrtc_sip_calls_answered_total"),
+        1,
+        "{m}"
+    );
+
+    // Privacy: nothing bob received names alice's Via host, Contact or
+    // Call-ID, and its SDP holds relay candidates only, no address but the
+    // relay's.
+    let sent_a: Vec<String> =
+        serde_json::from_value(pages[0].evaluate("sipt.sent").unwrap()).unwrap();
+    let received_b: Vec<String> =
+        serde_json::from_value(pages[1].evaluate("sipt.received").unwrap()).unwrap();
+    let via = header_of(&sent_a, "INVITE ", "Via");
+    let a_host = via
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let a_call_id = header_of(&sent_a, "INVITE ", "Call-ID");
+    let a_contact = header_of(&sent_a, "INVITE ", "Contact");
+    let a_contact_user = a_contact
+        .split("sip:")
+        .nth(1)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(a_host.ends_with(".invalid"), "{via}");
+    let invite_b = received_b
+        .iter()
+        .find(|m| m.starts_with("INVITE "))
+        .expect("bob got no INVITE");
+    for m in &received_b {
+        for secret in [&a_host, &a_call_id, &a_contact_user] {
+            assert!(
+                !m.contains(secret.as_str()),
+                "bob received alice's {secret}:\n{m}"
+            );
+        }
+    }
+    let sdp = invite_b.split("\r\n\r\n").nth(1).unwrap_or("");
+    let candidates: Vec<&str> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    assert!(!candidates.is_empty(), "{sdp}");
+    for c in &candidates {
+        assert!(c.contains(" typ relay"), "{c}");
+    }
+    for m in &received_b {
+        for ip in ipv4_literals(m) {
+            assert!(
+                ip == "127.0.0.1" || ip == "0.0.0.0",
+                "address {ip} reached bob:\n{m}"
+            );
+        }
+    }
+
+    // alice hangs up: bob's side ends too.
+    pages[0].evaluate("sipt.hangup()").unwrap();
+    if let Err(e) = pages[1].wait_for("sipt.events.some(e => e.startsWith('ended'))", deadline) {
+        sip_fail(&format!("bob's call did not end: {e}"), &mut pages, &server);
+    }
+    let ended = testkit::wait_until(Duration::from_secs(40), Duration::from_millis(250), || {
+        let (_, m) = server.get_as_operator("/metrics", &data_dir);
+        (metric_sum(&m, "onionrtc_sip_calls") == 0).then_some(())
+    });
+    assert!(ended.is_some(), "the call outlived its BYE");
+    drop(pages);
+    drop(browser);
+    server.terminate().unwrap();
+
+    // Neither the log (default level) nor the data directory names alice's
+    // SIP URI, Via host, Contact or Call-ID.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let mut files = vec![("serve.log".to_owned(), log)];
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let p = entry.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        files.push((
+            p.display().to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    for (name, text) in &files {
+        for secret in [
+            &a_host,
+            &a_call_id,
+            &a_contact_user,
+            &"sip:alice".to_owned(),
+        ] {
+            assert!(!text.contains(secret.as_str()), "{name} holds {secret}");
+        }
+    }
 }
