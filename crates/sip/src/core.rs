@@ -45,7 +45,8 @@ pub const TX_TIMEOUT: Duration = Duration::from_secs(32);
 pub const REAP_RELIABLE: Duration = Duration::from_secs(5);
 /// How long a callee's devices ring before the call is cancelled (Timer C).
 pub const RING_TIMEOUT: Duration = Duration::from_secs(180);
-/// Server transactions remembered at most.
+/// Server transactions remembered at most (and client transactions
+/// retransmitted at most).
 pub const MAX_SERVER_TX: usize = 16_384;
 /// What this core implements.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE";
@@ -394,6 +395,9 @@ impl Core {
         let data = self.send(conn, msg);
         let reliable = self.conns.get(&conn).is_none_or(|c| c.reliable);
         if reliable || msg.method() == Some("ACK") {
+            return;
+        }
+        if self.client_retx.len() >= MAX_SERVER_TX {
             return;
         }
         if let Some(b) = msg.get("Via").and_then(via_branch) {

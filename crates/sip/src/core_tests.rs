@@ -571,3 +571,54 @@ fn closing_the_callee_connection_ends_the_call() {
         .collect();
     assert_eq!(codes, vec![Some(408)]);
 }
+
+#[test]
+fn message_reaches_every_device_and_udp_retransmits() {
+    let mut w = World::new();
+    let mut alice = Ua::new(1, "alice", "wonderland");
+    let mut bob1 = Ua::new(2, "bob", "builder");
+    let mut bob2 = Ua::new(3, "bob", "builder");
+    w.connect(&alice);
+    w.connect(&bob1);
+    // bob's second device is on an unreliable transport.
+    w.core
+        .connected(3, "203.0.113.3".parse().unwrap(), "UDP", false);
+    w.register(&mut bob1);
+    w.register(&mut bob2);
+    let uri = format!("sip:bob@{DOMAIN}");
+    let to = format!("<{uri}>");
+    let text = "hello bob";
+    let req = alice
+        .request("MESSAGE", &uri, &to, "", text)
+        .replace("application/sdp", "text/plain");
+    let out = w.send(1, &req);
+    assert_eq!(out[0].1.code(), Some(407));
+    let ch = out[0].1.get("Proxy-Authenticate").unwrap().to_string();
+    let auth = alice.answer(&ch, "Proxy-Authorization", "MESSAGE", &uri, 1);
+    let req = alice
+        .request("MESSAGE", &uri, &to, &auth, text)
+        .replace("application/sdp", "text/plain");
+    let out = w.send(1, &req);
+    let mut got: Vec<ConnId> = out.iter().map(|(c, _)| *c).collect();
+    got.sort();
+    assert_eq!(got, vec![1, 2, 3]);
+    for (c, m) in &out {
+        if *c == 1 {
+            assert_eq!(m.code(), Some(202));
+        } else {
+            assert_eq!(m.body, text);
+            assert_eq!(m.get("Content-Type"), Some("text/plain"));
+            let wire = String::from_utf8(m.to_bytes()).unwrap();
+            assert!(leaks(&wire, &alice).is_empty(), "{wire}");
+        }
+    }
+    assert_eq!(w.core.counters().messages_forwarded, 2);
+    // Timer E: only the UDP device gets the MESSAGE again, after T1.
+    let again = w.core.tick(w.now + T1 + Duration::from_millis(1));
+    assert_eq!(again.iter().map(|o| o.conn).collect::<Vec<_>>(), vec![3]);
+    // Its 200 stops the retransmissions.
+    let msg = &out.iter().find(|(c, _)| *c == 3).unwrap().1;
+    let ok = response_to(msg, 200, "m", "");
+    w.send(3, &ok);
+    assert!(w.core.tick(w.now + Duration::from_secs(3)).is_empty());
+}
