@@ -322,8 +322,14 @@ const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
   };
   t.call = (target) => { t.ua.call(target, media()); return true; };
   t.hangup = () => { t.session.terminate(); return true; };
-  t.stats = async () => {
-    const pc = t.session && t.session.connection;
+  t.pc = () => t.session && t.session.connection;
+  return t;
+})(); true"#;
+
+/// `sipt.stats()` over either harness's `sipt.pc()`: the connection
+/// state, the selected pair's candidate types, inbound RTP totals.
+const STATS_JS: &str = r#"sipt.stats = async () => {
+    const pc = sipt.pc();
     if (!pc) return null;
     const r = await pc.getStats();
     let pair = null;
@@ -333,9 +339,8 @@ const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
     let packets = 0, bytes = 0;
     r.forEach((s) => { if (s.type === 'inbound-rtp') { packets += s.packetsReceived || 0; bytes += s.bytesReceived || 0; } });
     return { state: pc.connectionState, local: local && local.candidateType, remote: remote && remote.candidateType, packets, bytes };
-  };
-  return t;
-})(); true"#;
+};
+true"#;
 
 /// JsSIP as a browser script: its CommonJS files bundled by
 /// tests/js/cjs_bundle.mjs.
@@ -492,19 +497,7 @@ const SIPJS_HARNESS: &str = r#"(async () => {
     return true;
   };
   t.hangup = () => { t.session.bye(); return true; };
-  t.stats = async () => {
-    const h = t.session && t.session.sessionDescriptionHandler;
-    const pc = h && h.peerConnection;
-    if (!pc) return null;
-    const r = await pc.getStats();
-    let pair = null;
-    r.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = r.get(s.selectedCandidatePairId); });
-    const local = pair ? r.get(pair.localCandidateId) : null;
-    const remote = pair ? r.get(pair.remoteCandidateId) : null;
-    let packets = 0, bytes = 0;
-    r.forEach((s) => { if (s.type === 'inbound-rtp') { packets += s.packetsReceived || 0; bytes += s.bytesReceived || 0; } });
-    return { state: pc.connectionState, local: local && local.candidateType, remote: remote && remote.candidateType, packets, bytes };
-  };
+  t.pc = () => t.session && t.session.sessionDescriptionHandler && t.session.sessionDescriptionHandler.peerConnection;
   window.sipt = t;
   return true;
 })()"#;
@@ -647,6 +640,9 @@ fn jssip_and_sipjs_calls_through_serve() {
             Duration::from_secs(30),
         )
         .unwrap();
+    for p in pages.iter_mut() {
+        p.evaluate(STATS_JS).unwrap();
+    }
     let deadline = Duration::from_secs(20);
     for (i, (user, pw)) in accounts.iter().enumerate() {
         let js = format!("sipt.start('{user}', '{pw}', '{DOMAIN}')");
