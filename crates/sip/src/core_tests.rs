@@ -622,3 +622,104 @@ fn message_reaches_every_device_and_udp_retransmits() {
     w.send(3, &ok);
     assert!(w.core.tick(w.now + Duration::from_secs(3)).is_empty());
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A measurement, run by hand (`cargo test -p sip --release -- --ignored
+/// measure --nocapture`): digest REGISTERs per second through the core
+/// (accounts in memory, no transport), memory per registration at 10,000,
+/// and INVITE→200 call setups per second. Figures, not assertions.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_register_and_call_rate() {
+    const N: usize = 10_000;
+    let mut accounts = Map::new();
+    for i in 0..N {
+        accounts.insert(format!("u{i}"), format!("password{i}"));
+    }
+    let users = Users(accounts);
+    let now = Instant::now();
+    let mut config = Config::new(DOMAIN);
+    config.max_registrations = N * 2;
+    let mut core = Core::new(config, now);
+    let uri = format!("sip:{DOMAIN}");
+    // Leak-free names for the Ua helper.
+    let names: Vec<&'static str> = (0..N)
+        .map(|i| &*Box::leak(format!("u{i}").into_boxed_str()))
+        .collect();
+    let pws: Vec<&'static str> = (0..N)
+        .map(|i| &*Box::leak(format!("password{i}").into_boxed_str()))
+        .collect();
+    let before = rss_kib();
+    let start = Instant::now();
+    for i in 0..N {
+        let conn = i as ConnId + 10;
+        core.connected(
+            conn,
+            IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+            "WSS",
+            true,
+        );
+        let mut ua = Ua::new(conn, names[i], pws[i]);
+        let to = format!("<sip:{}@{DOMAIN}>", names[i]);
+        let req = ua.request("REGISTER", &uri, &to, "", "");
+        let out = core.receive(conn, req.as_bytes(), now, &users, &Marker);
+        let ch = Message::parse(&out[0].data).unwrap();
+        let ch = ch.get("WWW-Authenticate").unwrap().to_string();
+        let auth = ua.answer(&ch, "Authorization", "REGISTER", &uri, 1);
+        let req = ua.request("REGISTER", &uri, &to, &auth, "");
+        let out = core.receive(conn, req.as_bytes(), now, &users, &Marker);
+        assert_eq!(Message::parse(&out[0].data).unwrap().code(), Some(200));
+    }
+    let took = start.elapsed();
+    let after = rss_kib();
+    println!(
+        "{N} digest REGISTER transactions (challenge + authenticated) in {took:?}: {:.0}/s on one core; \
+         RSS {before} → {after} KiB, ~{} bytes per registration (bindings, server transactions, nonce counts)",
+        N as f64 / took.as_secs_f64(),
+        (after.saturating_sub(before)) * 1024 / N as u64
+    );
+    // Calls: u0 calls u1..; each callee answers at once.
+    let mut caller = Ua::new(10, names[0], pws[0]);
+    let calls = 2_000;
+    let start = Instant::now();
+    for (i, callee) in names.iter().enumerate().skip(1).take(calls) {
+        caller.call_id = format!("call-{i}");
+        let curi = format!("sip:{callee}@{DOMAIN}");
+        let req = caller.request("INVITE", &curi, &format!("<{curi}>"), "", OFFER);
+        let out = core.receive(10, req.as_bytes(), now, &users, &Marker);
+        let ch = Message::parse(&out[0].data).unwrap();
+        let ch = ch.get("Proxy-Authenticate").unwrap().to_string();
+        let auth = caller.answer(&ch, "Proxy-Authorization", "INVITE", &curi, 1);
+        let req = caller.request("INVITE", &curi, &format!("<{curi}>"), &auth, OFFER);
+        let out = core.receive(10, req.as_bytes(), now, &users, &Marker);
+        let inv = out
+            .iter()
+            .find(|o| o.conn != 10)
+            .map(|o| Message::parse(&o.data).unwrap())
+            .unwrap();
+        let conn = out.iter().find(|o| o.conn != 10).unwrap().conn;
+        let out = core.receive(
+            conn,
+            response_to(&inv, 200, "b", ANSWER).as_bytes(),
+            now,
+            &users,
+            &Marker,
+        );
+        assert!(out.iter().any(|o| o.conn == 10));
+    }
+    let took = start.elapsed();
+    println!(
+        "{calls} INVITE→407→INVITE→200 call setups in {took:?}: {:.0}/s on one core",
+        calls as f64 / took.as_secs_f64()
+    );
+}
