@@ -173,6 +173,29 @@ struct Retx {
     cap: Duration,
 }
 
+/// A re-INVITE or UPDATE with an offer, forwarded to the other side and
+/// waiting for its final response.
+#[derive(Debug)]
+struct Pending {
+    /// The request as its sender sent it (answered from it).
+    req: Message,
+    /// Its sender: `None` the caller, `Some(i)` leg `i`.
+    from_leg: Option<usize>,
+    /// What we sent to the other side, and on which connection.
+    sent: Message,
+    sent_conn: ConnId,
+}
+
+/// Where a request in one of our dialogs goes, and its identifiers.
+#[derive(Debug)]
+struct DialogIds {
+    conn: ConnId,
+    target: String,
+    from: String,
+    to: String,
+    call_id: String,
+}
+
 #[derive(Debug)]
 struct Call {
     a_conn: ConnId,
@@ -189,6 +212,7 @@ struct Call {
     reap_at: Option<Instant>,
     a_2xx: Option<Retx>,
     best: (u8, u16),
+    pending: Option<Pending>,
 }
 
 #[derive(Debug)]
@@ -626,14 +650,14 @@ impl Core {
                 .get(&key)
                 .is_some_and(|c| c.legs.get(leg).is_some_and(|l| l.conn == conn));
             if ok {
-                self.b_request(conn, key, leg, req, now);
+                self.b_request(conn, key, leg, req, now, sdp);
             } else if method != "ACK" {
                 self.reply_code(conn, &req, 481, now);
             }
             return;
         }
         if let Some(&key) = self.a_index.get(&(conn, call_id)) {
-            self.a_request(conn, key, req, now);
+            self.a_request(conn, key, req, now, sdp);
             return;
         }
         let to_tagged = req
@@ -985,6 +1009,7 @@ impl Core {
                 reap_at: None,
                 a_2xx: None,
                 best: (u8::MAX, 480),
+                pending: None,
             },
         );
     }
@@ -1032,7 +1057,14 @@ impl Core {
     }
 
     /// A request in the caller's dialog (or its CANCEL).
-    fn a_request(&mut self, conn: ConnId, key: u64, req: Message, now: Instant) {
+    fn a_request(
+        &mut self,
+        conn: ConnId,
+        key: u64,
+        req: Message,
+        now: Instant,
+        sdp: &dyn SdpFilter,
+    ) {
         let method = req.method().unwrap_or("").to_string();
         let Some(call) = self.calls.get_mut(&key) else {
             return;
@@ -1067,6 +1099,9 @@ impl Core {
                 }
                 self.end_call(key, None, now);
             }
+            "INVITE" | "UPDATE" if !req.body.trim().is_empty() => {
+                self.forward_offer(key, None, conn, req, now, sdp);
+            }
             _ => {
                 let tag = call.our_tag.clone();
                 self.answer_in_dialog(conn, &req, Some(&tag), now);
@@ -1075,7 +1110,15 @@ impl Core {
     }
 
     /// A request in a callee's dialog.
-    fn b_request(&mut self, conn: ConnId, key: u64, leg: usize, req: Message, now: Instant) {
+    fn b_request(
+        &mut self,
+        conn: ConnId,
+        key: u64,
+        leg: usize,
+        req: Message,
+        now: Instant,
+        sdp: &dyn SdpFilter,
+    ) {
         let method = req.method().unwrap_or("").to_string();
         match method.as_str() {
             "ACK" => {}
@@ -1092,14 +1135,149 @@ impl Core {
                     self.leg_failed(key, 480, now);
                 }
             }
+            "INVITE" | "UPDATE" if !req.body.trim().is_empty() => {
+                self.forward_offer(key, Some(leg), conn, req, now, sdp);
+            }
             _ => self.answer_in_dialog(conn, &req, None, now),
         }
     }
 
+    /// A re-INVITE or UPDATE with a new offer (hold, renegotiation) from
+    /// the caller (`from_leg` `None`) or the answered leg: its SDP
+    /// sanitized, sent in the other side's dialog; the final response comes
+    /// back through [`Core::pending_response`]. One at a time per call
+    /// (else 491, RFC 3261 §14.1).
+    fn forward_offer(
+        &mut self,
+        key: u64,
+        from_leg: Option<usize>,
+        conn: ConnId,
+        req: Message,
+        now: Instant,
+        sdp: &dyn SdpFilter,
+    ) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let tag = from_leg.is_none().then(|| call.our_tag.clone());
+        let Some(answered) = call.answered else {
+            return self.reply_code(conn, &req, 491, now);
+        };
+        if call.ended || (from_leg.is_some() && from_leg != Some(answered)) {
+            return self.reply_code(conn, &req, 481, now);
+        }
+        if call.pending.is_some() {
+            let r = self.response(&req, conn, 491, tag.as_deref());
+            return self.reply(conn, &req, r, now);
+        }
+        let Some(body) = sdp.filter(&req.body) else {
+            self.counters.sdp_rejected += 1;
+            let r = self.response(&req, conn, 488, tag.as_deref());
+            return self.reply(conn, &req, r, now);
+        };
+        let method = req.method().unwrap_or("INVITE").to_string();
+        if method == "INVITE" {
+            let r = self.response(&req, conn, 100, None);
+            self.reply(conn, &req, r, now);
+        }
+        let sent = match from_leg {
+            None => self.leg_request(key, answered, &method, None, None, Some(body), now),
+            Some(_) => self.caller_request(key, &method, None, None, Some(body), now),
+        };
+        if let (Some((sent, sent_conn)), Some(call)) = (sent, self.calls.get_mut(&key)) {
+            call.pending = Some(Pending {
+                req,
+                from_leg,
+                sent,
+                sent_conn,
+            });
+        }
+    }
+
+    /// A response to a forwarded re-INVITE/UPDATE: a final one goes back
+    /// to the sender (SDP sanitized), a re-INVITE's is acknowledged. False
+    /// when `resp` answers no pending request.
+    fn pending_response(
+        &mut self,
+        conn: ConnId,
+        resp: &Message,
+        now: Instant,
+        sdp: &dyn SdpFilter,
+    ) -> bool {
+        let call_id = resp.call_id().to_string();
+        let key = match self.b_index.get(&call_id) {
+            Some(&(key, _)) => key,
+            None => match self.a_index.get(&(conn, call_id)) {
+                Some(&key) => key,
+                None => return false,
+            },
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        let matches = call.pending.as_ref().is_some_and(|p| {
+            p.sent_conn == conn
+                && p.sent.call_id() == resp.call_id()
+                && p.sent.cseq() == resp.cseq()
+        });
+        if !matches {
+            return false;
+        }
+        let code = resp.code().unwrap_or(500);
+        if code < 200 {
+            return true;
+        }
+        let Some(p) = call.pending.take() else {
+            return true;
+        };
+        let (sender, tag) = match p.from_leg {
+            None => (call.a_conn, Some(call.our_tag.clone())),
+            Some(i) => (call.legs.get(i).map_or(0, |l| l.conn), None),
+        };
+        let (seq, method) = p.sent.cseq().map_or((0, ""), |(n, m)| (n, m));
+        if method == "INVITE" {
+            // 2xx: a new transaction; non-2xx: the INVITE's own.
+            let branch = (code >= 300)
+                .then(|| p.sent.get("Via").and_then(via_branch).map(str::to_string))
+                .flatten();
+            match p.from_leg {
+                None => {
+                    let answered = call.answered.unwrap_or(0);
+                    self.leg_request(key, answered, "ACK", Some(seq), branch, None, now);
+                }
+                Some(_) => {
+                    self.caller_request(key, "ACK", Some(seq), branch, None, now);
+                }
+            }
+        }
+        let mut code = match code {
+            200..=299 | 488 | 491 | 500 | 503 | 403 => code,
+            _ => 488,
+        };
+        let body = if code < 300 {
+            let b = sdp.filter(&resp.body);
+            if b.is_none() {
+                self.counters.sdp_rejected += 1;
+                code = 488;
+            }
+            b
+        } else {
+            None
+        };
+        let mut r = self.response(&p.req, sender, code, tag.as_deref());
+        if let Some(b) = body {
+            r.push("Contact", self.our_contact(sender));
+            r.push("Content-Type", "application/sdp");
+            r.body = b;
+        }
+        self.reply(sender, &p.req, r, now);
+        true
+    }
+
     /// What both sides of a dialog get from us alone: OPTIONS and
-    /// refreshes without a new offer are answered here; re-INVITE/UPDATE
-    /// with an offer are not forwarded yet (488); CANCEL outside its
-    /// INVITE is unknown (481); the rest is not implemented (501).
+    /// refreshes without a new offer are answered here; a re-INVITE
+    /// without an offer is not supported (488); CANCEL outside its INVITE
+    /// is unknown (481); the rest is not implemented (501).
     fn answer_in_dialog(&mut self, conn: ConnId, req: &Message, tag: Option<&str>, now: Instant) {
         let method = req.method().unwrap_or("");
         let code = match method {
@@ -1118,25 +1296,107 @@ impl Core {
 
     /// A request to the caller inside its dialog (a BYE).
     fn request_caller(&mut self, key: u64, method: &str, now: Instant) {
-        let Some(call) = self.calls.get_mut(&key) else {
-            return;
+        self.caller_request(key, method, None, None, None, now);
+    }
+
+    /// A request in the caller's dialog: a new CSeq unless `cseq` (an
+    /// ACK's) is given, a new branch unless `branch` is; the SDP `body`,
+    /// if any. Returns what was sent and on which connection.
+    fn caller_request(
+        &mut self,
+        key: u64,
+        method: &str,
+        cseq: Option<u32>,
+        branch_id: Option<String>,
+        body: Option<String>,
+        now: Instant,
+    ) -> Option<(Message, ConnId)> {
+        let call = self.calls.get_mut(&key)?;
+        let cseq = match cseq {
+            Some(n) => n,
+            None => {
+                call.a_cseq += 1;
+                call.a_cseq
+            }
         };
-        call.a_cseq += 1;
-        let (conn, target, cseq) = (call.a_conn, call.a_target.clone(), call.a_cseq);
-        let from = format!(
-            "<sip:{}@{}>;tag={}",
-            call.callee, self.config.domain, call.our_tag
-        );
-        let to = call.a_invite.get("From").unwrap_or("").to_string();
-        let call_id = call.a_invite.call_id().to_string();
-        let mut m = Message::request(method, &target);
-        m.push("Via", self.our_via(conn, &branch()));
+        let ids = DialogIds {
+            conn: call.a_conn,
+            target: call.a_target.clone(),
+            from: format!(
+                "<sip:{}@{}>;tag={}",
+                call.callee, self.config.domain, call.our_tag
+            ),
+            to: call.a_invite.get("From").unwrap_or("").to_string(),
+            call_id: call.a_invite.call_id().to_string(),
+        };
+        self.send_in_dialog(ids, method, cseq, branch_id, body, now)
+    }
+
+    /// Builds and sends a request in the dialog `ids`: our Via (a new
+    /// branch unless given), our Contact (INVITE, UPDATE), the SDP body.
+    fn send_in_dialog(
+        &mut self,
+        ids: DialogIds,
+        method: &str,
+        cseq: u32,
+        branch_id: Option<String>,
+        body: Option<String>,
+        now: Instant,
+    ) -> Option<(Message, ConnId)> {
+        let conn = ids.conn;
+        let mut m = Message::request(method, &ids.target);
+        m.push("Via", self.our_via(conn, &branch_id.unwrap_or_else(branch)));
         m.push("Max-Forwards", "70");
-        m.push("From", from);
-        m.push("To", to);
-        m.push("Call-ID", call_id);
+        m.push("From", ids.from);
+        m.push("To", ids.to);
+        m.push("Call-ID", ids.call_id);
         m.push("CSeq", format!("{cseq} {method}"));
+        if matches!(m.method(), Some("INVITE" | "UPDATE")) {
+            m.push("Contact", self.our_contact(conn));
+            m.push("Allow", ALLOW);
+        }
+        if let Some(b) = body {
+            m.push("Content-Type", "application/sdp");
+            m.body = b;
+        }
         self.send_request(conn, &m, now);
+        Some((m, conn))
+    }
+
+    /// A request in leg `i`'s dialog (after its 2xx), as
+    /// [`Core::caller_request`].
+    #[allow(clippy::too_many_arguments)]
+    fn leg_request(
+        &mut self,
+        key: u64,
+        i: usize,
+        method: &str,
+        cseq: Option<u32>,
+        branch_id: Option<String>,
+        body: Option<String>,
+        now: Instant,
+    ) -> Option<(Message, ConnId)> {
+        let leg = self.calls.get_mut(&key)?.legs.get_mut(i)?;
+        let cseq = match cseq {
+            Some(n) => n,
+            None => {
+                leg.cseq += 1;
+                leg.cseq
+            }
+        };
+        let to = format!(
+            "{};tag={}",
+            leg.invite.get("To").unwrap_or(""),
+            leg.to_tag.as_deref().unwrap_or("")
+        );
+        let ids = DialogIds {
+            conn: leg.conn,
+            target: leg.target.clone(),
+            from: leg.invite.get("From").unwrap_or("").to_string(),
+            to,
+            call_id: leg.call_id.clone(),
+        };
+        self.send_in_dialog(ids, method, cseq, branch_id, body, now)
     }
 
     /// A request to a callee leg: BYE or ACK (of a 2xx) in its dialog, or
@@ -1273,6 +1533,9 @@ impl Core {
                 }
             }
         }
+        if self.pending_response(conn, &resp, now, sdp) {
+            return;
+        }
         let Some(&(key, i)) = self.b_index.get(resp.call_id()) else {
             self.counters.unmatched += 1;
             return;
@@ -1282,7 +1545,9 @@ impl Core {
             .get(&key)
             .and_then(|c| c.legs.get(i))
             .is_some_and(|l| l.conn == conn);
-        if !ok || resp.cseq().map(|c| c.1) != Some("INVITE") {
+        // Our initial INVITE is CSeq 1; other responses in the leg (to a
+        // BYE, or a late one to a re-INVITE) end here.
+        if !ok || resp.cseq() != Some((1, "INVITE")) {
             return;
         }
         let code = resp.code().unwrap_or(500);
@@ -1293,6 +1558,14 @@ impl Core {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        if (200..300).contains(&code)
+            && call.answered == Some(i)
+            && call.legs[i].state == LegState::Confirmed
+        {
+            // A retransmitted 2xx: its ACK again.
+            self.request_leg(key, i, "ACK", now);
+            return;
+        }
         let leg = &mut call.legs[i];
         if code < 200 {
             leg.provisional = true;

@@ -121,6 +121,18 @@ impl World {
         }
     }
 
+    /// alice (connection 1) and bob (2), both registered.
+    fn alice_and_bob() -> (World, Ua, Ua) {
+        let mut w = World::new();
+        let mut alice = Ua::new(1, "alice", "wonderland");
+        let mut bob = Ua::new(2, "bob", "builder");
+        w.connect(&alice);
+        w.connect(&bob);
+        w.register(&mut alice);
+        w.register(&mut bob);
+        (w, alice, bob)
+    }
+
     fn connect(&mut self, ua: &Ua) {
         let ip: IpAddr = format!("203.0.113.{}", ua.conn).parse().unwrap();
         self.core.connected(ua.conn, ip, "WSS", true);
@@ -346,13 +358,7 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
 
 #[test]
 fn callee_hangs_up_and_caller_cancels() {
-    let mut w = World::new();
-    let mut alice = Ua::new(1, "alice", "wonderland");
-    let mut bob = Ua::new(2, "bob", "builder");
-    w.connect(&alice);
-    w.connect(&bob);
-    w.register(&mut alice);
-    w.register(&mut bob);
+    let (mut w, mut alice, _bob) = World::alice_and_bob();
 
     // CANCEL before any answer: 200 + 487 to alice; bob's CANCEL waits for
     // a provisional response.
@@ -541,13 +547,7 @@ fn bad_input_is_answered_or_dropped() {
 
 #[test]
 fn closing_the_callee_connection_ends_the_call() {
-    let mut w = World::new();
-    let mut alice = Ua::new(1, "alice", "wonderland");
-    let mut bob = Ua::new(2, "bob", "builder");
-    w.connect(&alice);
-    w.connect(&bob);
-    w.register(&mut alice);
-    w.register(&mut bob);
+    let (mut w, mut alice, _bob) = World::alice_and_bob();
     let out = w.invite(&mut alice, "bob", OFFER);
     let inv = out.iter().find(|(c, _)| *c == 2).unwrap().1.clone();
     w.send(2, &response_to(&inv, 200, "b", ANSWER));
@@ -722,4 +722,98 @@ fn measure_register_and_call_rate() {
         "{calls} INVITE→407→INVITE→200 call setups in {took:?}: {:.0}/s on one core",
         calls as f64 / took.as_secs_f64()
     );
+}
+
+/// A response that keeps the request's To as it is (in-dialog requests).
+fn in_dialog_response(req: &Message, code: u16, body: &str) -> String {
+    let mut r = Message::response(code, "X");
+    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        r.push(h, req.get(h).unwrap());
+    }
+    if !body.is_empty() {
+        r.push("Content-Type", "application/sdp");
+        r.body = body.to_string();
+    }
+    String::from_utf8(r.to_bytes()).unwrap()
+}
+
+#[test]
+fn reinvites_are_forwarded_one_at_a_time() {
+    let (mut w, mut alice, _bob) = World::alice_and_bob();
+    let out = w.invite(&mut alice, "bob", OFFER);
+    let inv = out.iter().find(|(c, _)| *c == 2).unwrap().1.clone();
+    let out = w.send(2, &response_to(&inv, 200, "b", ANSWER));
+    let ok = &out.iter().find(|(c, _)| *c == 1).unwrap().1;
+    let tag = NameAddr::parse(ok.get("To").unwrap())
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_string();
+    let to = format!("<sip:bob@{DOMAIN}>;tag={tag}");
+    assert!(w
+        .send(1, &alice.request("ACK", "sip:b2bua@x", &to, "", ""))
+        .is_empty());
+    // bob's 200 again (its ACK crossed it): acknowledged again, call kept.
+    let out = w.send(2, &response_to(&inv, 200, "b", ANSWER));
+    let got: Vec<(ConnId, Option<&str>)> = out.iter().map(|(c, m)| (*c, m.method())).collect();
+    assert_eq!(got, vec![(2, Some("ACK"))]);
+
+    // alice puts bob on hold: her re-INVITE reaches bob in his dialog.
+    let hold = format!("{OFFER}a=sendonly\r\n");
+    let out = w.send(1, &alice.request("INVITE", "sip:b2bua@x", &to, "", &hold));
+    assert_eq!(out[0].0, 1);
+    assert_eq!(out[0].1.code(), Some(100));
+    let re = out[1].1.clone();
+    assert_eq!((out[1].0, re.method()), (2, Some("INVITE")));
+    assert_eq!(re.cseq(), Some((2, "INVITE")));
+    assert_eq!(re.call_id(), inv.call_id());
+    assert!(re.get("To").unwrap().ends_with(";tag=b"));
+    assert!(re.body.contains("a=sendonly") && re.body.ends_with("a=filtered\r\n"));
+    let text = String::from_utf8(re.to_bytes()).unwrap();
+    assert!(leaks(&text, &alice).is_empty(), "{text}");
+    // One offer at a time.
+    let out = w.send(1, &alice.request("UPDATE", "sip:b2bua@x", &to, "", OFFER));
+    assert_eq!(out[0].1.code(), Some(491));
+    // bob accepts: ACK to bob, 200 with the filtered answer to alice.
+    let out = w.send(2, &in_dialog_response(&re, 200, ANSWER));
+    let ack = &out.iter().find(|(c, _)| *c == 2).unwrap().1;
+    assert_eq!((ack.method(), ack.cseq()), (Some("ACK"), Some((2, "ACK"))));
+    assert_ne!(
+        via_branch(ack.get("Via").unwrap()),
+        via_branch(re.get("Via").unwrap())
+    );
+    let ok = &out.iter().find(|(c, _)| *c == 1).unwrap().1;
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(ok.cseq(), Some((alice.cseq - 1, "INVITE")));
+    assert!(ok.body.ends_with("a=filtered\r\n") && !ok.body.contains("203.0.113"));
+    assert!(ok.get("To").unwrap().ends_with(&format!(";tag={tag}")));
+
+    // bob re-INVITEs; alice refuses with 491: bob hears 491, alice gets
+    // the ACK in her INVITE's transaction.
+    let mut re_b = Message::request("INVITE", "sip:b2bua@x");
+    re_b.push("Via", "SIP/2.0/WSS bob.invalid;branch=z9hG4bKbre");
+    re_b.push("From", format!("{};tag=b", inv.get("To").unwrap()));
+    re_b.push("To", inv.get("From").unwrap());
+    re_b.push("Call-ID", inv.call_id());
+    re_b.push("CSeq", "3 INVITE");
+    re_b.push("Content-Type", "application/sdp");
+    re_b.body = ANSWER.to_string();
+    let out = w.send(2, &String::from_utf8(re_b.to_bytes()).unwrap());
+    assert_eq!(out[0].1.code(), Some(100));
+    let to_alice = out[1].1.clone();
+    assert_eq!((out[1].0, to_alice.method()), (1, Some("INVITE")));
+    assert_eq!(to_alice.call_id(), alice.call_id);
+    let out = w.send(1, &in_dialog_response(&to_alice, 491, ""));
+    let ack = &out.iter().find(|(c, _)| *c == 1).unwrap().1;
+    assert_eq!(ack.method(), Some("ACK"));
+    assert_eq!(
+        via_branch(ack.get("Via").unwrap()),
+        via_branch(to_alice.get("Via").unwrap())
+    );
+    let refused = &out.iter().find(|(c, _)| *c == 2).unwrap().1;
+    assert_eq!(
+        (refused.code(), refused.cseq()),
+        (Some(491), Some((3, "INVITE")))
+    );
+    assert_eq!(w.core.active_calls(), 1);
 }

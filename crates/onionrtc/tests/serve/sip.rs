@@ -315,6 +315,7 @@ const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
       for (const name of ['progress', 'accepted', 'confirmed', 'ended', 'failed']) {
         s.on(name, (x) => t.events.push(name + (x && x.cause ? ':' + x.cause : '')));
       }
+      for (const name of ['hold', 'unhold']) s.on(name, (x) => t.events.push(name + ':' + x.originator));
       if (e.originator === 'remote') s.answer(media());
     });
     t.ua.start();
@@ -666,6 +667,23 @@ fn jssip_and_sipjs_calls_through_serve() {
         1,
         "{m}"
     );
+    // Hold and resume (re-INVITEs forwarded both ways through the B2BUA).
+    for (what, js) in [
+        ("hold", "sipt.session.hold()"),
+        ("unhold", "sipt.session.unhold()"),
+    ] {
+        pages[0].evaluate(&format!("{js}; true")).unwrap();
+        for (i, who) in [(0, "local"), (1, "remote")] {
+            let js = format!("sipt.events.includes('{what}:{who}')");
+            if let Err(e) = pages[i].wait_for(&js, deadline) {
+                sip_fail(
+                    &format!("page {i}: no {what}:{who}: {e}"),
+                    &mut pages,
+                    &server,
+                );
+            }
+        }
+    }
     let mut secrets = caller_secrets(&mut pages[0]);
     // Control: the needles are findable in traffic (the responses to
     // alice echo her own Via and Call-ID).
