@@ -143,11 +143,18 @@ impl Message {
         let mut lines = head.split("\r\n");
         let start = parse_start(lines.next().unwrap_or(""))?;
         let mut headers: Vec<Header> = Vec::new();
+        // Content-Length is not kept (`to_bytes` writes its own) and does
+        // not count towards MAX_HEADERS; at most two may repeat the value.
+        let mut lengths: Vec<&str> = Vec::new();
+        let mut folding_length = false;
         for line in lines {
             if !clean_value(line) {
                 return Err(ParseError::Header);
             }
             if line.starts_with(' ') || line.starts_with('\t') {
+                if folding_length {
+                    return Err(ParseError::ContentLength);
+                }
                 let Some(last) = headers.last_mut() else {
                     return Err(ParseError::Header);
                 };
@@ -157,9 +164,6 @@ impl Message {
                 last.value.push_str(line.trim());
                 continue;
             }
-            if headers.len() >= MAX_HEADERS {
-                return Err(ParseError::TooManyHeaders);
-            }
             let Some((name, value)) = line.split_once(':') else {
                 return Err(ParseError::Header);
             };
@@ -167,8 +171,20 @@ impl Message {
             if !is_token(name) {
                 return Err(ParseError::Header);
             }
+            let name = canonical(name);
+            folding_length = name == "Content-Length";
+            if folding_length {
+                if lengths.len() >= 2 {
+                    return Err(ParseError::ContentLength);
+                }
+                lengths.push(value.trim());
+                continue;
+            }
+            if headers.len() >= MAX_HEADERS {
+                return Err(ParseError::TooManyHeaders);
+            }
             headers.push(Header {
-                name: canonical(name),
+                name,
                 value: value.trim().to_string(),
             });
         }
@@ -178,7 +194,7 @@ impl Message {
             body: String::new(),
         };
         let mut length: Option<usize> = None;
-        for v in msg.get_all("Content-Length") {
+        for v in lengths {
             if v.is_empty() || v.len() > 6 || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ParseError::ContentLength);
             }
@@ -443,6 +459,25 @@ To: <sip:b@b>\r\nCall-ID: x\r\nCSeq: 2 INVITE\r\nContent-Length: 4\r\n\r\nv=0\nE
         assert_eq!(
             Message::parse(big.as_bytes()),
             Err(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn a_full_message_without_length_round_trips() {
+        // Regression (fuzz): MAX_HEADERS fields and no Content-Length; the
+        // serialized form adds one, which must not count.
+        let extra = MAX_HEADERS - 7;
+        let many: String = (0..extra).map(|i| format!("X-{i}: y\r\n")).collect();
+        let text = REGISTER
+            .replacen("Expires: 600\r\n", &many, 1)
+            .replace("Content-Length: 0\r\n", "");
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(m.headers.len(), MAX_HEADERS);
+        assert_eq!(Message::parse(&m.to_bytes()).unwrap(), m);
+        let three = REGISTER.replace("Content-Length: 0", "l: 0\r\nl: 0\r\nl: 0");
+        assert_eq!(
+            Message::parse(three.as_bytes()),
+            Err(ParseError::ContentLength)
         );
     }
 
