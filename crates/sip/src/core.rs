@@ -940,7 +940,10 @@ impl Core {
         {
             return self.reply_code(conn, &req, 404, now);
         }
-        let bindings = self.registrar.lookup(&callee, now);
+        // The calling device itself does not ring (a user calling their
+        // own other devices).
+        let mut bindings = self.registrar.lookup(&callee, now);
+        bindings.retain(|b| b.conn != conn);
         if bindings.is_empty() {
             return self.reply_code(conn, &req, 480, now);
         }
