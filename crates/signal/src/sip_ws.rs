@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -309,10 +310,14 @@ pub(crate) async fn handler(
     State(state): State<SignalState>,
     ClientAddr(client): ClientAddr,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(rt) = state.inner.sip.clone() else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
     };
     if !origin_allowed(&headers, &state.config().allowed_origins) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();

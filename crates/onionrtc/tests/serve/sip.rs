@@ -198,6 +198,15 @@ fn sip_over_websocket_accounts_auth_and_bad_input() {
         "a TURN user per request"
     );
 
+    // Off, /sip and /api/sip/turn do not exist (the default).
+    let off = dir.path().join("off");
+    std::fs::create_dir(&off).unwrap();
+    let (off_config, _, _) = serve_config(&off, &["udp"]);
+    let off_server = Server::start(&off_config, &off.join("data"));
+    assert_eq!(off_server.get("/sip").0, 404);
+    assert_eq!(off_server.get("/api/sip/turn").0, 404);
+    off_server.terminate().unwrap();
+
     // The upgrade: subprotocol `sip` required; foreign origins refused.
     let proto = ("Sec-WebSocket-Protocol", "sip");
     let e = sip_ws(server.web, &[]).err().unwrap();
@@ -668,11 +677,22 @@ fn jssip_and_sipjs_calls_through_serve() {
         "{m}"
     );
     // Hold and resume (re-INVITEs forwarded both ways through the B2BUA).
+    // JsSIP emits `hold` when it sends the re-INVITE and refuses a new one
+    // until that transaction is over: wait for it before each step.
     for (what, js) in [
         ("hold", "sipt.session.hold()"),
         ("unhold", "sipt.session.unhold()"),
     ] {
-        pages[0].evaluate(&format!("{js}; true")).unwrap();
+        let ready = "sipt.session.isReadyToReOffer()";
+        if let Err(e) = pages[0].wait_for(ready, deadline) {
+            sip_fail(
+                &format!("alice not ready to {what}: {e}"),
+                &mut pages,
+                &server,
+            );
+        }
+        let sent = pages[0].evaluate(js).unwrap();
+        assert_eq!(sent, Value::Bool(true), "{js}");
         for (i, who) in [(0, "local"), (1, "remote")] {
             let js = format!("sipt.events.includes('{what}:{who}')");
             if let Err(e) = pages[i].wait_for(&js, deadline) {
@@ -683,6 +703,13 @@ fn jssip_and_sipjs_calls_through_serve() {
                 );
             }
         }
+    }
+    if let Err(e) = pages[0].wait_for("sipt.session.isReadyToReOffer()", deadline) {
+        sip_fail(
+            &format!("alice's resume did not complete: {e}"),
+            &mut pages,
+            &server,
+        );
     }
     let mut secrets = caller_secrets(&mut pages[0]);
     // Control: the needles are findable in traffic (the responses to
