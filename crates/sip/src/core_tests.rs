@@ -758,6 +758,11 @@ fn reinvites_are_forwarded_one_at_a_time() {
     let got: Vec<(ConnId, Option<&str>)> = out.iter().map(|(c, m)| (*c, m.method())).collect();
     assert_eq!(got, vec![(2, Some("ACK"))]);
 
+    // A session refresh (UPDATE without a body) is answered by us alone.
+    let out = w.send(1, &alice.request("UPDATE", "sip:b2bua@x", &to, "", ""));
+    let got: Vec<(ConnId, Option<u16>)> = out.iter().map(|(c, m)| (*c, m.code())).collect();
+    assert_eq!(got, vec![(1, Some(200))]);
+
     // alice puts bob on hold: her re-INVITE reaches bob in his dialog.
     let hold = format!("{OFFER}a=sendonly\r\n");
     let out = w.send(1, &alice.request("INVITE", "sip:b2bua@x", &to, "", &hold));
