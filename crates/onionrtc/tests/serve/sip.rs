@@ -506,6 +506,14 @@ const SIPJS_HARNESS: &str = r#"(async () => {
     await reg.register();
     return true;
   };
+  t.call = (target) => {
+    const inv = new SIP.Inviter(t.ua, SIP.UserAgent.makeURI(target), {
+      sessionDescriptionHandlerOptions: { constraints: { audio: true, video: false } },
+    });
+    watch(inv);
+    inv.invite();
+    return true;
+  };
   t.hangup = () => { t.session.bye(); return true; };
   t.pc = () => t.session && t.session.sessionDescriptionHandler && t.session.sessionDescriptionHandler.peerConnection;
   window.sipt = t;
@@ -746,6 +754,24 @@ fn jssip_and_sipjs_calls_through_serve() {
             &server,
         );
     }
+
+    // carol (SIP.js: its own 407 handling) calls bob (JsSIP); bob hangs up.
+    pages[2]
+        .evaluate(&format!("sipt.call('sip:bob@{DOMAIN}')"))
+        .unwrap();
+    check_call(&mut pages, 2, 1, &server);
+    let carol = caller_secrets(&mut pages[2]);
+    check_callee_got(&mut pages[1], &carol, "bob");
+    secrets.extend(carol);
+    pages[1].evaluate("sipt.hangup()").unwrap();
+    let carol_ended = "sipt.events.filter(e => e === 'ended').length >= 2";
+    if let Err(e) = pages[2].wait_for(carol_ended, deadline) {
+        sip_fail(
+            &format!("carol's call did not end: {e}"),
+            &mut pages,
+            &server,
+        );
+    }
     let ended = testkit::wait_until(Duration::from_secs(40), Duration::from_millis(250), || {
         let (_, m) = server.get_as_operator("/metrics", &data_dir);
         (metric_sum(&m, "onionrtc_sip_calls") == 0).then_some(())
@@ -758,6 +784,7 @@ fn jssip_and_sipjs_calls_through_serve() {
     // Neither the log (default level) nor the data directory names the
     // caller's SIP URI, Via host, Contact or Call-IDs.
     secrets.push("sip:alice".to_owned());
+    secrets.push("sip:carol".to_owned());
     let mut files = vec![(
         "serve.log".to_owned(),
         std::fs::read_to_string(&log).unwrap(),
