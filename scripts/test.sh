@@ -29,7 +29,9 @@ cd "$(dirname "$0")/.."
 #              Chromium in one call (onionrtc tests/serve/firefox.rs)
 #   npm (and nodejs) - runs tests/js/firefox_call.mjs, which drives Firefox
 #              over WebDriver BiDi with puppeteer-core (pinned in
-#              tests/js/package-lock.json, installed below with npm ci)
+#              tests/js/package-lock.json, installed below with npm ci),
+#              and bundles JsSIP for the SIP tests (tests/js/cjs_bundle.mjs;
+#              JsSIP and SIP.js pinned in the same lock file)
 #   postgresql - a real PostgreSQL (initdb + postgres on 127.0.0.1, started
 #              by testkit::postgres as the `postgres` user) for the signal
 #              and lab store suites; no cluster service is started (policy-rc.d)

@@ -14,6 +14,7 @@ mod echo;
 mod lab_cmd;
 mod relay_cmd;
 mod serve_cmd;
+mod users_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +140,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// SIP accounts for `[sip]` (SIP over WebSocket at /sip): add,
+    /// remove, list, passwd. Stored in DATA_DIR/users.sqlite as digest
+    /// hashes only; the password is read from standard input. The data
+    /// directory and realm come from --config/--data-dir as for `serve`.
+    /// See docs/sip.md.
+    Users {
+        #[command(flatten)]
+        flags: ServeFlags,
+        #[command(subcommand)]
+        command: users_cmd::UsersCommand,
+    },
     /// Print what this build implements (RFCs, methods, attributes).
     Features,
 }
@@ -244,6 +256,10 @@ fn main() -> ExitCode {
                  cargo run --release --features call -- call URL"
             ),
         ),
+        Some(Command::Users { flags, command }) => match users_cmd::run(&flags, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_CONFIG, &e),
+        },
         Some(Command::Features) => {
             features();
             ExitCode::SUCCESS

@@ -95,6 +95,27 @@ pub struct ServeFlags {
 #[derive(Debug, Default, Deserialize)]
 struct File {
     serve: Option<ServeFile>,
+    sip: Option<SipFile>,
+}
+
+/// The `[sip]` table as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipFile {
+    enabled: Option<bool>,
+    domain: Option<String>,
+    digest_algorithms: Option<Vec<String>>,
+}
+
+/// The resolved `[sip]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// SIP over WebSocket at `/sip` and `/api/sip/turn` (default off).
+    pub enabled: bool,
+    /// The SIP domain and digest realm.
+    pub domain: String,
+    /// Digest challenge algorithms, in the order offered.
+    pub algorithms: Vec<signal::sip_ws::SipAlgorithm>,
 }
 
 /// The `[serve]` table as written; every key optional.
@@ -168,6 +189,8 @@ pub struct ServeSettings {
     pub echo_max_sessions: usize,
     /// Echo test sessions a minute per client address.
     pub echo_sessions_per_minute: u32,
+    /// The `[sip]` table.
+    pub sip: SipSettings,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -195,6 +218,7 @@ impl std::fmt::Debug for ServeSettings {
             .field("idle_timeout", &self.idle_timeout)
             .field("echo_max_sessions", &self.echo_max_sessions)
             .field("echo_sessions_per_minute", &self.echo_sessions_per_minute)
+            .field("sip", &self.sip)
             .finish()
     }
 }
@@ -210,10 +234,13 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> anyhow::Er
 }
 
 /// Parses `[serve]` out of the file text (absent table: defaults).
+#[cfg(test)]
 fn parse_file(text: &str, origin: &str) -> anyhow::Result<Option<ServeFile>> {
-    let file: File =
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration {origin}: {e}"))?;
-    Ok(file.serve)
+    Ok(parse_tables(text, origin)?.serve)
+}
+
+fn parse_tables(text: &str, origin: &str) -> anyhow::Result<File> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration {origin}: {e}"))
 }
 
 fn parse_listen(key: &str, s: &str) -> anyhow::Result<SocketAddr> {
@@ -455,6 +482,66 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         idle_timeout: Duration::from_secs(idle_timeout),
         echo_max_sessions,
         echo_sessions_per_minute,
+        sip: SipSettings {
+            enabled: false,
+            domain: String::new(),
+            algorithms: Vec::new(),
+        },
+    })
+}
+
+/// The default `[sip] domain`: the site's first name (`[serve]
+/// hostnames`), else the web listener's address.
+fn default_sip_domain(serve: &ServeSettings) -> Option<String> {
+    if let Some(h) = serve.hostnames.first() {
+        return Some(h.to_ascii_lowercase());
+    }
+    let ip = serve.listen.ip();
+    (!ip.is_unspecified()).then(|| ip.to_string())
+}
+
+fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettings> {
+    let enabled = file.enabled.unwrap_or(false);
+    let domain = match file.domain {
+        Some(d) => {
+            let d = d.trim().to_ascii_lowercase();
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && (d.parse::<IpAddr>().is_ok()
+                    || d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+            if !ok {
+                bail!("invalid [sip] domain {d:?}: a host name such as example.org, or an IP address");
+            }
+            d
+        }
+        None => match default_sip_domain(serve) {
+            Some(d) => d,
+            None if enabled => bail!(
+                "[sip] domain is required when the web listener's address is unspecified and                  [serve] hostnames is empty"
+            ),
+            None => String::new(),
+        },
+    };
+    let names = file
+        .digest_algorithms
+        .unwrap_or_else(|| vec!["SHA-256".to_owned(), "MD5".to_owned()]);
+    let mut algorithms = Vec::new();
+    for n in &names {
+        let Some(a) = signal::sip_ws::SipAlgorithm::parse(n) else {
+            bail!("invalid [sip] digest_algorithms entry {n:?}: \"MD5\" or \"SHA-256\"");
+        };
+        if algorithms.contains(&a) {
+            bail!("invalid [sip] digest_algorithms: {n:?} appears twice");
+        }
+        algorithms.push(a);
+    }
+    if algorithms.is_empty() {
+        bail!("invalid [sip] digest_algorithms []: give at least one of \"MD5\", \"SHA-256\"");
+    }
+    Ok(SipSettings {
+        enabled,
+        domain,
+        algorithms,
     })
 }
 
@@ -470,22 +557,29 @@ pub struct Loaded {
 /// Reads the file (if any), resolves `[serve]` and `[relay]` and checks
 /// that browsers can be given TURN URLs. Touches no data directory.
 pub fn load(flags: &ServeFlags) -> anyhow::Result<Loaded> {
-    let (file, relay, base) = match &flags.config {
+    let (file, sip, relay, base) = match &flags.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-            let serve = parse_file(&text, &path.display().to_string())?;
+            let tables = parse_tables(&text, &path.display().to_string())?;
             let relay = RelayConfig::from_file(path)?;
             let base = path.parent().unwrap_or(Path::new("")).to_owned();
-            (serve.unwrap_or_default(), relay, base)
+            (
+                tables.serve.unwrap_or_default(),
+                tables.sip.unwrap_or_default(),
+                relay,
+                base,
+            )
         }
         None => (
             ServeFile::default(),
+            SipFile::default(),
             RelayConfig::defaults(),
             PathBuf::new(),
         ),
     };
-    let serve = resolve(file, &base, flags)?;
+    let mut serve = resolve(file, &base, flags)?;
+    serve.sip = resolve_sip(sip, &serve)?;
     if serve.turn_urls.is_none() {
         if let Some(l) = relay.listen.iter().find(|l| l.addr.ip().is_unspecified()) {
             bail!(
@@ -510,7 +604,7 @@ pub fn has_serve_table(file: &Path) -> bool {
     std::fs::read_to_string(file)
         .ok()
         .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
-        .is_some_and(|t| t.contains_key("serve"))
+        .is_some_and(|t| t.contains_key("serve") || t.contains_key("sip"))
 }
 
 /// `onionrtc check-config FILE` for a file with a `[serve]` table: checks it
@@ -620,6 +714,18 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         "header_timeout_secs = {}\nidle_timeout_secs = {}\n",
         s.header_timeout.as_secs(),
         s.idle_timeout.as_secs()
+    ));
+    let algs: Vec<String> = s
+        .sip
+        .algorithms
+        .iter()
+        .map(|a| a.name().to_owned())
+        .collect();
+    out.push_str(&format!(
+        "\n[sip]\nenabled = {}\ndomain = {}\ndigest_algorithms = {}\n",
+        s.sip.enabled,
+        toml_str(&s.sip.domain),
+        toml_list(&algs)
     ));
     out
 }
@@ -1005,8 +1111,19 @@ async fn serve_web(
                 serve.echo_sessions_per_minute,
             ))
         }),
+        sip: serve.sip.enabled.then(|| signal::sip_ws::SipSettings {
+            domain: serve.sip.domain.clone(),
+            algorithms: serve.sip.algorithms.clone(),
+        }),
         ..signal::SignalConfig::default()
     };
+    if serve.sip.enabled {
+        tracing::info!(
+            "SIP over WebSocket on ws://{}/sip (domain {})",
+            openable(web_addr),
+            serve.sip.domain
+        );
+    }
 
     // Open the store before saying "Open": a failure is reported first.
     let state = tokio::task::spawn_blocking(move || signal::SignalState::new(config))
@@ -1081,6 +1198,47 @@ mod tests {
     fn settings(text: &str) -> anyhow::Result<ServeSettings> {
         let file = parse_file(text, "text")?.unwrap_or_default();
         resolve(file, Path::new("/etc/onionrtc"), &flags())
+    }
+
+    fn sip(text: &str, serve: &str) -> anyhow::Result<SipSettings> {
+        let tables = parse_tables(text, "text")?;
+        let serve = settings(serve)?;
+        resolve_sip(tables.sip.unwrap_or_default(), &serve)
+    }
+
+    #[test]
+    fn sip_table() {
+        use signal::sip_ws::SipAlgorithm as A;
+        // Off by default; the domain is the site's name, else the listener's address.
+        let s = sip("", "").unwrap();
+        assert!(!s.enabled);
+        assert_eq!(s.domain, "127.0.0.1");
+        assert_eq!(s.algorithms, vec![A::Sha256, A::Md5]);
+        let s = sip("", "[serve]\nhostnames = [\"Call.Example.org\"]").unwrap();
+        assert_eq!(s.domain, "call.example.org");
+        let s = sip(
+            "[sip]\nenabled = true\ndomain = \"sip.example.org\"\ndigest_algorithms = [\"SHA-256\"]",
+            "",
+        )
+        .unwrap();
+        assert!(s.enabled);
+        assert_eq!(
+            (s.domain.as_str(), s.algorithms),
+            ("sip.example.org", vec![A::Sha256])
+        );
+        for bad in [
+            "[sip]\ndomain = \"a b\"",
+            "[sip]\ndigest_algorithms = []",
+            "[sip]\ndigest_algorithms = [\"SHA-512\"]",
+            "[sip]\ndigest_algorithms = [\"MD5\", \"md5\"]",
+            "[sip]\nunknown = 1",
+        ] {
+            assert!(sip(bad, "").is_err(), "{bad}");
+        }
+        // An unspecified listener and no name: a domain is needed when on.
+        let any = "[serve]\nlisten = \"0.0.0.0:8080\"";
+        assert!(sip("[sip]\nenabled = true", any).is_err());
+        assert!(sip("", any).is_ok());
     }
 
     #[test]

@@ -27,6 +27,8 @@ use testkit::Proc;
 mod firefox;
 #[path = "serve/group.rs"]
 mod group;
+#[path = "serve/sip.rs"]
+mod sip_ws;
 #[path = "serve/speech.rs"]
 mod speech;
 

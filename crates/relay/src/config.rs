@@ -357,6 +357,9 @@ struct File {
     /// Accepted and left to `onionrtc serve`.
     #[serde(rename = "serve")]
     _serve: Option<toml::Table>,
+    /// Accepted and left to `onionrtc serve`.
+    #[serde(rename = "sip")]
+    _sip: Option<toml::Table>,
 }
 
 /// The `[relay]` table as written; every key optional.

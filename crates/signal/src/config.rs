@@ -103,6 +103,9 @@ pub struct SignalConfig {
     pub web_root: WebAssets,
     /// The echo test (`/api/echo`); `None` answers 404.
     pub echo: Option<Arc<crate::echo::Echo>>,
+    /// SIP over WebSocket at `/sip` and `/api/sip/turn`; `None` (the
+    /// default): both answer 404.
+    pub sip: Option<crate::sip_ws::SipSettings>,
 }
 
 impl Default for SignalConfig {
@@ -136,6 +139,7 @@ impl Default for SignalConfig {
             metrics: None,
             web_root: WebAssets::default(),
             echo: None,
+            sip: None,
         }
     }
 }
@@ -177,6 +181,7 @@ impl fmt::Debug for SignalConfig {
             .field("metrics", &self.metrics.as_ref().map(|_| "<fn>"))
             .field("web_root", &self.web_root)
             .field("echo", &self.echo)
+            .field("sip", &self.sip)
             .finish()
     }
 }

@@ -10,6 +10,8 @@
 //!      hyper HTTP/1.1 with header and idle timeouts → router(state)
 //!        every handler: ClientAddr (the TCP peer, or a trusted proxy's forwarded client)
 //!        /ws ─ origin check ─ per-client cap ─ one task per connection (rooms, sanitizer, limits, stats → store)
+//!        /sip ─ origin check ─ subprotocol sip ─ per-client cap ─ sip::Core (registrar, B2BUA, sanitizer) ([`sip_ws`])
+//!        /api/sip/turn ─ SIP account (HTTP Basic) ─ TURN credentials
 //!        /healthz /api/whoami, else the web app's files
 //!        operator (token, site Host): /api/calls[/{id}] /metrics (bearer), /calls[/{id}] /calls/find (bearer or session)
 //! shutdown: stop accepting, close every WebSocket (1001), drain HTTP, wait ≤ 3 s, flush the store (≤ 1 s)
@@ -43,9 +45,11 @@ pub mod protocol;
 mod ratelimit;
 mod rooms;
 pub mod sanitize;
+pub mod sip_ws;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod users;
 pub mod ws;
 
 use std::future::Future;
@@ -73,6 +77,8 @@ const FLUSH: Duration = Duration::from_secs(1);
 pub fn router(state: SignalState) -> Router {
     Router::new()
         .route("/ws", get(ws::handler))
+        .route("/sip", get(sip_ws::handler))
+        .route("/api/sip/turn", get(sip_ws::turn))
         .route("/healthz", get(http::healthz))
         .route("/api/whoami", get(http::whoami))
         .route("/api/calls", get(http::calls))
@@ -153,10 +159,17 @@ async fn maintenance(state: SignalState) {
     let mut sweeps = tokio::time::interval_at(start + SWEEP_EVERY, SWEEP_EVERY);
     let mut prunes =
         tokio::time::interval_at(start + ratelimit::PRUNE_EVERY, ratelimit::PRUNE_EVERY);
+    let mut sip_ticks = tokio::time::interval(sip_ws::TICK_EVERY);
+    sip_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = sweeps.tick() => sweep(&state).await,
             _ = prunes.tick() => state.inner.joins.prune(Instant::now()),
+            _ = sip_ticks.tick(), if state.inner.sip.is_some() => {
+                if let Some(sip) = &state.inner.sip {
+                    sip.tick();
+                }
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) web: WebLimits,
     /// Operator sessions of the `/calls` pages.
     pub(crate) sessions: Sessions,
+    /// SIP over WebSocket, when `[sip]` is enabled.
+    pub(crate) sip: Option<Arc<crate::sip_ws::SipRuntime>>,
     /// Random per-process key; tokens are compared as HMACs under it, so the
     /// comparison is constant-time whatever their lengths.
     token_key: [u8; 32],
@@ -80,6 +82,13 @@ impl SignalState {
             Some(url) => Store::open_postgres(url, options)?,
             None => Store::open(&config.data_dir, options)?,
         };
+        let sip = match &config.sip {
+            Some(settings) => Some(Arc::new(crate::sip_ws::SipRuntime::new(
+                settings,
+                &config.data_dir,
+            )?)),
+            None => None,
+        };
         let token_key: [u8; 32] = rand::random();
         let token_mac = config
             .admin_token
@@ -107,6 +116,7 @@ impl SignalState {
                 shutdown,
                 web,
                 sessions: Sessions::default(),
+                sip,
                 token_key,
                 token_mac,
                 config,
@@ -172,9 +182,7 @@ impl SignalState {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
+            push_metric(&mut out, name, kind, help, value);
         };
         metric(
             "onionrtc_signal_connections",
@@ -306,8 +314,18 @@ impl SignalState {
                 get(v)
             ));
         }
+        if let Some(sip) = &self.inner.sip {
+            out.push_str(&sip.metrics());
+        }
         out
     }
+}
+
+/// Appends one metric with its HELP and TYPE lines (Prometheus text).
+pub(crate) fn push_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    ));
 }
 
 /// Milliseconds since the Unix epoch.

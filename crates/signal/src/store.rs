@@ -690,7 +690,7 @@ pub fn secure_data_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .write(true)
@@ -701,7 +701,7 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         .map(drop)
 }
 
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

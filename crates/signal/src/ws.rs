@@ -68,13 +68,7 @@ pub(crate) async fn handler(
     if !origin_allowed(&headers, &config.allowed_origins) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    let web = &state.inner.web;
-    let Some(slot) = web.ws.acquire(client) else {
-        web.refused_ws_per_address.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    };
-    let Some(guard) = ConnGuard::acquire(&state) else {
-        web.refused_ws_total.fetch_add(1, Ordering::Relaxed);
+    let Some((slot, guard)) = admit(&state, client) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
     // The transport limit is a little above the protocol limit, so that a
@@ -91,11 +85,29 @@ pub(crate) async fn handler(
         })
 }
 
+/// A WebSocket's place under the per-address cap and the total cap (both
+/// released on drop); `None` (counted) when either is full.
+pub(crate) fn admit(
+    state: &SignalState,
+    client: IpAddr,
+) -> Option<(crate::listener::AddrSlot, ConnGuard)> {
+    let web = &state.inner.web;
+    let Some(slot) = web.ws.acquire(client) else {
+        web.refused_ws_per_address.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    let Some(guard) = ConnGuard::acquire(state) else {
+        web.refused_ws_total.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    Some((slot, guard))
+}
+
 /// Counts open connections; refuses beyond `max_connections`.
-struct ConnGuard(SignalState);
+pub(crate) struct ConnGuard(SignalState);
 
 impl ConnGuard {
-    fn acquire(state: &SignalState) -> Option<ConnGuard> {
+    pub(crate) fn acquire(state: &SignalState) -> Option<ConnGuard> {
         let max = state.config().max_connections;
         let counter = &state.inner.connections;
         let prev = counter.fetch_add(1, Ordering::AcqRel);
@@ -392,29 +404,13 @@ impl Connection {
         Flow::Continue
     }
 
-    /// `iceServers` with fresh TURN REST credentials (a random id per
-    /// issue, never a name) and their lifetime in seconds.
-    fn ice_servers(&self) -> (serde_json::Value, u64) {
-        let config = self.state.config();
-        let ttl = config.credential_ttl.as_secs();
-        let id = format!("{:016x}", rand::random::<u64>());
-        let username = turn::auth::rest_username(now_unix().saturating_add(ttl), Some(&id));
-        let credential = turn::auth::rest_password(config.turn_secret.as_bytes(), &username);
-        let servers = json!([{
-            "urls": config.turn_urls,
-            "username": username,
-            "credential": credential,
-        }]);
-        (servers, ttl)
-    }
-
     /// `refresh`: new TURN credentials for a member, without leaving.
     async fn on_refresh(&mut self, socket: &mut WebSocket) -> Flow {
         if self.joined.is_none() {
             self.reply(socket, ErrorCode::NotJoined).await;
             return Flow::Continue;
         }
-        let (servers, ttl) = self.ice_servers();
+        let (servers, ttl) = ice_servers(self.state.config());
         self.state
             .inner
             .counters
@@ -456,7 +452,7 @@ impl Connection {
             }
         };
         inner.counters.joins.fetch_add(1, Ordering::Relaxed);
-        let (servers, ttl) = self.ice_servers();
+        let (servers, ttl) = ice_servers(self.state.config());
         let peers = info.members.len();
         let joined = json!({
             "type": "joined",
@@ -609,6 +605,21 @@ impl Connection {
         // A failed send shows up as a closed socket on the next receive.
         let _ = send(socket, protocol::error(code)).await;
     }
+}
+
+/// `iceServers` with fresh TURN REST credentials (a random id per
+/// issue, never a name) and their lifetime in seconds.
+pub(crate) fn ice_servers(config: &crate::SignalConfig) -> (serde_json::Value, u64) {
+    let ttl = config.credential_ttl.as_secs();
+    let id = format!("{:016x}", rand::random::<u64>());
+    let username = turn::auth::rest_username(now_unix().saturating_add(ttl), Some(&id));
+    let credential = turn::auth::rest_password(config.turn_secret.as_bytes(), &username);
+    let servers = json!([{
+        "urls": config.turn_urls,
+        "username": username,
+        "credential": credential,
+    }]);
+    (servers, ttl)
 }
 
 /// Completes when the server shuts down.

@@ -36,7 +36,7 @@ impl Drop for Driver {
     }
 }
 
-fn js_dir() -> PathBuf {
+pub(crate) fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js")
 }
 

@@ -1,0 +1,528 @@
+//! `GET /sip`: SIP over WebSocket (RFC 7118, subprotocol `sip`) into the
+//! sans-IO [`sip::Core`] (registrar + B2BUA), and `GET /api/sip/turn`:
+//! TURN credentials for a SIP account (HTTP Basic).
+//!
+//! ```text
+//! /sip upgrade: origin check (as /ws) → subprotocol `sip` required → per-address
+//!   and total caps → one task per connection:
+//!   loop select { shutdown | outgoing queue → send | ping/idle | frame → core.receive → dispatch }
+//!   on exit: core.closed (its registrations go, its calls end)
+//! tick task (every 250 ms, from `maintenance`): core.tick → dispatch
+//! ```
+//!
+//! The core is behind one mutex, held only for synchronous work (parsing,
+//! one SQLite lookup on authentication); what it sends goes into each
+//! connection's bounded queue (full: dropped and counted). Responses go back
+//! on the connection the request came on. Every SDP body goes through the
+//! same [`Sanitizer`] as `/ws`. Nothing here logs a client address or a
+//! SIP URI.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::json;
+use sip::auth::FailureLimits;
+use sip::{ConnId, Core, Out};
+
+/// A digest algorithm of `[sip] digest_algorithms`.
+pub use sip::Algorithm as SipAlgorithm;
+use tokio::sync::mpsc;
+
+use crate::client_addr::ClientAddr;
+use crate::ratelimit::TokenBucket;
+use crate::sanitize::Sanitizer;
+use crate::state::{now_unix, SignalState};
+use crate::store::StoreError;
+use crate::users::{RealmAccounts, UserStore};
+use crate::ws::{
+    self, origin_allowed, stopped, CLOSE_TIMEOUT, IDLE_TIMEOUT, OUT_QUEUE, PING_EVERY, SEND_TIMEOUT,
+};
+
+/// How often the core's timers run.
+pub const TICK_EVERY: Duration = Duration::from_millis(250);
+/// Failed `/api/sip/turn` logins per address per minute.
+pub const TURN_FAILURES_PER_ADDRESS: u32 = 20;
+/// Failed `/api/sip/turn` logins per account and address per 15 minutes.
+pub const TURN_FAILURES_PER_ACCOUNT: u32 = 5;
+
+/// `[sip]` as the signaling server uses it (present: `/sip` is on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// The SIP domain and digest realm.
+    pub domain: String,
+    /// Challenge algorithms in the order offered.
+    pub algorithms: Vec<sip::Algorithm>,
+}
+
+#[derive(Debug, Default)]
+struct SipCounters {
+    queue_full: AtomicU64,
+    rate_limited: AtomicU64,
+    turn_issued: AtomicU64,
+    turn_denied: AtomicU64,
+    turn_refused: AtomicU64,
+}
+
+/// The SIP service: the core, the connections' queues, the accounts.
+#[derive(Debug)]
+pub(crate) struct SipRuntime {
+    pub(crate) domain: String,
+    core: Mutex<Core>,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<String>>>,
+    next: AtomicU64,
+    pub(crate) users: UserStore,
+    turn_failures: Mutex<FailureLimits>,
+    counters: SipCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct SdpSanitizer<'a>(Sanitizer<'a>);
+
+impl sip::SdpFilter for SdpSanitizer<'_> {
+    fn filter(&self, sdp: &str) -> Option<String> {
+        self.0.sdp(sdp).ok().map(|s| s.sdp)
+    }
+}
+
+impl SipRuntime {
+    /// Opens the accounts store. Blocking.
+    pub(crate) fn new(
+        settings: &SipSettings,
+        data_dir: &std::path::Path,
+    ) -> Result<Self, StoreError> {
+        let users = UserStore::open(data_dir)?;
+        let others = users.other_realms(&settings.domain);
+        if others > 0 {
+            tracing::warn!(
+                "sip: {others} account(s) were created for another realm than [sip] domain {:?} \
+                 and cannot log in (the realm is part of the stored hash: set their password again \
+                 after removing and re-adding them)",
+                settings.domain
+            );
+        }
+        let mut config = sip::Config::new(&settings.domain);
+        config.algorithms = settings.algorithms.clone();
+        Ok(SipRuntime {
+            domain: config.domain.clone(),
+            core: Mutex::new(Core::new(config, Instant::now())),
+            conns: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            users,
+            turn_failures: Mutex::new(FailureLimits::new(
+                TURN_FAILURES_PER_ADDRESS,
+                TURN_FAILURES_PER_ACCOUNT,
+            )),
+            counters: SipCounters::default(),
+        })
+    }
+
+    fn dispatch(&self, outs: Vec<Out>) {
+        if outs.is_empty() {
+            return;
+        }
+        let conns = lock(&self.conns);
+        for o in outs {
+            let Some(tx) = conns.get(&o.conn) else {
+                continue;
+            };
+            // Everything the core writes is text (it parses UTF-8 only).
+            let text = String::from_utf8_lossy(&o.data).into_owned();
+            if tx.try_send(text).is_err() {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn receive(&self, conn: ConnId, data: &[u8], relays: &[crate::Cidr]) {
+        let accounts = RealmAccounts {
+            store: &self.users,
+            realm: &self.domain,
+        };
+        let filter = SdpSanitizer(Sanitizer::new(relays));
+        let outs = lock(&self.core).receive(conn, data, Instant::now(), &accounts, &filter);
+        self.dispatch(outs);
+    }
+
+    /// Runs the core's timers.
+    pub(crate) fn tick(&self) {
+        let outs = lock(&self.core).tick(Instant::now());
+        self.dispatch(outs);
+        lock(&self.turn_failures).prune(now_unix());
+    }
+
+    /// The SIP metrics, Prometheus text format.
+    pub(crate) fn metrics(&self) -> String {
+        let c = lock(&self.core).counters().clone();
+        let (regs, calls) = {
+            let core = lock(&self.core);
+            (core.registrations(), core.active_calls())
+        };
+        let open = lock(&self.conns).len();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            crate::state::push_metric(&mut out, name, kind, help, value);
+        };
+        metric(
+            "onionrtc_sip_connections",
+            "gauge",
+            "Open SIP WebSocket connections.",
+            open as u64,
+        );
+        metric(
+            "onionrtc_sip_registrations",
+            "gauge",
+            "Registered SIP contacts.",
+            regs as u64,
+        );
+        metric(
+            "onionrtc_sip_calls",
+            "gauge",
+            "SIP calls being set up, connected or ending.",
+            calls as u64,
+        );
+        metric(
+            "onionrtc_sip_messages_received_total",
+            "counter",
+            "SIP messages received.",
+            c.received,
+        );
+        metric(
+            "onionrtc_sip_malformed_total",
+            "counter",
+            "SIP messages that could not be parsed (answered 400 or dropped).",
+            c.malformed,
+        );
+        metric(
+            "onionrtc_sip_too_large_total",
+            "counter",
+            "SIP messages over the size limit (answered 413 or dropped).",
+            c.too_large,
+        );
+        metric(
+            "onionrtc_sip_unmatched_total",
+            "counter",
+            "SIP responses and ACKs matching no transaction or dialog (dropped).",
+            c.unmatched,
+        );
+        metric(
+            "onionrtc_sip_challenges_total",
+            "counter",
+            "Digest challenges sent (401/407).",
+            c.challenges,
+        );
+        metric(
+            "onionrtc_sip_auth_failures_total",
+            "counter",
+            "SIP authentications with wrong credentials.",
+            c.auth_failures,
+        );
+        metric("onionrtc_sip_auth_refused_total", "counter", "SIP authentications refused because the address, or the account from that address, failed too often.", c.auth_refused);
+        metric(
+            "onionrtc_sip_sdp_rejected_total",
+            "counter",
+            "SIP SDP bodies the sanitizer refused (the call leg fails with 488).",
+            c.sdp_rejected,
+        );
+        metric(
+            "onionrtc_sip_register_total",
+            "counter",
+            "SIP contacts registered or refreshed.",
+            c.registrations,
+        );
+        metric(
+            "onionrtc_sip_calls_total",
+            "counter",
+            "SIP calls set up (INVITEs forwarded).",
+            c.calls,
+        );
+        metric(
+            "onionrtc_sip_calls_answered_total",
+            "counter",
+            "SIP calls answered.",
+            c.calls_answered,
+        );
+        metric(
+            "onionrtc_sip_messages_forwarded_total",
+            "counter",
+            "SIP MESSAGE requests forwarded to a contact.",
+            c.messages_forwarded,
+        );
+        metric(
+            "onionrtc_sip_queue_full_total",
+            "counter",
+            "SIP messages dropped because a connection's queue was full.",
+            get(&self.counters.queue_full),
+        );
+        metric(
+            "onionrtc_sip_rate_limited_total",
+            "counter",
+            "SIP WebSocket connections closed for sending too fast.",
+            get(&self.counters.rate_limited),
+        );
+        metric(
+            "onionrtc_sip_turn_issued_total",
+            "counter",
+            "TURN credentials issued by /api/sip/turn.",
+            get(&self.counters.turn_issued),
+        );
+        metric(
+            "onionrtc_sip_turn_denied_total",
+            "counter",
+            "/api/sip/turn requests without valid credentials (401).",
+            get(&self.counters.turn_denied),
+        );
+        metric(
+            "onionrtc_sip_turn_refused_total",
+            "counter",
+            "/api/sip/turn requests refused after too many failures (429).",
+            get(&self.counters.turn_refused),
+        );
+        out
+    }
+}
+
+/// Whether the upgrade offers the `sip` subprotocol (RFC 7118 §4).
+fn offers_sip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"))
+}
+
+/// The `/sip` upgrade handler.
+pub(crate) async fn handler(
+    State(state): State<SignalState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(rt) = state.inner.sip.clone() else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if !origin_allowed(&headers, &state.config().allowed_origins) {
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    if !offers_sip(&headers) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the WebSocket subprotocol sip is required\n",
+        )
+            .into_response();
+    }
+    let Some((slot, guard)) = ws::admit(&state, client) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    };
+    // A little above the SIP limit, so that a message just over it still
+    // gets its 413; far larger ones close the connection.
+    let hard = sip::MAX_MESSAGE_BYTES + 1024;
+    ws.protocols(["sip"])
+        .max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| async move {
+            run(state, rt, client, socket).await;
+            drop((guard, slot));
+        })
+}
+
+async fn run(state: SignalState, rt: Arc<SipRuntime>, ip: IpAddr, mut socket: WebSocket) {
+    let conn = rt.next.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<String>(OUT_QUEUE);
+    lock(&rt.conns).insert(conn, tx);
+    lock(&rt.core).connected(conn, ip, "WSS", true);
+    let config = state.config();
+    let mut bucket = TokenBucket::new(
+        f64::from(config.messages_per_sec),
+        config.messages_burst,
+        Instant::now(),
+    );
+    let mut shutdown = state.inner.shutdown.subscribe();
+    let start = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(start + PING_EVERY, PING_EVERY);
+    let mut last_seen = Instant::now();
+    let close: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break Some((close_code::AWAY, "server shutting down")),
+            _ = ping.tick() => {
+                if last_seen.elapsed() > IDLE_TIMEOUT {
+                    break Some((close_code::POLICY, "idle"));
+                }
+                let ping = socket.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
+                    break None;
+                }
+            }
+            out = rx.recv() => {
+                let Some(text) = out else { break None };
+                let send = socket.send(Message::Text(text.into()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(()))) {
+                    break None;
+                }
+            }
+            msg = socket.recv() => {
+                if matches!(msg, Some(Ok(_))) {
+                    last_seen = Instant::now();
+                }
+                let data: Vec<u8> = match msg {
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) => {
+                        // Over the transport limit (or broken): counted, closed.
+                        lock(&rt.core).refused_too_large();
+                        break Some((close_code::SIZE, "message too large"));
+                    }
+                };
+                if !bucket.take(Instant::now()) {
+                    rt.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    break Some((close_code::POLICY, "rate limit"));
+                }
+                rt.receive(conn, &data, &config.relay_addresses);
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    }
+    lock(&rt.conns).remove(&conn);
+    let outs = lock(&rt.core).closed(conn, Instant::now());
+    rt.dispatch(outs);
+}
+
+/// `user:password` of an `Authorization: Basic …` header.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("Basic") || b64.len() > 4096 {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// `GET /api/sip/turn`: `{"iceServers", "iceTransportPolicy": "relay",
+/// "credentialTtl"}` for a SIP account (HTTP Basic); a random TURN user
+/// name per request, never the SIP user.
+pub(crate) async fn turn(
+    State(state): State<SignalState>,
+    ClientAddr(ip): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    let Some(rt) = state.inner.sip.clone() else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let now = now_unix();
+    let challenge = || {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            "SIP account credentials required\n",
+        )
+            .into_response();
+        let v = format!("Basic realm=\"{}\", charset=\"UTF-8\"", rt.domain);
+        if let Ok(v) = v.parse() {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    };
+    let refused = || {
+        rt.counters.turn_refused.fetch_add(1, Ordering::Relaxed);
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins; try later\n",
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        r
+    };
+    if lock(&rt.turn_failures).address_blocked(ip, now) {
+        return refused();
+    }
+    let Some((user, password)) = basic(&headers) else {
+        rt.counters.turn_denied.fetch_add(1, Ordering::Relaxed);
+        return challenge();
+    };
+    if lock(&rt.turn_failures).account_blocked(&user, ip, now) {
+        return refused();
+    }
+    let check = Arc::clone(&rt);
+    let u = user.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        check.users.check_password(&u, &check.domain, &password)
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        lock(&rt.turn_failures).failed(&user, ip, now);
+        rt.counters.turn_denied.fetch_add(1, Ordering::Relaxed);
+        return challenge();
+    }
+    rt.counters.turn_issued.fetch_add(1, Ordering::Relaxed);
+    let (servers, ttl) = ws::ice_servers(state.config());
+    let mut r = Json(json!({
+        "iceServers": servers,
+        "iceTransportPolicy": "relay",
+        "credentialTtl": ttl,
+    }))
+    .into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn subprotocol_and_basic() {
+        let mut h = HeaderMap::new();
+        assert!(!offers_sip(&h));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat, SIP"),
+        );
+        assert!(offers_sip(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWxpY2U6cHc6eA=="),
+        );
+        assert_eq!(basic(&h), Some(("alice".into(), "pw:x".into())));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!"));
+        assert_eq!(basic(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic(&h), None);
+    }
+}
