@@ -175,6 +175,8 @@ impl EmbeddedTor {
     ) -> Result<EmbeddedTor, Error> {
         let started = Instant::now();
         let config = build_config(options)?;
+        // Fails harmlessly when a provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = PreferredRuntime::current().map_err(|e| Error::Start(e.to_string()))?;
         let client = TorClient::with_runtime(runtime)
             .config(config)
@@ -455,5 +457,44 @@ mod tests {
         // A malformed line is a configuration error, not a panic.
         o.bridges = vec!["obfs4 not-an-address".into()];
         assert!(matches!(build_config(&o), Err(Error::Config(_))));
+    }
+
+    /// A network whose only directory cache is a closed loopback port:
+    /// bootstrap gives up at the limit with an error that names arti's
+    /// last status and suggests bridges (no traffic leaves loopback).
+    #[test]
+    fn unreachable_network_is_a_clear_error() {
+        let t = tempfile::tempdir().unwrap();
+        let mut o = options(t.path());
+        let dead = "127.0.0.1:9";
+        o.extra_config = Some(format!(
+            "[tor_network]\n\
+             fallback_caches = [{{ rsa_identity = \"{}\", ed_identity = \"{}\", orports = [\"{dead}\"] }}]\n\
+             [tor_network.authorities]\n\
+             v3idents = [\"{}\"]\n\
+             uploads = [[\"{dead}\"]]\n\
+             downloads = [[\"{dead}\"]]\n\
+             votes = [[\"{dead}\"]]\n",
+            "A".repeat(40),
+            "A".repeat(43),
+            "C".repeat(40),
+        ));
+        o.bootstrap_timeout = Duration::from_secs(3);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut seen = Vec::new();
+        let r = rt.block_on(EmbeddedTor::bootstrap(&o, |p| seen.push(p.clone())));
+        let e = r.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::Bootstrap { .. }), "{text}");
+        assert!(
+            text.contains("--bridge") && text.contains(BRIDGES_URL),
+            "{text}"
+        );
+        assert!(text.contains("last status"), "{text}");
+        assert!(seen.iter().all(|p| p.percent < 100), "{seen:?}");
     }
 }

@@ -24,10 +24,11 @@ pub struct ConnectFlags {
     #[arg(long, value_name = "URL")]
     pub web: Option<String>,
 
-    /// How upstream connections leave this machine: direct,
-    /// socks5://HOST:PORT (e.g. a tor's SocksPort; host names are resolved
-    /// by the proxy) or tor (embedded Tor; with --tor-binary, launch tor).
-    #[arg(long, value_name = "MODE", default_value = "direct")]
+    /// How upstream connections leave this machine: tor (default: embedded
+    /// Tor; with --tor-binary, launch tor), socks5://HOST:PORT (e.g. a
+    /// tor's SocksPort; host names are resolved by the proxy) or direct
+    /// (NOT anonymous: the relay and the site see your address).
+    #[arg(long, value_name = "MODE", default_value = "tor")]
     pub via: String,
 
     /// Loopback address for TURN clients, UDP and TCP.
@@ -152,6 +153,10 @@ fn default_tor_dir() -> Option<PathBuf> {
     Some(base.join("onionrtc").join("tor"))
 }
 
+/// What `--via direct` prints first.
+pub const NOT_ANONYMOUS: &str = "NOT ANONYMOUS: --via direct connects straight to the relay and \
+     the site, which see your IP address. Leave out --via (or use --via tor) to go through Tor.";
+
 /// The line printed before Tor starts.
 pub fn starting_tor(options: &connector::TorOptions) -> String {
     if options.embedded() {
@@ -198,6 +203,9 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<ConnectorConfig> {
 /// counters go to stderr.
 pub fn run(config: ConnectorConfig) -> anyhow::Result<()> {
     crate::relay_cmd::init_tracing();
+    if config.via == Via::Direct {
+        eprintln!("{NOT_ANONYMOUS}");
+    }
     for w in config.warnings() {
         eprintln!("warning: {w}");
     }
