@@ -232,7 +232,8 @@ pub enum Via {
         /// The proxy's port.
         port: u16,
     },
-    /// Through a tor the connector launches and stops.
+    /// Through Tor: embedded (arti) or a tor the connector launches and
+    /// stops ([`TorOptions::binary`]).
     Tor(TorOptions),
 }
 
@@ -281,7 +282,13 @@ impl fmt::Display for Via {
                     write!(f, "socks5://{host}:{port}")
                 }
             }
-            Via::Tor(o) => write!(f, "tor (nodes: {})", o.nodes),
+            Via::Tor(o) if o.embedded() => f.write_str("tor (embedded)"),
+            Via::Tor(o) => write!(
+                f,
+                "tor ({}, nodes: {})",
+                o.launched_binary().display(),
+                o.nodes
+            ),
         }
     }
 }

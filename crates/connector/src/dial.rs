@@ -1,5 +1,6 @@
 //! Upstream streams: a TCP connection made directly or through a SOCKS5
-//! proxy (tor's or another), optionally wrapped in TLS, under one timeout.
+//! proxy (tor's or another), or a stream of embedded Tor, optionally
+//! wrapped in TLS, under one timeout.
 //!
 //! Through SOCKS5 the host *name* is passed to the proxy (no local DNS
 //! lookup, so nothing leaks to the local resolver) and every dial uses
@@ -70,6 +71,9 @@ pub enum DialError {
     /// The host cannot be a TLS server name.
     #[error("{0:?} cannot be used as a TLS server name")]
     ServerName(String),
+    /// Embedded Tor could not open a stream.
+    #[error("{0}")]
+    Tor(String),
 }
 
 impl DialError {
@@ -120,6 +124,9 @@ pub enum Route {
     Direct,
     /// Through the SOCKS5 proxy at this `HOST:PORT`.
     Socks5(String),
+    /// Through embedded Tor, one circuit per stream.
+    #[cfg(feature = "arti")]
+    Tor(crate::tor::Embedded),
 }
 
 /// Opens upstream streams along a [`Route`].
@@ -165,26 +172,22 @@ impl Dialer {
         tls: Option<&Arc<ClientConfig>>,
         stats: Option<Arc<Stats>>,
     ) -> Result<BoxIo, DialError> {
+        #[cfg(feature = "arti")]
+        if let Route::Tor(t) = &self.route {
+            let stream = t
+                .tor()
+                .connect(&ep.host, ep.port)
+                .await
+                .map_err(|e| DialError::Tor(e.to_string()))?;
+            let stream = Counted {
+                inner: stream,
+                stats,
+            };
+            return secure(ep, tls, stream).await;
+        }
         let tcp = self.tcp(ep).await?;
         let _ = tcp.set_nodelay(true);
-        let tcp = Counted { inner: tcp, stats };
-        match (ep.tls, tls) {
-            (true, Some(config)) => {
-                let name = crate::tls::server_name(&ep.host)
-                    .ok_or_else(|| DialError::ServerName(ep.host.clone()))?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|io| DialError::Tls {
-                        target: ep.authority(),
-                        reason: tls_reason(&io),
-                        io,
-                    })?;
-                Ok(Box::new(stream))
-            }
-            _ => Ok(Box::new(tcp)),
-        }
+        secure(ep, tls, Counted { inner: tcp, stats }).await
     }
 
     async fn tcp(&self, ep: &Endpoint) -> Result<TcpStream, DialError> {
@@ -195,31 +198,62 @@ impl Dialer {
                     target: ep.authority(),
                     source,
                 }),
-            Route::Socks5(proxy) => {
-                let socket = TcpStream::connect(proxy.as_str()).await.map_err(|source| {
-                    DialError::Connect {
-                        target: format!("the SOCKS5 proxy {proxy}"),
-                        source,
-                    }
-                })?;
-                let _ = socket.set_nodelay(true);
-                let (user, pass) = isolation_credentials();
-                let stream = tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
-                    socket,
-                    (ep.host.as_str(), ep.port),
-                    &user,
-                    &pass,
-                )
-                .await
-                .map_err(|source| DialError::Socks {
-                    proxy: proxy.clone(),
-                    target: ep.authority(),
-                    source,
-                })?;
-                Ok(stream.into_inner())
-            }
+            Route::Socks5(proxy) => socks5(proxy, ep).await,
+            #[cfg(feature = "arti")]
+            Route::Tor(_) => Err(DialError::Tor("not a TCP route".into())),
         }
     }
+}
+
+/// `stream`, wrapped in TLS with `tls` when the endpoint is `tls`.
+async fn secure<S: Io + 'static>(
+    ep: &Endpoint,
+    tls: Option<&Arc<ClientConfig>>,
+    stream: S,
+) -> Result<BoxIo, DialError> {
+    match (ep.tls, tls) {
+        (true, Some(config)) => {
+            let name = crate::tls::server_name(&ep.host)
+                .ok_or_else(|| DialError::ServerName(ep.host.clone()))?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            let stream = connector
+                .connect(name, stream)
+                .await
+                .map_err(|io| DialError::Tls {
+                    target: ep.authority(),
+                    reason: tls_reason(&io),
+                    io,
+                })?;
+            Ok(Box::new(stream))
+        }
+        _ => Ok(Box::new(stream)),
+    }
+}
+
+/// A TCP stream to `ep` through the SOCKS5 proxy at `proxy`, with fresh
+/// credentials.
+async fn socks5(proxy: &str, ep: &Endpoint) -> Result<TcpStream, DialError> {
+    let socket = TcpStream::connect(proxy)
+        .await
+        .map_err(|source| DialError::Connect {
+            target: format!("the SOCKS5 proxy {proxy}"),
+            source,
+        })?;
+    let _ = socket.set_nodelay(true);
+    let (user, pass) = isolation_credentials();
+    let stream = tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
+        socket,
+        (ep.host.as_str(), ep.port),
+        &user,
+        &pass,
+    )
+    .await
+    .map_err(|source| DialError::Socks {
+        proxy: proxy.to_owned(),
+        target: ep.authority(),
+        source,
+    })?;
+    Ok(stream.into_inner())
 }
 
 /// Fresh random SOCKS5 credentials (32 hex digits each): one circuit per
@@ -229,14 +263,14 @@ fn isolation_credentials() -> (String, String) {
     (hex(rand::random()), hex(rand::random()))
 }
 
-/// A TCP stream whose bytes are added to the upstream counters.
+/// A stream whose bytes are added to the upstream counters.
 #[derive(Debug)]
-struct Counted {
-    inner: TcpStream,
+struct Counted<S> {
+    inner: S,
     stats: Option<Arc<Stats>>,
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -252,7 +286,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! Connector::start(config)
-//!   ├─ tor (--via tor): write torrc, launch, wait for "Bootstrapped 100%"
+//!   ├─ tor (--via tor): embedded arti (crate `arti`): bootstrap in the
+//!   │     data dir, progress logged; or with a tor binary: write torrc,
+//!   │     launch, wait for "Bootstrapped 100%"
 //!   ├─ UDP 127.0.0.1:3479 ─ dispatcher ─ one flow task per client 5-tuple
 //!   │     (opened only by a TURN Allocate; at most max_pending_flows
 //!   │     without an accepted Allocate, closed after auth_timeout)
@@ -16,8 +18,9 @@
 //!   └─ web 127.0.0.1:8081 (--web) ─ hyper: /connector.json here, the rest
 //!         (HTTP and WebSocket) to the site with Host/Origin rewritten
 //! every upstream stream: TCP direct | SOCKS5 (remote DNS, fresh
-//!   credentials per flow = one Tor circuit each) → TLS (roots, CA file or
-//!   SPKI pin) for tls:// and https://
+//!   credentials per flow = one Tor circuit each) | embedded Tor stream
+//!   (own isolation group per flow = one circuit each) → TLS (roots, CA
+//!   file or SPKI pin) for tls:// and https://
 //! Handle::shutdown: stop accepting, end flows, kill tor by PID
 //! ```
 //!
@@ -88,10 +91,11 @@ pub use tor::{TorNodes, TorOptions};
 
 use crate::dial::{BoxIo, Dialer, Route};
 
-/// The route `via` names. For `tor`, tor is launched (and bootstrapped)
-/// first and the route is its SOCKS port: keep the returned
-/// [`tor::TorProcess`] for as long as the route is used (dropping it kills
-/// tor). Shared by the connector and `onionrtc call --via tor`.
+/// The route `via` names. For `tor`, Tor is bootstrapped first: embedded
+/// (arti, with the `arti` feature and no tor binary named), the route
+/// carries the client; launched, the route is its SOCKS port: keep the
+/// returned [`tor::TorProcess`] for as long as the route is used (dropping
+/// it kills tor). Shared by the connector and `onionrtc call --via tor`.
 ///
 /// # Errors
 /// When tor cannot be started or does not bootstrap.
@@ -109,7 +113,13 @@ pub async fn open_route(via: &Via) -> Result<(Route, Option<tor::TorProcess>), t
             ),
             None,
         ),
+        #[cfg(feature = "arti")]
+        Via::Tor(options) if options.embedded() => {
+            options.check()?;
+            (Route::Tor(tor::bootstrap_embedded(options).await?), None)
+        }
         Via::Tor(options) => {
+            options.check()?;
             let t = tor::TorProcess::launch(options).await?;
             (Route::Socks5(t.socks_addr().to_string()), Some(t))
         }

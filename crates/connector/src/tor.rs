@@ -1,5 +1,7 @@
-//! `--via tor`: a torrc written by [`torrc`], a `tor` child process started
-//! by [`TorProcess::launch`] and stopped by PID, and its SOCKS port.
+//! `--via tor`: embedded Tor (arti, crate `arti`, with the `arti`
+//! feature) unless a tor binary is named; with one, a torrc written by
+//! [`torrc`], a `tor` child process started by [`TorProcess::launch`] and
+//! stopped by PID, and its SOCKS port.
 //!
 //! The SOCKS port has `IsolateSOCKSAuth`, so the fresh random SOCKS
 //! credentials the dialer uses for every flow give every flow its own
@@ -81,14 +83,24 @@ impl fmt::Display for TorNodes {
 pub struct TorOptions {
     /// Node preset.
     pub nodes: TorNodes,
-    /// The tor binary (default `tor`, looked up in `PATH`).
-    pub binary: PathBuf,
-    /// tor's DataDirectory; `None` uses a fresh temporary directory (a full
-    /// bootstrap every start). A kept directory makes restarts fast.
+    /// The tor binary to launch. `None` (default): embedded Tor when the
+    /// connector is built with the `arti` feature, otherwise `tor` from
+    /// `PATH`.
+    pub binary: Option<PathBuf>,
+    /// tor's DataDirectory (embedded: its `state/` and `cache/`, 0700);
+    /// `None` uses a fresh temporary directory (a full bootstrap every
+    /// start). A kept directory makes restarts fast.
     pub data_dir: Option<PathBuf>,
-    /// Lines appended to the generated torrc (e.g. a private test network's
-    /// `DirAuthority` and `TestingTorNetwork` lines).
+    /// Launched tor: lines appended to the generated torrc (e.g. a private
+    /// test network's `DirAuthority` and `TestingTorNetwork` lines).
+    /// Embedded: arti configuration (TOML) lines.
     pub extra_config: Vec<String>,
+    /// Bridge lines (`obfs4 IP:PORT FP cert=… iat-mode=0`); embedded Tor
+    /// only.
+    pub bridges: Vec<String>,
+    /// The pluggable-transport binary for the bridges (default:
+    /// `obfs4proxy` or `lyrebird` from `PATH`).
+    pub bridge_transport: Option<PathBuf>,
     /// How long to wait for "Bootstrapped 100%". Default 180 s.
     pub bootstrap_timeout: Duration,
 }
@@ -97,9 +109,11 @@ impl Default for TorOptions {
     fn default() -> Self {
         TorOptions {
             nodes: TorNodes::Any,
-            binary: PathBuf::from("tor"),
+            binary: None,
             data_dir: None,
             extra_config: Vec::new(),
+            bridges: Vec::new(),
+            bridge_transport: None,
             bootstrap_timeout: Duration::from_secs(180),
         }
     }
@@ -169,6 +183,111 @@ pub enum TorError {
         /// tor's last log lines.
         tail: String,
     },
+    /// A setting only one kind of tor has.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Embedded Tor failed.
+    #[cfg(feature = "arti")]
+    #[error(transparent)]
+    Embedded(#[from] arti::Error),
+}
+
+impl TorOptions {
+    /// Whether these options mean embedded Tor in this build.
+    pub fn embedded(&self) -> bool {
+        cfg!(feature = "arti") && self.binary.is_none()
+    }
+
+    /// The binary a launched tor runs.
+    pub fn launched_binary(&self) -> PathBuf {
+        self.binary.clone().unwrap_or_else(|| PathBuf::from("tor"))
+    }
+
+    /// Refuses settings the chosen tor cannot honour.
+    pub fn check(&self) -> Result<(), TorError> {
+        if self.embedded() {
+            if self.nodes != TorNodes::Any {
+                return Err(TorError::Unsupported(format!(
+                    "--tor-nodes {} needs a launched tor (add --tor-binary tor): embedded Tor \
+                     (arti) cannot restrict relays by country",
+                    self.nodes
+                )));
+            }
+        } else if !self.bridges.is_empty() {
+            return Err(TorError::Unsupported(
+                "--bridge is for embedded Tor; for a launched tor put Bridge and \
+                 ClientTransportPlugin lines in --tor-extra-config"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A bootstrapped embedded Tor (and its temporary directory, if it has
+/// one): the route of `--via tor` without a tor binary. Clones share it.
+#[cfg(feature = "arti")]
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    tor: arti::EmbeddedTor,
+    _temp: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+#[cfg(feature = "arti")]
+impl PartialEq for Embedded {
+    fn eq(&self, other: &Self) -> bool {
+        self.tor == other.tor
+    }
+}
+#[cfg(feature = "arti")]
+impl Eq for Embedded {}
+
+#[cfg(feature = "arti")]
+impl Embedded {
+    /// The client.
+    pub fn tor(&self) -> &arti::EmbeddedTor {
+        &self.tor
+    }
+}
+
+/// Embedded Tor: bootstraps arti in `options.data_dir` (or a temporary
+/// directory), logging progress at info (warn when stuck).
+#[cfg(feature = "arti")]
+pub async fn bootstrap_embedded(options: &TorOptions) -> Result<Embedded, TorError> {
+    let (dir, temp) = match &options.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("onionrtc-arti-")
+                .tempdir()
+                .map_err(TorError::Files)?;
+            (t.path().join("tor"), Some(t))
+        }
+    };
+    let mut o = arti::EmbeddedOptions::new(dir);
+    if !options.extra_config.is_empty() {
+        o.extra_config = Some(options.extra_config.join("\n"));
+    }
+    o.bridges.clone_from(&options.bridges);
+    o.transport_binary.clone_from(&options.bridge_transport);
+    o.bootstrap_timeout = options.bootstrap_timeout;
+    let tor = arti::EmbeddedTor::bootstrap(&o, |p| {
+        if p.stuck {
+            tracing::warn!(target: "connector::tor", "Tor bootstrap {p}");
+        } else {
+            tracing::info!(target: "connector::tor", "Tor bootstrap {p}");
+        }
+    })
+    .await?;
+    tracing::info!(
+        target: "connector::tor",
+        "Tor (embedded arti) bootstrapped in {:.1} s",
+        tor.bootstrap_time().as_secs_f64()
+    );
+    Ok(Embedded {
+        tor,
+        _temp: temp.map(std::sync::Arc::new),
+    })
 }
 
 /// A running tor, killed by PID on [`TorProcess::stop`] (or on drop).
@@ -223,7 +342,8 @@ impl TorProcess {
         }
         let torrc_path = temp.path().join("torrc");
         std::fs::write(&torrc_path, text).map_err(TorError::Files)?;
-        let mut child = Command::new(&options.binary)
+        let binary = options.launched_binary();
+        let mut child = Command::new(&binary)
             .arg("-f")
             .arg(&torrc_path)
             .arg("--defaults-torrc")
@@ -233,10 +353,7 @@ impl TorProcess {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| TorError::Spawn {
-                binary: options.binary.clone(),
-                source,
-            })?;
+            .map_err(|source| TorError::Spawn { binary, source })?;
         let Some(stdout) = child.stdout.take() else {
             return Err(TorError::Exited("no stdout".into()));
         };

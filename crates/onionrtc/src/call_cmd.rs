@@ -70,12 +70,12 @@ pub struct CallFlags {
 
     /// How the WebSocket and TURN leave this machine: direct,
     /// socks5://HOST:PORT (host names resolved by the proxy) or tor
-    /// (launch tor, as `onionrtc connect --via tor` does, and use its
-    /// SOCKS port for both).
+    /// (embedded Tor, as `onionrtc connect --via tor`; with --tor-binary a
+    /// launched tor's SOCKS port), for both.
     #[arg(long, value_name = "MODE", default_value = "direct")]
     pub via: String,
 
-    /// How tor is launched with --via tor.
+    /// How Tor runs with --via tor.
     #[command(flatten)]
     pub tor: crate::connect_cmd::TorFlags,
 
@@ -269,8 +269,8 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
             flags.via
         );
     }
-    if matches!(via, Via::Tor(_)) {
-        eprintln!("starting tor (bootstrapping can take a minute)...");
+    if let Via::Tor(options) = &via {
+        eprintln!("{}", crate::connect_cmd::starting_tor(options));
     }
     // With --via tor, `_tor` is the tor launched for this call: killed by
     // PID when the call ends (dropped).
@@ -990,7 +990,15 @@ mod tests {
             panic!("not tor: {via:?}")
         };
         assert_eq!(options.nodes, connector::TorNodes::Europe);
-        assert_eq!(options.binary, PathBuf::from("/opt/tor"));
+        assert_eq!(options.binary, Some(PathBuf::from("/opt/tor")));
+        // Without --tor-binary: embedded Tor (in a build with it), which
+        // cannot honour a country preset: refused, naming the fix.
+        let f = flags(&["--via", "tor", "--tor-nodes", "europe"]);
+        let mut via = Via::parse(&f.via).unwrap();
+        if cfg!(feature = "arti") {
+            let e = f.tor.apply(&mut via).unwrap_err().to_string();
+            assert!(e.contains("--tor-binary"), "{e}");
+        }
         // Tor settings without tor are refused.
         let f = flags(&["--tor-nodes", "europe"]);
         let mut via = Via::parse(&f.via).unwrap();

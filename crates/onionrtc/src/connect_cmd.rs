@@ -24,10 +24,11 @@ pub struct ConnectFlags {
     #[arg(long, value_name = "URL")]
     pub web: Option<String>,
 
-    /// How upstream connections leave this machine: direct,
-    /// socks5://HOST:PORT (e.g. a tor's SocksPort; host names are resolved
-    /// by the proxy) or tor (launch tor).
-    #[arg(long, value_name = "MODE", default_value = "direct")]
+    /// How upstream connections leave this machine: tor (default: embedded
+    /// Tor; with --tor-binary, launch tor), socks5://HOST:PORT (e.g. a
+    /// tor's SocksPort; host names are resolved by the proxy) or direct
+    /// (NOT anonymous: the relay and the site see your address).
+    #[arg(long, value_name = "MODE", default_value = "tor")]
     pub via: String,
 
     /// Loopback address for TURN clients, UDP and TCP.
@@ -49,7 +50,7 @@ pub struct ConnectFlags {
     #[arg(long, value_name = "BASE64-SHA256")]
     pub relay_spki: Option<String>,
 
-    /// How tor is launched with --via tor.
+    /// How Tor runs with --via tor.
     #[command(flatten)]
     pub tor: TorFlags,
 
@@ -69,49 +70,108 @@ pub struct ConnectFlags {
     pub max_pending_flows: usize,
 }
 
-/// The flags of a tor launched for `--via tor` (`onionrtc connect` and
-/// `onionrtc call`).
+/// The flags of `--via tor` (`onionrtc connect` and `onionrtc call`):
+/// embedded Tor (arti) unless --tor-binary names a tor to launch.
 #[derive(Args, Debug)]
 pub struct TorFlags {
-    /// With --via tor: the countries of entry, middle and exit relays
-    /// (europe: DK SE NO FI DE FR BE NL PL CZ LU LV EE CH GB; scandinavia:
-    /// DK SE NO FI), enforced with StrictNodes.
+    /// With --via tor and --tor-binary: the countries of entry, middle and
+    /// exit relays (europe: DK SE NO FI DE FR BE NL PL CZ LU LV EE CH GB;
+    /// scandinavia: DK SE NO FI), enforced with StrictNodes.
     #[arg(long, value_name = "PRESET", default_value = "any")]
     pub tor_nodes: String,
 
-    /// With --via tor: the tor binary.
-    #[arg(long, value_name = "PATH", default_value = "tor")]
-    pub tor_binary: PathBuf,
+    /// With --via tor: launch this tor binary (e.g. `tor`) instead of the
+    /// embedded Tor.
+    #[arg(long, value_name = "PATH")]
+    pub tor_binary: Option<PathBuf>,
 
-    /// With --via tor: keep tor's state in DIR (faster restarts) instead of
-    /// a temporary directory.
+    /// With --via tor: keep Tor's state in DIR (0700). Embedded Tor
+    /// default: $XDG_DATA_HOME/onionrtc/tor (~/.local/share/onionrtc/tor),
+    /// so later starts are fast; a launched tor: a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub tor_data_dir: Option<PathBuf>,
 
-    /// With --via tor: lines appended to the generated torrc.
+    /// With --via tor: more configuration — arti TOML for the embedded Tor,
+    /// torrc lines for a launched tor.
     #[arg(long, value_name = "FILE")]
     pub tor_extra_config: Option<PathBuf>,
+
+    /// With --via tor (embedded): reach Tor through this bridge, e.g.
+    /// 'obfs4 IP:PORT FINGERPRINT cert=… iat-mode=0' from
+    /// https://bridges.torproject.org (obfs4 needs obfs4proxy or lyrebird
+    /// installed). Repeat for more bridges.
+    #[arg(long = "bridge", value_name = "LINE")]
+    pub bridges: Vec<String>,
+
+    /// With --bridge: the pluggable-transport binary (default: obfs4proxy
+    /// or lyrebird from PATH).
+    #[arg(long, value_name = "PATH")]
+    pub bridge_transport: Option<PathBuf>,
 }
 
 impl TorFlags {
     /// Puts these settings into `via` when it is `tor`; refuses tor
-    /// settings with another `via`.
+    /// settings with another `via`, and settings the chosen tor cannot
+    /// honour.
     pub fn apply(&self, via: &mut Via) -> anyhow::Result<()> {
         let nodes: TorNodes = self.tor_nodes.parse()?;
         if let Via::Tor(options) = via {
             options.nodes = nodes;
             options.binary.clone_from(&self.tor_binary);
             options.data_dir.clone_from(&self.tor_data_dir);
+            if options.data_dir.is_none() && options.embedded() {
+                options.data_dir = default_tor_dir();
+            }
             if let Some(file) = &self.tor_extra_config {
                 let text = std::fs::read_to_string(file).with_context(|| {
                     format!("cannot read --tor-extra-config {}", file.display())
                 })?;
                 options.extra_config = text.lines().map(str::to_owned).collect();
             }
+            options.bridges.clone_from(&self.bridges);
+            options.bridge_transport.clone_from(&self.bridge_transport);
+            options.check()?;
         } else if nodes != TorNodes::Any {
             anyhow::bail!("--tor-nodes needs --via tor");
+        } else if !self.bridges.is_empty() {
+            anyhow::bail!("--bridge needs --via tor");
         }
         Ok(())
+    }
+}
+
+/// Embedded Tor's default directory: `$XDG_DATA_HOME/onionrtc/tor`, else
+/// `$HOME/.local/share/onionrtc/tor`; `None` (a temporary directory)
+/// without either.
+fn default_tor_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?)
+            .join(".local")
+            .join("share"),
+    };
+    Some(base.join("onionrtc").join("tor"))
+}
+
+/// What `--via direct` prints first.
+pub const NOT_ANONYMOUS: &str = "NOT ANONYMOUS: --via direct connects straight to the relay and \
+     the site, which see your IP address. Leave out --via (or use --via tor) to go through Tor.";
+
+/// The line printed before Tor starts.
+pub fn starting_tor(options: &connector::TorOptions) -> String {
+    if options.embedded() {
+        format!(
+            "starting embedded Tor in {} (the first bootstrap can take a minute)...",
+            options.data_dir.as_deref().map_or_else(
+                || "a temporary directory".into(),
+                |d| d.display().to_string()
+            )
+        )
+    } else {
+        format!(
+            "starting {} (bootstrapping can take a minute)...",
+            options.launched_binary().display()
+        )
     }
 }
 
@@ -143,6 +203,9 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<ConnectorConfig> {
 /// counters go to stderr.
 pub fn run(config: ConnectorConfig) -> anyhow::Result<()> {
     crate::relay_cmd::init_tracing();
+    if config.via == Via::Direct {
+        eprintln!("{NOT_ANONYMOUS}");
+    }
     for w in config.warnings() {
         eprintln!("warning: {w}");
     }
@@ -160,8 +223,8 @@ async fn serve(config: ConnectorConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let relay = config.relay.clone();
     let via = config.via.to_string();
-    if matches!(config.via, Via::Tor(_)) {
-        eprintln!("starting tor (bootstrapping can take a minute)...");
+    if let Via::Tor(options) = &config.via {
+        eprintln!("{}", crate::connect_cmd::starting_tor(options));
     }
     let handle = connector::Connector::start(config)
         .await

@@ -330,3 +330,62 @@ fn check_config_shows_database_url_without_its_password() {
     );
     assert!(!stdout.contains("pg-s3cret") && !stderr.contains("pg-s3cret"));
 }
+
+/// `onionrtc connect` without --via means Tor (embedded): a country preset,
+/// which only a launched tor honours, is refused before anything starts,
+/// naming the fix.
+#[test]
+fn connect_defaults_to_tor() {
+    let out = run(&[
+        "connect",
+        "--relay",
+        "tls://127.0.0.1:9",
+        "--tor-nodes",
+        "europe",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    if cfg!(feature = "arti") {
+        assert!(err.contains("--tor-binary"), "{err}");
+    }
+}
+
+/// `onionrtc connect --via direct` says first that it is not anonymous
+/// (the relay here is a closed loopback port: the connector warns and runs
+/// on; it is killed by PID).
+#[test]
+fn connect_direct_says_not_anonymous() {
+    let mut child = onionrtc()
+        .args([
+            "connect",
+            "--relay",
+            "tcp://127.0.0.1:9",
+            "--via",
+            "direct",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .take(1000)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first.unwrap();
+    assert!(first.starts_with("NOT ANONYMOUS: "), "{first}");
+    assert!(first.contains("see your IP address"), "{first}");
+}

@@ -173,6 +173,8 @@ pub struct TorNetwork {
     socks_port: u16,
     dir_ports: Vec<u16>,
     dir_lines: String,
+    /// Per authority: relay fingerprint, v3 identity, ORPort, DirPort.
+    ids: Vec<(String, String, u16, u16)>,
     empty: PathBuf,
     bootstrap: Duration,
 }
@@ -225,8 +227,10 @@ impl TorNetwork {
                 .collect()
         });
         let mut dir_lines = String::new();
+        let mut ids = Vec::new();
         for (a, k) in auth.iter().zip(keys) {
             let (fp, v3) = k?;
+            ids.push((fp.clone(), v3.clone(), a.or_port, a.dir_port));
             dir_lines.push_str(&format!(
                 "DirAuthority {} orport={} no-v2 v3ident={v3} 127.0.0.1:{} {fp}\n",
                 a.name, a.or_port, a.dir_port
@@ -253,6 +257,7 @@ impl TorNetwork {
             socks_port: 0,
             dir_ports,
             dir_lines: dir_lines.clone(),
+            ids,
             empty: empty.clone(),
             bootstrap: Duration::ZERO,
         };
@@ -351,6 +356,43 @@ impl TorNetwork {
         lines.push(format!("GeoIPv6File {e}"));
         lines.extend(self.dir_lines.lines().map(str::to_owned));
         lines
+    }
+
+    /// An arti configuration (TOML) that makes an arti client use this
+    /// network: its authorities, the authorities as fallback caches (RSA and
+    /// Ed25519 identities, ORPorts), and the settings a network of three
+    /// relays on one address needs — no subnet families (arti otherwise
+    /// refuses two relays of one /16 in a circuit) and targets on local
+    /// addresses allowed.
+    pub fn arti_config(&self) -> Result<String, TorError> {
+        let mut v3 = Vec::new();
+        let mut dirs = Vec::new();
+        let mut fallbacks = Vec::new();
+        for (node, (fp, v3ident, or_port, dir_port)) in self.authorities.iter().zip(&self.ids) {
+            let ed = ed25519_identity(&node.dir)?;
+            v3.push(format!("\"{v3ident}\""));
+            dirs.push(format!("[\"127.0.0.1:{dir_port}\"]"));
+            fallbacks.push(format!(
+                "{{ rsa_identity = \"{fp}\", ed_identity = \"{ed}\", orports = [\"127.0.0.1:{or_port}\"] }}"
+            ));
+        }
+        let dirs = dirs.join(", ");
+        Ok(format!(
+            "[tor_network]\n\
+             fallback_caches = [{}]\n\
+             [tor_network.authorities]\n\
+             v3idents = [{}]\n\
+             uploads = [{dirs}]\n\
+             downloads = [{dirs}]\n\
+             votes = [{dirs}]\n\
+             [path_rules]\n\
+             ipv4_subnet_family_prefix = 33\n\
+             ipv6_subnet_family_prefix = 129\n\
+             [address_filter]\n\
+             allow_local_addrs = true\n",
+            fallbacks.join(", "),
+            v3.join(", ")
+        ))
     }
 
     /// How long [`TorNetwork::start`] took, key generation included.
@@ -679,6 +721,24 @@ impl AuthorityPlan {
                 detail: "no fingerprint line in authority_certificate".into(),
             })?;
         Ok((fp, v3))
+    }
+}
+
+/// A relay's Ed25519 identity (unpadded base64, as arti's configuration
+/// takes it) from `keys/ed25519_master_id_public_key`: a 32-byte header,
+/// then the key.
+fn ed25519_identity(node_dir: &Path) -> Result<String, TorError> {
+    use base64::Engine as _;
+    let path = node_dir.join("keys").join("ed25519_master_id_public_key");
+    let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+    match bytes.get(32..64) {
+        Some(key) if bytes.len() == 64 => {
+            Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(key))
+        }
+        _ => Err(TorError::Tool {
+            program: "tor",
+            detail: format!("{} is not a 64-byte key file", path.display()),
+        }),
     }
 }
 

@@ -54,7 +54,7 @@ fn via_tor_launches_uses_and_kills_tor() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = tls_config(&relay);
     c.via = Via::Tor(TorOptions {
-        binary: fake_tor(dir.path(), &microsocks),
+        binary: Some(fake_tor(dir.path(), &microsocks)),
         bootstrap_timeout: Duration::from_secs(10),
         ..TorOptions::default()
     });
@@ -94,11 +94,11 @@ fn tor_that_exits_or_hangs_is_reported() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let exits = TorOptions {
-        binary: script(
+        binary: Some(script(
             dir.path(),
             "exits",
             "echo '[err] Reading config failed'; exit 1",
-        ),
+        )),
         bootstrap_timeout: Duration::from_secs(10),
         ..TorOptions::default()
     };
@@ -107,11 +107,11 @@ fn tor_that_exits_or_hangs_is_reported() {
         other => panic!("{other:?}"),
     }
     let hangs = TorOptions {
-        binary: script(
+        binary: Some(script(
             dir.path(),
             "hangs",
             "echo '[notice] Bootstrapped 5%'; exec sleep 30",
-        ),
+        )),
         bootstrap_timeout: Duration::from_millis(500),
         ..TorOptions::default()
     };
@@ -120,7 +120,7 @@ fn tor_that_exits_or_hangs_is_reported() {
         other => panic!("{other:?}"),
     }
     let missing = TorOptions {
-        binary: dir.path().join("no-such-tor"),
+        binary: Some(dir.path().join("no-such-tor")),
         ..TorOptions::default()
     };
     assert!(matches!(

@@ -240,6 +240,10 @@ impl RunningConnector {
     pub(super) fn turn_addr(&self) -> SocketAddr {
         self.handle.as_ref().unwrap().turn_addr()
     }
+
+    fn handle(&self) -> &connector::Handle {
+        self.handle.as_ref().unwrap()
+    }
 }
 
 impl Drop for RunningConnector {
@@ -564,6 +568,7 @@ fn connector_launches_tor_on_the_testnet() {
     let side = ServerSide::start();
     let log_from = log_lines().lock().unwrap().len();
     let options = connector::TorOptions {
+        binary: Some("tor".into()),
         extra_config: tor.client_torrc_lines(),
         bootstrap_timeout: Duration::from_secs(60),
         ..connector::TorOptions::default()
@@ -578,6 +583,12 @@ fn connector_launches_tor_on_the_testnet() {
         ),
     );
     eprintln!("connector's own tor bootstrapped in {:?}", t_tor.elapsed());
+    if let Some(pid) = conn.handle().tor_pid() {
+        eprintln!(
+            "launched tor's memory: {}",
+            rss_of(&format!("/proc/{pid}/status"))
+        );
+    }
     let mut cmd = Command::new("turnutils_uclient");
     cmd.args(uclient_args(conn.turn_addr(), 1, 50));
     let r = uclient_report(&mut cmd, Duration::from_secs(90));
@@ -586,4 +597,150 @@ fn connector_launches_tor_on_the_testnet() {
     assert_all_from(&allocations_since(log_from), TOPOLOGY_EXIT_ADDR);
     drop(conn);
     eprintln!("connector_launches_tor_on_the_testnet: {:?}", t0.elapsed());
+}
+
+/// `VmRSS` (and `VmHWM`, the peak) of a `/proc/…/status` file.
+fn rss_of(status: &str) -> String {
+    let text = std::fs::read_to_string(status).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An HTTP/1.1 server in `ns` answering every request with the client's
+/// address (the body) and closing: what a site sees of its visitor.
+fn http_whoami_server(ns: &Netns, addr: SocketAddr) -> SocketAddr {
+    let listener = ns.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
+    let local = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(peer) = conn.peer_addr() else { return };
+                let _ = conn.set_read_timeout(Some(STEP));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    local
+}
+
+/// GET / from `proxy` (the connector's web proxy, or a site directly): the
+/// body.
+fn http_get(proxy: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&proxy, STEP).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.take(1 << 20).read_to_string(&mut text);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.trim().to_owned()
+}
+
+/// `--via tor` without a tor binary: embedded Tor (arti) bootstraps on the
+/// private network from the arti configuration testkit writes, in a data
+/// directory it keeps private, and carries both TURN allocations and the
+/// site; the relay and the site see only the exits' address.
+#[test]
+fn connector_embedded_tor_on_the_testnet() {
+    let Some(_pass) = run_isolated_group("tor_testnet::connector_embedded_tor_on_the_testnet")
+    else {
+        return;
+    };
+    if !require_coturn() {
+        return;
+    }
+    let t0 = Instant::now();
+    let tor = shared().unwrap();
+    let side = ServerSide::start();
+    let site = http_whoami_server(
+        side.topo.server(),
+        SocketAddr::from((side.topo.server_addr(), 8080)),
+    );
+    // Control: from this namespace directly, the site sees the bypass
+    // address; only the route makes it the exit's.
+    assert_eq!(http_get(site), BYPASS_IP.to_string());
+    let log_from = log_lines().lock().unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tor");
+    let options = connector::TorOptions {
+        data_dir: Some(data.clone()),
+        extra_config: tor
+            .arti_config()
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        bootstrap_timeout: Duration::from_secs(90),
+        ..connector::TorOptions::default()
+    };
+    assert!(options.embedded());
+    let mut config = connector_config(
+        side.relay_url("tls", TLS_PORT),
+        Via::Tor(options),
+        &side.spki,
+    );
+    config.web = Some(Endpoint::parse_web(&format!("http://{site}")).unwrap());
+    config.web_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let rss_before = rss_of("/proc/self/status");
+    let t_tor = Instant::now();
+    let conn = RunningConnector::start(None, config);
+    eprintln!(
+        "embedded Tor (arti) bootstrapped in {:?}; this process's memory before: {rss_before}, \
+         after: {}",
+        t_tor.elapsed(),
+        rss_of("/proc/self/status")
+    );
+    // Its state and cache: private, and written.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for d in [&data, &data.join("state"), &data.join("cache")] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        assert!(std::fs::read_dir(data.join("cache")).unwrap().count() > 0);
+    }
+
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(uclient_args(conn.turn_addr(), 2, 50));
+    let r = uclient_report(&mut cmd, Duration::from_secs(90));
+    eprintln!(
+        "uclient via embedded Tor: {r:?}, average RTT {:.2} ms",
+        r.rtt_ms
+    );
+    assert_eq!((r.sent, r.received, r.lost), (100, 100, 0), "{r:?}");
+    let allocations = allocations_since(log_from);
+    assert_eq!(allocations.len(), 4, "{allocations:#?}");
+    assert_all_from(&allocations, TOPOLOGY_EXIT_ADDR);
+
+    let web = conn.handle().web_addr().unwrap();
+    assert_eq!(http_get(web), TOPOLOGY_EXIT_ADDR.to_string());
+    eprintln!(
+        "after the flows, this process's memory: {}",
+        rss_of("/proc/self/status")
+    );
+    drop(conn);
+    eprintln!("connector_embedded_tor_on_the_testnet: {:?}", t0.elapsed());
 }

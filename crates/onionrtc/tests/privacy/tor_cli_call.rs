@@ -134,19 +134,53 @@ fn relay_saw_only_the_exit_and(
     (log, all.len())
 }
 
-/// `onionrtc call --via tor`: the caller launches a tor of its own (the
-/// connector's launcher, configured with `--tor-extra-config` for the
-/// private network) and carries the WebSocket and TURN over TLS through
-/// it. It runs in this test's namespace, which has a route of its own to
-/// the server: anything that bypassed its tor would show in the relay's
-/// log from that address, not from the exit.
+/// `onionrtc call --via tor --tor-binary tor`: the caller launches a tor of
+/// its own (the connector's launcher, configured with `--tor-extra-config`
+/// for the private network) and carries the WebSocket and TURN over TLS
+/// through it.
 #[test]
 fn cli_caller_launches_its_own_tor() {
     let Some(_pass) = run_isolated_group("tor_cli_call::cli_caller_launches_its_own_tor") else {
         return;
     };
-    let t0 = std::time::Instant::now();
     let tor = shared().unwrap();
+    let lines = tor.client_torrc_lines().join("\n");
+    let _serialized = tor;
+    caller_with_its_own_tor(
+        "cli_caller_launches_its_own_tor",
+        &lines,
+        &["--tor-binary", "tor"],
+    );
+}
+
+/// `onionrtc call --via tor`: embedded Tor (arti), configured for the
+/// private network with arti TOML in `--tor-extra-config`, its state in
+/// `--tor-data-dir`.
+#[test]
+fn cli_caller_uses_embedded_tor() {
+    let Some(_pass) = run_isolated_group("tor_cli_call::cli_caller_uses_embedded_tor") else {
+        return;
+    };
+    let tor = shared().unwrap();
+    let arti = tor.arti_config().unwrap();
+    let _serialized = tor;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tor");
+    let data = data.to_str().unwrap();
+    caller_with_its_own_tor(
+        "cli_caller_uses_embedded_tor",
+        &arti,
+        &["--tor-data-dir", data],
+    );
+}
+
+/// A call from `onionrtc call --via tor` (its own Tor, set up by
+/// `tor_config` written to `--tor-extra-config` and `tor_args`) in this
+/// test's namespace, to a direct `onionrtc call`. This namespace has a
+/// route of its own to the server: anything that bypassed Tor would show
+/// in the relay's log from that address, not from the exit.
+fn caller_with_its_own_tor(label: &str, tor_config: &str, tor_args: &[&str]) {
+    let t0 = std::time::Instant::now();
     let topo = Topology::new(&TopologyConfig::default()).unwrap();
     let direct = topo.add_client().unwrap();
     let b_ip = direct.addr();
@@ -167,7 +201,7 @@ fn cli_caller_launches_its_own_tor() {
     assert_ne!(own, IpAddr::V4(TOPOLOGY_EXIT_ADDR));
     drop(probe);
     let extra = dir.path().join("tor-extra.conf");
-    std::fs::write(&extra, tor.client_torrc_lines().join("\n")).unwrap();
+    std::fs::write(&extra, tor_config).unwrap();
 
     let room = random_room();
     let url = format!("http://{SERVER_IP}:{WEB_PORT}/?room={room}");
@@ -183,6 +217,7 @@ fn cli_caller_launches_its_own_tor() {
     ])
     .args(["--via", "tor", "--tor-extra-config"])
     .arg(&extra)
+    .args(tor_args)
     .args(["--relay-spki", &cert.spki, "--tone", "440"])
     .env("RUST_LOG", "info");
     let mut a = Logged::spawn_here("A (call --via tor)", cmd);
@@ -203,12 +238,13 @@ fn cli_caller_launches_its_own_tor() {
         .args(["--tone", "1000"])
         .env("RUST_LOG", "info");
     let mut b = Logged::spawn("B (call direct)", &direct, b_cmd);
-    both_connected(
-        &mut a,
-        &mut b,
-        Duration::from_secs(200),
-        "A via its own tor",
-    );
+    both_connected(&mut a, &mut b, Duration::from_secs(200), label);
+    let boot: Vec<String> = a
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("bootstrapped in") || l.contains("Bootstrapped 100%"))
+        .collect();
+    eprintln!("{label}: A's Tor: {boot:?}");
     let (log, allocations) = relay_saw_only_the_exit_and(&mut serve, b_ip);
     let own_text = format!("{own}:");
     let leaked: Vec<&String> = log.iter().filter(|l| l.contains(&own_text)).collect();
@@ -217,7 +253,7 @@ fn cli_caller_launches_its_own_tor() {
         "serve's log names A's own address: {leaked:#?}"
     );
     eprintln!(
-        "cli_caller_launches_its_own_tor: {:?}; {} allocations, A's from the exit over TLS \
+        "{label}: {:?}; {} allocations, A's from the exit over TLS \
          (this namespace's own address: {own})",
         t0.elapsed(),
         allocations
