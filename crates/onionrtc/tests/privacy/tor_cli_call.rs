@@ -64,6 +64,7 @@ fn cli_caller_through_tor_shows_only_the_exit() {
             "--json",
             "--timeout",
             "90",
+            "--no-speaker",
         ])
         .args(extra)
         .env("RUST_LOG", "info");
@@ -180,6 +181,7 @@ fn cli_caller_launches_its_own_tor() {
         "--json",
         "--timeout",
         "150",
+        "--no-speaker",
     ])
     .args(["--via", "tor", "--tor-extra-config"])
     .arg(&extra)
@@ -199,6 +201,7 @@ fn cli_caller_launches_its_own_tor() {
             "--json",
             "--timeout",
             "150",
+            "--no-speaker",
         ])
         .args(["--tone", "1000"])
         .env("RUST_LOG", "info");
