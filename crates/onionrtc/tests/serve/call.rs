@@ -210,6 +210,17 @@ pub(super) fn assert_connected(v: &Value, proto: &str, who: &str) {
     assert!(v["mos"].as_f64().unwrap_or(0.0) > 4.0, "{who}: {v}");
 }
 
+/// A browser's inbound audio (`concealed` of `total` samples, from the
+/// page) was concealed for less than `max` of it.
+pub(super) fn assert_low_concealment(heard: &Value, max: f64, who: &str) {
+    let concealed = heard["concealed"].as_f64().unwrap_or(f64::MAX);
+    let total = heard["total"].as_f64().unwrap_or(0.0);
+    assert!(
+        total > 0.0 && concealed / total < max,
+        "{who} concealed too much ({concealed} of {total} samples): {heard}"
+    );
+}
+
 /// The tone `hz` dominates `samples` (second half: past the start-up).
 pub(super) fn assert_tone(samples: &[i16], hz: f64, who: &str) {
     let tail = &samples[samples.len() / 2..];
@@ -354,12 +365,7 @@ fn chromium_and_call(call_first: bool) {
         (hz - 440.0).abs() < 15.0,
         "Chromium's dominant frequency is not 440 Hz: {heard}"
     );
-    let concealed = heard["concealed"].as_f64().unwrap_or(f64::MAX);
-    let total = heard["total"].as_f64().unwrap_or(0.0);
-    assert!(
-        total > 0.0 && concealed / total < 0.05,
-        "Chromium concealed too much: {heard}"
-    );
+    assert_low_concealment(&heard, 0.05, "Chromium");
     let samples = read_wav(&wav);
     match beeps(&samples) {
         Ok(b) => eprintln!("beeps recorded at {b:?}"),
