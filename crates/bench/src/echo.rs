@@ -77,6 +77,8 @@ pub struct EchoClientArgs {
 const SETUP_LIMIT: Duration = Duration::from_secs(40);
 /// Echoes still in flight are counted for this long after sending stops.
 const DRAIN: Duration = Duration::from_secs(1);
+/// Sessions being set up at once.
+const SETUP_WINDOW: usize = 50;
 /// HTTP requests to serve at once during setup.
 const HTTP_WORKERS: usize = 4;
 /// Payload of a test packet (an Opus frame at 32 kbit/s is 80 bytes).
@@ -227,9 +229,9 @@ pub fn client_main(args: &EchoClientArgs) -> Result<(), BenchError> {
         let (jobs, done) = (job_rx.clone(), done_tx.clone());
         std::thread::spawn(move || worker(site, &jobs, &done));
     }
-    for i in 0..n {
-        let _ = job_tx.send(Job::Credentials(i));
-    }
+    // Sessions are started at most SETUP_WINDOW at a time (a burst of
+    // hundreds of allocations at once measures the burst, not the load).
+    let mut started = 0usize;
     let mut poll = Poll::new().map_err(|e| BenchError::io("epoll", e))?;
     let mut events = Events::with_capacity(1024);
     let mut sessions: Vec<Option<Session>> = (0..n).map(|_| None).collect();
@@ -353,6 +355,10 @@ pub fn client_main(args: &EchoClientArgs) -> Result<(), BenchError> {
                     .is_some_and(|s| s.connected || s.failed.is_some())
             })
             .count();
+        while started < n && started < ready + errors.len() + SETUP_WINDOW {
+            let _ = job_tx.send(Job::Credentials(started));
+            started += 1;
+        }
         let settled = ready + errors.len() >= n;
         match window {
             None if settled || setup_start.elapsed() >= SETUP_LIMIT => {
