@@ -21,6 +21,12 @@ cd "$(dirname "$0")/.."
 #              extensions and audio sizes: onionrtc tests/serve/speech.rs)
 #   cmake    - builds libopus for the `opus` crate (onionrtc feature `call`,
 #              i.e. `media/opus`; the default build does not need it)
+#   libasound2-dev - ALSA's headers (with pkg-config) for cpal, the live
+#              microphone and speaker of `onionrtc call` (feature `call`)
+#   pulseaudio, libasound2-plugins - a private sound server (null sinks
+#              paced by its own clock) behind ALSA's `pulse` plugin: the
+#              microphone and speaker test needs no sound card
+#              (onionrtc tests/serve/call_audio.rs)
 #   python3-aiortc, python3-websockets - aiortc, a third-party WebRTC
 #              stack, as a peer of `onionrtc call` (tests/serve/call.rs)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
@@ -49,6 +55,9 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+[ -f /usr/include/alsa/asoundlib.h ] || need+=(libasound2-dev)
+command -v pulseaudio >/dev/null 2>&1 || need+=(pulseaudio)
+compgen -G '/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so' >/dev/null || need+=(libasound2-plugins)
 /usr/bin/python3 -c 'import aiortc' >/dev/null 2>&1 || need+=(python3-aiortc)
 /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || need+=(python3-websockets)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

@@ -22,6 +22,10 @@
 //! and timestamps every packet so the round trip is measured in
 //! microseconds.
 //!
+//! `onionrtc bench echo` ([`echo`]) measures how many echo-test sessions
+//! (`/api/echo`) one core of `serve` holds, with real WebRTC clients (our
+//! media endpoint) against serve's relay and echo.
+//!
 //! ## Design decisions
 //! - The load generator is a separate process from the orchestrator and from
 //!   the servers, so `/proc/PID/stat` of a server counts only that server.
@@ -36,6 +40,7 @@
 //! - Every child is killed by PID when its guard drops, also on SIGINT and
 //!   SIGTERM.
 
+pub mod echo;
 pub mod loadgen;
 pub mod orchestrate;
 

@@ -20,18 +20,31 @@ pub enum BenchCommand {
     /// The load generator (one JSON line on stdout).
     #[command(hide = true)]
     Loadgen(bench::loadgen::LoadgenArgs),
+    /// How many echo-test sessions (/api/echo) one core of `serve` holds:
+    /// steps of N real WebRTC sessions at 50 packets/s each against a
+    /// fresh serve pinned to one core (taskset); prints loss and serve's
+    /// CPU per step. See docs/performance.md.
+    Echo(bench::echo::EchoArgs),
+    /// The echo benchmark's client (`start`, `end`, one JSON line on stdout).
+    #[command(hide = true)]
+    EchoClient(bench::echo::EchoClientArgs),
+}
+
+/// This executable (the benchmarks start it as servers and clients).
+fn current_exe() -> Result<std::path::PathBuf, ExitCode> {
+    std::env::current_exe().map_err(|e| {
+        eprintln!("error: cannot find the onionrtc executable: {e}");
+        ExitCode::from(crate::EXIT_RUNTIME)
+    })
 }
 
 /// Runs a `bench` subcommand.
 pub fn run(command: BenchCommand) -> ExitCode {
     match command {
         BenchCommand::Relay(args) => {
-            let exe = match std::env::current_exe() {
+            let exe = match current_exe() {
                 Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: cannot find the onionrtc executable: {e}");
-                    return ExitCode::from(crate::EXIT_RUNTIME);
-                }
+                Err(code) => return code,
             };
             match bench::orchestrate::main(&args, &exe) {
                 Ok(outcome) => ExitCode::from(outcome.exit_code()),
@@ -41,6 +54,26 @@ pub fn run(command: BenchCommand) -> ExitCode {
                 }
             }
         }
+        BenchCommand::Echo(args) => {
+            let exe = match current_exe() {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match bench::echo::main(&args, &exe) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(crate::EXIT_RUNTIME)
+                }
+            }
+        }
+        BenchCommand::EchoClient(args) => match bench::echo::client_main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(crate::EXIT_RUNTIME)
+            }
+        },
         BenchCommand::Loadgen(args) => match bench::loadgen::main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ bench::loadgen::LoadgenError::Usage(_)) => {

@@ -26,8 +26,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub struct CallFlags {
     /// The room's page, e.g. http://127.0.0.1:8080/?room=NAME (with
     /// --echo: the site, e.g. http://127.0.0.1:8080/).
-    #[arg(value_name = "URL")]
-    pub url: String,
+    #[arg(value_name = "URL", required_unless_present = "list_devices")]
+    pub url: Option<String>,
 
     /// Test the path instead of calling someone: the server's echo test
     /// (`/api/echo`) sends our audio back; prints RTT, jitter, loss, MOS
@@ -45,9 +45,37 @@ pub struct CallFlags {
     pub send: Option<PathBuf>,
 
     /// Record what the peer sends to FILE (48 kHz mono 16-bit WAV), from
-    /// the moment the call connects.
+    /// the moment the call connects. The speaker then stays off unless
+    /// --speaker is given too.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+
+    /// Send the microphone: the default input device, or --mic=NAME (a
+    /// name from --list-devices). The default without --tone, --send or
+    /// --no-mic (with --echo: only when asked).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", conflicts_with_all = ["tone", "send", "no_mic"])]
+    pub mic: Option<String>,
+
+    /// Send silence instead of the microphone (receive only).
+    #[arg(long, conflicts_with_all = ["tone", "send"])]
+    pub no_mic: bool,
+
+    /// Play what the peer sends: on the default output device, or
+    /// --speaker=NAME. The default without --record or --no-speaker (with
+    /// --echo: only when asked).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", conflicts_with = "no_speaker")]
+    pub speaker: Option<String>,
+
+    /// Do not play what the peer sends.
+    #[arg(long)]
+    pub no_speaker: bool,
+
+    /// List the audio input and output devices (the names --mic= and
+    /// --speaker= take) and exit.
+    #[arg(long)]
+    pub list_devices: bool,
 
     /// Hang up this many seconds after the call connected.
     #[arg(long, value_name = "SECS")]
@@ -172,6 +200,7 @@ enum Source {
     Silence,
     Tone(media::tone::Tone),
     Samples(Vec<i16>, usize),
+    Mic(crate::audio_dev::Mic),
 }
 
 impl Source {
@@ -179,6 +208,7 @@ impl Source {
         match self {
             Source::Silence => [0; media::FRAME_SAMPLES],
             Source::Tone(t) => t.frame(),
+            Source::Mic(m) => m.frame(),
             Source::Samples(s, pos) => {
                 let mut out = [0i16; media::FRAME_SAMPLES];
                 if s.is_empty() {
@@ -226,9 +256,42 @@ fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
     Ok(media::tone::resample_to_48k(&mono, spec.sample_rate))
 }
 
+/// Which audio devices the flags ask for: `Some(name)` to open one (`""`
+/// for the default device). The microphone unless something else is sent
+/// or --no-mic; the speaker unless --record (without --speaker) or
+/// --no-speaker; with --echo (a path test) only the devices asked for.
+fn devices(flags: &CallFlags) -> (Option<&str>, Option<&str>) {
+    let mic = match &flags.mic {
+        Some(name) => Some(name.as_str()),
+        None if flags.tone.is_none() && flags.send.is_none() && !flags.no_mic && !flags.echo => {
+            Some("")
+        }
+        None => None,
+    };
+    let speaker = match &flags.speaker {
+        Some(name) => Some(name.as_str()),
+        None if flags.record.is_none() && !flags.no_speaker && !flags.echo => Some(""),
+        None => None,
+    };
+    (mic, speaker)
+}
+
+/// The name of a device for messages.
+fn device_label(name: &str) -> String {
+    if name.is_empty() {
+        "the default device".to_owned()
+    } else {
+        format!("device {name:?}")
+    }
+}
+
 /// Runs the call; returns whether it connected (the exit status).
 pub fn run(flags: CallFlags) -> anyhow::Result<bool> {
     crate::relay_cmd::init_tracing();
+    if flags.list_devices {
+        print!("{}", crate::audio_dev::list()?);
+        return Ok(true);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -253,7 +316,7 @@ struct Summary {
 }
 
 async fn call(flags: CallFlags) -> anyhow::Result<bool> {
-    let target = parse_url(&flags.url)?;
+    let target = parse_url(flags.url.as_deref().unwrap_or_default())?;
     let mut via = Via::parse(&flags.via)?;
     flags.tor.apply(&mut via)?;
     let want = match flags.turn_transport.as_deref() {
@@ -282,10 +345,33 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
         (None, Some(pin)) => RelayTrust::parse_spki(pin)?,
         (None, None) => RelayTrust::WebPki,
     };
-    let mut source = match (&flags.tone, &flags.send) {
-        (Some(hz), _) => Source::Tone(media::tone::Tone::new(*hz)),
-        (None, Some(file)) => Source::Samples(read_wav(file)?, 0),
-        (None, None) => Source::Silence,
+    // The audio devices open before anything goes on the network: no
+    // device is an error the user can act on, not a silent call.
+    let (mic, speaker) = devices(&flags);
+    let mut source = match (&flags.tone, &flags.send, mic) {
+        (Some(hz), _, _) => Source::Tone(media::tone::Tone::new(*hz)),
+        (None, Some(file), _) => Source::Samples(read_wav(file)?, 0),
+        (None, None, Some(name)) => {
+            Source::Mic(crate::audio_dev::Mic::open(Some(name)).with_context(|| {
+                format!(
+                    "no microphone ({}); send --tone HZ or --send FILE.wav instead, \
+                     or --no-mic to send silence",
+                    device_label(name)
+                )
+            })?)
+        }
+        (None, None, None) => Source::Silence,
+    };
+    let mut speaker = match speaker {
+        Some(name) => Some(
+            crate::audio_dev::Speaker::open(Some(name)).with_context(|| {
+                format!(
+                    "no speaker ({}); use --record FILE.wav or --no-speaker",
+                    device_label(name)
+                )
+            })?,
+        ),
+        None => None,
     };
     let mut recorder = match &flags.record {
         Some(path) => Some(
@@ -636,6 +722,9 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                         ep.send_audio(now, rtp_time, &pkt);
                         rtp_time = rtp_time.wrapping_add(media::FRAME_SAMPLES as u32);
                         jb.pop(now, &mut decoder, &mut out);
+                        if let Some(s) = speaker.as_mut() {
+                            s.play(&out);
+                        }
                         if let Some(w) = recorder.as_mut() {
                             for s in &out {
                                 end_on_err!('call, w.write_sample(*s));

@@ -6,6 +6,8 @@
 //! `import-coturn` translates a coturn configuration,
 //! `features` describes the protocol core.
 
+#[cfg(feature = "call")]
+mod audio_dev;
 mod bench_cmd;
 #[cfg(feature = "call")]
 mod call_cmd;

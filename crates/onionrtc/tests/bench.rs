@@ -145,3 +145,26 @@ fn quick_benchmark_reports_every_scenario() {
         }
     }
 }
+
+/// `onionrtc bench echo` on a handful of sessions, so the echo benchmark
+/// cannot rot: every session connects through serve's relay to its echo
+/// and gets echoes back; serve's CPU share is measured. No figure is
+/// asserted beyond "it ran" (loss is read, not tested).
+#[test]
+fn echo_bench_smoke() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["bench", "echo", "--sessions", "3", "--secs", "2", "--json"]);
+    let out = testkit::run_bounded(&mut cmd, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(row["sessions"], 3, "{row}");
+    assert_eq!(row["connected"], 3, "{row}");
+    assert!(row["sent"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["echoed"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["serve_core_share"].is_number(), "{row}");
+}

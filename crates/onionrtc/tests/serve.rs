@@ -35,6 +35,9 @@ mod speech;
 #[cfg(feature = "call")]
 #[path = "serve/call.rs"]
 mod call;
+#[cfg(feature = "call")]
+#[path = "serve/call_audio.rs"]
+mod call_audio;
 
 /// Both pages must be `connected` within this.
 const CONNECT: Duration = Duration::from_secs(30);

@@ -14,7 +14,7 @@
 //!
 //! `--quick` runs a few-seconds version of each (the CI smoke test).
 
-mod children;
+pub(crate) mod children;
 mod report;
 mod scenarios;
 mod servers;

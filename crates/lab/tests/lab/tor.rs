@@ -5,8 +5,10 @@
 //! loopback. The lab's relay binds 127.0.0.2 (a destination on the Tor
 //! nodes' own 127.0.0.1 would force that node as exit); the lab starts
 //! `onionrtc connect --via socks5://<tor client>` for the `turn-tor` path.
-//! Skipped outside CI without tor, network namespaces or the onionrtc
-//! binary.
+//! With the `webrtc` feature, one more call on the same network is a
+//! webrtc call (two `media` endpoints, Opus, jitter buffer) whose caller
+//! takes the `turn-tor` path. Skipped outside CI without tor, network
+//! namespaces or the onionrtc binary.
 
 use std::path::PathBuf;
 
@@ -28,6 +30,13 @@ fn turn_tor_through_a_private_tor_network() {
         .unwrap_or_else(|| dir.path().to_owned())
         .join("lab-tor");
     let net = TorNetwork::start(&tor_dir, &TorOptions::default()).unwrap();
+    // The webrtc agent over the same Tor path (a build with `webrtc`).
+    let webrtc = if cfg!(feature = "webrtc") {
+        "[[scenarios]]\nname = \"Tor–Norm webrtc\"\ncaller = \"tor\"\ncallee = \"turn-udp\"\n\
+         repetitions = 1\nmode = \"webrtc\"\n"
+    } else {
+        ""
+    };
     let plan = write_plan(
         dir.path(),
         &format!(
@@ -54,7 +63,7 @@ name = "Tor–Norm"
 caller = "tor"
 callee = "turn-udp"
 repetitions = 2
-"#,
+{webrtc}"#,
             net.socks_addr()
         ),
     );
@@ -73,7 +82,7 @@ repetitions = 2
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(calls.len(), 3);
+    assert_eq!(calls.len(), if webrtc.is_empty() { 3 } else { 4 });
     for (name, outcome, failure) in &calls {
         assert_eq!(outcome, "success", "{name}: {failure:?}\n{}", net.logs(20));
     }
@@ -94,6 +103,15 @@ repetitions = 2
         setup(1),
         setup(0)
     );
+    if !webrtc.is_empty() {
+        let w = &summary["scenarios"][2];
+        assert_eq!(w["mode"], "webrtc", "{w}");
+        assert!(w["concealed_pct"].is_number(), "{w}");
+        eprintln!(
+            "tor e2e webrtc: setup {} ms, rtt {} ms, mos {}, concealed {} %",
+            w["setup_ms"]["median"], w["rtt_ms"]["median"], w["mos"]["median"], w["concealed_pct"]
+        );
+    }
     eprintln!(
         "tor e2e: setup udp {:.1} ms, tor {:.1} ms; rtt tor {} ms",
         setup(0),

@@ -64,6 +64,7 @@ fn cli_caller_through_tor_shows_only_the_exit() {
             "--json",
             "--timeout",
             "90",
+            "--no-speaker",
         ])
         .args(extra)
         .env("RUST_LOG", "info");
@@ -214,6 +215,7 @@ fn caller_with_its_own_tor(label: &str, tor_config: &str, tor_args: &[&str]) {
         "--json",
         "--timeout",
         "150",
+        "--no-speaker",
     ])
     .args(["--via", "tor", "--tor-extra-config"])
     .arg(&extra)
@@ -234,6 +236,7 @@ fn caller_with_its_own_tor(label: &str, tor_config: &str, tor_args: &[&str]) {
             "--json",
             "--timeout",
             "150",
+            "--no-speaker",
         ])
         .args(["--tone", "1000"])
         .env("RUST_LOG", "info");

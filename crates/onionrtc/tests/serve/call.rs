@@ -31,17 +31,40 @@ const CALL_SECS: u64 = 6;
 /// A call must have ended within this.
 const CALL_LIMIT: Duration = Duration::from_secs(90);
 
-/// `onionrtc call URL ARGS…` run to its end (bounded) in a thread.
-fn spawn_call(url: String, args: Vec<String>) -> std::thread::JoinHandle<Output> {
+/// `onionrtc call URL ARGS…` run to its end (bounded) in a thread. It
+/// never touches this machine's sound devices: `--no-speaker`, and
+/// `--no-mic` unless ARGS say what to send.
+pub(super) fn spawn_call(url: String, mut args: Vec<String>) -> std::thread::JoinHandle<Output> {
+    let asks = |args: &[String], flag: &str| args.iter().any(|a| a.starts_with(flag));
+    if !asks(&args, "--speaker") {
+        args.push("--no-speaker".into());
+    }
+    if !["--mic", "--tone", "--send"].iter().any(|f| asks(&args, f)) {
+        args.push("--no-mic".into());
+    }
+    spawn_call_env(url, args, Vec::new())
+}
+
+/// `onionrtc call URL ARGS…` with `ENV` added, as given (devices and all),
+/// run to its end (bounded) in a thread.
+pub(super) fn spawn_call_env(
+    url: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> std::thread::JoinHandle<Output> {
     std::thread::spawn(move || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
-        cmd.arg("call").arg(url).args(args).env("RUST_LOG", "warn");
+        cmd.arg("call")
+            .arg(url)
+            .args(args)
+            .envs(env)
+            .env("RUST_LOG", "warn");
         testkit::run_bounded(&mut cmd, CALL_LIMIT)
     })
 }
 
 /// The `--json` summary: the last line of stdout.
-fn summary(out: &Output) -> Value {
+pub(super) fn summary(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
     serde_json::from_str(last).unwrap_or_else(|e| {
@@ -54,7 +77,7 @@ fn summary(out: &Output) -> Value {
 }
 
 /// The samples of a 48 kHz mono 16-bit WAV we recorded.
-fn read_wav(path: &Path) -> Vec<i16> {
+pub(super) fn read_wav(path: &Path) -> Vec<i16> {
     let r = hound::WavReader::open(path).unwrap();
     let spec = r.spec();
     assert_eq!(
@@ -138,7 +161,7 @@ const PAGE_HEARS: &str = r#"(async () => {
 
 /// `serve` with TURN on UDP, TCP and TLS (a self-signed certificate for
 /// 127.0.0.1: its SPKI pin is returned) and `extra` lines in `[serve]`.
-fn serve_with_tls(dir: &Path, extra: &str) -> (Server, String, std::path::PathBuf) {
+pub(super) fn serve_with_tls(dir: &Path, extra: &str) -> (Server, String, std::path::PathBuf) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
@@ -172,7 +195,7 @@ fn serve_with_tls(dir: &Path, extra: &str) -> (Server, String, std::path::PathBu
     (Server::start(&config, &data), spki, data)
 }
 
-fn assert_connected(v: &Value, proto: &str, who: &str) {
+pub(super) fn assert_connected(v: &Value, proto: &str, who: &str) {
     assert_eq!(v["state"], "connected", "{who}: {v}");
     assert_eq!(v["relayProtocol"], proto, "{who}: {v}");
     let received = v["packetsReceived"].as_u64().unwrap_or(0);
@@ -187,8 +210,19 @@ fn assert_connected(v: &Value, proto: &str, who: &str) {
     assert!(v["mos"].as_f64().unwrap_or(0.0) > 4.0, "{who}: {v}");
 }
 
+/// A browser's inbound audio (`concealed` of `total` samples, from the
+/// page) was concealed for less than `max` of it.
+pub(super) fn assert_low_concealment(heard: &Value, max: f64, who: &str) {
+    let concealed = heard["concealed"].as_f64().unwrap_or(f64::MAX);
+    let total = heard["total"].as_f64().unwrap_or(0.0);
+    assert!(
+        total > 0.0 && concealed / total < max,
+        "{who} concealed too much ({concealed} of {total} samples): {heard}"
+    );
+}
+
 /// The tone `hz` dominates `samples` (second half: past the start-up).
-fn assert_tone(samples: &[i16], hz: f64, who: &str) {
+pub(super) fn assert_tone(samples: &[i16], hz: f64, who: &str) {
     let tail = &samples[samples.len() / 2..];
     let want = media::tone::goertzel(tail, hz);
     let other = media::tone::goertzel(tail, hz * 1.37);
@@ -331,12 +365,7 @@ fn chromium_and_call(call_first: bool) {
         (hz - 440.0).abs() < 15.0,
         "Chromium's dominant frequency is not 440 Hz: {heard}"
     );
-    let concealed = heard["concealed"].as_f64().unwrap_or(f64::MAX);
-    let total = heard["total"].as_f64().unwrap_or(0.0);
-    assert!(
-        total > 0.0 && concealed / total < 0.05,
-        "Chromium concealed too much: {heard}"
-    );
+    assert_low_concealment(&heard, 0.05, "Chromium");
     let samples = read_wav(&wav);
     match beeps(&samples) {
         Ok(b) => eprintln!("beeps recorded at {b:?}"),
@@ -519,17 +548,17 @@ fn echo_test_button_in_chromium() {
     assert!(shown.as_str().unwrap_or("").contains("good"), "{shown}");
 }
 
-/// `microsocks` on PATH, if installed.
-fn microsocks() -> Option<std::path::PathBuf> {
+/// The program `name` on PATH, if installed.
+pub(super) fn on_path(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|d| d.join("microsocks"))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
 #[test]
 fn call_via_socks5_uses_turn_over_tls() {
-    let Some(bin) = microsocks() else {
+    let Some(bin) = on_path("microsocks") else {
         eprintln!("skipping: microsocks is not installed");
         return;
     };

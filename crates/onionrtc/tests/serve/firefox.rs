@@ -5,8 +5,16 @@
 //! `npm ci`), joins a room where a Chromium tab waits. Both must reach
 //! `connected` relay/relay, with audio flowing both ways (Firefox checks
 //! its side and prints it; the test checks Chromium's).
+//!
+//! With the `call` feature, the same Firefox (one per test binary) then
+//! calls `onionrtc call --tone 440 --record` in a room of its own (issue
+//! 11), audio decoded both ways: what Firefox decodes from the remote
+//! track (recorded in the page, decoded offline: headless Firefox without
+//! a sound device keeps an AudioContext suspended) is 440 Hz, with little
+//! concealment, and our recording holds Firefox's fake microphone (a
+//! steady tone).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -73,10 +81,13 @@ fn firefox_and_chromium_call() {
     cmd.arg(&script)
         .arg(&url)
         .arg("20")
-        .stdin(Stdio::null())
+        .arg("--more")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut firefox = Driver(Proc::spawn(&mut cmd).unwrap());
+    // stdin piped: the next room's URL goes there (Proc::spawn closes it).
+    let mut firefox = Driver(Proc(cmd.spawn().unwrap()));
+    let mut to_firefox = firefox.0 .0.stdin.take().unwrap();
     let stdout = firefox.0 .0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -133,5 +144,89 @@ fn firefox_and_chromium_call() {
         "firefox: {} connected relay/relay with Chromium, audio both ways, {firefox_in:?} after launch",
         result["userAgent"]
     );
+    #[cfg(feature = "call")]
+    firefox_and_onionrtc_call(&server, dir.path(), &mut to_firefox, &rx);
+    let _ = writeln!(to_firefox, "quit");
     drop(firefox);
+}
+
+/// The same Firefox in a room with `onionrtc call --tone 440 --record`
+/// (the call joins first, so Firefox offers and our endpoint answers).
+#[cfg(feature = "call")]
+fn firefox_and_onionrtc_call(
+    server: &Server,
+    dir: &std::path::Path,
+    to_firefox: &mut std::process::ChildStdin,
+    from_firefox: &mpsc::Receiver<String>,
+) {
+    use super::call::{assert_connected, assert_low_concealment, read_wav, spawn_call, summary};
+    let url = server.url(&format!("/?room={}&audio=only", random_room()));
+    let wav = dir.join("from-firefox.wav");
+    let call = spawn_call(
+        url.clone(),
+        [
+            "--tone",
+            "440",
+            "--record",
+            &wav.display().to_string(),
+            "--duration",
+            "10",
+            "--json",
+            "--timeout",
+            "60",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    writeln!(to_firefox, "{url}").unwrap();
+    let line = from_firefox.recv_timeout(FIREFOX_RESULT);
+    let result: Value = match line {
+        Ok(l) => serde_json::from_str(&l).unwrap_or(Value::String(l)),
+        Err(e) => panic!(
+            "no result from Firefox's call within {FIREFOX_RESULT:?} ({e}); serve: {}",
+            server.stderr_tail()
+        ),
+    };
+    let out = call.join().unwrap();
+    let v = summary(&out);
+    eprintln!(
+        "firefox ↔ call: Firefox {result}
+call {v}"
+    );
+    assert!(result.get("error").is_none(), "Firefox: {result}");
+    assert_eq!(result["peerState"], "connected", "{result}");
+    assert_eq!(
+        (result["local"].as_str(), result["remote"].as_str()),
+        (Some("relay"), Some("relay")),
+        "{result}"
+    );
+    // Firefox hears our 440 Hz, decoded, with little concealment.
+    let hz = result["hz"].as_f64().unwrap_or(0.0);
+    let (strength, off) = (
+        result["strength"].as_f64().unwrap_or(0.0),
+        result["off"].as_f64().unwrap_or(f64::MAX),
+    );
+    assert!(
+        (hz - 440.0).abs() < 20.0 && strength > 10.0 * off,
+        "Firefox hears {hz} Hz: {result}"
+    );
+    assert_low_concealment(&result, 0.2, "Firefox");
+    // We hear Firefox's fake microphone: one steady tone dominates.
+    assert!(out.status.success(), "call: {v}");
+    assert_connected(&v, "udp", "call");
+    let samples = read_wav(&wav);
+    let tail = &samples[samples.len() / 2..];
+    let level = media::tone::dbfs(tail);
+    let (best, strength) = (100..4000)
+        .step_by(10)
+        .map(|f| (f, media::tone::goertzel(tail, f64::from(f))))
+        .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let off = media::tone::goertzel(tail, f64::from(best) * 1.37);
+    eprintln!(
+        "call hears Firefox: {level:.1} dBFS, dominant {best} Hz ({strength:.4} vs {off:.4})"
+    );
+    assert!(
+        level > -40.0 && strength > 10.0 * off,
+        "our recording of Firefox: {level:.1} dBFS, {best} Hz at {strength}, {off} at 1.37×"
+    );
 }
