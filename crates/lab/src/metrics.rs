@@ -179,7 +179,7 @@ impl ReceiverStats {
         }
         self.jitter.update(send_ns as f64, arrival_ns as f64);
         self.delay_count += 1;
-        if self.delay_count % self.delay_stride == 0 {
+        if self.delay_count.is_multiple_of(self.delay_stride) {
             let d = (arrival_ns as f64 - send_ns as f64) / 1e6;
             self.delays_ms.push(d);
             if self.delays_ms.len() >= MAX_DELAY_SAMPLES {

@@ -358,7 +358,7 @@ impl<'a> Sanitizer<'a> {
             return Err(Malformed);
         }
         let t: Vec<&str> = fields.split(' ').collect();
-        if t.len() < 8 || t.len() % 2 != 0 {
+        if t.len() < 8 || !t.len().is_multiple_of(2) {
             return Err(Malformed);
         }
         let (foundation, component, transport, priority, address, port) =

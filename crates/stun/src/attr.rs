@@ -262,7 +262,7 @@ pub struct UnknownAttributes<'a>(&'a [u8]);
 impl<'a> UnknownAttributes<'a> {
     /// Validates wire bytes (an even number of them).
     pub fn from_wire(v: &'a [u8]) -> Result<Self> {
-        if v.len() % 2 != 0 {
+        if !v.len().is_multiple_of(2) {
             return Err(Error::InvalidAttribute(UNKNOWN_ATTRIBUTES));
         }
         Ok(UnknownAttributes(v))
@@ -402,7 +402,7 @@ impl<'a> Attribute<'a> {
             USERHASH => Attribute::UserHash(fixed(t, v)?),
             MESSAGE_INTEGRITY => Attribute::MessageIntegrity(fixed(t, v)?),
             MESSAGE_INTEGRITY_SHA256 => {
-                if !(16..=32).contains(&v.len()) || v.len() % 4 != 0 {
+                if !(16..=32).contains(&v.len()) || !v.len().is_multiple_of(4) {
                     return Err(Error::InvalidAttribute(t));
                 }
                 Attribute::MessageIntegritySha256(v)

@@ -152,7 +152,7 @@ fn udp_garbage(server: SocketAddr, seed: u64) -> Sent {
         if bytes.first().is_none_or(|b| b >> 6 >= 2) {
             sent.malformed += 1;
         }
-        if sent.total % 64 == 0 {
+        if sent.total.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
     };

@@ -438,7 +438,7 @@ impl Net {
         match stun::classify(&bytes) {
             PacketKind::ChannelData => {
                 self.wire.channel_data_up += 1;
-                if ft.transport.is_stream() && bytes.len() % 4 != 0 {
+                if ft.transport.is_stream() && !bytes.len().is_multiple_of(4) {
                     self.wire.unpadded_stream_channel_data += 1;
                 }
             }
@@ -541,7 +541,7 @@ impl Net {
     fn client_packet(&mut self, ft: FiveTuple, bytes: &[u8]) {
         if ft.transport.is_stream() && stun::classify(bytes) == PacketKind::ChannelData {
             // The frame includes its padding.
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 self.wire.unpadded_stream_channel_data += 1;
             }
         }
@@ -594,7 +594,7 @@ impl Net {
             match stun::classify(&framed) {
                 PacketKind::ChannelData => {
                     self.wire.channel_data_down += 1;
-                    if f.five_tuple.transport.is_stream() && framed.len() % 4 != 0 {
+                    if f.five_tuple.transport.is_stream() && !framed.len().is_multiple_of(4) {
                         self.wire.unpadded_stream_channel_data += 1;
                     }
                 }
