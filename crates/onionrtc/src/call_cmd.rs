@@ -287,7 +287,7 @@ fn device_label(name: &str) -> String {
 
 /// Runs the call; returns whether it connected (the exit status).
 pub fn run(flags: CallFlags) -> anyhow::Result<bool> {
-    crate::relay_cmd::init_tracing();
+    let _ = crate::relay_cmd::init_tracing();
     if flags.list_devices {
         print!("{}", crate::audio_dev::list()?);
         return Ok(true);

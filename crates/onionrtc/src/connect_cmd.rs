@@ -202,7 +202,7 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<ConnectorConfig> {
 /// with --web, `Open http://ADDR/` once everything listens; the final
 /// counters go to stderr.
 pub fn run(config: ConnectorConfig) -> anyhow::Result<()> {
-    crate::relay_cmd::init_tracing();
+    let _ = crate::relay_cmd::init_tracing();
     if config.via == Via::Direct {
         eprintln!("{NOT_ANONYMOUS}");
     }

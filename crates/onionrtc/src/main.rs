@@ -88,6 +88,33 @@ enum Command {
         #[command(flatten)]
         flags: OverrideFlags,
     },
+    /// Talk to a running relay through its control socket.
+    ///
+    /// COMMAND is one of: `status` (draining or not, allocations,
+    /// connections, shards, alternates); `drain` (maintenance: every new
+    /// allocation is sent to the relays of `alternate_servers` with 300
+    /// ALTERNATE-SERVER, or refused with 508 where none serves its
+    /// transport; live allocations keep working until they end); `resume`;
+    /// `reload` (as SIGHUP, and prints the outcome); `log-level FILTER`
+    /// (e.g. `debug` or `info,relay=debug`; until the next restart).
+    ///
+    /// The relay listens on the `control_socket` path of its `[relay]`
+    /// table; the socket is its owner's only (mode 0600), so run this as the
+    /// relay's user. Give the path with --socket, or the relay's
+    /// configuration file with --config. Exits 1 if the relay refuses the
+    /// command, 2 if it cannot be reached.
+    Ctl {
+        /// The relay's control socket.
+        #[arg(long, short = 's', value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// The relay's configuration file (its `control_socket` is used).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The command and its argument: status, drain, resume, reload,
+        /// log-level FILTER.
+        #[arg(value_name = "COMMAND", required = true, num_args = 1..=2)]
+        command: Vec<String>,
+    },
     /// Translate a coturn configuration (turnserver.conf) into this relay's
     /// TOML.
     ///
@@ -215,6 +242,11 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_RUNTIME, &e),
             }
         }
+        Some(Command::Ctl {
+            socket,
+            config,
+            command,
+        }) => relay_cmd::ctl(socket, config, &command.join(" ")),
         Some(Command::CheckConfig { file, flags }) => {
             let checked = if serve_cmd::has_serve_table(&file) {
                 serve_cmd::check_config(&file)

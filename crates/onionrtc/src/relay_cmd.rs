@@ -2,6 +2,7 @@
 //! from a file, command line flags and `ONIONRTC_AUTH_SECRET`.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -136,19 +137,31 @@ pub fn import_coturn(file: Option<&Path>, args: &[String]) -> anyhow::Result<()>
 }
 
 /// Starts logging to stderr: `info` unless RUST_LOG says otherwise.
-pub fn init_tracing() {
+/// Returns what changes the filter later (the control socket's
+/// `log-level`).
+pub fn init_tracing() -> relay::SetLogLevel {
     use std::io::IsTerminal as _;
     use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .compact()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Box::new(move |directives: &str| {
+        let filter = EnvFilter::builder()
+            .parse(directives)
+            .with_context(|| format!("not a log filter: {directives:?}"))?;
+        handle
+            .reload(filter)
+            .context("cannot change the log filter")
+    })
 }
 
 /// `onionrtc relay`: runs the relay until SIGINT or SIGTERM; SIGHUP
@@ -157,11 +170,62 @@ pub fn run(
     config: RelayConfig,
     reload: impl Fn() -> anyhow::Result<RelayConfig>,
 ) -> anyhow::Result<()> {
-    init_tracing();
+    let set_log_level = init_tracing();
     tracing::info!(
         "onionrtc {} relay starting (realm {:?})",
         env!("CARGO_PKG_VERSION"),
         config.realm
     );
-    relay::run(config, reload).context("the relay stopped with an error")
+    relay::run(config, reload, Some(set_log_level)).context("the relay stopped with an error")
+}
+
+/// `onionrtc ctl`: sends `request` to the relay's control socket (given, or
+/// read from the configuration file) and prints the answer.
+pub fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, request: &str) -> ExitCode {
+    let path = match (socket, config) {
+        (Some(p), _) => p,
+        (None, Some(file)) => match RelayConfig::from_file(&file) {
+            Ok(c) => match c.control_socket {
+                Some(p) => p,
+                None => {
+                    eprintln!(
+                        "error: {} sets no control_socket in its [relay] table",
+                        file.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!(
+                "error: give the control socket with --socket PATH or the relay's --config FILE"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if !path.exists() {
+        eprintln!(
+            "error: no control socket at {} (is the relay running with control_socket set?)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match relay::control::call(&path, request) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ relay::control::CallError::Unreachable { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -984,7 +984,7 @@ fn reload_relay(
 /// `onionrtc serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the
 /// relay's configuration (see `relay::RelayHandle::reload`).
 pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
-    crate::relay_cmd::init_tracing();
+    let _ = crate::relay_cmd::init_tracing();
     let serve_at_start = loaded.serve.clone();
     let Loaded { relay, mut serve } = loaded;
     if serve.relay_addresses.is_none() {

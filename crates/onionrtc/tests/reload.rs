@@ -306,3 +306,113 @@ fn serve_reloads_the_relay_on_sighup() {
     assert!(!text.contains("second-password") && !text.contains("first-password"));
     assert!(relay_alive(&proc), "{text}");
 }
+
+/// `onionrtc ctl` against a running `onionrtc relay`: status, drain and
+/// resume (new allocations get 300 / are served again), log level, reload,
+/// a refused command; the socket is the owner's only and gone after stop.
+#[test]
+fn ctl_drains_resumes_and_reloads_through_the_control_socket() {
+    if !require_tool("turnutils_uclient", &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+    let (udp, tls, alt) = (free_port(), free_port(), free_port());
+    let file = dir.path().join("relay.toml");
+    let socket = dir.path().join("relay.sock");
+    std::fs::write(
+        &file,
+        config(udp, tls, OLD_SECRET)
+            + &format!(
+                "control_socket = \"relay.sock\"\n\
+                 alternate_servers = [\"udp://127.0.0.1:{alt}\"]\n"
+            ),
+    )
+    .unwrap();
+    let (relay, log) = start_relay(&file);
+    assert!(
+        log.wait_for("control socket on", 1, Duration::from_secs(20)),
+        "{}",
+        log.text()
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let ctl = |args: &[&str]| -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+        cmd.args(["ctl", "--config"]).arg(&file).args(args);
+        run_bounded(&mut cmd, Duration::from_secs(30))
+    };
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    let o = ctl(&["status"]);
+    assert!(
+        o.status.success() && text(&o).contains("draining: no"),
+        "{o:?}"
+    );
+
+    // Draining: uclient's allocation gets 300 and it goes to the alternate
+    // (nobody listens there, so its run fails: the point is where it went).
+    let o = ctl(&["drain"]);
+    assert!(
+        o.status.success() && text(&o).contains("draining: yes"),
+        "{o:?}"
+    );
+    let (_peer, pport) = start_peer();
+    let out = run_bounded(
+        &mut uclient(udp, pport, OLD_SECRET, false, 5),
+        Duration::from_secs(30),
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("error 300"), "uclient did not get 300:\n{all}");
+    // The shards publish their counters periodically: wait (bounded).
+    let counted = testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let t = text(&ctl(&["status"]));
+        (t.contains("redirected: ") && !t.contains("redirected: 0\n")).then_some(t)
+    });
+    assert!(counted.is_some(), "status never counted the redirect");
+
+    // Resumed: served here again.
+    let o = ctl(&["resume"]);
+    assert!(
+        o.status.success() && text(&o).contains("draining: no"),
+        "{o:?}"
+    );
+    let r = report(
+        &run_bounded(
+            &mut uclient(udp, pport, OLD_SECRET, false, 20),
+            Duration::from_secs(60),
+        ),
+        "after resume",
+    );
+    assert_eq!((r.received, r.lost), (20, 0), "{r:?}");
+
+    let o = ctl(&["log-level", "debug"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = ctl(&["log-level", "relay=[[["]);
+    assert_eq!(o.status.code(), Some(1), "a bad filter is refused: {o:?}");
+    let o = ctl(&["reload"]);
+    assert!(o.status.success() && text(&o).contains("reloaded"), "{o:?}");
+    let o = ctl(&["shutdown"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown command"));
+
+    // Stopped: the socket is gone and ctl says the relay cannot be reached.
+    let mut relay = relay;
+    let status = Command::new("kill")
+        .args(["-TERM", &relay.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        relay.0.try_wait().ok().flatten()
+    });
+    assert!(exited.is_some(), "the relay did not stop on SIGTERM");
+    assert!(!socket.exists(), "the control socket outlived the relay");
+    let o = ctl(&["status"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+}

@@ -38,7 +38,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use turn::auth::{Credentials, CredentialsError};
 use turn::policy::{Cidr, CidrError, PeerPolicy};
-use turn::server::{Limits, RelayAddresses, ServerConfig};
+use turn::server::{Alternate, Limits, Redirect, RelayAddresses, ServerConfig};
+use turn::Transport;
 
 use crate::tls::{self, TlsError};
 
@@ -400,6 +401,9 @@ struct RelayFile {
     unauthenticated_burst: Option<u32>,
     default_lifetime_secs: Option<u64>,
     max_lifetime_secs: Option<u64>,
+    alternate_servers: Option<Vec<String>>,
+    redirect_above_allocations: Option<u32>,
+    control_socket: Option<PathBuf>,
 }
 
 /// The resolved relay configuration the driver runs with. Build it with
@@ -476,6 +480,14 @@ pub struct RelayConfig {
     pub default_lifetime: Duration,
     /// Longest allocation lifetime granted.
     pub max_lifetime: Duration,
+    /// Relays new allocations are sent to (300 ALTERNATE-SERVER, RFC 8489)
+    /// when this one drains or is above `redirect_above_allocations`; each
+    /// client transport goes to an alternate of the same transport.
+    pub alternate_servers: Vec<Listen>,
+    /// Redirect new allocations when this many exist; 0: never for load.
+    pub redirect_above_allocations: u32,
+    /// The control socket (`onionrtc ctl`); `None`: none.
+    pub control_socket: Option<PathBuf>,
     /// Whether `relay_ip` was derived from `listen` (and follows it when
     /// `--listen` replaces the listeners).
     relay_ip_derived: bool,
@@ -660,6 +672,9 @@ impl RelayConfig {
             unauthenticated_burst: limits.unauthenticated_burst,
             default_lifetime: turn::server::DEFAULT_LIFETIME,
             max_lifetime: turn::server::MAX_LIFETIME,
+            alternate_servers: Vec::new(),
+            redirect_above_allocations: 0,
+            control_socket: None,
             relay_ip_derived: true,
         }
     }
@@ -757,6 +772,20 @@ impl RelayConfig {
             .metrics
             .map(|v| parse_metrics("metrics", &v))
             .transpose()?;
+        c.alternate_servers = (f.alternate_servers.unwrap_or_default().iter())
+            .map(|s| Listen::parse("alternate_servers", s))
+            .collect::<Result<_, _>>()?;
+        if let Some(bad) = c.alternate_servers.iter().find(|a| {
+            a.addr.ip().is_unspecified() || a.addr.ip().is_multicast() || a.addr.port() == 0
+        }) {
+            return Err(invalid(
+                "alternate_servers",
+                bad.to_string(),
+                "an alternate must be a specific address and port clients can reach",
+            ));
+        }
+        c.redirect_above_allocations = f.redirect_above_allocations.unwrap_or(0);
+        c.control_socket = f.control_socket.map(|p| base_dir.join(p));
         Ok(c)
     }
 
@@ -952,6 +981,13 @@ impl RelayConfig {
         if self.external_ip6.is_some() && self.relay_ip6.is_none() {
             return Err(ConfigError::ExternalWithoutRelayIp6);
         }
+        if let Some(a) = (self.alternate_servers.iter()).find(|a| self.listen.contains(a)) {
+            return Err(invalid(
+                "alternate_servers",
+                a.to_string(),
+                "this relay listens there itself: clients would be sent back to it",
+            ));
+        }
         Ok(())
     }
 
@@ -1020,6 +1056,22 @@ impl RelayConfig {
             bytes_per_sec_total: self.max_bytes_per_sec_total,
             ..Limits::default()
         };
+        let alternates = (self.alternate_servers.iter())
+            .map(|a| Alternate {
+                transport: match a.proto {
+                    ListenProto::Udp => Transport::Udp,
+                    ListenProto::Tcp => Transport::Tcp,
+                    ListenProto::Tls => Transport::Tls,
+                },
+                addr: a.addr,
+            })
+            .collect();
+        config.redirect = Redirect::new(alternates, self.redirect_above_allocations);
+        // Relays sharing a REST secret form a pool: they share the nonce key
+        // too, so a client redirected from one to another keeps its nonce.
+        if let Some(shared) = self.auth_secrets.first() {
+            config.secret = ServerConfig::pool_secret(&self.realm, shared.expose().as_bytes());
+        }
         Ok(config)
     }
 }
@@ -1141,6 +1193,16 @@ impl RelayConfig {
         t.kv("unauthenticated_burst", self.unauthenticated_burst);
         t.kv("default_lifetime_secs", self.default_lifetime.as_secs());
         t.kv("max_lifetime_secs", self.max_lifetime.as_secs());
+        t.kv("alternate_servers", string_list(&self.alternate_servers));
+        t.kv(
+            "redirect_above_allocations",
+            self.redirect_above_allocations,
+        );
+        t.opt(
+            "control_socket",
+            self.control_socket.as_ref().map(|p| p.display()),
+            "not set (no control socket)",
+        );
         t.0
     }
 }

@@ -378,6 +378,7 @@ struct State {
     prometheus_port: Option<u16>,
     threads: Option<usize>,
     max_lifetime: Option<u64>,
+    alternates: Vec<String>,
 }
 
 /// Notes as they are made.
@@ -724,7 +725,17 @@ fn translate(st: &mut State, opt: &CoturnOption, n: &mut Notes<'_>) {
         "server-relay" => n.no("not implemented (non-standard)"),
         "check-origin-consistency" => n.no("ORIGIN is not checked"),
         "listening-device" | "relay-device" => n.no("binding to a network device is not supported: give the addresses (listen, relay_ip)"),
-        "aux-server" | "udp-self-balance" | "alternate-server" | "tls-alternate-server" => n.no("ALTERNATE-SERVER redirection and auxiliary servers are not implemented"),
+        "alternate-server" | "tls-alternate-server" => match v.and_then(|v| v.parse::<std::net::SocketAddr>().ok()) {
+            Some(a) => {
+                let schemes: &[&str] = if opt.name == "alternate-server" { &["udp", "tcp"] } else { &["tls"] };
+                for s in schemes {
+                    st.alternates.push(format!("{s}://{a}"));
+                }
+                n.done("alternate_servers (used while draining: onionrtc ctl drain, or above redirect_above_allocations; coturn redirects always)");
+            }
+            None => bad(n, "IP:PORT (host names are not resolved)"),
+        },
+        "aux-server" | "udp-self-balance" => n.no("auxiliary servers are not implemented"),
         "tcp-proxy-port" => n.no("the PROXY protocol is not read; a TLS-passthrough proxy works (docs/deployment.md)"),
         "acme-redirect" => n.no("no HTTP listener on the TURN ports; renew certificates elsewhere and reload"),
         "rest-api-separator" => n.no("the TURN REST username separator is always ':'"),
@@ -960,6 +971,13 @@ fn write_toml(st: &State, origin: &str, notes: &[Note]) -> (String, Vec<String>)
     if let Some(t) = st.threads {
         b.kv("threads", t.to_string(), "relay-threads");
     }
+    if !st.alternates.is_empty() {
+        b.kv(
+            "alternate_servers",
+            crate::config::string_list(&st.alternates),
+            "alternate-server / tls-alternate-server",
+        );
+    }
     if let Some(s) = st.max_lifetime {
         let s = s.min(365 * 24 * 3600);
         b.kv("max_lifetime_secs", s.to_string(), "max-allocate-lifetime");
@@ -1098,6 +1116,29 @@ mod tests {
                 ("stray", None),
             ]
         );
+    }
+
+    #[test]
+    fn alternate_servers_are_translated_and_the_result_loads() {
+        let i = import(
+            &parse_conf(
+                "static-auth-secret=s\nrelay-ip=192.0.2.1\nlistening-ip=192.0.2.1\n\
+                 alternate-server=192.0.2.7:3478\ntls-alternate-server=[2001:db8::7]:5349\n\
+                 alternate-server=not-an-address\n",
+            ),
+            "test",
+        );
+        assert!(
+            i.toml.contains(
+                "alternate_servers = [\"udp://192.0.2.7:3478\", \"tcp://192.0.2.7:3478\", \"tls://[2001:db8::7]:5349\"]"
+            ),
+            "{}",
+            i.toml
+        );
+        assert!(i.summary().contains("not-an-address"), "{}", i.summary());
+        let c =
+            crate::config::RelayConfig::from_toml_str(&i.toml, std::path::Path::new("/")).unwrap();
+        assert_eq!(c.alternate_servers.len(), 3);
     }
 
     #[test]

@@ -32,6 +32,7 @@
 mod batch;
 pub mod config;
 mod conn;
+pub mod control;
 pub mod coturn;
 pub mod logfmt;
 pub mod metrics;
@@ -64,6 +65,8 @@ pub struct RelayHandle {
     reloads: Vec<std::sync::mpsc::Sender<Reload>>,
     /// The configuration running now (what a reload is compared with).
     running: std::sync::Mutex<RelayConfig>,
+    /// The shards' redirect settings: one drain switch for all.
+    redirect: turn::server::Redirect,
 }
 
 /// How long [`RelayHandle::reload`] waits for a shard to apply it.
@@ -100,6 +103,47 @@ impl RelayHandle {
         self.stop.clone()
     }
 
+    /// Starts draining (`true`): every new allocation is sent to an
+    /// alternate relay (300 ALTERNATE-SERVER) or, with none for its
+    /// transport, refused with 508; live allocations keep working until they
+    /// end. `false` resumes.
+    pub fn set_draining(&self, on: bool) {
+        self.redirect.set_draining(on);
+    }
+
+    /// Whether the relay is draining.
+    pub fn is_draining(&self) -> bool {
+        self.redirect.is_draining()
+    }
+
+    /// The state in a few `key: value` lines (the control socket's `status`).
+    pub fn status(&self) -> String {
+        let (s, d) = self.metrics.totals();
+        let allocations: u64 = s.allocations_current.iter().sum();
+        let running = match self.running.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let alternates: Vec<String> = running
+            .alternate_servers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        format!(
+            "draining: {}\nallocations: {allocations}\nconnections: {}\nshards: {}\n\
+             alternate_servers: {}\nredirected: {}\n",
+            if self.is_draining() { "yes" } else { "no" },
+            d.connections_current.iter().sum::<u64>(),
+            self.threads.len(),
+            if alternates.is_empty() {
+                "none".to_owned()
+            } else {
+                alternates.join(", ")
+            },
+            s.redirected,
+        )
+    }
+
     /// Whether every shard is still running.
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
@@ -134,6 +178,11 @@ impl RelayHandle {
         changed(config.listen != running.listen, "listen", &mut kept);
         changed(config.metrics != running.metrics, "metrics", &mut kept);
         changed(config.threads != running.threads, "threads", &mut kept);
+        changed(
+            config.control_socket != running.control_socket,
+            "control_socket",
+            &mut kept,
+        );
         for tx in &self.reloads {
             let (done, applied) = std::sync::mpsc::channel();
             let reload = Reload {
@@ -167,6 +216,7 @@ impl RelayHandle {
         now.external_ip6 = running.external_ip6;
         now.relay_ports = running.relay_ports.clone();
         now.tcp_relay = running.tcp_relay;
+        now.control_socket = running.control_socket.clone();
         *running = now;
         Ok(kept)
     }
@@ -204,6 +254,7 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     let server_config = config.to_server_config()?;
+    let redirect = server_config.redirect.clone();
     let driver = driver_config(config)?;
     let mut listeners = Listeners::default();
     let (mut udp, mut tcp, mut tlsa) = (Vec::new(), Vec::new(), Vec::new());
@@ -272,6 +323,7 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         metrics_server,
         reloads: vec![reload_tx],
         running: std::sync::Mutex::new(config.clone()),
+        redirect,
     })
 }
 
@@ -304,11 +356,72 @@ pub fn reload_logged(handle: &RelayHandle, load: impl FnOnce() -> anyhow::Result
     }
 }
 
+/// Sets the log filter (`tracing` `EnvFilter` syntax); what the control
+/// socket's `log-level` calls.
+pub type SetLogLevel = Box<dyn Fn(&str) -> anyhow::Result<()> + Send>;
+
+/// Answers one control-socket request for the relay behind `handle`.
+pub fn control(
+    handle: &RelayHandle,
+    request: control::Request,
+    reload: impl FnOnce() -> anyhow::Result<RelayConfig>,
+    set_log_level: Option<&SetLogLevel>,
+) -> Result<String, String> {
+    use control::Request;
+    match request {
+        Request::Status => Ok(handle.status()),
+        Request::Drain(on) => {
+            handle.set_draining(on);
+            if on {
+                tracing::warn!(
+                    "draining: new allocations go to the alternate servers (or are refused with 508); live ones stay"
+                );
+            } else {
+                tracing::info!("resumed: new allocations are accepted again");
+            }
+            Ok(handle.status())
+        }
+        Request::Reload => {
+            tracing::info!("control socket: reloading the configuration");
+            let kept = load_and_reload(handle, reload).map_err(|e| format!("{e:#}"))?;
+            Ok(match kept.is_empty() {
+                true => "reloaded\n".to_owned(),
+                false => format!(
+                    "reloaded; these settings need a restart and keep their running values: {}\n",
+                    kept.join(", ")
+                ),
+            })
+        }
+        Request::LogLevel(filter) => {
+            let Some(set) = set_log_level else {
+                return Err("this process cannot change its log level".into());
+            };
+            set(&filter).map_err(|e| format!("{e:#}"))?;
+            tracing::info!("log level set to {filter}");
+            Ok(format!("log level: {filter}\n"))
+        }
+    }
+}
+
+fn load_and_reload(
+    handle: &RelayHandle,
+    load: impl FnOnce() -> anyhow::Result<RelayConfig>,
+) -> anyhow::Result<Vec<&'static str>> {
+    let result = load().and_then(|c| handle.reload(&c));
+    if let Err(e) = &result {
+        tracing::error!("configuration reload refused, the running configuration stays: {e:#}");
+    }
+    result
+}
+
 /// Runs the relay until SIGINT or SIGTERM; on SIGHUP, reloads the
-/// configuration `reload` returns (see [`RelayHandle::reload`]).
+/// configuration `reload` returns (see [`RelayHandle::reload`]). With
+/// `control_socket` set, answers `onionrtc ctl` there (see [`control`]);
+/// `set_log_level` serves its `log-level` command.
 pub fn run(
     config: RelayConfig,
     reload: impl Fn() -> anyhow::Result<RelayConfig>,
+    set_log_level: Option<SetLogLevel>,
 ) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM during start-up must stop us cleanly,
     // and a SIGHUP (`systemctl reload`) must never kill the relay.
@@ -333,13 +446,33 @@ pub fn run(
     if config.dangerous_allow_loopback_peers {
         tracing::warn!("dangerous_allow_loopback_peers is on: clients may relay to loopback addresses of this machine (tests only)");
     }
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let control_socket = match &config.control_socket {
+        Some(path) => {
+            let c = control::ControlSocket::start(path, control_tx)?;
+            tracing::info!("control socket on {}", path.display());
+            Some(c)
+        }
+        None => None,
+    };
     while !stop.load(Ordering::Relaxed) && handle.is_running() {
         if hup.swap(false, Ordering::Relaxed) {
             tracing::info!("SIGHUP: reloading the configuration");
             reload_logged(&handle, &reload);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match control_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(p) => {
+                let answer = control(&handle, p.request, &reload, set_log_level.as_ref());
+                let _ = p.reply.send(answer);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // No control socket: wait as before.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+        }
     }
     tracing::info!("shutting down");
+    drop(control_socket);
     handle.shutdown()
 }

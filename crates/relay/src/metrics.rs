@@ -153,7 +153,7 @@ impl Metrics {
                 s.auth_failures_for(f)
             );
         }
-        let simple: [(&str, &str, u64); 11] = [
+        let simple: [(&str, &str, u64); 12] = [
             (
                 "onionrtc_auth_challenges_total",
                 "401 challenges to requests without credentials.",
@@ -173,6 +173,11 @@ impl Metrics {
                 "onionrtc_capacity_refused_total",
                 "Requests refused for lack of capacity (508).",
                 s.capacity_refused,
+            ),
+            (
+                "onionrtc_redirected_total",
+                "Allocate requests sent to an alternate relay (300 ALTERNATE-SERVER).",
+                s.redirected,
             ),
             (
                 "onionrtc_rate_limited_total",
@@ -301,6 +306,7 @@ fn add_stats(t: &mut Stats, a: &Stats) {
     t.peer_refused += a.peer_refused;
     t.quota_refused += a.quota_refused;
     t.capacity_refused += a.capacity_refused;
+    t.redirected += a.redirected;
     t.rate_limited += a.rate_limited;
     t.malformed += a.malformed;
     t.unknown_attributes += a.unknown_attributes;
@@ -418,6 +424,7 @@ mod tests {
             "onionrtc_auth_failures_total{reason=\"bad_integrity\"} 0",
             "onionrtc_peer_refused_total 0",
             "onionrtc_quota_refused_total 0",
+            "onionrtc_redirected_total 0",
             "onionrtc_connections_current{transport=\"tcp\"} 0",
             "onionrtc_rate_limited_total 0",
         ] {

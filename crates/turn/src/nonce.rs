@@ -9,7 +9,11 @@
 //! ms (u64, big-endian) ‖ HMAC-SHA256(key, cookie ‖ ms ‖ family ‖ client IP ‖ client port)[..12]
 //! ```
 //!
-//! where `ms` counts milliseconds since the generator's `epoch` and `family`
+//! where `ms` counts milliseconds of wall-clock time (Unix time, taken once
+//! at start: the generator then counts on the monotonic clock), so relays
+//! that share the key (a pool behind one name, see
+//! [`crate::server::ServerConfig::secret`]) accept each other's nonces, as a
+//! client redirected by 300 ALTERNATE-SERVER expects; `family`
 //! is one byte, 4 or 6. A nonce is therefore bound to the client's transport
 //! address and to the features it announced, and it is 40 printable ASCII
 //! characters without `"` or `\` (well under the 128-character limit of
@@ -30,6 +34,10 @@ use subtle::ConstantTimeEq;
 
 /// The default nonce lifetime: 600 s.
 pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(600);
+
+/// How far in the future a nonce of another relay of the pool may be (the
+/// start-up time is read in whole seconds, and clocks drift).
+const CLOCK_SKEW_MS: u64 = 5_000;
 
 /// Bytes of the truncated HMAC in a nonce.
 const MAC_LEN: usize = 12;
@@ -72,6 +80,8 @@ pub struct NonceGenerator {
     mac: Hmac<Sha256>,
     lifetime: Duration,
     epoch: Instant,
+    /// Unix time in milliseconds at `epoch`.
+    epoch_unix_ms: u64,
 }
 
 impl fmt::Debug for NonceGenerator {
@@ -95,7 +105,16 @@ impl NonceGenerator {
             mac: <Hmac<Sha256> as KeyInit>::new(&block.into()),
             lifetime,
             epoch,
+            epoch_unix_ms: 0,
         }
+    }
+
+    /// Counts timestamps as Unix time: `epoch` is `unix_ms` milliseconds
+    /// after 1970 (see the [module documentation](self)).
+    #[must_use]
+    pub fn with_unix_epoch(mut self, unix_ms: u64) -> Self {
+        self.epoch_unix_ms = unix_ms;
+        self
     }
 
     /// The lifetime of a nonce.
@@ -106,7 +125,9 @@ impl NonceGenerator {
     /// Milliseconds from the epoch to `now` (0 before the epoch).
     fn millis(&self, now: Instant) -> u64 {
         let ms = now.saturating_duration_since(self.epoch).as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX)
+        u64::try_from(ms)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.epoch_unix_ms)
     }
 
     fn tag(&self, cookie: &[u8], ms: u64, client: SocketAddr) -> [u8; MAC_LEN] {
@@ -164,9 +185,15 @@ impl NonceGenerator {
         if !bool::from(expected.ct_eq(&raw[8..RAW_LEN])) {
             return NonceCheck::Invalid;
         }
-        let now_ms = self.millis(now);
+        // Another relay of the pool may run a little ahead: its nonces may
+        // come from up to CLOCK_SKEW in the future.
+        let now_ms = self.millis(now).saturating_add(CLOCK_SKEW_MS);
         match now_ms.checked_sub(ms) {
-            Some(age) if Duration::from_millis(age) <= self.lifetime => NonceCheck::Valid,
+            Some(age)
+                if Duration::from_millis(age.saturating_sub(CLOCK_SKEW_MS)) <= self.lifetime =>
+            {
+                NonceCheck::Valid
+            }
             _ => NonceCheck::Stale,
         }
     }
@@ -187,6 +214,39 @@ mod tests {
         let epoch = Instant::now();
         let gen = NonceGenerator::new(KEY, DEFAULT_NONCE_LIFETIME, epoch);
         (gen, epoch, "198.51.100.7:40000".parse().unwrap())
+    }
+
+    #[test]
+    fn relays_sharing_the_key_accept_each_others_nonces() {
+        let unix_ms = 1_800_000_000_000;
+        let (a_start, b_start) = (Instant::now(), Instant::now() + Duration::from_secs(3600));
+        // Relay b started an hour of monotonic time later, at the same wall clock
+        // plus that hour.
+        let a = NonceGenerator::new(KEY, DEFAULT_NONCE_LIFETIME, a_start).with_unix_epoch(unix_ms);
+        let b = NonceGenerator::new(KEY, DEFAULT_NONCE_LIFETIME, b_start)
+            .with_unix_epoch(unix_ms + 3_600_000);
+        let client: SocketAddr = "198.51.100.7:0".parse().unwrap();
+        let t = b_start + Duration::from_secs(10);
+        let n = a.issue(t, client, FEATURES);
+        assert_eq!(b.check(&n, t, client), NonceCheck::Valid);
+        // A second or two ahead (start-up time read in whole seconds): valid.
+        let ahead = a.issue(t + Duration::from_secs(2), client, FEATURES);
+        assert_eq!(b.check(&ahead, t, client), NonceCheck::Valid);
+        // Far ahead or too old: stale.
+        let far = a.issue(t + Duration::from_secs(60), client, FEATURES);
+        assert_eq!(b.check(&far, t, client), NonceCheck::Stale);
+        assert_eq!(
+            b.check(
+                &n,
+                t + DEFAULT_NONCE_LIFETIME + Duration::from_secs(6),
+                client
+            ),
+            NonceCheck::Stale
+        );
+        // Another key: invalid.
+        let c = NonceGenerator::new([7; 32], DEFAULT_NONCE_LIFETIME, b_start)
+            .with_unix_epoch(unix_ms + 3_600_000);
+        assert_eq!(c.check(&n, t, client), NonceCheck::Invalid);
     }
 
     #[test]
@@ -213,7 +273,7 @@ mod tests {
     fn lifetime_in_simulated_time() {
         let (gen, epoch, client) = setup();
         // Issue at a time that is not a whole millisecond.
-        let issued = epoch + Duration::from_micros(5_000_500);
+        let issued = epoch + Duration::from_micros(20_000_500);
         let n = gen.issue(issued, client, FEATURES);
         let ms = Duration::from_millis(1);
         let table: &[(Instant, NonceCheck)] = &[
@@ -222,7 +282,12 @@ mod tests {
             (issued + DEFAULT_NONCE_LIFETIME - ms, NonceCheck::Valid),
             (issued + DEFAULT_NONCE_LIFETIME + ms, NonceCheck::Stale),
             (issued + DEFAULT_NONCE_LIFETIME * 10, NonceCheck::Stale),
-            (issued - ms, NonceCheck::Stale),
+            // Up to CLOCK_SKEW_MS from the future (another relay's clock).
+            (issued - ms, NonceCheck::Valid),
+            (
+                issued - Duration::from_millis(CLOCK_SKEW_MS) - 2 * ms,
+                NonceCheck::Stale,
+            ),
             (epoch, NonceCheck::Stale),
         ];
         for (i, (now, expected)) in table.iter().enumerate() {

@@ -39,10 +39,11 @@ impl Transport {
     }
 
     fn url(self, relay: &TestRelay) -> String {
+        let ip = relay.config.listen[0].addr.ip();
         match self {
-            Transport::Udp => format!("turn:127.0.0.1:{}?transport=udp", relay.port),
-            Transport::Tcp => format!("turn:127.0.0.1:{}?transport=tcp", relay.port),
-            Transport::Tls => format!("turns:127.0.0.1:{}?transport=tcp", relay.tls_port),
+            Transport::Udp => format!("turn:{ip}:{}?transport=udp", relay.port),
+            Transport::Tcp => format!("turn:{ip}:{}?transport=tcp", relay.port),
+            Transport::Tls => format!("turns:{ip}:{}?transport=tcp", relay.tls_port),
         }
     }
 }
@@ -241,4 +242,96 @@ fn chromium_calls_through_turn_udp_tcp_and_tls() {
     }
     eprintln!("browser test took {:?}", started.elapsed());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Maintenance: Chromium, given only a draining relay's URL, follows its
+/// 300 ALTERNATE-SERVER to the alternate and the call connects there; the
+/// draining relay allocates nothing. Chromium refuses redirects to loopback
+/// addresses (crbug.com/649118), so both relays listen on addresses of a
+/// veth pair inside this test's own network namespace.
+#[test]
+fn chromium_follows_alternate_server_from_a_draining_relay() {
+    let binary = testkit::chromium::chromium_binary();
+    if !testkit::require_tool(&binary.to_string_lossy(), &["--version"]) {
+        return;
+    }
+    if !testkit::netns::run_isolated(
+        "browser::chromium_follows_alternate_server_from_a_draining_relay",
+    ) {
+        return;
+    }
+    // Chromium gathers on real interfaces only: a veth pair inside this
+    // namespace, the alternate on one end, the draining relay on the other.
+    for args in [
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+        &["addr", "add", "10.9.0.1/24", "dev", "v0"],
+        &["addr", "add", "10.9.0.2/24", "dev", "v1"],
+        &["link", "set", "v0", "up"],
+        &["link", "set", "v1", "up"],
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+    let on = |ip: &'static str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        move |c: &mut relay::config::RelayConfig| {
+            for l in &mut c.listen {
+                l.addr.set_ip(ip);
+            }
+            c.relay_ip = ip;
+        }
+    };
+    let alternate = TestRelay::start(on("10.9.0.1"));
+    let to = std::net::SocketAddr::from(([10, 9, 0, 1], alternate.port));
+    let draining = TestRelay::start(|c| {
+        on("10.9.0.2")(c);
+        c.alternate_servers = vec![relay::config::Listen {
+            proto: relay::config::ListenProto::Udp,
+            addr: to,
+        }];
+    });
+    draining.handle().set_draining(true);
+    let browser = Chromium::launch(LaunchOptions::default())
+        .unwrap_or_else(|e| panic!("cannot launch Chromium: {e}"));
+    let server = StaticServer::start(PAGE).unwrap();
+    let result = run_call(&browser, &server, &draining, Transport::Udp).unwrap_or_else(|e| {
+        panic!(
+            "{e}\ndraining relay:\n{}\nalternate:\n{}\nChromium stderr:\n{}",
+            draining.handle().metrics().render(),
+            alternate.handle().metrics().render(),
+            browser.stderr_tail()
+        )
+    });
+    for side in ["a", "b"] {
+        let local = &result["second"][side]["local"];
+        assert_eq!(local["candidateType"], "relay", "{result:#}");
+        assert_eq!(
+            local["address"], "10.9.0.1",
+            "{side}'s relay candidate is not on the alternate: {result:#}"
+        );
+        let bytes = result["second"][side]["inbound"]["audio"]["bytesReceived"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(bytes > 0, "{side} received no audio: {result:#}");
+    }
+    let m = testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let m = alternate.handle().metrics().render();
+        (allocations(&m, Transport::Udp) >= 2).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("the alternate made fewer than 2 allocations"));
+    let d = draining.handle().metrics().render();
+    assert_eq!(
+        allocations(&d, Transport::Udp),
+        0,
+        "the draining relay allocated:\n{d}"
+    );
+    assert!(metric(&d, "onionrtc_redirected_total") >= 2, "{d}");
+    eprintln!(
+        "drain: connected in {} ms through the alternate ({} allocations there)",
+        result["connectMs"],
+        allocations(&m, Transport::Udp)
+    );
 }

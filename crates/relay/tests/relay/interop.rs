@@ -468,3 +468,55 @@ fn uclient_rfc6062_paced_by_the_bandwidth_cap() {
     assert!(secs >= 5.0, "paced over {secs:.2} s only: {moved} bytes");
     assert!(r.sent == 1000 && r.received > 0, "{r:?}");
 }
+
+/// Maintenance: a draining relay sends new allocations to its alternate
+/// (300 ALTERNATE-SERVER, RFC 8489) and coturn's uclient follows it, over
+/// UDP and TCP; once resumed, the relay allocates again itself.
+#[test]
+fn uclient_follows_alternate_server_from_a_draining_relay() {
+    if !require_coturn() {
+        return;
+    }
+    let b = TestRelay::start(|_| {});
+    let b_addr = std::net::SocketAddr::from(([127, 0, 0, 1], b.port));
+    let a = TestRelay::start(|c| {
+        c.alternate_servers = vec![
+            relay::config::Listen {
+                proto: relay::config::ListenProto::Udp,
+                addr: b_addr,
+            },
+            relay::config::Listen {
+                proto: relay::config::ListenProto::Tcp,
+                addr: b_addr,
+            },
+        ];
+    });
+    a.handle().set_draining(true);
+    assert!(a.handle().status().contains("draining: yes"));
+    let (_peer, pport) = start_peer();
+    let r = uclient(&a, &["-c", "-n", "20", "-l", "120", "-z", "5"], Some(pport));
+    assert_clean(r, 20);
+    let r = uclient(
+        &a,
+        &["-t", "-c", "-n", "20", "-l", "120", "-z", "5"],
+        Some(pport),
+    );
+    assert_clean(r, 20);
+    let (ma, mb) = (metrics_after(&a), metrics_after(&b));
+    for t in ["udp", "tcp"] {
+        let name = format!("onionrtc_allocations_total{{transport=\"{t}\"}}");
+        assert_eq!(metric(&ma, &name), 0, "the draining relay allocated: {ma}");
+        assert!(metric(&mb, &name) >= 1, "the alternate did not: {mb}");
+    }
+    assert!(metric(&ma, "onionrtc_redirected_total") >= 2, "{ma}");
+
+    // Resumed: the relay serves new allocations itself again.
+    a.handle().set_draining(false);
+    let r = uclient(&a, &["-c", "-n", "20", "-l", "120", "-z", "5"], Some(pport));
+    assert_clean(r, 20);
+    let ma = metrics_after(&a);
+    assert!(
+        metric(&ma, "onionrtc_allocations_total{transport=\"udp\"}") >= 1,
+        "{ma}"
+    );
+}

@@ -119,6 +119,12 @@ impl Admission {
         self.held = self.held.saturating_sub(1);
     }
 
+    /// Shares taken by every server of the book (allocations existing or
+    /// waiting for their sockets).
+    pub fn book_total(&self) -> u32 {
+        self.book.total()
+    }
+
     /// Shares this server admitted and did not release.
     #[cfg(test)]
     pub fn admitted(&self) -> u32 {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::auth::Credentials;
 use crate::policy::PeerPolicy;
 
+use super::Redirect;
+
 /// Default allocation lifetime (RFC 8656 §3.2).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 /// Default maximum allocation lifetime (RFC 8656 §3.2).
@@ -132,11 +134,31 @@ pub struct ServerConfig {
     pub tcp_relay: bool,
     /// Limits.
     pub limits: Limits,
-    /// Secret for stateless nonces and reservation tokens (random by default).
+    /// When new allocations go to another relay (300 ALTERNATE-SERVER).
+    pub redirect: Redirect,
+    /// Secret for stateless nonces and reservation tokens (random by
+    /// default). Relays of one pool should share it ([`Self::pool_secret`]):
+    /// a client sent to another relay by 300 ALTERNATE-SERVER keeps its
+    /// nonce (Chromium does), and the other relay must accept it.
     pub secret: [u8; 32],
 }
 
 impl ServerConfig {
+    /// The nonce and token secret of a pool of relays, derived from what
+    /// they share (the realm and a TURN REST secret): HMAC-SHA256 keyed with
+    /// the shared secret, so it reveals nothing of it.
+    pub fn pool_secret(realm: &str, shared: &[u8]) -> [u8; 32] {
+        use hmac::digest::KeyInit;
+        use hmac::Mac as _;
+        type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+        // HMAC takes keys of any length; the fallback is unreachable.
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(shared)
+            .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
+        mac.update(b"onionrtc relay pool nonce and token key v1\0");
+        mac.update(realm.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// A configuration with defaults for everything but credentials
     /// and relay addresses.
     pub fn new(credentials: Credentials, relay: RelayAddresses) -> Self {
@@ -152,6 +174,7 @@ impl ServerConfig {
             offer_sha256: true,
             tcp_relay: true,
             limits: Limits::default(),
+            redirect: Redirect::default(),
             secret: rand::random(),
         }
     }

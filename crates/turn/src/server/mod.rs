@@ -47,6 +47,7 @@ mod admission;
 mod allocation;
 mod config;
 mod ports;
+mod redirect;
 mod refusal;
 mod reply;
 mod request;
@@ -72,6 +73,7 @@ pub use config::{
     CONNECTION_BIND_TIMEOUT, DEFAULT_LIFETIME, MAX_LIFETIME, PERMISSION_LIFETIME,
     RESERVATION_LIFETIME,
 };
+pub use redirect::{Alternate, Redirect};
 pub use refusal::Refusal;
 pub use stats::{AuthFailure, Stats};
 pub use table::AllocId;
@@ -313,7 +315,8 @@ impl Server {
         book: std::sync::Arc<QuotaBook>,
     ) -> Self {
         let policy = config.policy.clone().relay_addresses(config.relay.all());
-        let nonces = NonceGenerator::new(config.secret, config.nonce_lifetime, now);
+        let nonces = NonceGenerator::new(config.secret, config.nonce_lifetime, now)
+            .with_unix_epoch(unix_now.saturating_mul(1000));
         let l = &config.limits;
         let limiter = RateLimiter::new(
             l.unauthenticated_rate,
@@ -397,6 +400,9 @@ impl Server {
         c.software = new.software;
         c.offer_sha256 = new.offer_sha256;
         c.limits = new.limits;
+        let mut redirect = new.redirect;
+        redirect.keep_state_of(&c.redirect);
+        c.redirect = redirect;
         kept
     }
 

@@ -10,6 +10,7 @@ use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId
 
 use super::admission::Quota;
 use super::allocation::{Allocation, ChannelConflict, RelayProtocol, Relayed};
+use super::redirect::Verdict;
 use super::reply::{Reply, Seal, PASSWORD_ALGORITHMS_WIRE};
 use super::table::AllocId;
 use super::{
@@ -357,6 +358,25 @@ impl Server {
         }
         if self.pending_by_tuple.contains_key(&ft) {
             return;
+        }
+        let existing = self.admission.book_total();
+        match self
+            .config
+            .redirect
+            .verdict(ft.transport, &ft.client, existing)
+        {
+            Verdict::Admit => {}
+            Verdict::Alternate(addr) => {
+                self.stats.redirected += 1;
+                let r = Reply::error(Method::ALLOCATE, txid, 300)
+                    .with(Attribute::AlternateServer(addr));
+                self.send_reply(&ft, &r, &seal);
+                return;
+            }
+            Verdict::Refuse => {
+                self.refuse(&ft, Method::ALLOCATE, txid, Refusal::Capacity, &seal);
+                return;
+            }
         }
         match self.check_allocate(now, ft, msg, auth, seal.clone()) {
             Ok(req) => {

@@ -77,6 +77,8 @@ pub struct Stats {
     pub auth_failures: [u64; 7],
     /// Requests or packets refused by the peer policy.
     pub peer_refused: u64,
+    /// Allocate requests sent to an alternate relay (300).
+    pub redirected: u64,
     /// Allocations refused by a quota (486).
     pub quota_refused: u64,
     /// Allocations or bindings refused for lack of capacity (508).

@@ -1733,3 +1733,86 @@ fn servers_sharing_a_quota_book_hold_the_total_together() {
     b.s.check_invariants();
     assert!(a.s.has_allocation(&first));
 }
+
+fn alternate(transport: Transport, s: &str) -> Alternate {
+    Alternate {
+        transport,
+        addr: addr(s),
+    }
+}
+
+#[test]
+fn draining_sends_new_allocations_to_the_alternate_and_keeps_live_ones() {
+    let mut c = config();
+    c.redirect = Redirect::new(vec![alternate(Transport::Udp, "192.0.2.77:3478")], 0);
+    let drain = c.redirect.clone();
+    let mut h = H::with(c);
+    h.allocate();
+    drain.set_draining(true);
+
+    // A new client: 401 first (300 needs an authenticated request), then 300.
+    h.ft = ft("203.0.113.6:40000", Transport::Udp);
+    h.nonce.clear();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(300));
+    assert!(matches!(
+        m.get(attr::ALTERNATE_SERVER),
+        Some(Ok(Attribute::AlternateServer(a))) if a == addr("192.0.2.77:3478")
+    ));
+    m.verify_integrity(&h.key())
+        .expect("300 is protected with MESSAGE-INTEGRITY (RFC 8489 §14.8)");
+    assert_eq!(h.s.stats().redirected, 1);
+    assert_eq!(h.s.allocation_count(), 1);
+
+    // The live allocation keeps working.
+    h.ft = ft("203.0.113.5:40000", Transport::Udp);
+    h.login();
+    h.expect_ok(Method::REFRESH, &[]);
+    h.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(public_peer())],
+    );
+
+    // Without an alternate for TCP, a draining relay refuses with 508.
+    h.ft = ft("203.0.113.6:40001", Transport::Tcp);
+    h.nonce.clear();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17)]);
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(508));
+
+    // Resumed: allocations are admitted again.
+    drain.set_draining(false);
+    h.ft = ft("203.0.113.6:40000", Transport::Udp);
+    h.nonce.clear();
+    h.allocate();
+    assert_eq!(h.s.allocation_count(), 2);
+}
+
+#[test]
+fn unauthenticated_allocate_is_challenged_not_redirected() {
+    let mut c = config();
+    c.redirect = Redirect::new(vec![alternate(Transport::Udp, "192.0.2.77:3478")], 0);
+    c.redirect.set_draining(true);
+    let mut h = H::with(c);
+    let r = h.request(Method::ALLOCATE, &[Attribute::RequestedTransport(17)]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(401));
+    assert!(m.get(attr::ALTERNATE_SERVER).is_none());
+    assert_eq!(h.s.stats().redirected, 0);
+}
+
+#[test]
+fn load_threshold_redirects_beyond_it() {
+    let mut c = config();
+    c.redirect = Redirect::new(vec![alternate(Transport::Udp, "192.0.2.77:3478")], 2);
+    let mut h = H::with(c);
+    h.allocate();
+    h.ft = ft("203.0.113.6:40000", Transport::Udp);
+    h.nonce.clear();
+    h.allocate();
+    h.ft = ft("203.0.113.7:40000", Transport::Udp);
+    h.nonce.clear();
+    let r = h.allocate_with(&[Attribute::RequestedTransport(17)]);
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(300));
+    assert_eq!(h.s.allocation_count(), 2);
+}
