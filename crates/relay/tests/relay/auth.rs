@@ -524,9 +524,11 @@ fn tampered_nonce_is_438_and_the_fresh_nonce_works() {
     assert_eq!(metric_now(&relay, &auth_failures("bad_integrity")), 0);
 }
 
-/// The turn client holds a nonce of relay A; relay B (another secret) on
-/// the same port answers 438 and the client retries with B's nonce at once,
-/// without a new 401 round trip.
+/// The turn client holds a nonce of relay A; relay B on the same port, not
+/// of A's pool (another REST secret, so another nonce key), answers 438 and
+/// the client retries with B's nonce at once, without a new 401 round trip.
+/// (Relays of one pool accept each other's nonces: see
+/// `browser::chromium_follows_alternate_server_from_a_draining_relay`.)
 #[test]
 fn nonce_from_another_relay_is_438_and_the_client_recovers() {
     let relay_a = TestRelay::start(|_| {});
@@ -540,7 +542,10 @@ fn nonce_from_another_relay_is_438_and_the_client_recovers() {
         proto: relay::config::ListenProto::Udp,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
-    let relay_b = TestRelay::start(|c| c.listen = vec![listen]);
+    let relay_b = TestRelay::start(|c| {
+        c.listen = vec![listen];
+        c.auth_secrets = vec![relay::config::Secret::new("another-pool-secret")];
+    });
     assert_eq!(relay_b.handle().udp_addrs(), &[listen.addr]);
     let relayed = d.allocate().expect("the client recovers from 438");
     assert_eq!(relayed.len(), 1);
