@@ -930,6 +930,20 @@ struct StopSignals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    /// Requests from the relay's control socket (`[relay] control_socket`).
+    control: Option<tokio::sync::mpsc::UnboundedReceiver<relay::control::Pending>>,
+    /// What the control socket's `log-level` calls.
+    set_log_level: Option<relay::SetLogLevel>,
+}
+
+/// What [`StopSignals::recv`] saw.
+enum Event {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP.
+    Reload,
+    /// A control-socket request (`onionrtc ctl`).
+    Control(relay::control::Pending),
 }
 
 impl StopSignals {
@@ -939,21 +953,29 @@ impl StopSignals {
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            control: None,
+            set_log_level: None,
         })
     }
 
-    /// Resolves on the next SIGINT or SIGTERM (`true`: stop) or SIGHUP
-    /// (`false`: reload).
-    async fn recv(&mut self) -> bool {
+    /// Resolves on the next SIGINT or SIGTERM, SIGHUP or control request.
+    async fn recv(&mut self) -> Event {
+        let control = async {
+            match &mut self.control {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
             _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = self.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the relay's configuration");
-                return false;
+                return Event::Reload;
             }
+            Some(p) = control => return Event::Control(p),
         }
-        true
+        Event::Stop
     }
 }
 
@@ -984,7 +1006,7 @@ fn reload_relay(
 /// `onionrtc serve`: runs until SIGINT or SIGTERM; SIGHUP reloads the
 /// relay's configuration (see `relay::RelayHandle::reload`).
 pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
-    let _ = crate::relay_cmd::init_tracing();
+    let set_log_level = crate::relay_cmd::init_tracing();
     let serve_at_start = loaded.serve.clone();
     let Loaded { relay, mut serve } = loaded;
     if serve.relay_addresses.is_none() {
@@ -1033,8 +1055,19 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
         .thread_name("serve")
         .build()
         .context("cannot start the async runtime")?;
-    let signals = rt.block_on(async { StopSignals::install() })?;
+    let mut signals = rt.block_on(async { StopSignals::install() })?;
     let handle = relay::start(&relay).context("cannot start the relay")?;
+    let control_socket = match &relay.control_socket {
+        Some(path) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let c = relay::control::ControlSocket::start(path, move |p| tx.send(p).is_ok())?;
+            tracing::info!("control socket on {}", path.display());
+            signals.control = Some(rx);
+            signals.set_log_level = Some(set_log_level);
+            Some(c)
+        }
+        None => None,
+    };
     let room_key = signal::store::RoomKey::new(room_key.as_bytes());
     let reload = || reload_relay(flags, &serve_at_start, &secret);
     let result = rt.block_on(serve_web(
@@ -1046,6 +1079,7 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
         signals,
         &reload,
     ));
+    drop(control_socket);
     rt.shutdown_timeout(Duration::from_secs(1));
     let stopped = handle.shutdown().context("the relay stopped with an error");
     let result = result.and(stopped);
@@ -1148,13 +1182,17 @@ async fn serve_web(
 
     let why = loop {
         tokio::select! {
-            stop = signals.recv() => {
-                if stop {
-                    break None;
-                }
+            event = signals.recv() => match event {
+                Event::Stop => break None,
                 // Reading files and waiting for the relay thread blocks.
-                tokio::task::block_in_place(|| relay::reload_logged(handle, reload));
-            }
+                Event::Reload => tokio::task::block_in_place(|| relay::reload_logged(handle, reload)),
+                Event::Control(p) => {
+                    let answer = tokio::task::block_in_place(|| {
+                        relay::control(handle, p.request, reload, signals.set_log_level.as_ref())
+                    });
+                    let _ = p.reply.send(answer);
+                }
+            },
             () = relay_stopped(handle) => break Some("the relay stopped unexpectedly"),
             r = &mut server => {
                 return match r {

@@ -247,6 +247,7 @@ fn serve_config(udp: u16, web: u16, password: &str, retention: u32) -> String {
          listen = [\"udp://127.0.0.1:{udp}\"]\n\
          users = {{ alice = \"{password}\" }}\n\
          dangerous_allow_loopback_peers = true\n\
+         control_socket = \"serve.sock\"\n\
          [serve]\n\
          listen = \"127.0.0.1:{web}\"\n\
          stats_retention_days = {retention}\n"
@@ -305,6 +306,31 @@ fn serve_reloads_the_relay_on_sighup() {
     );
     assert!(!text.contains("second-password") && !text.contains("first-password"));
     assert!(relay_alive(&proc), "{text}");
+
+    // serve answers `onionrtc ctl` on its relay's control socket too.
+    let ctl = |args: &[&str]| -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+        cmd.args(["ctl", "--socket"])
+            .arg(dir.path().join("serve.sock"))
+            .args(args);
+        run_bounded(&mut cmd, Duration::from_secs(30))
+    };
+    let o = ctl(&["drain"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("draining: yes"),
+        "{o:?}"
+    );
+    // Draining without alternates: a new allocation is refused (508).
+    assert!(!static_user_works(udp, peer, "second-password"));
+    let o = ctl(&["resume"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(static_user_works(udp, peer, "second-password"));
+    let o = ctl(&["reload"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("reloaded"),
+        "{o:?}"
+    );
 }
 
 /// `onionrtc ctl` against a running `onionrtc relay`: status, drain and

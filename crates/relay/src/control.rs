@@ -89,9 +89,13 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Binds `path` (mode 0600) and answers requests, passing each to
-    /// `requests`. A stale socket file (nobody listening) is replaced; a
-    /// live one is an error: another relay uses it.
-    pub fn start(path: &Path, requests: mpsc::Sender<Pending>) -> anyhow::Result<Self> {
+    /// `requests` (which returns `false` when nobody takes them any more). A
+    /// stale socket file (nobody listening) is replaced; a live one is an
+    /// error: another relay uses it.
+    pub fn start(
+        path: &Path,
+        requests: impl Fn(Pending) -> bool + Send + 'static,
+    ) -> anyhow::Result<Self> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
                 anyhow::bail!(
@@ -150,7 +154,7 @@ impl Drop for ControlSocket {
     }
 }
 
-fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>, stop: Arc<AtomicBool>) {
+fn serve(listener: UnixListener, requests: impl Fn(Pending) -> bool, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
@@ -167,7 +171,7 @@ fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>, stop: Arc<Atom
     }
 }
 
-fn answer(conn: UnixStream, requests: &mpsc::Sender<Pending>) -> std::io::Result<()> {
+fn answer(conn: UnixStream, requests: &impl Fn(Pending) -> bool) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -181,9 +185,9 @@ fn answer(conn: UnixStream, requests: &mpsc::Sender<Pending>) -> std::io::Result
     }
     let result = parse(line.trim()).and_then(|request| {
         let (tx, rx) = mpsc::channel();
-        requests
-            .send(Pending { request, reply: tx })
-            .map_err(|_| "the relay is stopping".to_owned())?;
+        if !requests(Pending { request, reply: tx }) {
+            return Err("the relay is stopping".to_owned());
+        }
         rx.recv_timeout(IO_TIMEOUT * 2)
             .map_err(|_| "the relay did not answer".to_owned())?
     });
@@ -261,7 +265,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.sock");
         let (tx, rx) = mpsc::channel::<Pending>();
-        let ctl = ControlSocket::start(&path, tx).unwrap();
+        let ctl = ControlSocket::start(&path, move |p| tx.send(p).is_ok()).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let owner = std::thread::spawn(move || {
@@ -291,7 +295,7 @@ mod tests {
         assert!(answer.starts_with("error: request longer"), "{answer:?}");
         // A second relay cannot take a live socket.
         let (tx2, _rx2) = mpsc::channel::<Pending>();
-        assert!(ControlSocket::start(&path, tx2).is_err());
+        assert!(ControlSocket::start(&path, move |p| tx2.send(p).is_ok()).is_err());
         ctl.stop();
         owner.join().unwrap();
         assert!(!path.exists(), "the socket file is removed on stop");
@@ -299,6 +303,8 @@ mod tests {
         let stale = UnixListener::bind(&path).unwrap();
         drop(stale);
         let (tx3, _rx3) = mpsc::channel::<Pending>();
-        ControlSocket::start(&path, tx3).unwrap().stop();
+        ControlSocket::start(&path, move |p| tx3.send(p).is_ok())
+            .unwrap()
+            .stop();
     }
 }

@@ -449,7 +449,7 @@ pub fn run(
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     let control_socket = match &config.control_socket {
         Some(path) => {
-            let c = control::ControlSocket::start(path, control_tx)?;
+            let c = control::ControlSocket::start(path, move |p| control_tx.send(p).is_ok())?;
             tracing::info!("control socket on {}", path.display());
             Some(c)
         }
