@@ -362,8 +362,37 @@ fn call_through_onion_service() {
         "onion connections spliced: {spliced}\n{metrics}"
     );
     drop(pages);
-    assert!(serve.terminate(Duration::from_secs(20)).is_some());
+    // What serve logged up to here: the onion part of the test.
     let log = serve.stderr();
+
+    // ---- for comparison: TURN through an exit (a second connector) ----
+    let mut cmd = private.command(onionrtc());
+    cmd.args([
+        "connect",
+        "--relay",
+        &format!("tcp://{SERVER_IP}:{TURN_PORT}"),
+        "--listen",
+        "127.0.0.1:3480",
+        "--via",
+        "tor",
+        "--tor-extra-config",
+    ])
+    .arg(&arti_file)
+    .arg("--tor-data-dir")
+    .arg(dir.path().join("arti-state-exit"))
+    .env("RUST_LOG", "info");
+    let mut via_exit = Logged::spawn("connect (exit)", &private, cmd);
+    via_exit.wait_line("TURN", Duration::from_secs(90));
+    let (first, median) = private
+        .run_in(|| allocate_rtts(SocketAddr::from((Ipv4Addr::LOCALHOST, 3480)), 20))
+        .unwrap();
+    eprintln!(
+        "onion: TURN through the connector and an exit: first Allocate→401 {:.0} ms \
+         (new circuit), then median round trip {:.1} ms",
+        first.as_secs_f64() * 1e3,
+        median.as_secs_f64() * 1e3
+    );
+    assert!(serve.terminate(Duration::from_secs(20)).is_some());
     let all = allocations(&log);
     let a_allocs: Vec<&Allocation> = all
         .iter()
