@@ -85,7 +85,7 @@ pub const GROUP_ENV: &str = "ONIONRTC_TOR_GROUP";
 /// shared network's files).
 pub const GROUP_DIR_ENV: &str = "ONIONRTC_TOR_GROUP_DIR";
 /// How long [`run_isolated_group`] lets the whole group run.
-pub const GROUP_LIMIT: Duration = Duration::from_secs(300);
+pub const GROUP_LIMIT: Duration = Duration::from_secs(420);
 
 /// Why the network could not be started or queried.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +178,32 @@ impl TorOptions {
             attempt_limit: Duration::from_secs(75),
             ..TorOptions::default()
         }
+    }
+
+    /// The onion-service time period of a network with these options:
+    /// one shared-random run, 24 voting intervals (C tor with
+    /// `TestingTorNetwork`).
+    pub fn onion_time_period(&self) -> Duration {
+        Duration::from_secs(24 * u64::from(self.voting_interval))
+    }
+
+    /// How far `now` is into the current onion-service time period (periods
+    /// start 12 voting intervals after multiples of their length since the
+    /// Unix epoch).
+    ///
+    /// Why tests need it: within a minute or so of a period boundary, arti
+    /// and C tor disagreed on the private network about which descriptor to
+    /// fetch (measured: a run across a boundary failed to reach the
+    /// service for 40 s; ten runs elsewhere in the period did not), so
+    /// tests that need an onion service to stay reachable start early in a
+    /// period.
+    pub fn time_in_onion_period(&self, now: std::time::SystemTime) -> Duration {
+        let len = self.onion_time_period().as_secs().max(1);
+        let offset = 12 * u64::from(self.voting_interval);
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Duration::from_secs((secs + len - offset % len) % len)
     }
 }
 
@@ -1223,6 +1249,17 @@ fn kill_leftover_nodes(tor_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn onion_periods() {
+        let o = TorOptions::onion();
+        assert_eq!(o.onion_time_period(), Duration::from_secs(360));
+        let at = |s: u64| o.time_in_onion_period(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        // Periods start at 180 s (12 × 15 s) past multiples of 360 s.
+        assert_eq!(at(180), Duration::ZERO);
+        assert_eq!(at(179), Duration::from_secs(359));
+        assert_eq!(at(360 * 1000 + 200), Duration::from_secs(20));
+    }
 
     #[test]
     fn circuit_lines() {

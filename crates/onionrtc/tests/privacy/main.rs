@@ -767,7 +767,7 @@ pub fn stun_binding(ns: &Netns, server: SocketAddr) -> Result<SocketAddr, std::i
     })?
 }
 
-fn parse_xor_mapped(msg: &[u8], txid: &[u8]) -> Option<SocketAddr> {
+pub fn parse_xor_mapped(msg: &[u8], txid: &[u8]) -> Option<SocketAddr> {
     if msg.len() < 20 || msg[0..2] != [0x01, 0x01] || &msg[8..20] != txid {
         return None;
     }

@@ -5,7 +5,7 @@
 //! ```text
 //!  client ns 0 = the private caller's machine, eth0 10.201.0.2
 //!    Chromium A ─▶ http://127.0.0.1:8081 ┐ onionrtc connect --via tor (embedded arti)
-//!    Chromium A ─▶ turn:127.0.0.1:3479    ┘   --web http://X.onion --relay tcp://X.onion:3478
+//!    Chromium A ─▶ turn:127.0.0.1:3479    ┘   --web http://X.onion --relay tls://X.onion:443
 //!  group ns: the tor testnet on its 127.0.0.1 (ORPorts and DirPorts bridged onto
 //!    the loopback of client ns 0 and of the server ns, where "the Internet's" relays are)
 //!  server ns, eth0 10.200.0.2: onionrtc serve --onion (its tor: HiddenServiceDir in
@@ -14,7 +14,9 @@
 //!    Chromium B ─▶ http://10.200.0.2:8080, turn:10.200.0.2:3478 ────────▶ serve
 //! ```
 //!
-//! - `call_through_onion_service`: A calls B relay/relay; the relay sees A
+//! - `call_through_onion_service`: C tor reaches the site and TURN over TCP
+//!   (a STUN Binding answers the circuit's identity); A calls B relay/relay
+//!   (TURN over TLS to the onion address); the relay sees A
 //!   only from circuit identities (127.128.0.0/9), its log and metrics
 //!   name neither A's address nor the exits' (no exit is used); 25 onion
 //!   callers join within a minute and none is refused, while 25 joins from
@@ -140,6 +142,26 @@ fn allocate_rtts(server: SocketAddr, n: usize) -> (Duration, Duration) {
     (first, rtts[rtts.len() / 2])
 }
 
+/// A STUN Binding over TCP to `host:3478` through a C tor's SOCKS port:
+/// the XOR-MAPPED-ADDRESS of the answer.
+fn binding_over_tcp_via_c_tor(socks: SocketAddr, host: &str) -> SocketAddr {
+    let limit = Duration::from_secs(30);
+    let mut s =
+        testkit::tor::socks5_connect_host(socks, host, TURN_PORT, Some(("stun", "x")), limit)
+            .unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(b"onion-tcp-1!");
+    s.write_all(&req).unwrap();
+    let mut head = [0u8; 20];
+    s.read_exact(&mut head).unwrap();
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let mut msg = head.to_vec();
+    msg.resize(20 + len, 0);
+    s.read_exact(&mut msg[20..]).unwrap();
+    parse_xor_mapped(&msg, &req[8..20]).unwrap_or_else(|| panic!("no mapped address: {msg:?}"))
+}
+
 #[test]
 fn call_through_onion_service() {
     if !testkit::require_tool("chromium", &["--version"]) {
@@ -149,7 +171,26 @@ fn call_through_onion_service() {
         return;
     };
     let t0 = Instant::now();
-    let tor = shared_with(TorOptions::onion()).unwrap();
+    let options = TorOptions::onion();
+    let tor = shared_with(options.clone()).unwrap();
+    // Start early in an onion time period and end long before the next
+    // (see `TorOptions::time_in_onion_period`): at most ~3 min of waiting.
+    let (early, late) = (Duration::from_secs(20), Duration::from_secs(150));
+    let into = options.time_in_onion_period(std::time::SystemTime::now());
+    let period = options.onion_time_period();
+    if into < early || into + late > period {
+        let wait = Duration::from_secs(
+            (period.as_secs() - into.as_secs().min(period.as_secs()) + early.as_secs())
+                % period.as_secs().max(1),
+        );
+        eprintln!(
+            "onion: {:.0} s into a {:.0} s onion time period: waiting {:.0} s for the next",
+            into.as_secs_f64(),
+            period.as_secs_f64(),
+            wait.as_secs_f64()
+        );
+        std::thread::sleep(wait);
+    }
     let lines = tor.client_torrc_lines();
     let arti = tor.arti_config().unwrap();
     let ports = relay_ports(&lines);
@@ -192,6 +233,12 @@ fn call_through_onion_service() {
         c_tor.as_secs_f64()
     );
 
+    // The relay's TURN over TCP on the onion address: a STUN Binding over
+    // C tor answers the circuit's identity as the caller's address.
+    let mapped = binding_over_tcp_via_c_tor(tor.socks_addr(), &host);
+    assert!(signal::onion::is_identity(mapped.ip()), "{mapped}");
+    eprintln!("onion: TURN over TCP to the onion address answers {mapped} (a circuit identity)");
+
     // ---- the private caller: connector with embedded Tor to the .onion ----
     let arti_file = dir.path().join("arti.toml");
     std::fs::write(&arti_file, &arti).unwrap();
@@ -200,7 +247,9 @@ fn call_through_onion_service() {
     cmd.args([
         "connect",
         "--relay",
-        &format!("tcp://{host}:{TURN_PORT}"),
+        &format!("tls://{host}:443"),
+        "--relay-spki",
+        &cert.spki,
         "--web",
         &format!("http://{host}"),
         "--via",
@@ -370,7 +419,9 @@ fn call_through_onion_service() {
     cmd.args([
         "connect",
         "--relay",
-        &format!("tcp://{SERVER_IP}:{TURN_PORT}"),
+        &format!("tls://{SERVER_IP}:443"),
+        "--relay-spki",
+        &cert.spki,
         "--listen",
         "127.0.0.1:3480",
         "--via",
@@ -401,7 +452,7 @@ fn call_through_onion_service() {
     assert!(!a_allocs.is_empty(), "no allocation but B's: {all:?}");
     for al in &a_allocs {
         assert!(
-            signal::onion::is_identity(al.client.ip()) && al.transport == "tcp",
+            signal::onion::is_identity(al.client.ip()) && al.transport == "tls",
             "an allocation not from an onion circuit: {}",
             al.line
         );
