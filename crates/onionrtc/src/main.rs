@@ -14,6 +14,7 @@ mod call_cmd;
 mod connect_cmd;
 mod echo;
 mod lab_cmd;
+mod onion;
 mod relay_cmd;
 mod serve_cmd;
 mod users_cmd;

@@ -88,6 +88,18 @@ pub struct ServeFlags {
     /// `[serve] listen`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Also publish the site and the relay's TURN over TCP/TLS as a v3
+    /// onion service (launches tor). Same as `[serve] onion = true`.
+    #[arg(long)]
+    pub onion: bool,
+    /// With --onion: the tor binary to launch (default `tor` from PATH).
+    /// Replaces `[serve] tor_binary`.
+    #[arg(long, value_name = "PATH")]
+    pub tor_binary: Option<PathBuf>,
+    /// With --onion: a file of torrc lines added to the launched tor's
+    /// (e.g. a private test network's). Replaces `[serve] tor_extra_config`.
+    #[arg(long, value_name = "FILE")]
+    pub tor_extra_config: Option<PathBuf>,
 }
 
 /// The configuration file as `serve` reads it: `[serve]` strictly, the rest
@@ -142,6 +154,9 @@ struct ServeFile {
     idle_timeout_secs: Option<u64>,
     echo_max_sessions: Option<usize>,
     echo_sessions_per_minute: Option<u32>,
+    onion: Option<bool>,
+    tor_binary: Option<PathBuf>,
+    tor_extra_config: Option<PathBuf>,
 }
 
 /// The resolved `[serve]` settings.
@@ -191,6 +206,8 @@ pub struct ServeSettings {
     pub echo_sessions_per_minute: u32,
     /// The `[sip]` table.
     pub sip: SipSettings,
+    /// `[serve] onion` / `--onion`: the onion service, if on.
+    pub onion: Option<crate::onion::OnionSettings>,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -454,6 +471,39 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             "must be between 1 and 1000",
         ));
     }
+    let onion = if flags.onion || file.onion.unwrap_or(false) {
+        let settings = crate::onion::OnionSettings {
+            tor_binary: flags.tor_binary.clone().or(file.tor_binary),
+            extra_config: flags
+                .tor_extra_config
+                .clone()
+                .or_else(|| file.tor_extra_config.map(|f| base_dir.join(f))),
+        };
+        if forward.trusted.iter().any(|c| {
+            // Overlap: the CIDR holds the range's first address, or the
+            // range holds the CIDR's network address.
+            c.contains(std::net::IpAddr::V4(signal::onion::IDENTITY_BASE))
+                || c.to_string()
+                    .split('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .is_some_and(signal::onion::is_identity)
+        }) {
+            bail!(
+                "invalid [serve] trusted_proxies with onion = true: it covers {}/{}, the \
+                 addresses of onion callers (they could choose their address with {})",
+                signal::onion::IDENTITY_BASE,
+                signal::onion::IDENTITY_PREFIX,
+                forward.header
+            );
+        }
+        Some(settings)
+    } else {
+        if flags.tor_binary.is_some() || flags.tor_extra_config.is_some() {
+            bail!("--tor-binary and --tor-extra-config need --onion");
+        }
+        None
+    };
     if let Some(url) = &file.database_url {
         if !pgconn::is_url(url) {
             bail!("invalid [serve] database_url: give a postgres:// URL");
@@ -487,6 +537,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             domain: String::new(),
             algorithms: Vec::new(),
         },
+        onion,
     })
 }
 
@@ -615,6 +666,9 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         config: Some(file.to_owned()),
         data_dir: None,
         listen: None,
+        onion: false,
+        tor_binary: None,
+        tor_extra_config: None,
     };
     let loaded = load(&flags)?;
     print!("{}", loaded.relay.redacted_toml());
@@ -701,6 +755,21 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         "echo_sessions_per_minute = {}\n",
         s.echo_sessions_per_minute
     ));
+    out.push_str(&format!("onion = {}\n", s.onion.is_some()));
+    if let Some(o) = &s.onion {
+        if let Some(b) = &o.tor_binary {
+            out.push_str(&format!(
+                "tor_binary = {}\n",
+                toml_str(&b.display().to_string())
+            ));
+        }
+        if let Some(f) = &o.extra_config {
+            out.push_str(&format!(
+                "tor_extra_config = {}\n",
+                toml_str(&f.display().to_string())
+            ));
+        }
+    }
     out.push_str(&format!(
         "max_web_connections = {}{}\n",
         s.max_web_connections,
@@ -773,6 +842,37 @@ fn derive_turn_urls(listen: &[Listen]) -> Vec<String> {
         ListenProto::Tls => 2,
     });
     sorted.into_iter().map(turn_url).collect()
+}
+
+/// What `--onion` publishes: the web listener on port 80, and each TURN
+/// TCP/TLS listener on its own port (UDP cannot cross Tor).
+fn onion_targets(web: SocketAddr, relay: &[Listen]) -> Vec<crate::onion::Target> {
+    let mut out = vec![crate::onion::Target {
+        name: "web".into(),
+        virtual_port: crate::onion::WEB_PORT,
+        listener: web,
+    }];
+    for l in relay {
+        let name = match l.proto {
+            ListenProto::Udp => continue,
+            ListenProto::Tcp => "turn_tcp",
+            ListenProto::Tls => "turn_tls",
+        };
+        if out.iter().any(|t| t.virtual_port == l.addr.port()) {
+            tracing::warn!(
+                "onion service: port {} is taken; {name} on {} is not published",
+                l.addr.port(),
+                l.addr
+            );
+            continue;
+        }
+        out.push(crate::onion::Target {
+            name: name.into(),
+            virtual_port: l.addr.port(),
+            listener: l.addr,
+        });
+    }
+    out
 }
 
 /// The bound listeners of a running relay (ports resolved).
@@ -1116,7 +1216,40 @@ async fn serve_web(
     if !web_addr.ip().is_unspecified() {
         hostnames.push(web_addr.ip().to_string());
     }
-    let metrics = handle.metrics();
+    let onion = match &serve.onion {
+        Some(settings) => {
+            let started = std::time::Instant::now();
+            let svc = crate::onion::OnionService::start(
+                settings,
+                &serve.data_dir,
+                &onion_targets(web_addr, &bound_listeners(handle)),
+            )
+            .await?;
+            tracing::info!(
+                "onion service {} (tor PID {}) ready in {:.1} s; its descriptor is published \
+                 within seconds",
+                svc.hostname(),
+                svc.tor_pid().unwrap_or(0),
+                started.elapsed().as_secs_f64()
+            );
+            hostnames.push(svc.hostname().to_owned());
+            Some(svc)
+        }
+        None => None,
+    };
+    let onion_addresses: Vec<String> = onion.iter().map(|o| o.hostname().to_owned()).collect();
+    let fronts: Vec<signal::onion::Front> = onion
+        .iter()
+        .flat_map(|o| o.fronts().iter().cloned())
+        .collect();
+    let relay_metrics = handle.metrics();
+    let metrics = move || {
+        let mut text = relay_metrics.render();
+        if !fronts.is_empty() {
+            text.push_str(&signal::onion::render_metrics(&fronts));
+        }
+        text
+    };
     let config = signal::SignalConfig {
         data_dir: serve.data_dir,
         turn_urls,
@@ -1127,6 +1260,7 @@ async fn serve_web(
         admin_token: serve.admin_token,
         forward: serve.forward,
         hostnames,
+        onion_addresses,
         max_connections_per_ip: serve.max_connections_per_ip,
         max_web_connections: serve.max_web_connections,
         max_room_size: serve.max_room_size,
@@ -1136,7 +1270,7 @@ async fn serve_web(
         room_key: Some(room_key),
         store_stats_samples: serve.store_stats_samples,
         database_url: serve.database_url,
-        metrics: Some(Arc::new(move || metrics.render())),
+        metrics: Some(Arc::new(metrics)),
         web_root: web_assets(),
         echo: (serve.echo_max_sessions > 0).then(|| {
             Arc::new(signal::echo::Echo::new(
@@ -1175,6 +1309,17 @@ async fn serve_web(
         let _ = stop_rx.await;
     }));
     println!("Open http://{}/", openable(web_addr));
+    if let Some(o) = &onion {
+        for (name, port) in o.ports() {
+            let url = match name.as_str() {
+                "web" => format!("http://{}/", o.hostname()),
+                "turn_tls" => format!("turns:{}:{port}?transport=tcp", o.hostname()),
+                _ => format!("turn:{}:{port}?transport=tcp", o.hostname()),
+            };
+            tracing::info!("onion service: {name} at {url}");
+        }
+        println!("Onion http://{}/", o.hostname());
+    }
     {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -1204,6 +1349,11 @@ async fn serve_web(
         }
     };
     let _ = stop_tx.send(());
+    if let Some(o) = onion {
+        // New onion connections stop first; spliced ones close with the
+        // listeners they reach.
+        o.stop().await;
+    }
     match tokio::time::timeout(STOP_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(e.context("the signaling server failed while stopping")),
@@ -1230,6 +1380,9 @@ mod tests {
             config: None,
             data_dir: None,
             listen: None,
+            onion: false,
+            tor_binary: None,
+            tor_extra_config: None,
         }
     }
 
@@ -1342,6 +1495,7 @@ mod tests {
             config: None,
             data_dir: Some("y".into()),
             listen: Some("127.0.0.1:2".into()),
+            ..flags()
         };
         let s = resolve(file, Path::new("/base"), &f).unwrap();
         assert_eq!(s.listen.port(), 2);
@@ -1367,6 +1521,45 @@ mod tests {
             let e = settings(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn onion_keys() {
+        assert_eq!(settings("[serve]").unwrap().onion, None);
+        let s = settings("[serve]\nonion = true\ntor_extra_config = \"extra\"").unwrap();
+        assert_eq!(
+            s.onion,
+            Some(crate::onion::OnionSettings {
+                tor_binary: None,
+                extra_config: Some(PathBuf::from("/etc/onionrtc/extra")),
+            })
+        );
+        let f = ServeFlags {
+            onion: true,
+            tor_binary: Some("/opt/tor".into()),
+            ..flags()
+        };
+        let s = resolve(ServeFile::default(), Path::new("/b"), &f).unwrap();
+        assert_eq!(s.onion.unwrap().tor_binary, Some(PathBuf::from("/opt/tor")));
+        // Tor flags without onion mode, and trusted proxies covering the
+        // onion callers' identities, are refused.
+        let f = ServeFlags {
+            tor_binary: Some("/opt/tor".into()),
+            ..flags()
+        };
+        let e = resolve(ServeFile::default(), Path::new("/b"), &f).unwrap_err();
+        assert!(e.to_string().contains("--onion"), "{e}");
+        for cidr in ["127.0.0.0/8", "127.200.0.0/16", "127.128.0.1", "0.0.0.0/0"] {
+            let text = format!("[serve]\nonion = true\ntrusted_proxies = [\"{cidr}\"]");
+            let e = settings(&text).unwrap_err().to_string();
+            assert!(e.contains("127.128.0.0/9"), "{cidr}: {e}");
+        }
+        assert!(settings("[serve]\nonion = true\ntrusted_proxies = [\"127.0.0.1/32\"]").is_ok());
+        let shown = redacted_toml(
+            &settings("[serve]\nonion = true").unwrap(),
+            &RelayConfig::defaults(),
+        );
+        assert!(shown.contains("onion = true\n"), "{shown}");
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct SignalConfig {
     /// a request whose `Host` is none of them (DNS rebinding). Host names or
     /// IP addresses, without port, e.g. `call.example.org`.
     pub hostnames: Vec<String>,
+    /// The onion addresses (`NAME.onion`, no scheme or port) this site is
+    /// published at by `serve --onion`, for `/.well-known/onionrtc.json`;
+    /// each is also in `hostnames`. Empty without onion mode.
+    pub onion_addresses: Vec<String>,
     /// Stored statistics older than this many days are deleted. Default 7.
     pub stats_retention_days: u32,
     /// The key of the room-name hash stored instead of room names (under
@@ -120,6 +124,7 @@ impl Default for SignalConfig {
             admin_token: None,
             forward: ForwardRule::default(),
             hostnames: Vec::new(),
+            onion_addresses: Vec::new(),
             stats_retention_days: 7,
             room_key: None,
             store_stats_samples: false,
@@ -155,6 +160,7 @@ impl fmt::Debug for SignalConfig {
             .field("allowed_origins", &self.allowed_origins)
             .field("forward", &self.forward)
             .field("hostnames", &self.hostnames)
+            .field("onion_addresses", &self.onion_addresses)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),

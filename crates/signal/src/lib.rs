@@ -40,6 +40,7 @@ pub mod echo;
 mod html;
 mod http;
 pub mod listener;
+pub mod onion;
 mod operator;
 pub mod protocol;
 mod ratelimit;

@@ -69,8 +69,13 @@ use std::time::{Duration, Instant};
 use crate::process::{free_port, run_bounded, wait_until, Proc};
 use crate::topology::{assert_isolated, loopback_quickack, spawn_tied, tied_command};
 
-/// Number of authorities (each also a relay and an exit).
+/// Number of authorities (each also a relay and an exit) by default.
 pub const AUTHORITIES: usize = 3;
+/// Number of authorities [`TorOptions::onion`] asks for: onion-service
+/// circuits have four distinct relays (the client's introduction circuit
+/// and the service's rendezvous circuit end at a relay the other side
+/// chose), which three relays cannot give.
+pub const ONION_AUTHORITIES: usize = 5;
 /// Where the exits bind when the test uses a [`Topology`](crate::topology::Topology):
 /// its default extra address on the server link.
 pub const TOPOLOGY_EXIT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 9);
@@ -80,7 +85,7 @@ pub const GROUP_ENV: &str = "ONIONRTC_TOR_GROUP";
 /// shared network's files).
 pub const GROUP_DIR_ENV: &str = "ONIONRTC_TOR_GROUP_DIR";
 /// How long [`run_isolated_group`] lets the whole group run.
-pub const GROUP_LIMIT: Duration = Duration::from_secs(300);
+pub const GROUP_LIMIT: Duration = Duration::from_secs(420);
 
 /// Why the network could not be started or queried.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +141,70 @@ pub struct TorOptions {
     /// Time for one attempt (authorities' consensus plus the client's
     /// bootstrap); one retry follows a failed attempt. Default 45 s.
     pub attempt_limit: Duration,
+    /// How many authorities (each also a relay, exit, guard and HSDir) the
+    /// network has: [`AUTHORITIES`] by default, [`ONION_AUTHORITIES`] for
+    /// onion services ([`TorOptions::onion`]).
+    pub authorities: usize,
+    /// The authorities' `V3AuthVotingInterval` in seconds (default 10).
+    pub voting_interval: u32,
+    /// The authorities' `ConsensusParams` line, if any.
+    pub consensus_params: Option<String>,
+}
+
+impl TorOptions {
+    /// The options of a network that carries onion services reachable by
+    /// C tor *and* arti: the defaults of [`shared`] with
+    /// [`ONION_AUTHORITIES`] relays, a 15 s voting interval and the
+    /// consensus parameter `hsdir_interval=6`.
+    ///
+    /// Why: with `TestingTorNetwork`, C tor's onion-service time period is
+    /// one shared-random run (24 voting intervals) and ignores the
+    /// consensus; arti (0.47) takes the period from the consensus parameter
+    /// `hsdir_interval` (minutes, at least 5, default 1440) and its offset
+    /// from the voting interval (12 of them, as C tor). With 10 s
+    /// intervals C tor's period is 4 min, which arti cannot be given, so
+    /// arti computes other blinded keys and HSDirs and never finds the
+    /// descriptor. 15 s intervals make C tor's period 6 min, and
+    /// `hsdir_interval=6` (arti's spelling; C tor reads `hsdir-interval`,
+    /// and not in a test network) makes arti's the same.
+    pub fn onion() -> TorOptions {
+        TorOptions {
+            exit_bind: TOPOLOGY_EXIT_ADDR,
+            authorities: ONION_AUTHORITIES,
+            voting_interval: 15,
+            consensus_params: Some("hsdir_interval=6".into()),
+            // Five relays' keys and first consensus on a loaded 2-core
+            // machine took more than 45 s once in three runs.
+            attempt_limit: Duration::from_secs(75),
+            ..TorOptions::default()
+        }
+    }
+
+    /// The onion-service time period of a network with these options:
+    /// one shared-random run, 24 voting intervals (C tor with
+    /// `TestingTorNetwork`).
+    pub fn onion_time_period(&self) -> Duration {
+        Duration::from_secs(24 * u64::from(self.voting_interval))
+    }
+
+    /// How far `now` is into the current onion-service time period (periods
+    /// start 12 voting intervals after multiples of their length since the
+    /// Unix epoch).
+    ///
+    /// Why tests need it: within a minute or so of a period boundary, arti
+    /// and C tor disagreed on the private network about which descriptor to
+    /// fetch (measured: a run across a boundary failed to reach the
+    /// service for 40 s; ten runs elsewhere in the period did not), so
+    /// tests that need an onion service to stay reachable start early in a
+    /// period.
+    pub fn time_in_onion_period(&self, now: std::time::SystemTime) -> Duration {
+        let len = self.onion_time_period().as_secs().max(1);
+        let offset = 12 * u64::from(self.voting_interval);
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Duration::from_secs((secs + len - offset % len) % len)
+    }
 }
 
 impl Default for TorOptions {
@@ -145,6 +214,9 @@ impl Default for TorOptions {
             conflux: false,
             loopback_quickack: true,
             attempt_limit: Duration::from_secs(45),
+            authorities: AUTHORITIES,
+            voting_interval: 10,
+            consensus_params: None,
         }
     }
 }
@@ -212,7 +284,8 @@ impl TorNetwork {
 
     fn attempt(dir: &Path, options: &TorOptions, started: Instant) -> Result<TorNetwork, TorError> {
         let deadline = Instant::now() + options.attempt_limit;
-        let auth: Vec<AuthorityPlan> = (0..AUTHORITIES)
+        let n = options.authorities.max(1);
+        let auth: Vec<AuthorityPlan> = (0..n)
             .map(|i| AuthorityPlan::new(dir, i))
             .collect::<Result<_, _>>()?;
         // Keys and fingerprints, in parallel (RSA key generation dominates).
@@ -241,7 +314,7 @@ impl TorNetwork {
         let mut authorities = Vec::new();
         for a in &auth {
             let torrc = common_torrc(&a.dir, a.control_port, &empty, &dir_lines)
-                + &authority_torrc(a, options.exit_bind);
+                + &authority_torrc(a, options);
             authorities.push(start_node(&a.name, &a.dir, &torrc, a.control_port, &empty)?);
         }
         let dir_ports: Vec<u16> = auth.iter().map(|a| a.dir_port).collect();
@@ -266,12 +339,12 @@ impl TorNetwork {
         let ready = wait_until(left, Duration::from_millis(250), || {
             net.dir_ports
                 .iter()
-                .any(|&p| usable_exits(&fetch_consensus(p)) >= AUTHORITIES)
+                .any(|&p| usable_exits(&fetch_consensus(p)) >= n)
                 .then_some(())
         });
         if ready.is_none() {
             return Err(TorError::Timeout(format!(
-                "no consensus with {AUTHORITIES} Running Exit Guard routers within {:?}; a0's log:\n{}",
+                "no consensus with {n} Running Exit Guard routers within {:?}; a0's log:\n{}",
                 options.attempt_limit,
                 tail(&net.authorities[0].notice_log(), 30)
             )));
@@ -437,12 +510,19 @@ impl Drop for TorNetwork {
 ///
 /// Panics unless this process runs in an isolated test namespace.
 pub fn shared() -> Result<MutexGuard<'static, TorNetwork>, TorError> {
+    shared_with(TorOptions {
+        exit_bind: TOPOLOGY_EXIT_ADDR,
+        ..TorOptions::default()
+    })
+}
+
+/// [`shared`] with other options (e.g. [`TorOptions::onion`]). The first
+/// call of [`shared`] or `shared_with` in a process starts the network;
+/// later calls get that network whatever options they pass, so a group of
+/// tests (one process) must agree on them.
+pub fn shared_with(options: TorOptions) -> Result<MutexGuard<'static, TorNetwork>, TorError> {
     static SHARED: OnceLock<Result<Mutex<TorNetwork>, String>> = OnceLock::new();
     let net = SHARED.get_or_init(|| {
-        let options = TorOptions {
-            exit_bind: TOPOLOGY_EXIT_ADDR,
-            ..TorOptions::default()
-        };
         let dir = match std::env::var_os(GROUP_DIR_ENV) {
             Some(d) => PathBuf::from(d).join("tor"),
             None => match tempfile::Builder::new().prefix("onionrtc-tor-").tempdir() {
@@ -772,9 +852,16 @@ fn common_torrc(dir: &Path, control_port: u16, empty: &Path, dir_lines: &str) ->
 }
 
 /// The lines of an authority/relay/exit (TOR-TESTNET.md).
-fn authority_torrc(a: &AuthorityPlan, exit_bind: Ipv4Addr) -> String {
-    format!(
-        "Nickname {n}\n\
+fn authority_torrc(a: &AuthorityPlan, options: &TorOptions) -> String {
+    let exit_bind = options.exit_bind;
+    let params = options
+        .consensus_params
+        .as_ref()
+        .map(|p| format!("ConsensusParams {p}\n"))
+        .unwrap_or_default();
+    params
+        + &format!(
+            "Nickname {n}\n\
          Address 127.0.0.1\n\
          ORPort 127.0.0.1:{or}\n\
          DirPort 127.0.0.1:{dir}\n\
@@ -785,7 +872,7 @@ fn authority_torrc(a: &AuthorityPlan, exit_bind: Ipv4Addr) -> String {
          TestingV3AuthInitialVotingInterval 5\n\
          TestingV3AuthInitialVoteDelay 2\n\
          TestingV3AuthInitialDistDelay 2\n\
-         V3AuthVotingInterval 10\n\
+         V3AuthVotingInterval {vi}\n\
          V3AuthVoteDelay 2\n\
          V3AuthDistDelay 2\n\
          ExitRelay 1\n\
@@ -795,10 +882,11 @@ fn authority_torrc(a: &AuthorityPlan, exit_bind: Ipv4Addr) -> String {
          ExitPolicy accept 127.0.0.0/8:*\n\
          ExitPolicy accept *:*\n\
          ExitPolicy reject *:*\n",
-        n = a.name,
-        or = a.or_port,
-        dir = a.dir_port,
-    )
+            n = a.name,
+            or = a.or_port,
+            dir = a.dir_port,
+            vi = options.voting_interval,
+        )
 }
 
 fn start_node(
@@ -885,6 +973,31 @@ pub fn socks5_connect(
     auth: Option<(&str, &str)>,
     limit: Duration,
 ) -> io::Result<TcpStream> {
+    socks5_connect_to(proxy, Socks5Target::Addr(target), auth, limit)
+}
+
+/// [`socks5_connect`] to a host name the proxy resolves (e.g. a `.onion`).
+pub fn socks5_connect_host(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    auth: Option<(&str, &str)>,
+    limit: Duration,
+) -> io::Result<TcpStream> {
+    socks5_connect_to(proxy, Socks5Target::Host(host, port), auth, limit)
+}
+
+enum Socks5Target<'a> {
+    Addr(SocketAddr),
+    Host(&'a str, u16),
+}
+
+fn socks5_connect_to(
+    proxy: SocketAddr,
+    target: Socks5Target<'_>,
+    auth: Option<(&str, &str)>,
+    limit: Duration,
+) -> io::Result<TcpStream> {
     let mut s = TcpStream::connect_timeout(&proxy, limit)?;
     s.set_read_timeout(Some(limit))?;
     s.set_write_timeout(Some(limit))?;
@@ -913,23 +1026,34 @@ pub fn socks5_connect(
         }
     }
     let mut req = vec![5, 1, 0];
-    match target {
-        SocketAddr::V4(a) => {
+    let (shown, port) = match target {
+        Socks5Target::Addr(SocketAddr::V4(a)) => {
             req.push(1);
             req.extend_from_slice(&a.ip().octets());
+            (a.to_string(), a.port())
         }
-        SocketAddr::V6(a) => {
+        Socks5Target::Addr(SocketAddr::V6(a)) => {
             req.push(4);
             req.extend_from_slice(&a.ip().octets());
+            (a.to_string(), a.port())
         }
-    }
-    req.extend_from_slice(&target.port().to_be_bytes());
+        Socks5Target::Host(host, port) => {
+            let Ok(len) = u8::try_from(host.len()) else {
+                return Err(io::Error::other("SOCKS5 host name too long"));
+            };
+            req.push(3);
+            req.push(len);
+            req.extend_from_slice(host.as_bytes());
+            (format!("{host}:{port}"), port)
+        }
+    };
+    req.extend_from_slice(&port.to_be_bytes());
     s.write_all(&req)?;
     let mut head = [0u8; 4];
     s.read_exact(&mut head)?;
     if head[1] != 0 {
         return Err(io::Error::other(format!(
-            "SOCKS5 connect to {target} failed: reply {}",
+            "SOCKS5 connect to {shown} failed: reply {}",
             head[1]
         )));
     }
@@ -1125,6 +1249,17 @@ fn kill_leftover_nodes(tor_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn onion_periods() {
+        let o = TorOptions::onion();
+        assert_eq!(o.onion_time_period(), Duration::from_secs(360));
+        let at = |s: u64| o.time_in_onion_period(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        // Periods start at 180 s (12 × 15 s) past multiples of 360 s.
+        assert_eq!(at(180), Duration::ZERO);
+        assert_eq!(at(179), Duration::from_secs(359));
+        assert_eq!(at(360 * 1000 + 200), Duration::from_secs(20));
+    }
 
     #[test]
     fn circuit_lines() {

@@ -12,6 +12,9 @@
 //!   client addresses, operator tokens, join limits per client, 421.
 //! - `exhaustion`: one address floods the web listener; another still
 //!   calls and the relay still allocates.
+//! - `onion`: `serve --onion` on a private Tor network of five relays: a
+//!   caller through the .onion (embedded Tor) and a direct caller; per-circuit
+//!   identities; the onion address across restarts.
 //!
 //! Support here: processes in namespaces with their output kept, Chromium
 //! launched inside a namespace, the relay log's allocation lines, the pages'
@@ -21,6 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod exhaustion;
+mod onion;
 mod proxy;
 mod restricted;
 mod tor_call;
@@ -439,6 +443,31 @@ impl Browser {
     }
 }
 
+/// The two pages of a call: `a_name` in `private` through the connector's
+/// web proxy (`http://127.0.0.1:8081`), `b_name` in `direct` on `site`
+/// (`http://IP:PORT`, treated as a secure context: no camera otherwise),
+/// both in `room`.
+pub fn open_call(
+    (private, a_name): (&Netns, &str),
+    (direct, b_name): (&Netns, &str),
+    site: &str,
+    room: &str,
+) -> [Browser; 2] {
+    let a = Browser::open(
+        private,
+        a_name,
+        &[],
+        &format!("http://127.0.0.1:8081/?room={room}"),
+    );
+    let b = Browser::open(
+        direct,
+        b_name,
+        &[format!("--unsafely-treat-insecure-origin-as-secure={site}")],
+        &format!("{site}/?room={room}"),
+    );
+    [a, b]
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // Kill by PID first, then let the keeper thread end.
@@ -738,7 +767,7 @@ pub fn stun_binding(ns: &Netns, server: SocketAddr) -> Result<SocketAddr, std::i
     })?
 }
 
-fn parse_xor_mapped(msg: &[u8], txid: &[u8]) -> Option<SocketAddr> {
+pub fn parse_xor_mapped(msg: &[u8], txid: &[u8]) -> Option<SocketAddr> {
     if msg.len() < 20 || msg[0..2] != [0x01, 0x01] || &msg[8..20] != txid {
         return None;
     }
@@ -807,12 +836,23 @@ pub type Ws = tungstenite::WebSocket<TcpStream>;
 
 /// Opens the signaling WebSocket with extra request headers.
 pub fn ws_connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Ws, String> {
+    ws_connect_with(addr, headers, Duration::from_secs(5))
+}
+
+/// [`ws_connect`] with a longer read timeout (e.g. through Tor).
+pub fn ws_connect_within(addr: SocketAddr, limit: Duration) -> Result<Ws, String> {
+    ws_connect_with(addr, &[], limit)
+}
+
+fn ws_connect_with(
+    addr: SocketAddr,
+    headers: &[(&'static str, &str)],
+    limit: Duration,
+) -> Result<Ws, String> {
     use tungstenite::client::IntoClientRequest as _;
     let stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
     let mut req = format!("ws://{addr}/ws")
         .into_client_request()
         .map_err(|e| e.to_string())?;

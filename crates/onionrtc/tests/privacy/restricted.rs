@@ -106,21 +106,14 @@ fn chromium_behind_443_only_firewall() {
     assert_eq!(proxy, "Open http://127.0.0.1:8081/");
 
     let room = random_room();
-    let r = Browser::open(
-        &restricted,
-        "R (behind the firewall)",
-        &[],
-        &format!("http://127.0.0.1:8081/?room={room}"),
-    );
     let site = format!("http://{WEB_IP}:443");
-    let o = Browser::open(
-        &open,
-        "O (open network)",
-        &[format!("--unsafely-treat-insecure-origin-as-secure={site}")],
-        &format!("{site}/?room={room}"),
+    let mut pages = open_call(
+        (&restricted, "R (behind the firewall)"),
+        (&open, "O (open network)"),
+        &site,
+        &room,
     );
     let procs = [&serve, &connector];
-    let mut pages = [r, o];
     wait_connected(&mut pages, &procs);
     let t_connected = t0.elapsed();
     let pair = check_all_media(&mut pages, &procs);

@@ -117,22 +117,14 @@ fn private_caller_leaves_no_address() {
     let t_ready = t0.elapsed();
 
     let room = random_room();
-    let a = Browser::open(
-        &private,
-        "A (private)",
-        &[],
-        &format!("http://127.0.0.1:8081/?room={room}"),
-    );
     let site = format!("http://{SERVER_IP}:{WEB_PORT}");
-    let b = Browser::open(
-        &direct,
-        "B (direct)",
-        // A plain-http site is no secure context: no camera without this.
-        &[format!("--unsafely-treat-insecure-origin-as-secure={site}")],
-        &format!("{site}/?room={room}"),
+    let mut pages = open_call(
+        (&private, "A (private)"),
+        (&direct, "B (direct)"),
+        &site,
+        &room,
     );
     let procs = [&serve, &connector];
-    let mut pages = [a, b];
 
     // ---- both connect, relay/relay, media both ways ----
     wait_connected(&mut pages, &procs);
