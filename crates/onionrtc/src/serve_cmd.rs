@@ -53,6 +53,10 @@ pub const ROOM_KEY_FILE: &str = "room-key";
 /// The operator token's file in the data directory (when `[serve]
 /// admin_token` is not set).
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The relay's next TLS key in the data directory (when `[serve]
+/// tls_next_key` is not set): generated on first run, its pin published in
+/// `/.well-known/onionrtc.json` so a rotation to it locks no client out.
+pub const NEXT_KEY_FILE: &str = "tls-next-key.pem";
 /// Web connections per address by default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Default `[serve] max_room_size`.
@@ -142,6 +146,7 @@ struct ServeFile {
     idle_timeout_secs: Option<u64>,
     echo_max_sessions: Option<usize>,
     echo_sessions_per_minute: Option<u32>,
+    tls_next_key: Option<PathBuf>,
 }
 
 /// The resolved `[serve]` settings.
@@ -191,6 +196,13 @@ pub struct ServeSettings {
     pub echo_sessions_per_minute: u32,
     /// The `[sip]` table.
     pub sip: SipSettings,
+    /// The relay's next TLS key (PEM), pinned in the well-known document;
+    /// `None`: `DATA_DIR/tls-next-key.pem`, generated when missing.
+    pub tls_next_key: Option<PathBuf>,
+    /// The onion URLs published in the well-known document (web and TURN,
+    /// e.g. `http://X.onion`, `turns:X.onion:443?transport=tcp`); empty
+    /// until `serve` publishes onion services.
+    pub onion: Vec<String>,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -219,6 +231,8 @@ impl std::fmt::Debug for ServeSettings {
             .field("echo_max_sessions", &self.echo_max_sessions)
             .field("echo_sessions_per_minute", &self.echo_sessions_per_minute)
             .field("sip", &self.sip)
+            .field("tls_next_key", &self.tls_next_key)
+            .field("onion", &self.onion)
             .finish()
     }
 }
@@ -487,6 +501,8 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             domain: String::new(),
             algorithms: Vec::new(),
         },
+        tls_next_key: file.tls_next_key.map(|k| base_dir.join(k)),
+        onion: Vec::new(),
     })
 }
 
@@ -617,6 +633,9 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         listen: None,
     };
     let loaded = load(&flags)?;
+    if let Some(key) = &loaded.serve.tls_next_key {
+        next_key_pin(key)?;
+    }
     print!("{}", loaded.relay.redacted_toml());
     println!();
     print!("{}", redacted_toml(&loaded.serve, &loaded.relay));
@@ -715,6 +734,15 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         s.header_timeout.as_secs(),
         s.idle_timeout.as_secs()
     ));
+    match &s.tls_next_key {
+        Some(k) => out.push_str(&format!(
+            "tls_next_key = {}\n",
+            toml_str(&k.display().to_string())
+        )),
+        None => out.push_str(&format!(
+            "# tls_next_key: DATA_DIR/{NEXT_KEY_FILE} (generated on first run when the relay has TLS)\n"
+        )),
+    }
     let algs: Vec<String> = s
         .sip
         .algorithms
@@ -874,6 +902,117 @@ pub fn load_or_create_secret_file(
         );
     }
     Ok((secret.to_owned(), false))
+}
+
+/// The pin of the next TLS key in `path` (PEM).
+fn next_key_pin(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read [serve] tls_next_key {}", path.display()))?;
+    connector::tls::key_pem_spki_sha256(&pem).with_context(|| {
+        format!(
+            "invalid [serve] tls_next_key {}: expected a PEM private key (RSA, ECDSA or Ed25519)",
+            path.display()
+        )
+    })
+}
+
+/// The relay's TLS pins for `/.well-known/onionrtc.json`: the key of its
+/// current certificate, then the next key — `[serve] tls_next_key`, else
+/// `DATA_DIR/tls-next-key.pem`, generated (ECDSA P-256, mode 0600) when
+/// missing, e.g. right after a rotation moved it away. No TLS listener:
+/// no pins.
+fn tls_pins(
+    relay: &RelayConfig,
+    next_key: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<[u8; 32]>> {
+    let Some(files) = &relay.tls else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(&files.cert)
+        .with_context(|| format!("cannot read tls_cert {}", files.cert.display()))?;
+    let current = connector::tls::cert_pem_spki_sha256(&pem)
+        .with_context(|| format!("tls_cert {} holds no certificate", files.cert.display()))?;
+    let path = match next_key {
+        Some(p) => p.to_owned(),
+        None => {
+            let p = data_dir.join(NEXT_KEY_FILE);
+            create_next_key(&p)?;
+            p
+        }
+    };
+    let next = next_key_pin(&path)?;
+    if next == current {
+        tracing::warn!(
+            "the next TLS key {} is the relay's current key: make a new one (see docs/serve.md,              \"Rotating the relay's certificate\"), or a later rotation locks clients out",
+            path.display()
+        );
+        return Ok(vec![current]);
+    }
+    Ok(vec![current, next])
+}
+
+/// Writes a new ECDSA P-256 key to `path` (mode 0600) unless it exists.
+fn create_next_key(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let key = rcgen::KeyPair::generate().context("cannot generate the next TLS key")?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(key.serialize_pem().as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(
+        "generated the relay's next TLS key in {} (its pin is published now; see docs/serve.md)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The well-known document, kept current across reloads.
+#[derive(Clone)]
+struct WellKnown {
+    turn_urls: Vec<String>,
+    onion: Vec<String>,
+    next_key: Option<PathBuf>,
+    data_dir: PathBuf,
+    body: Arc<std::sync::Mutex<String>>,
+}
+
+impl WellKnown {
+    fn new(
+        serve: &ServeSettings,
+        turn_urls: Vec<String>,
+        relay: &RelayConfig,
+    ) -> anyhow::Result<WellKnown> {
+        let w = WellKnown {
+            turn_urls,
+            onion: serve.onion.clone(),
+            next_key: serve.tls_next_key.clone(),
+            data_dir: serve.data_dir.clone(),
+            body: Arc::default(),
+        };
+        w.update(relay)?;
+        Ok(w)
+    }
+
+    /// Renders the document for `relay`'s certificate.
+    fn update(&self, relay: &RelayConfig) -> anyhow::Result<()> {
+        let pins = tls_pins(relay, self.next_key.as_deref(), &self.data_dir)?;
+        let text = connector::wellknown::Document::render(&self.turn_urls, &pins, &self.onion);
+        *self.body.lock().unwrap_or_else(|e| e.into_inner()) = text;
+        Ok(())
+    }
+
+    fn renderer(&self) -> signal::WellKnownRenderer {
+        let body = Arc::clone(&self.body);
+        Arc::new(move || body.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 /// The address to print for the bound web listener: an unspecified address
@@ -1039,6 +1178,7 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
     let reload = || reload_relay(flags, &serve_at_start, &secret);
     let result = rt.block_on(serve_web(
         &handle,
+        &relay,
         serve,
         secret.clone(),
         room_key,
@@ -1055,8 +1195,10 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_web(
     handle: &relay::RelayHandle,
+    relay_config: &RelayConfig,
     serve: ServeSettings,
     secret: String,
     room_key: signal::store::RoomKey,
@@ -1068,7 +1210,7 @@ async fn serve_web(
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let web_addr = listener.local_addr()?;
-    let turn_urls = match serve.turn_urls {
+    let turn_urls = match serve.turn_urls.clone() {
         Some(u) => u,
         None => derive_turn_urls(&bound_listeners(handle)),
     };
@@ -1076,6 +1218,7 @@ async fn serve_web(
         tracing::info!("relay listening on {l}");
     }
     tracing::info!("web listening on http://{web_addr} (TURN URLs {turn_urls:?}; {token_note})");
+    let well_known = WellKnown::new(&serve, turn_urls.clone(), relay_config)?;
     // The site's names: loopback, [serve] hostnames, and the listener's own
     // address when it is a specific one (an IP literal cannot be rebound).
     let mut hostnames = serve.hostnames;
@@ -1115,6 +1258,7 @@ async fn serve_web(
             domain: serve.sip.domain.clone(),
             algorithms: serve.sip.algorithms.clone(),
         }),
+        well_known: Some(well_known.renderer()),
         ..signal::SignalConfig::default()
     };
     if serve.sip.enabled {
@@ -1153,7 +1297,21 @@ async fn serve_web(
                     break None;
                 }
                 // Reading files and waiting for the relay thread blocks.
-                tokio::task::block_in_place(|| relay::reload_logged(handle, reload));
+                tokio::task::block_in_place(|| {
+                    let mut fresh = None;
+                    relay::reload_logged(handle, || {
+                        let c = reload()?;
+                        fresh = Some(c.clone());
+                        Ok(c)
+                    });
+                    // The document follows the certificate (a rotation
+                    // moved the next key in: a new next key is made).
+                    if let Some(c) = fresh {
+                        if let Err(e) = well_known.update(&c) {
+                            tracing::error!("/.well-known/onionrtc.json not updated: {e:#}");
+                        }
+                    }
+                });
             }
             () = relay_stopped(handle) => break Some("the relay stopped unexpectedly"),
             r = &mut server => {
