@@ -89,6 +89,26 @@ fn spawn_logged(cmd: &mut Command) -> (Proc, Log) {
     (proc, Log(log))
 }
 
+/// `onionrtc serve --config FILE --data-dir DATA`, once its web listener
+/// is up.
+fn start_serve(file: &Path, data: &Path) -> (Proc, Log) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["serve", "--config"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (proc, log) = spawn_logged(&mut cmd);
+    assert!(
+        log.wait_for("web listening", 1, Duration::from_secs(20)),
+        "serve did not start:\n{}",
+        log.text()
+    );
+    (proc, log)
+}
+
 fn hup(proc: &Proc) {
     let status = Command::new("kill")
         .args(["-HUP", &proc.pid().to_string()])
@@ -276,20 +296,7 @@ fn serve_reloads_the_relay_on_sighup() {
     let (udp, web) = (free_port(), free_port());
     let file = dir.path().join("serve.toml");
     std::fs::write(&file, serve_config(udp, web, "first-password", 7)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
-    cmd.args(["serve", "--config"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let (proc, log) = spawn_logged(&mut cmd);
-    assert!(
-        log.wait_for("web listening", 1, Duration::from_secs(20)),
-        "serve did not start:\n{}",
-        log.text()
-    );
+    let (proc, log) = start_serve(&file, &dir.path().join("data"));
     let (_peer, peer) = start_peer();
     assert!(static_user_works(udp, peer, "first-password"));
 
@@ -361,20 +368,7 @@ fn serve_rotates_to_the_published_next_key() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
-    cmd.args(["serve", "--config"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let (proc, log) = spawn_logged(&mut cmd);
-    assert!(
-        log.wait_for("web listening", 1, Duration::from_secs(20)),
-        "serve did not start:\n{}",
-        log.text()
-    );
+    let (proc, log) = start_serve(&file, &data);
     let before = published_pins(web);
     assert_eq!(before.len(), 2, "{before:?}");
     assert_eq!(before[0], first);
