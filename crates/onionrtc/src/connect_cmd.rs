@@ -272,6 +272,14 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<Loaded> {
     }
     config.via = Via::parse(&flags.via)?;
     flags.tor.apply(&mut config.via)?;
+    let onion = site.as_ref().is_some_and(|s| s.endpoint.is_onion())
+        || (flags.relay.is_some() && config.relay.is_onion());
+    if onion && config.via == Via::Direct {
+        anyhow::bail!(
+            "a .onion address is reached only through Tor: leave out --via direct \
+             (or use --via tor or --via socks5://HOST:PORT)"
+        );
+    }
     config.listen = flags.listen;
     config.web_listen = flags.web_listen;
     config.web_ca.clone_from(&flags.ca);
@@ -561,6 +569,75 @@ mod tests {
         );
         assert!(Site::parse("call.example.org").is_err());
         assert!(Site::parse("ftp://h").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        flags: ConnectFlags,
+    }
+
+    fn flags(args: &[&str]) -> ConnectFlags {
+        use clap::Parser as _;
+        Wrap::parse_from(std::iter::once("connect").chain(args.iter().copied())).flags
+    }
+
+    const ONION: &str = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion";
+    const PIN: &str = "aMTOpr5xZaUPJoGENzQNUFEotpNEVuJM8OWABnP/SXo=";
+
+    #[test]
+    fn load_and_the_document() {
+        let e = load(&flags(&[&format!("http://{ONION}"), "--via", "direct"])).unwrap_err();
+        assert!(e.to_string().contains("only through Tor"), "{e}");
+        assert!(load(&flags(&["http://call.example.org", "--via", "direct"])).is_err());
+        let direct = ["https://call.example.org/?room=x", "--via", "direct"];
+        let mut l = load(&flags(&direct)).unwrap();
+        assert_eq!(
+            l.config.web.as_ref().unwrap().origin(),
+            "https://call.example.org"
+        );
+        assert!(!l.relay_given && !l.trust_given);
+        let doc = Document::parse(
+            Document::render(
+                &["turns:relay.example.org:443?transport=tcp".into()],
+                &[[1; 32], [2; 32]],
+                &[],
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        apply_document(&mut l, &doc).unwrap();
+        assert_eq!(l.config.relay.to_string(), "tls://relay.example.org:443");
+        assert_eq!(
+            l.config.relay_trust,
+            RelayTrust::SpkiPins(vec![[1; 32], [2; 32]])
+        );
+        // Explicit flags win over the document.
+        let mut args = direct.to_vec();
+        args.extend([
+            "--relay",
+            "tls://other.example.org:5349",
+            "--relay-spki",
+            PIN,
+        ]);
+        let mut l = load(&flags(&args)).unwrap();
+        apply_document(&mut l, &doc).unwrap();
+        assert_eq!(l.config.relay.to_string(), "tls://other.example.org:5349");
+        assert!(matches!(l.config.relay_trust, RelayTrust::SpkiSha256(_)));
+        // Another relay named by --relay is not held to the document's pins.
+        let mut args = direct.to_vec();
+        args.extend(["--relay", "tls://other.example.org:5349"]);
+        let mut l = load(&flags(&args)).unwrap();
+        apply_document(&mut l, &doc).unwrap();
+        assert_eq!(l.config.relay_trust, RelayTrust::WebPki);
+        // A document without a stream relay is an error naming --relay.
+        let udp_only = Document::parse(
+            Document::render(&["turn:relay.example.org:3478".into()], &[], &[]).as_bytes(),
+        )
+        .unwrap();
+        let mut l = load(&flags(&direct)).unwrap();
+        let e = apply_document(&mut l, &udp_only).unwrap_err();
+        assert!(e.to_string().contains("--relay"), "{e}");
     }
 
     #[test]
