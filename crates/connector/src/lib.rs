@@ -3,6 +3,9 @@
 //! 443 out.
 //!
 //! ```text
+//! (onionrtc connect URL: open_route(via) → wellknown::fetch(site) through
+//!  it → relay, pins, onion addresses into the config →
+//!  Connector::start_with_route(config, route))
 //! Connector::start(config)
 //!   ├─ tor (--via tor): embedded arti (crate `arti`): bootstrap in the
 //!   │     data dir, progress logged; or with a tor binary: write torrc,
