@@ -353,6 +353,37 @@ mod tests {
         h
     }
 
+    #[tokio::test]
+    async fn well_known_is_the_renderers_text_or_404() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir");
+        };
+        let Some(none) = state(&dir.path().join("a"), None) else {
+            panic!("state");
+        };
+        assert_eq!(
+            well_known(State(none)).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let Ok(with) = SignalState::new(SignalConfig {
+            data_dir: dir.path().join("b"),
+            well_known: Some(std::sync::Arc::new(|| "{\"version\":1}".to_owned())),
+            ..SignalConfig::default()
+        }) else {
+            panic!("state");
+        };
+        let r = well_known(State(with)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers().get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+            Some(&b"public, max-age=300"[..])
+        );
+        assert_eq!(
+            r.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+    }
+
     #[test]
     fn operator_rules() {
         let Ok(dir) = tempfile::tempdir() else {
