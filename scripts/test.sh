@@ -30,7 +30,9 @@ cd "$(dirname "$0")/.."
 #   python3-aiortc, python3-websockets - aiortc, a third-party WebRTC
 #              stack, as a peer of `onionrtc call` (tests/serve/call.rs)
 #   nginx-light - the reverse proxy in front of `serve` in the privacy
-#              test `proxy` (client addresses, operator token, 421)
+#              test `proxy` (client addresses, operator token, 421), and
+#              the HTTPS site (test CA) of `connect https://SITE` and
+#              `call https://SITE` (tests/serve/wellknown.rs, privacy tor_call)
 #   firefox-esr - the second browser of the group-call tests: Firefox and
 #              Chromium in one call (onionrtc tests/serve/firefox.rs)
 #   npm (and nodejs) - runs tests/js/firefox_call.mjs, which drives Firefox

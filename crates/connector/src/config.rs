@@ -151,6 +151,12 @@ impl Endpoint {
         }
     }
 
+    /// Whether the host is an onion address (`*.onion`): reached only
+    /// through Tor, authenticated by the address itself.
+    pub fn is_onion(&self) -> bool {
+        self.host.ends_with(".onion")
+    }
+
     /// The web origin, e.g. `https://call.example.org`.
     pub fn origin(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
@@ -304,6 +310,9 @@ pub enum RelayTrust {
     /// The SHA-256 of the certificate's SubjectPublicKeyInfo must be this
     /// (host name and expiry are not checked; the handshake signature is).
     SpkiSha256([u8; 32]),
+    /// As [`RelayTrust::SpkiSha256`], any of these keys (a site's
+    /// `/.well-known/onionrtc.json` pins its current and next key).
+    SpkiPins(Vec<[u8; 32]>),
 }
 
 impl RelayTrust {
@@ -422,6 +431,9 @@ pub struct ConnectorConfig {
     pub web_listen: SocketAddr,
     /// How the relay's certificate is checked (tls:// only).
     pub relay_trust: RelayTrust,
+    /// CA certificates (PEM) trusted for the web site besides Mozilla's
+    /// roots (`--ca`); `None`: the relay's CA file, if any.
+    pub web_ca: Option<PathBuf>,
     /// Bounds.
     pub limits: Limits,
 }
@@ -437,6 +449,7 @@ impl ConnectorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3479)),
             web_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             relay_trust: RelayTrust::WebPki,
+            web_ca: None,
             limits: Limits::default(),
         }
     }
@@ -462,7 +475,7 @@ impl ConnectorConfig {
     /// Tor exit (or anyone on the path) can read.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if !self.relay.tls {
+        if !self.relay.tls && !self.relay.is_onion() {
             w.push(format!(
                 "--relay {} is plain TCP: a Tor exit or anyone on the path can read TURN \
                  usernames, peer addresses and the relay's answers (media stays DTLS-SRTP \
@@ -471,7 +484,7 @@ impl ConnectorConfig {
             ));
         }
         if let Some(web) = &self.web {
-            if !web.tls {
+            if !web.tls && !web.is_onion() {
                 w.push(format!(
                     "--web {} is plain HTTP: a Tor exit or anyone on the path can read and \
                      change the web app, the signaling messages and the TURN credentials; \

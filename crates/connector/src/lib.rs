@@ -3,6 +3,9 @@
 //! 443 out.
 //!
 //! ```text
+//! (onionrtc connect URL: open_route(via) → wellknown::fetch(site) through
+//!  it → relay, pins, onion addresses into the config →
+//!  Connector::start_with_route(config, route))
 //! Connector::start(config)
 //!   ├─ tor (--via tor): embedded arti (crate `arti`): bootstrap in the
 //!   │     data dir, progress logged; or with a tor binary: write torrc,
@@ -74,6 +77,7 @@ pub mod tls;
 pub mod tor;
 mod udp;
 mod web;
+pub mod wellknown;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,7 +93,8 @@ pub use dial::DialError;
 pub use stats::{Stats, StatsSnapshot};
 pub use tor::{TorNodes, TorOptions};
 
-use crate::dial::{BoxIo, Dialer, Route};
+pub use crate::dial::Route;
+use crate::dial::{BoxIo, Dialer};
 
 /// The route `via` names. For `tor`, Tor is bootstrapped first: embedded
 /// (arti, with the `arti` feature and no tor binary named), the route
@@ -229,6 +234,24 @@ impl Connector {
     /// Validates `config`, binds the listeners, launches tor if asked and
     /// starts serving. Must run inside a tokio runtime (with time and IO).
     pub async fn start(config: ConnectorConfig) -> Result<Handle, StartError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// As [`Connector::start`], along a route already opened with
+    /// [`open_route`] for `config.via` (e.g. after fetching the site's
+    /// document through it); `tor` is the launched tor to keep, if any.
+    pub async fn start_with_route(
+        config: ConnectorConfig,
+        route: Route,
+        tor: Option<tor::TorProcess>,
+    ) -> Result<Handle, StartError> {
+        Self::start_inner(config, Some((route, tor))).await
+    }
+
+    async fn start_inner(
+        config: ConnectorConfig,
+        opened: Option<(Route, Option<tor::TorProcess>)>,
+    ) -> Result<Handle, StartError> {
         config.validate()?;
         let relay_tls = if config.relay.tls {
             Some(tls::relay_config(&config.relay_trust)?)
@@ -236,7 +259,10 @@ impl Connector {
             None
         };
         let web_tls = match &config.web {
-            Some(w) if w.tls => Some(tls::web_config(&config.relay_trust)?),
+            Some(w) if w.tls => Some(match &config.web_ca {
+                Some(ca) => tls::site_config(Some(ca))?,
+                None => tls::web_config(&config.relay_trust)?,
+            }),
             _ => None,
         };
         let (udp, tcp) = bind_turn(config.listen).await?;
@@ -265,7 +291,10 @@ impl Connector {
             })?),
             None => None,
         };
-        let (route, tor) = open_route(&config.via).await?;
+        let (route, tor) = match opened {
+            Some(o) => o,
+            None => open_route(&config.via).await?,
+        };
         let dialer = Dialer::new(route, config.limits.dial_timeout);
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);

@@ -87,15 +87,20 @@ pub fn relay_config(trust: &RelayTrust) -> Result<Arc<ClientConfig>, TlsSetupErr
         RelayTrust::CaFile(path) => builder()?
             .with_root_certificates(roots(Some(path), false)?)
             .with_no_client_auth(),
-        RelayTrust::SpkiSha256(pin) => builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SpkiPin {
-                pin: *pin,
-                algorithms: provider().signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
+        RelayTrust::SpkiSha256(pin) => pinned(vec![*pin])?,
+        RelayTrust::SpkiPins(pins) => pinned(pins.clone())?,
     };
     Ok(Arc::new(config))
+}
+
+fn pinned(pins: Vec<[u8; 32]>) -> Result<ClientConfig, TlsSetupError> {
+    Ok(builder()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SpkiPin {
+            pins,
+            algorithms: provider().signature_verification_algorithms,
+        }))
+        .with_no_client_auth())
 }
 
 /// The web upstream's client configuration: Mozilla's roots plus the CA
@@ -105,6 +110,12 @@ pub fn web_config(trust: &RelayTrust) -> Result<Arc<ClientConfig>, TlsSetupError
         RelayTrust::CaFile(p) => Some(p.as_path()),
         _ => None,
     };
+    site_config(ca)
+}
+
+/// The web site's client configuration: Mozilla's roots plus the CA
+/// certificates in `ca` (PEM), the host name checked.
+pub fn site_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let verifier =
         WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca, true)?), provider())
             .build()
@@ -123,6 +134,22 @@ pub fn spki_sha256(cert_der: &[u8]) -> Option<[u8; 32]> {
     Some(Sha256::digest(cert.tbs_certificate.subject_pki.raw).into())
 }
 
+/// The SPKI SHA-256 of the first certificate in a PEM file's text.
+pub fn cert_pem_spki_sha256(pem: &[u8]) -> Option<[u8; 32]> {
+    let cert = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    spki_sha256(cert.as_ref())
+}
+
+/// The SPKI SHA-256 of a PEM private key (PKCS#8, PKCS#1 or SEC1; RSA,
+/// ECDSA or Ed25519): the pin a certificate for this key will have.
+pub fn key_pem_spki_sha256(pem: &[u8]) -> Option<[u8; 32]> {
+    use rustls::pki_types::PrivateKeyDer;
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
+    let spki = signer.public_key()?;
+    Some(Sha256::digest(spki.as_ref()).into())
+}
+
 /// The pin did not match: the error text names both hashes.
 #[derive(Debug)]
 struct PinMismatch {
@@ -133,7 +160,8 @@ impl std::fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the relay's certificate key (SPKI SHA-256 {}) does not match --relay-spki",
+            "the relay's certificate key (SPKI SHA-256 {}) does not match the pin \
+             (--relay-spki, or the site's /.well-known/onionrtc.json)",
             self.got
         )
     }
@@ -142,12 +170,12 @@ impl std::fmt::Display for PinMismatch {
 impl std::error::Error for PinMismatch {}
 
 /// Accepts exactly the certificates whose SubjectPublicKeyInfo hashes to
-/// the pin. Host name and validity dates are not checked: the pin names
+/// one of the pins. Host name and validity dates are not checked: the pin names
 /// the key. The handshake signature is still verified, so only the key's
 /// holder passes.
 #[derive(Debug)]
 struct SpkiPin {
-    pin: [u8; 32],
+    pins: Vec<[u8; 32]>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -165,7 +193,7 @@ impl ServerCertVerifier for SpkiPin {
                 CertificateError::BadEncoding,
             ));
         };
-        if hash == self.pin {
+        if self.pins.contains(&hash) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
@@ -212,12 +240,35 @@ mod tests {
     fn configs_build() {
         assert!(relay_config(&RelayTrust::WebPki).is_ok());
         assert!(relay_config(&RelayTrust::SpkiSha256([0; 32])).is_ok());
+        assert!(relay_config(&RelayTrust::SpkiPins(vec![[0; 32], [1; 32]])).is_ok());
         assert!(web_config(&RelayTrust::WebPki).is_ok());
         let missing = RelayTrust::CaFile("/nonexistent/ca.pem".into());
         assert!(matches!(
             relay_config(&missing),
             Err(TlsSetupError::CaFile { .. })
         ));
+    }
+
+    #[test]
+    fn a_keys_pin_is_its_certificates() {
+        for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ED25519] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["relay.example.org".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let from_cert = cert_pem_spki_sha256(cert.pem().as_bytes()).unwrap();
+            assert_eq!(
+                key_pem_spki_sha256(key.serialize_pem().as_bytes()),
+                Some(from_cert)
+            );
+            assert_eq!(spki_sha256(cert.der()), Some(from_cert));
+        }
+        assert!(key_pem_spki_sha256(
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        )
+        .is_none());
+        assert!(cert_pem_spki_sha256(b"nothing").is_none());
     }
 
     #[test]

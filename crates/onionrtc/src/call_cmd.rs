@@ -24,8 +24,10 @@ use tokio_tungstenite::tungstenite::Message;
 /// docs/call.md.
 #[derive(Args, Debug)]
 pub struct CallFlags {
-    /// The room's page, e.g. http://127.0.0.1:8080/?room=NAME (with
-    /// --echo: the site, e.g. http://127.0.0.1:8080/).
+    /// The room's page, e.g. https://call.example.org/?room=NAME (with
+    /// --echo: the site). For an https:// or .onion site, its
+    /// /.well-known/onionrtc.json (fetched along --via) pins the relay's
+    /// TLS key and, through Tor, names its onion relay.
     #[arg(value_name = "URL", required_unless_present = "list_devices")]
     pub url: Option<String>,
 
@@ -116,6 +118,11 @@ pub struct CallFlags {
     /// SubjectPublicKeyInfo is BASE64.
     #[arg(long, value_name = "BASE64-SHA256")]
     pub relay_spki: Option<String>,
+
+    /// CA certificates (PEM) to trust for the site's HTTPS besides the
+    /// built-in roots (a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 
     /// Opus bit rate (bit/s).
     #[arg(long, value_name = "BPS", default_value_t = 32_000)]
@@ -340,11 +347,12 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     let (route, _tor) = connector::open_route(&via)
         .await
         .context("--via tor: cannot start tor")?;
-    let trust = match (&flags.relay_ca, &flags.relay_spki) {
+    let mut trust = match (&flags.relay_ca, &flags.relay_spki) {
         (Some(ca), _) => RelayTrust::CaFile(ca.clone()),
         (None, Some(pin)) => RelayTrust::parse_spki(pin)?,
         (None, None) => RelayTrust::WebPki,
     };
+    let trust_given = flags.relay_ca.is_some() || flags.relay_spki.is_some();
     // The audio devices open before anything goes on the network: no
     // device is an error the user can act on, not a silent call.
     let (mic, speaker) = devices(&flags);
@@ -391,11 +399,32 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     let dialer = Dialer::new(route.clone(), Duration::from_secs(30));
 
     // The signaling WebSocket, along the route.
-    let web_tls = if target.site.tls {
-        Some(connector::tls::web_config(&trust)?)
+    let web_tls = match (target.site.tls, &flags.ca) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(connector::tls::site_config(Some(ca))?),
+        (true, None) => Some(connector::tls::web_config(&trust)?),
+    };
+    // The site's document (https:// or onion only: over plain http:// to
+    // another host it could be rewritten on the way, so none is read).
+    let doc = if target.site.tls || target.site.is_onion() {
+        match connector::wellknown::fetch(&dialer, &target.site, web_tls.as_ref()).await {
+            Ok(d) => Some(d),
+            Err(connector::wellknown::WellKnownError::Http { reason, .. })
+                if reason.starts_with("404") =>
+            {
+                None
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("the site's document")),
+        }
     } else {
         None
     };
+    let tor = matches!(via, Via::Tor(_));
+    if let Some(d) = &doc {
+        if !trust_given && !d.pins.is_empty() {
+            trust = RelayTrust::SpkiPins(d.pins.clone());
+        }
+    }
     let start = Instant::now();
     let setup_deadline = start + Duration::from_secs_f64(flags.timeout.max(1.0));
     let tty = std::io::stderr().is_terminal() && !flags.json;
@@ -431,6 +460,24 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     } else {
         pick_relay(servers, want)?
     };
+    // Through Tor, the site's onion relay (same relay, same credentials)
+    // instead of its address: no exit.
+    let mut relay = relay;
+    if let Some(onion) = doc
+        .as_ref()
+        .and_then(|d| d.relay(tor))
+        .filter(|e| e.is_onion())
+    {
+        if relay.url.protocol != RelayProtocol::Udp {
+            relay.url.protocol = if onion.tls {
+                RelayProtocol::Tls
+            } else {
+                RelayProtocol::Tcp
+            };
+            relay.url.host = onion.host;
+            relay.url.port = onion.port;
+        }
+    }
 
     // The TURN connection.
     let (mut io, server, local) = match relay.url.protocol {

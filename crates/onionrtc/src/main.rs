@@ -136,10 +136,18 @@ enum Command {
         #[arg(last = true, value_name = "TURNSERVER-ARGS")]
         args: Vec<String>,
     },
-    /// Run the local connector until SIGINT or SIGTERM: TURN over UDP and
-    /// TCP on loopback carried to the relay over TLS (or TCP), and the
-    /// signaling site proxied on loopback, directly, through a SOCKS5 proxy
-    /// (tor, I2P) or through a tor it launches. See docs/connector.md.
+    /// Call through Tor with one argument: `onionrtc connect
+    /// https://call.example.org`, then open the printed local URL.
+    ///
+    /// The local connector, until SIGINT or SIGTERM: TURN over UDP and TCP
+    /// on loopback carried to the relay over TLS (or TCP), and the
+    /// signaling site proxied on loopback — through embedded Tor by default,
+    /// a SOCKS5 proxy, a tor it launches, or directly (NOT anonymous). With
+    /// a site URL, the relay and its TLS pins come from the site's
+    /// /.well-known/onionrtc.json (fetched through the same route; https://
+    /// with a valid certificate or a .onion address only); flags override
+    /// it. --open starts a browser with a fresh temporary profile. See
+    /// docs/connector.md.
     Connect {
         #[command(flatten)]
         flags: ConnectFlags,
@@ -266,11 +274,11 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Connect { flags }) => {
-            let config = match connect_cmd::load(&flags) {
+            let loaded = match connect_cmd::load(&flags) {
                 Ok(c) => c,
                 Err(e) => return fail(EXIT_CONFIG, &e),
             };
-            match connect_cmd::run(config) {
+            match connect_cmd::run(loaded) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_RUNTIME, &e),
             }

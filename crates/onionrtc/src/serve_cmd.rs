@@ -53,6 +53,10 @@ pub const ROOM_KEY_FILE: &str = "room-key";
 /// The operator token's file in the data directory (when `[serve]
 /// admin_token` is not set).
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The relay's next TLS key in the data directory (when `[serve]
+/// tls_next_key` is not set): generated on first run, its pin published in
+/// `/.well-known/onionrtc.json` so a rotation to it locks no client out.
+pub const NEXT_KEY_FILE: &str = "tls-next-key.pem";
 /// Web connections per address by default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Default `[serve] max_room_size`.
@@ -157,6 +161,7 @@ struct ServeFile {
     onion: Option<bool>,
     tor_binary: Option<PathBuf>,
     tor_extra_config: Option<PathBuf>,
+    tls_next_key: Option<PathBuf>,
 }
 
 /// The resolved `[serve]` settings.
@@ -208,6 +213,9 @@ pub struct ServeSettings {
     pub sip: SipSettings,
     /// `[serve] onion` / `--onion`: the onion service, if on.
     pub onion: Option<crate::onion::OnionSettings>,
+    /// The relay's next TLS key (PEM), pinned in the well-known document;
+    /// `None`: `DATA_DIR/tls-next-key.pem`, generated when missing.
+    pub tls_next_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServeSettings {
@@ -236,6 +244,8 @@ impl std::fmt::Debug for ServeSettings {
             .field("echo_max_sessions", &self.echo_max_sessions)
             .field("echo_sessions_per_minute", &self.echo_sessions_per_minute)
             .field("sip", &self.sip)
+            .field("tls_next_key", &self.tls_next_key)
+            .field("onion", &self.onion)
             .finish()
     }
 }
@@ -538,6 +548,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             algorithms: Vec::new(),
         },
         onion,
+        tls_next_key: file.tls_next_key.map(|k| base_dir.join(k)),
     })
 }
 
@@ -671,6 +682,9 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         tor_extra_config: None,
     };
     let loaded = load(&flags)?;
+    if let Some(key) = &loaded.serve.tls_next_key {
+        next_key_pin(key)?;
+    }
     print!("{}", loaded.relay.redacted_toml());
     println!();
     print!("{}", redacted_toml(&loaded.serve, &loaded.relay));
@@ -784,6 +798,15 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         s.header_timeout.as_secs(),
         s.idle_timeout.as_secs()
     ));
+    match &s.tls_next_key {
+        Some(k) => out.push_str(&format!(
+            "tls_next_key = {}\n",
+            toml_str(&k.display().to_string())
+        )),
+        None => out.push_str(&format!(
+            "# tls_next_key: DATA_DIR/{NEXT_KEY_FILE} (generated on first run when the relay has TLS)\n"
+        )),
+    }
     let algs: Vec<String> = s
         .sip
         .algorithms
@@ -871,6 +894,25 @@ fn onion_targets(web: SocketAddr, relay: &[Listen]) -> Vec<crate::onion::Target>
             virtual_port: l.addr.port(),
             listener: l.addr,
         });
+    }
+    out
+}
+
+/// The onion URLs of the well-known document: the site, and TURN over TCP
+/// and TLS on the relay's own ports (what `onion_targets` publishes).
+fn onion_urls(hosts: &[String], relay: &[Listen]) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in hosts {
+        out.push(format!("http://{h}"));
+        for l in relay {
+            match l.proto {
+                ListenProto::Udp => {}
+                ListenProto::Tcp => out.push(format!("turn:{h}:{}?transport=tcp", l.addr.port())),
+                ListenProto::Tls => {
+                    out.push(format!("turns:{h}:{}?transport=tcp", l.addr.port()))
+                }
+            }
+        }
     }
     out
 }
@@ -974,6 +1016,128 @@ pub fn load_or_create_secret_file(
         );
     }
     Ok((secret.to_owned(), false))
+}
+
+/// The pin of the next TLS key in `path` (PEM).
+fn next_key_pin(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read [serve] tls_next_key {}", path.display()))?;
+    connector::tls::key_pem_spki_sha256(&pem).with_context(|| {
+        format!(
+            "invalid [serve] tls_next_key {}: expected a PEM private key (RSA, ECDSA or Ed25519)",
+            path.display()
+        )
+    })
+}
+
+/// The relay's TLS pins for `/.well-known/onionrtc.json`: the key of its
+/// current certificate, then the next key — `[serve] tls_next_key`, else
+/// `DATA_DIR/tls-next-key.pem`, generated (ECDSA P-256, mode 0600) when
+/// missing, e.g. right after a rotation moved it away. No TLS listener:
+/// no pins.
+fn tls_pins(
+    relay: &RelayConfig,
+    next_key: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<[u8; 32]>> {
+    let Some(files) = &relay.tls else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(&files.cert)
+        .with_context(|| format!("cannot read tls_cert {}", files.cert.display()))?;
+    let current = connector::tls::cert_pem_spki_sha256(&pem)
+        .with_context(|| format!("tls_cert {} holds no certificate", files.cert.display()))?;
+    let path = match next_key {
+        Some(p) => p.to_owned(),
+        None => {
+            let p = data_dir.join(NEXT_KEY_FILE);
+            create_next_key(&p)?;
+            p
+        }
+    };
+    let next = next_key_pin(&path)?;
+    if next == current {
+        tracing::warn!(
+            "the next TLS key {} is the relay's current key: make a new one (see docs/serve.md,              \"Rotating the relay's certificate\"), or a later rotation locks clients out",
+            path.display()
+        );
+        return Ok(vec![current]);
+    }
+    Ok(vec![current, next])
+}
+
+/// Writes a new ECDSA P-256 key to `path` (mode 0600) unless it exists.
+fn create_next_key(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let key = rcgen::KeyPair::generate().context("cannot generate the next TLS key")?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(key.serialize_pem().as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(
+        "generated the relay's next TLS key in {} (its pin is published now; see docs/serve.md)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The well-known document, kept current across reloads.
+#[derive(Clone)]
+struct WellKnown {
+    turn_urls: Vec<String>,
+    onion: Vec<String>,
+    next_key: Option<PathBuf>,
+    data_dir: PathBuf,
+    body: Arc<std::sync::Mutex<String>>,
+}
+
+impl WellKnown {
+    fn new(
+        (next_key, data_dir): (Option<PathBuf>, PathBuf),
+        turn_urls: Vec<String>,
+        onion: Vec<String>,
+        relay: &RelayConfig,
+    ) -> anyhow::Result<WellKnown> {
+        let w = WellKnown {
+            turn_urls,
+            onion,
+            next_key,
+            data_dir,
+            body: Arc::default(),
+        };
+        w.update(relay)?;
+        Ok(w)
+    }
+
+    /// Renders the document for `relay`'s certificate.
+    fn update(&self, relay: &RelayConfig) -> anyhow::Result<()> {
+        let pins = tls_pins(relay, self.next_key.as_deref(), &self.data_dir)?;
+        let text = connector::wellknown::Document::render(&self.turn_urls, &pins, &self.onion);
+        *self.body.lock().unwrap_or_else(|e| e.into_inner()) = text;
+        Ok(())
+    }
+
+    /// After a reload that read `fresh`: the document follows the
+    /// certificate (a rotation moved the next key in: a new one is made).
+    fn follow(&self, fresh: Option<RelayConfig>) {
+        if let Some(c) = fresh {
+            if let Err(e) = self.update(&c) {
+                tracing::error!("/.well-known/onionrtc.json not updated: {e:#}");
+            }
+        }
+    }
+
+    fn renderer(&self) -> signal::WellKnownRenderer {
+        let body = Arc::clone(&self.body);
+        Arc::new(move || body.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 /// The address to print for the bound web listener: an unspecified address
@@ -1172,6 +1336,7 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
     let reload = || reload_relay(flags, &serve_at_start, &secret);
     let result = rt.block_on(serve_web(
         &handle,
+        &relay,
         serve,
         secret.clone(),
         room_key,
@@ -1189,8 +1354,10 @@ pub fn run(loaded: Loaded, flags: &ServeFlags) -> anyhow::Result<()> {
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_web(
     handle: &relay::RelayHandle,
+    relay_config: &RelayConfig,
     serve: ServeSettings,
     secret: String,
     room_key: signal::store::RoomKey,
@@ -1202,7 +1369,7 @@ async fn serve_web(
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let web_addr = listener.local_addr()?;
-    let turn_urls = match serve.turn_urls {
+    let turn_urls = match serve.turn_urls.clone() {
         Some(u) => u,
         None => derive_turn_urls(&bound_listeners(handle)),
     };
@@ -1238,6 +1405,12 @@ async fn serve_web(
         None => None,
     };
     let onion_addresses: Vec<String> = onion.iter().map(|o| o.hostname().to_owned()).collect();
+    let well_known = WellKnown::new(
+        (serve.tls_next_key.clone(), serve.data_dir.clone()),
+        turn_urls.clone(),
+        onion_urls(&onion_addresses, &bound_listeners(handle)),
+        relay_config,
+    )?;
     let fronts: Vec<signal::onion::Front> = onion
         .iter()
         .flat_map(|o| o.fronts().iter().cloned())
@@ -1283,6 +1456,7 @@ async fn serve_web(
             domain: serve.sip.domain.clone(),
             algorithms: serve.sip.algorithms.clone(),
         }),
+        well_known: Some(well_known.renderer()),
         ..signal::SignalConfig::default()
     };
     if serve.sip.enabled {
@@ -1330,10 +1504,30 @@ async fn serve_web(
             event = signals.recv() => match event {
                 Event::Stop => break None,
                 // Reading files and waiting for the relay thread blocks.
-                Event::Reload => tokio::task::block_in_place(|| relay::reload_logged(handle, reload)),
+                Event::Reload => tokio::task::block_in_place(|| {
+                    let mut fresh = None;
+                    relay::reload_logged(handle, || {
+                        let c = reload()?;
+                        fresh = Some(c.clone());
+                        Ok(c)
+                    });
+                    well_known.follow(fresh);
+                }),
                 Event::Control(p) => {
                     let answer = tokio::task::block_in_place(|| {
-                        relay::control(handle, p.request, reload, signals.set_log_level.as_ref())
+                        let mut fresh = None;
+                        let answer = relay::control(
+                            handle,
+                            p.request,
+                            || {
+                                let c = reload()?;
+                                fresh = Some(c.clone());
+                                Ok(c)
+                            },
+                            signals.set_log_level.as_ref(),
+                        );
+                        well_known.follow(fresh);
+                        answer
                     });
                     let _ = p.reply.send(answer);
                 }

@@ -389,3 +389,25 @@ fn connect_direct_says_not_anonymous() {
     assert!(first.starts_with("NOT ANONYMOUS: "), "{first}");
     assert!(first.contains("see your IP address"), "{first}");
 }
+
+/// `[serve] tls_next_key` (the next TLS key pinned in
+/// `/.well-known/onionrtc.json`): printed by `check-config`, and a file
+/// that is not a key is a configuration error naming it.
+#[test]
+fn check_config_checks_the_next_tls_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    write(dir.path(), "next.pem", &key.serialize_pem());
+    write(dir.path(), "garbage.pem", "not a key\n");
+    let body = |file: &str| {
+        format!(
+            "[relay]\nusers = {{ alice = \"{PASSWORD}\" }}\n[serve]\ntls_next_key = \"{}\"\n",
+            dir.path().join(file).display()
+        )
+    };
+    let (code, stdout, stderr) = check(&body("next.pem"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("tls_next_key = "), "{stdout}");
+    assert_config_error(&body("garbage.pem"), &["garbage.pem", "tls_next_key"]);
+    assert_config_error(&body("missing.pem"), &["missing.pem"]);
+}

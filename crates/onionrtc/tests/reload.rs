@@ -89,6 +89,26 @@ fn spawn_logged(cmd: &mut Command) -> (Proc, Log) {
     (proc, Log(log))
 }
 
+/// `onionrtc serve --config FILE --data-dir DATA`, once its web listener
+/// is up.
+fn start_serve(file: &Path, data: &Path) -> (Proc, Log) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["serve", "--config"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (proc, log) = spawn_logged(&mut cmd);
+    assert!(
+        log.wait_for("web listening", 1, Duration::from_secs(20)),
+        "serve did not start:\n{}",
+        log.text()
+    );
+    (proc, log)
+}
+
 fn hup(proc: &Proc) {
     let status = Command::new("kill")
         .args(["-HUP", &proc.pid().to_string()])
@@ -124,8 +144,12 @@ fn report(out: &Output, what: &str) -> UclientReport {
 /// Whether a TLS handshake with the relay succeeds when only the
 /// certificate with SPKI pin `pin` is accepted.
 fn presents(port: u16, pin: &str) -> bool {
-    let trust = connector::RelayTrust::parse_spki(pin).unwrap();
-    let config = connector::tls::relay_config(&trust).unwrap();
+    accepts(port, &connector::RelayTrust::parse_spki(pin).unwrap())
+}
+
+/// Whether a TLS handshake with the relay succeeds under `trust`.
+fn accepts(port: u16, trust: &connector::RelayTrust) -> bool {
+    let config = connector::tls::relay_config(trust).unwrap();
     let name = connector::tls::server_name("127.0.0.1").unwrap();
     let mut conn = rustls::ClientConnection::new(config, name).unwrap();
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -273,20 +297,7 @@ fn serve_reloads_the_relay_on_sighup() {
     let (udp, web) = (free_port(), free_port());
     let file = dir.path().join("serve.toml");
     std::fs::write(&file, serve_config(udp, web, "first-password", 7)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
-    cmd.args(["serve", "--config"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let (proc, log) = spawn_logged(&mut cmd);
-    assert!(
-        log.wait_for("web listening", 1, Duration::from_secs(20)),
-        "serve did not start:\n{}",
-        log.text()
-    );
+    let (proc, log) = start_serve(&file, &dir.path().join("data"));
     let (_peer, peer) = start_peer();
     assert!(static_user_works(udp, peer, "first-password"));
 
@@ -441,4 +452,103 @@ fn ctl_drains_resumes_and_reloads_through_the_control_socket() {
     assert!(!socket.exists(), "the control socket outlived the relay");
     let o = ctl(&["status"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
+}
+
+/// The `tls_spki_sha256` pins of serve's `/.well-known/onionrtc.json` on
+/// `web`.
+fn published_pins(web: u16) -> Vec<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /.well-known/onionrtc.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    doc["tls_spki_sha256"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The rotation of docs/serve.md ("Rotating the relay's certificate"): a
+/// client holding the document from before (pins: current and next key)
+/// still accepts the relay after the operator moved the next key in and
+/// reloaded; serve then publishes the new key first and a fresh next key.
+/// Negative control: a client pinned to the old key alone is refused.
+#[test]
+fn serve_rotates_to_the_published_next_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first = write_cert(&cert, &key);
+    let (udp, tls) = (free_port(), free_port());
+    let web = loop {
+        let p = free_port();
+        if p != tls {
+            break p;
+        }
+    };
+    let file = dir.path().join("serve.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}[serve]\nlisten = \"127.0.0.1:{web}\"\n",
+            config(udp, tls, OLD_SECRET)
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (proc, log) = start_serve(&file, &data);
+    let before = published_pins(web);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(before[0], first);
+    let pins = |list: &[String]| {
+        connector::RelayTrust::SpkiPins(
+            list.iter()
+                .map(|p| match connector::RelayTrust::parse_spki(p).unwrap() {
+                    connector::RelayTrust::SpkiSha256(pin) => pin,
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+        )
+    };
+    let client = pins(&before);
+    assert!(accepts(tls, &client));
+
+    // The operator's rotation: a certificate for the next key, both moved
+    // where [relay] points, the data-directory copy gone, SIGHUP.
+    let next = data.join("tls-next-key.pem");
+    let next_pem = std::fs::read_to_string(&next).unwrap();
+    let next_key = rcgen::KeyPair::from_pem(&next_pem).unwrap();
+    let next_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&next_key)
+        .unwrap();
+    std::fs::write(&cert, next_cert.pem()).unwrap();
+    std::fs::write(&key, &next_pem).unwrap();
+    std::fs::remove_file(&next).unwrap();
+    hup(&proc);
+    assert!(
+        log.wait_for("configuration reloaded", 1, Duration::from_secs(10)),
+        "{}",
+        log.text()
+    );
+    let after = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        Some(published_pins(web)).filter(|p| p.first() == before.get(1))
+    })
+    .unwrap_or_else(|| panic!("the document does not show the new key:\n{}", log.text()));
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(!before.contains(&after[1]), "a fresh next key: {after:?}");
+    assert!(next.exists(), "a new next key is generated");
+    // The client with the old document is not locked out...
+    assert!(accepts(tls, &client), "{}", log.text());
+    // ...while the old key alone is no longer what the relay presents.
+    assert!(!presents(tls, &first));
+    assert!(relay_alive(&proc), "{}", log.text());
 }

@@ -31,6 +31,8 @@ mod group;
 mod sip_ws;
 #[path = "serve/speech.rs"]
 mod speech;
+#[path = "serve/wellknown.rs"]
+mod wellknown;
 
 #[cfg(feature = "call")]
 #[path = "serve/call.rs"]
@@ -437,6 +439,42 @@ fn serve_config(dir: &Path, protos: &[&str]) -> (std::path::PathBuf, u16, u16) {
     )
     .unwrap();
     (config, turn_port, web_port)
+}
+
+/// `serve` with TURN on UDP, TCP and TLS (a self-signed certificate for
+/// 127.0.0.1: its SPKI pin is returned) and `extra` lines in `[serve]`.
+fn serve_with_tls(dir: &Path, extra: &str) -> (Server, String, std::path::PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let spki = testkit::chromium::spki_sha256_base64(&ck.cert.pem()).unwrap();
+    let turn = testkit::free_port();
+    let tls = loop {
+        let p = testkit::free_port();
+        if p != turn {
+            break p;
+        }
+    };
+    let web = loop {
+        let p = testkit::free_port();
+        if p != turn && p != tls {
+            break p;
+        }
+    };
+    let config = dir.join("onionrtc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nlisten = [\"udp://127.0.0.1:{turn}\", \"tcp://127.0.0.1:{turn}\", \
+             \"tls://127.0.0.1:{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             [serve]\nlisten = \"127.0.0.1:{web}\"\n{extra}\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+    )
+    .unwrap();
+    let data = dir.join("data");
+    (Server::start(&config, &data), spki, data)
 }
 
 #[test]

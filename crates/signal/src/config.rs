@@ -12,6 +12,11 @@ use crate::store::RoomKey;
 /// Renders Prometheus text for `GET /metrics` (under `serve`, the relay's).
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Renders the JSON of `GET /.well-known/onionrtc.json` (the connector's
+/// document: TURN URLs, TLS pins, onion addresses). Called per request, so
+/// a certificate reload shows at once; it must not depend on the client.
+pub type WellKnownRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The signaling server's configuration. Build it with `Default` and set
 /// fields: `SignalConfig { turn_secret, turn_urls, ..Default::default() }`.
 #[derive(Clone)]
@@ -110,6 +115,8 @@ pub struct SignalConfig {
     /// SIP over WebSocket at `/sip` and `/api/sip/turn`; `None` (the
     /// default): both answer 404.
     pub sip: Option<crate::sip_ws::SipSettings>,
+    /// `GET /.well-known/onionrtc.json`; `None` (the default) answers 404.
+    pub well_known: Option<WellKnownRenderer>,
 }
 
 impl Default for SignalConfig {
@@ -145,6 +152,7 @@ impl Default for SignalConfig {
             web_root: WebAssets::default(),
             echo: None,
             sip: None,
+            well_known: None,
         }
     }
 }

@@ -242,6 +242,30 @@ pub(crate) async fn metrics(State(state): State<SignalState>, headers: HeaderMap
     )
 }
 
+/// How long a client may keep `/.well-known/onionrtc.json`: short, so a
+/// changed relay is seen soon; the document pins the next TLS key too, so
+/// a cached copy survives a certificate rotation.
+const WELL_KNOWN_MAX_AGE: &str = "public, max-age=300";
+
+/// `GET /.well-known/onionrtc.json`: the connector's document, the same
+/// for every client (no cookie, no address, no `Vary`).
+pub(crate) async fn well_known(State(state): State<SignalState>) -> Response {
+    let Some(render) = &state.config().well_known else {
+        return not_found();
+    };
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], render()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(WELL_KNOWN_MAX_AGE),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 /// Everything else: the web app's files.
 pub(crate) async fn assets(State(state): State<SignalState>, uri: Uri) -> Response {
     let Some((ctype, body)) = state.config().web_root.get(uri.path()) else {
@@ -327,6 +351,37 @@ mod tests {
             h.insert(header::AUTHORIZATION, HeaderValue::from_static(a));
         }
         h
+    }
+
+    #[tokio::test]
+    async fn well_known_is_the_renderers_text_or_404() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir");
+        };
+        let Some(none) = state(&dir.path().join("a"), None) else {
+            panic!("state");
+        };
+        assert_eq!(
+            well_known(State(none)).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let Ok(with) = SignalState::new(SignalConfig {
+            data_dir: dir.path().join("b"),
+            well_known: Some(std::sync::Arc::new(|| "{\"version\":1}".to_owned())),
+            ..SignalConfig::default()
+        }) else {
+            panic!("state");
+        };
+        let r = well_known(State(with)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers().get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+            Some(&b"public, max-age=300"[..])
+        );
+        assert_eq!(
+            r.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use client_addr::{Cidr, ClientAddr, ForwardRule};
-pub use config::{MetricsRenderer, SignalConfig, WebAssets};
+pub use config::{MetricsRenderer, SignalConfig, WebAssets, WellKnownRenderer};
 pub use html::{escape as escape_html, format_utc};
 pub use protocol::ErrorCode;
 pub use rooms::MAX_ROOM_SIZE;
@@ -89,6 +89,7 @@ pub fn router(state: SignalState) -> Router {
         .route("/calls/{id}", get(http::call_page))
         .route("/metrics", get(http::metrics))
         .route("/api/echo", get(echo::get).post(echo::post))
+        .route("/.well-known/onionrtc.json", get(http::well_known))
         .fallback(get(http::assets))
         .with_state(state)
 }

@@ -8,6 +8,7 @@
 pub mod chromium;
 pub mod coturn;
 pub mod netns;
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod topology;

@@ -59,49 +59,10 @@ struct Nginx(Logged);
 
 impl Nginx {
     fn start(ns: &Netns, dir: &Path) -> Nginx {
-        let d = dir.display();
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"user root;
-worker_processes 1;
-error_log {d}/nginx-error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    server {{
-        listen {SERVER_IP}:{NGINX_PORT};
-        location / {{
-            proxy_pass http://{WEB};
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-        }}
-    }}
-}}
-"#
-            ),
-        )
-        .unwrap();
+        let listen = SocketAddr::new(IpAddr::V4(SERVER_IP), NGINX_PORT);
+        let conf = testkit::nginx::proxy_config(dir, listen, WEB, None, "");
         let mut cmd = ns.command("nginx");
-        cmd.arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-g")
-            .arg(format!(
-                "daemon off; master_process on; pid {}/nginx.pid;",
-                dir.display()
-            ));
+        cmd.args(testkit::nginx::args(dir, &conf));
         Nginx(Logged::spawn("nginx", ns, cmd))
     }
 }

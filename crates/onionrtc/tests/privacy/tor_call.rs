@@ -294,3 +294,114 @@ fn private_caller_leaves_no_address() {
         t0.elapsed()
     );
 }
+
+/// `onionrtc connect https://SITE` with nothing else but the site's CA
+/// (issue 15): embedded Tor (no --via), the relay and its pins from the
+/// site's `/.well-known/onionrtc.json` fetched through Tor. `serve` sits
+/// behind nginx (HTTPS, a test CA's certificate for the server's address,
+/// nginx a trusted proxy), so `/api/whoami` through the connector shows
+/// the address the site sees: the exits', never this namespace's own.
+#[test]
+fn one_argument_connect_over_embedded_tor() {
+    if !testkit::require_tool("nginx", &["-v"]) {
+        return;
+    }
+    let Some(_pass) = run_isolated_group("tor_call::one_argument_connect_over_embedded_tor") else {
+        return;
+    };
+    let tor = shared().unwrap();
+    let arti = tor.arti_config().unwrap();
+    let topo = Topology::new(&TopologyConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), SERVER_IP);
+    let web: SocketAddr = (Ipv4Addr::LOCALHOST, WEB_PORT).into();
+    let config = write_server_config(
+        dir.path(),
+        &cert,
+        web,
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    let data = dir.path().join("data");
+    let mut serve = start_serve(topo.server(), &config, &data);
+    let ca = testkit::nginx::TestCa::new(dir.path(), &[&SERVER_IP.to_string()]);
+    let https: SocketAddr = (SERVER_IP, 8443).into();
+    let ngx = dir.path().join("nginx");
+    std::fs::create_dir_all(&ngx).unwrap();
+    let conf = testkit::nginx::proxy_config(&ngx, https, web, Some(&ca), "");
+    let mut cmd = topo.server().command("nginx");
+    cmd.args(testkit::nginx::args(&ngx, &conf));
+    let _nginx = Logged::spawn("nginx", topo.server(), cmd);
+    // Control: from this namespace directly, the site is reachable and
+    // sees this namespace's own address.
+    let own = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        TcpStream::connect_timeout(&https, Duration::from_secs(2))
+            .ok()
+            .and_then(|s| s.local_addr().ok())
+    })
+    .expect("nginx listens")
+    .ip();
+    assert_ne!(own, IpAddr::V4(TOPOLOGY_EXIT_ADDR));
+
+    let extra = dir.path().join("arti.toml");
+    std::fs::write(&extra, arti).unwrap();
+    let state = dir.path().join("tor-state");
+    let mut cmd = testkit::topology::tied_command(onionrtc());
+    cmd.arg("connect")
+        .arg(format!("https://{https}/?room=one-argument"))
+        .arg("--ca")
+        .arg(&ca.ca)
+        .arg("--tor-extra-config")
+        .arg(&extra)
+        .arg("--tor-data-dir")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"]);
+    let t0 = Instant::now();
+    let mut connect = Logged::spawn_here("connect URL", cmd);
+    let open = connect.wait_line("Open http://", Duration::from_secs(120));
+    let ready = t0.elapsed();
+    let local = open.strip_prefix("Open ").unwrap();
+    assert!(local.ends_with("/?room=one-argument"), "{open}");
+    let err = connect.stderr().join("\n");
+    assert!(err.contains("relay TLS pinned to 2 key(s)"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "relay tls://{SERVER_IP}:443 reachable via tor (embedded)"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("NOT ANONYMOUS"), "{err}");
+    let addr: SocketAddr = local["http://".len()..local.rfind('/').unwrap()]
+        .parse()
+        .unwrap();
+    // Each GET is bounded (5 s); a slow first circuit gets more tries.
+    let get = |target: &str| {
+        testkit::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+            let (status, body) = http(addr, target, &[]);
+            (status == 200).then_some(body)
+        })
+        .unwrap_or_else(|| panic!("{target} through the connector failed"))
+    };
+    let page = get("GET /?room=one-argument");
+    assert!(
+        page.contains("<html") || page.contains("<!doctype"),
+        "{page}"
+    );
+    let whoami = get("GET /api/whoami");
+    assert!(
+        whoami.contains(&TOPOLOGY_EXIT_ADDR.to_string()) && !whoami.contains(&own.to_string()),
+        "the site saw {whoami} (exit {TOPOLOGY_EXIT_ADDR}, this namespace {own})"
+    );
+    let boot: Vec<String> = connect
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("bootstrapped in"))
+        .collect();
+    eprintln!(
+        "connect URL over embedded Tor: ready in {ready:?} (Tor: {boot:?}); the site saw {}",
+        whoami.trim()
+    );
+    let status = connect.terminate(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let status = serve.terminate(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

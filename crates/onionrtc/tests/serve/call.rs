@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 
-use super::{fail, random_room, wait_connected, Server, CONNECT};
+pub(super) use super::serve_with_tls;
+use super::{fail, random_room, wait_connected, CONNECT};
 
 /// Seconds each call lasts once connected.
 const CALL_SECS: u64 = 6;
@@ -158,42 +159,6 @@ const PAGE_HEARS: &str = r#"(async () => {
     concealed: inb ? inb.concealedSamples : null, total: inb ? inb.totalSamplesReceived : null,
   };
 })()"#;
-
-/// `serve` with TURN on UDP, TCP and TLS (a self-signed certificate for
-/// 127.0.0.1: its SPKI pin is returned) and `extra` lines in `[serve]`.
-pub(super) fn serve_with_tls(dir: &Path, extra: &str) -> (Server, String, std::path::PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let spki = testkit::chromium::spki_sha256_base64(&ck.cert.pem()).unwrap();
-    let turn = testkit::free_port();
-    let tls = loop {
-        let p = testkit::free_port();
-        if p != turn {
-            break p;
-        }
-    };
-    let web = loop {
-        let p = testkit::free_port();
-        if p != turn && p != tls {
-            break p;
-        }
-    };
-    let config = dir.join("onionrtc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[relay]\nlisten = [\"udp://127.0.0.1:{turn}\", \"tcp://127.0.0.1:{turn}\", \
-             \"tls://127.0.0.1:{tls}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             [serve]\nlisten = \"127.0.0.1:{web}\"\n{extra}\n",
-            dir.join("cert.pem").display(),
-            dir.join("key.pem").display()
-        ),
-    )
-    .unwrap();
-    let data = dir.join("data");
-    (Server::start(&config, &data), spki, data)
-}
 
 pub(super) fn assert_connected(v: &Value, proto: &str, who: &str) {
     assert_eq!(v["state"], "connected", "{who}: {v}");
