@@ -10,6 +10,7 @@ pub mod coturn;
 pub mod netns;
 pub mod postgres;
 pub mod process;
+pub mod redis;
 pub mod topology;
 pub mod tor;
 
