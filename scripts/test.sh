@@ -42,7 +42,7 @@ cd "$(dirname "$0")/.."
 #              by testkit::postgres as the `postgres` user) for the signal
 #              and lab store suites; no cluster service is started (policy-rc.d)
 #   redis-server - a real Redis (testkit::redis, 127.0.0.1, random port)
-#              for the multi-node room tests (branch redis-wip)
+#              for the multi-node room tests (tests/serve/cluster.rs: rooms on Redis)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)

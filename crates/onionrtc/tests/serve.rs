@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 use testkit::Proc;
 
+#[path = "serve/cluster.rs"]
+mod cluster;
 #[path = "serve/firefox.rs"]
 mod firefox;
 #[path = "serve/group.rs"]
@@ -31,6 +33,9 @@ mod group;
 mod sip_ws;
 #[path = "serve/speech.rs"]
 mod speech;
+
+#[path = "common/ws.rs"]
+mod ws_common;
 
 #[cfg(feature = "call")]
 #[path = "serve/call.rs"]

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod echo;
 mod html;
@@ -113,6 +114,9 @@ pub async fn serve_state(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     sweep(&state).await;
+    if let rooms::RoomBackend::Redis(cluster) = &state.inner.rooms {
+        cluster.start(state.inner.shutdown.subscribe());
+    }
     let maintenance = tokio::spawn(maintenance(state.clone()));
     let app = router(state.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);

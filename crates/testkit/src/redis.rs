@@ -82,7 +82,21 @@ impl Redis {
     /// Kills the server (by PID) and starts it again on the same port;
     /// its data is gone (no persistence), as after a crash.
     pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Kills the server (by PID): an outage until [`Redis::resume`].
+    pub fn stop(&mut self) {
         self.proc = None;
+    }
+
+    /// Starts the server again on the same port after [`Redis::stop`]
+    /// (empty, as after a crash); a no-op while it runs.
+    pub fn resume(&mut self) -> io::Result<()> {
+        if self.proc.is_some() {
+            return Ok(());
+        }
         self.spawn()
     }
 

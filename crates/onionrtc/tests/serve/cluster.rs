@@ -1,0 +1,360 @@
+//! Rooms across two `serve` nodes on one real Redis (Debian's
+//! `redis-server`, testkit::redis): signaling between members on different
+//! nodes, limits shared by the nodes, what Redis holds (no room name, no
+//! address), a Redis outage (joins refused cleanly, logged once, back after
+//! it returns), a node killed by PID (its members leave within the
+//! documented bound); and a Chromium call relay/relay across the nodes
+//! whose media outlives a Redis restart.
+
+use std::path::PathBuf;
+
+use testkit::redis::Redis;
+
+use super::*;
+use crate::ws_common::{ws_connect, ws_join, ws_send, ws_wait, Ws};
+
+/// The documented bound for `peer-left` after a node crash (docs/serve.md:
+/// member TTL 8 s + one 2 s sweep), plus room for a loaded machine.
+const PEER_LEFT_BOUND: Duration = Duration::from_secs(10);
+const PEER_LEFT_SLACK: Duration = Duration::from_secs(5);
+/// A minimal description the sanitizer accepts, with a host candidate it
+/// must remove.
+const SDP: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                   a=candidate:1 1 udp 2122260223 192.168.77.7 54321 typ host\r\n";
+
+/// One `serve` node: its relay and web listener on loopback, rooms in
+/// `redis`, the room key shared with the other nodes.
+struct Node {
+    server: Server,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str, redis: &Redis, room_key: &str, extra: &str) -> Node {
+        let dir = dir.join(name);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let key = data.join("room-key");
+        std::fs::write(&key, format!("{room_key}\n")).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let turn = testkit::free_port();
+        let web = loop {
+            let p = testkit::free_port();
+            if p != turn {
+                break p;
+            }
+        };
+        let config = dir.join("onionrtc.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[relay]\nlisten = [\"udp://127.0.0.1:{turn}\"]\n\
+                 # The other node's relay is on loopback too (tests only).\n\
+                 dangerous_allow_loopback_peers = true\n\
+                 [serve]\nlisten = \"127.0.0.1:{web}\"\nredis_url = \"{}\"\n{extra}",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("serve.log");
+        let server = Server::start_logged(&config, &data, "info", Some(&log));
+        Node { server, data, log }
+    }
+
+    fn ws(&self) -> Ws {
+        ws_connect(self.server.web, &[]).unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        let (status, m) = self.server.get_as_operator("/metrics", &self.data);
+        assert_eq!(status, 200, "{m}");
+        m
+    }
+
+    /// Lines of the node's log containing `needle`.
+    fn log_lines(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+fn room_key() -> String {
+    format!(
+        "{:016x}{:016x}",
+        testkit::process::random_u64(),
+        testkit::process::random_u64()
+    )
+}
+
+/// Every key in Redis with its type and value, one per line.
+fn dump(redis: &Redis) -> String {
+    let mut out = String::new();
+    let keys = redis.cli(&["--scan"]).unwrap();
+    for key in keys.lines().map(str::trim).filter(|k| !k.is_empty()) {
+        let ty = redis.cli(&["TYPE", key]).unwrap();
+        let value = match ty.trim() {
+            "string" => redis.cli(&["GET", key]),
+            "hash" => redis.cli(&["HGETALL", key]),
+            "zset" => redis.cli(&["ZRANGE", key, "0", "-1", "WITHSCORES"]),
+            "set" => redis.cli(&["SMEMBERS", key]),
+            "list" => redis.cli(&["LRANGE", key, "0", "-1"]),
+            other => Ok(format!("<{other}>")),
+        }
+        .unwrap();
+        out.push_str(&format!(
+            "{key} ({}) = {}\n",
+            ty.trim(),
+            value.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    out
+}
+
+/// Room names and addresses are neither keys nor values in Redis; the
+/// dump does hold the rooms (the negative control: it is not empty).
+fn check_dump(dump: &str, room: &str, member: &str) {
+    assert!(dump.contains("onionrtc:room:"), "no room in Redis:\n{dump}");
+    assert!(
+        dump.contains(member),
+        "member {member} not in Redis:\n{dump}"
+    );
+    assert!(!dump.contains(room), "the room name is in Redis:\n{dump}");
+    let ips = ipv4_literals(dump);
+    assert!(ips.is_empty(), "addresses {ips:?} in Redis:\n{dump}");
+    assert!(!dump.contains("::1"), "an address in Redis:\n{dump}");
+}
+
+fn is(ty: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["type"] == ty
+}
+
+fn peer_msg(ty: &'static str, id: String) -> impl Fn(&Value) -> bool {
+    move |v| v["type"] == ty && v["memberId"] == id.as_str()
+}
+
+fn wait(ws: &mut Ws, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    ws_wait(ws, Duration::from_secs(15), want)
+        .unwrap_or_else(|seen| panic!("no {what} within 15 s; got {seen:?}"))
+}
+
+fn joined(ws: &mut Ws, room: &str) -> (String, Vec<String>) {
+    let j = ws_join(ws, room);
+    assert_eq!(j["type"], "joined", "{j}");
+    let members = j["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect();
+    (j["memberId"].as_str().unwrap().to_owned(), members)
+}
+
+/// A join's answer within 15 s (during an outage it takes up to the
+/// server's Redis timeout).
+fn try_join(ws: &mut Ws, room: &str) -> Value {
+    ws_send(ws, &serde_json::json!({"type": "join", "room": room}));
+    wait(ws, "answer to join", |v| {
+        v["type"] == "joined" || v["type"] == "error"
+    })
+}
+
+#[test]
+fn rooms_across_two_nodes_on_redis() {
+    let Some(mut redis) = Redis::start().unwrap() else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let key = room_key();
+    let extra = "max_room_size = 3\n";
+    let a = Node::start(dir.path(), "a", &redis, &key, extra);
+    let b = Node::start(dir.path(), "b", &redis, &key, extra);
+    let room = random_room();
+
+    // a1 on A creates the room; b1 and b2 on B join it.
+    let mut a1 = a.ws();
+    let (a1_id, members) = joined(&mut a1, &room);
+    assert!(members.is_empty());
+    let mut b1 = b.ws();
+    let (b1_id, members) = joined(&mut b1, &room);
+    assert_eq!(members, std::slice::from_ref(&a1_id));
+    wait(
+        &mut a1,
+        "peer-joined b1",
+        peer_msg("peer-joined", b1_id.clone()),
+    );
+    let mut b2 = b.ws();
+    let (b2_id, members) = joined(&mut b2, &room);
+    assert_eq!(members, [a1_id.clone(), b1_id.clone()]);
+    wait(
+        &mut a1,
+        "peer-joined b2",
+        peer_msg("peer-joined", b2_id.clone()),
+    );
+    wait(
+        &mut b1,
+        "peer-joined b2",
+        peer_msg("peer-joined", b2_id.clone()),
+    );
+
+    // Across nodes: the offer arrives sanitized (its host candidate gone),
+    // from the sender's id; the answer comes back.
+    ws_send(
+        &mut b1,
+        &serde_json::json!({"type": "offer", "sdp": SDP, "to": a1_id}),
+    );
+    let offer = wait(&mut a1, "offer", is("offer"));
+    assert_eq!(offer["from"], b1_id.as_str(), "{offer}");
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(sdp.starts_with("v=0"), "{offer}");
+    assert!(!sdp.contains("192.168.77.7"), "not sanitized: {offer}");
+    ws_send(
+        &mut a1,
+        &serde_json::json!({"type": "answer", "sdp": SDP, "to": b1_id}),
+    );
+    let answer = wait(&mut b1, "answer", is("answer"));
+    assert_eq!(answer["from"], a1_id.as_str(), "{answer}");
+    // Several others: `to` is required, as on one node.
+    ws_send(&mut a1, &serde_json::json!({"type": "offer", "sdp": SDP}));
+    let e = wait(&mut a1, "error", is("error"));
+    assert_eq!(e["code"], "to-required", "{e}");
+
+    // The room size counts members of both nodes.
+    let mut a3 = a.ws();
+    let full = ws_join(&mut a3, &room);
+    assert_eq!(full["code"], "room-full", "{full}");
+    drop(a3);
+
+    // What Redis holds during the call.
+    let during = dump(&redis);
+    check_dump(&during, &room, &a1_id);
+
+    // A leave on B reaches A.
+    ws_send(&mut b2, &serde_json::json!({"type": "bye"}));
+    wait(
+        &mut a1,
+        "peer-left b2",
+        peer_msg("peer-left", b2_id.clone()),
+    );
+    wait(
+        &mut b1,
+        "peer-left b2",
+        peer_msg("peer-left", b2_id.clone()),
+    );
+    drop(b2);
+
+    // The per-address join limit (20 a minute) is shared: alternating
+    // nodes, the 21st join from this address is refused (per node it
+    // would take 40). Joins so far: a1, b1, b2, a3.
+    let mut refused_at = None;
+    for i in 0..25 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let mut ws = node.ws();
+        let r = ws_join(&mut ws, &format!("{room}-{i}"));
+        if r["type"] == "error" {
+            assert_eq!(r["code"], "too-many-joins", "{r}");
+            refused_at = Some(4 + i + 1);
+            break;
+        }
+        assert_eq!(r["type"], "joined", "{r}");
+    }
+    assert!(
+        refused_at.is_some_and(|n| n <= 21),
+        "joins refused at {refused_at:?}"
+    );
+
+    // Redis goes away: new joins are refused cleanly (on both nodes), the
+    // outage is logged once per node, the members stay connected.
+    redis.stop();
+    let outage = Instant::now();
+    for node in [&a, &b, &a] {
+        let mut ws = node.ws();
+        let r = try_join(&mut ws, &format!("{room}-outage"));
+        assert_eq!(r["code"], "server-unavailable", "{r}");
+    }
+    // Redis returns (empty): the nodes put their members back, and a new
+    // member on B joins the room of A's member and hears of both.
+    redis.resume().unwrap();
+    let outage = outage.elapsed();
+    let back = testkit::wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let d = dump(&redis);
+        (d.matches(&a1_id).count() >= 2 && d.matches(&b1_id).count() >= 2).then_some(d)
+    });
+    assert!(
+        back.is_some(),
+        "members not re-registered after Redis returned:\n{}",
+        dump(&redis)
+    );
+    let mut b3 = b.ws();
+    let (b3_id, members) = joined(&mut b3, &room);
+    assert_eq!(members, [a1_id.clone(), b1_id.clone()]);
+    wait(
+        &mut a1,
+        "peer-joined b3",
+        peer_msg("peer-joined", b3_id.clone()),
+    );
+    wait(
+        &mut b1,
+        "peer-joined b3",
+        peer_msg("peer-joined", b3_id.clone()),
+    );
+    for node in [&a, &b] {
+        assert_eq!(node.log_lines("Redis unreachable"), 1, "once per outage");
+        assert_eq!(node.log_lines("Redis is reachable again"), 1);
+        let m = node.metrics();
+        assert_eq!(
+            metric_sum(&m, "onionrtc_signal_redis_outages_total"),
+            1,
+            "{m}"
+        );
+        assert_eq!(metric_sum(&m, "onionrtc_signal_redis_up"), 1, "{m}");
+        assert!(
+            metric_sum(&m, "onionrtc_signal_redis_published_total") > 0,
+            "{m}"
+        );
+        assert!(
+            metric_sum(&m, "onionrtc_signal_redis_received_total") > 0,
+            "{m}"
+        );
+    }
+    // No address in either node's log.
+    for node in [&a, &b] {
+        let log = std::fs::read_to_string(&node.log).unwrap();
+        assert!(!log.contains(&room), "room name logged");
+    }
+
+    // Node A dies (SIGKILL by PID): B's members get peer-left for a1 within
+    // the bound, from B's sweep of the expired member key.
+    let Node { server, .. } = a;
+    drop(server);
+    let killed = Instant::now();
+    wait(
+        &mut b1,
+        "peer-left a1",
+        peer_msg("peer-left", a1_id.clone()),
+    );
+    let b1_after = killed.elapsed();
+    wait(
+        &mut b3,
+        "peer-left a1",
+        peer_msg("peer-left", a1_id.clone()),
+    );
+    let b3_after = killed.elapsed();
+    assert!(
+        b3_after <= PEER_LEFT_BOUND + PEER_LEFT_SLACK,
+        "peer-left after {b3_after:?}"
+    );
+    assert!(metric_sum(&b.metrics(), "onionrtc_signal_redis_swept_total") >= 1);
+    eprintln!(
+        "cluster: peer-left {b1_after:?} / {b3_after:?} after the kill; outage of {outage:?}; \
+         joins refused at #{refused_at:?}; total {:?}",
+        started.elapsed()
+    );
+    drop(a1);
+}
