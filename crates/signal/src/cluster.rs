@@ -92,7 +92,7 @@ redis.call('HSET', KEYS[1], 'm:' .. ARGV[2], ARGV[3] .. ' ' .. side .. ' ' .. se
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), ARGV[1])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[8])
-local out = {'ok', call, started, tostring(side)}
+local out = {'ok', call, started, tostring(side), tostring(seq)}
 for _, m in ipairs(members) do
   if m[2] ~= ARGV[3] then
     redis.call('PUBLISH', 'onionrtc:node:' .. m[2], m[1] .. '\n' .. ARGV[10])
@@ -126,20 +126,24 @@ return 1
 
 const REFRESH: &str = r#"
 -- KEYS: rooms, then per member: room, member
--- ARGV: node, ttl, then per member: h, id, side, call, started
+-- ARGV: node, ttl, then per member: h, id, side, call, started, seq
 local now = tonumber(redis.call('TIME')[1])
 local ttl = tonumber(ARGV[2])
 local n = (#KEYS - 1) / 2
 for i = 0, n - 1 do
   local room, member = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local a = 3 + 5 * i
-  local h, id, side, call, started = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local a = 3 + 6 * i
+  local h, id, side, call, started, seq =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   if redis.call('EXISTS', room) == 0 then
     redis.call('HSET', room, 'call', call, 'started', started, 'seq', 0)
   end
   if redis.call('HEXISTS', room, 'm:' .. id) == 0 then
-    local seq = redis.call('HINCRBY', room, 'seq', 1)
+    -- Back after Redis lost it: the same slot and place in the join order.
     redis.call('HSET', room, 'm:' .. id, ARGV[1] .. ' ' .. side .. ' ' .. seq)
+    if tonumber(redis.call('HGET', room, 'seq') or '0') < tonumber(seq) then
+      redis.call('HSET', room, 'seq', seq)
+    end
   end
   redis.call('EXPIRE', room, ttl)
   redis.call('ZADD', KEYS[1], now + ttl, h)
@@ -245,6 +249,8 @@ struct Local {
     side: u8,
     call: String,
     started: i64,
+    /// Its place in the room's join order.
+    seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -505,7 +511,7 @@ impl Cluster {
                 }
                 _ => return Err(ErrorCode::ServerUnavailable),
             }
-            let info = parse_joined(rest, id).ok_or(ErrorCode::ServerUnavailable)?;
+            let (info, seq) = parse_joined(rest, id).ok_or(ErrorCode::ServerUnavailable)?;
             let mut reg = self.registry();
             let Registry { members, rooms } = &mut *reg;
             // Members of this node were not told by the script.
@@ -528,6 +534,7 @@ impl Cluster {
                     side: info.side,
                     call: info.call_id.clone(),
                     started: info.started_ms,
+                    seq,
                 },
             );
             return Ok(info);
@@ -711,6 +718,7 @@ impl Cluster {
                             l.side,
                             l.call.clone(),
                             l.started,
+                            l.seq,
                         )
                     })
                     .collect(),
@@ -725,14 +733,15 @@ impl Cluster {
         for batch in members.chunks(REFRESH_BATCH) {
             let mut inv = self.refresh.prepare_invoke();
             inv.key(ROOMS).arg(&self.node).arg(TTL.as_secs());
-            for (h, id, side, call, started) in batch {
+            for (h, id, side, call, started, seq) in batch {
                 inv.key(format!("onionrtc:room:{h}"))
                     .key(format!("onionrtc:member:{h}:{id}"))
                     .arg(h)
                     .arg(id)
                     .arg(*side)
                     .arg(call)
-                    .arg(*started);
+                    .arg(*started)
+                    .arg(*seq);
             }
             let r: Result<i64, _> = self.op(inv.invoke_async(&mut conn)).await;
             if r.is_err() {
@@ -766,8 +775,8 @@ impl Cluster {
 }
 
 /// A member of this node as the tick refreshes it: room hash, id, side,
-/// call id, call start.
-type MemberRow = (String, String, u8, String, i64);
+/// call id, call start, place in the join order.
+type MemberRow = (String, String, u8, String, i64, u64);
 
 /// A member as the room's hash lists it.
 #[derive(Debug, PartialEq, Eq)]
@@ -804,10 +813,10 @@ fn parse_listed(v: &str) -> Option<(&str, u8, u64)> {
     it.next().is_none().then_some((node, side, seq))
 }
 
-/// The join script's answer after `ok`: call, started, side, then
-/// `"id node seq"` per member present.
-fn parse_joined(rest: &[String], member_id: String) -> Option<JoinInfo> {
-    let [call, started, side, listed @ ..] = rest else {
+/// The join script's answer after `ok`: call, started, side, the
+/// joiner's seq, then `"id node seq"` per member present.
+fn parse_joined(rest: &[String], member_id: String) -> Option<(JoinInfo, u64)> {
+    let [call, started, side, seq, listed @ ..] = rest else {
         return None;
     };
     let mut present: Vec<(u64, String)> = listed
@@ -821,13 +830,14 @@ fn parse_joined(rest: &[String], member_id: String) -> Option<JoinInfo> {
         })
         .collect();
     present.sort();
-    Some(JoinInfo {
+    let info = JoinInfo {
         call_id: call.clone(),
         started_ms: started.parse().ok()?,
         side: side.parse().ok()?,
         member_id,
         members: present.into_iter().map(|(_, id)| id).collect(),
-    })
+    };
+    Some((info, seq.parse().ok()?))
 }
 
 /// `"{member id}\n{text}"` from a node channel.
@@ -883,6 +893,7 @@ mod tests {
             "call",
             "17",
             "2",
+            "6",
             "bbbbbbbbbbbbbbbb n 5",
             "aaaaaaaaaaaaaaaa n 1",
             "notanid x 3",
@@ -892,14 +903,15 @@ mod tests {
         .collect();
         let j = parse_joined(&rest, "x".into());
         assert_eq!(
-            j.map(|j| (j.started_ms, j.side, j.members)),
+            j.map(|(j, seq)| (j.started_ms, j.side, seq, j.members)),
             Some((
                 17,
                 2,
+                6,
                 vec!["aaaaaaaaaaaaaaaa".to_owned(), "bbbbbbbbbbbbbbbb".to_owned()]
             ))
         );
-        assert!(parse_joined(&rest[..2], "x".into()).is_none());
+        assert!(parse_joined(&rest[..3], "x".into()).is_none());
         assert_eq!(
             split_payload(b"0123456789abcdef\n{\"a\":1}"),
             Some(("0123456789abcdef", "{\"a\":1}"))

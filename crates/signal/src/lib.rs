@@ -6,6 +6,8 @@
 //! serve(config, listener, shutdown)
 //!   ├─ SignalState::new: open data_dir/signal.sqlite or database_url (migrate, writer thread), retention sweep
 //!   ├─ maintenance task: retention sweep hourly, join-limiter pruning every minute
+//!   ├─ rooms in process, or with redis_url in Redis shared by several nodes ([`cluster`]:
+//!   │  Lua scripts for join/leave/sweep, one pub/sub channel per node, TTL refresh every 2 s)
 //!   └─ listener: accept under limits (total below the fd limit, per address),
 //!      hyper HTTP/1.1 with header and idle timeouts → router(state)
 //!        every handler: ClientAddr (the TCP peer, or a trusted proxy's forwarded client)

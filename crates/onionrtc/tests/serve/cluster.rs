@@ -358,3 +358,253 @@ fn rooms_across_two_nodes_on_redis() {
     );
     drop(a1);
 }
+
+/// A join on `node` within `limit` (Redis may still be coming back):
+/// fresh connections, bounded.
+fn join_eventually(node: &Node, room: &str, limit: Duration) -> Result<Value, Value> {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let mut ws = node.ws();
+        last = try_join(&mut ws, room);
+        if last["type"] == "joined" {
+            return Ok(last);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(last)
+}
+
+#[test]
+fn chromium_calls_across_nodes_through_a_redis_restart() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let Some(mut redis) = Redis::start().unwrap() else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let key = room_key();
+    let a = Node::start(dir.path(), "a", &redis, &key, "");
+    let b = Node::start(dir.path(), "b", &redis, &key, "");
+    let browser = Chromium::launch(LaunchOptions::default()).unwrap();
+    let room = random_room();
+    let mut pages = vec![
+        browser
+            .new_page(&a.server.url(&format!("/?room={room}")))
+            .unwrap(),
+        browser
+            .new_page(&b.server.url(&format!("/?room={room}")))
+            .unwrap(),
+    ];
+    let deadline = Instant::now() + CONNECT;
+    for i in 0..2 {
+        if let Err(e) = wait_connected(&mut pages[i], deadline) {
+            fail(
+                &format!("page {i} not connected: {e}"),
+                &mut pages,
+                &b.server,
+            );
+        }
+    }
+    let connected_in = started.elapsed();
+    // relay/relay, each page through its own node's relay.
+    for i in 0..2 {
+        if let Err(e) = check_media(&mut pages[i]) {
+            fail(&format!("page {i}: {e}"), &mut pages, &b.server);
+        }
+        let received = pages[i].evaluate("window.onionrtc.received").unwrap();
+        if let Err(e) = check_received(&received) {
+            fail(&format!("page {i}: {e}"), &mut pages, &b.server);
+        }
+    }
+    for node in [&a, &b] {
+        let m = node.metrics();
+        assert!(
+            metric_sum(&m, "onionrtc_allocations_current") >= 1
+                && metric_sum(&m, "onionrtc_relayed_bytes_total") > 0,
+            "a node's relay carries no call:\n{m}"
+        );
+    }
+    // What Redis holds during the call: no room name, no address.
+    let member = pages[0].evaluate("window.onionrtc.memberId").unwrap();
+    check_dump(&dump(&redis), &room, member.as_str().unwrap_or("?"));
+
+    // Redis goes away mid-call: the media keeps flowing (it never touches
+    // Redis), a new join is refused cleanly.
+    redis.stop();
+    for i in 0..2 {
+        if let Err(e) = check_media(&mut pages[i]) {
+            fail(
+                &format!("page {i} while Redis is down: {e}"),
+                &mut pages,
+                &b.server,
+            );
+        }
+    }
+    let mut ws = b.ws();
+    let r = try_join(&mut ws, &format!("{room}-x"));
+    assert_eq!(r["code"], "server-unavailable", "{r}");
+    drop(ws);
+    // It returns: joins work again, the call is still up.
+    redis.resume().unwrap();
+    let rejoined = join_eventually(&b, &format!("{room}-y"), Duration::from_secs(20));
+    assert!(
+        rejoined.is_ok(),
+        "no join after Redis returned: {rejoined:?}"
+    );
+    for i in 0..2 {
+        if let Err(e) = check_media(&mut pages[i]) {
+            fail(
+                &format!("page {i} after Redis returned: {e}"),
+                &mut pages,
+                &b.server,
+            );
+        }
+        let state = pages[i].evaluate("window.onionrtc.state").unwrap();
+        assert_eq!(state, "connected", "page {i}");
+    }
+    drop(pages);
+    drop(browser);
+    eprintln!(
+        "cluster chromium: connected in {connected_in:?}; total {:?}",
+        started.elapsed()
+    );
+}
+
+/// Figures for docs/performance.md (not a check; `--ignored` runs it):
+/// joins per second and offer → peer latency, in one process and on Redis
+/// with both members on one node or on two; Redis memory per room.
+/// Clients claim distinct addresses through a trusted `X-Forwarded-For`
+/// so that the per-address limits stay out of the way.
+#[test]
+#[ignore = "benchmark: cargo test -p onionrtc --test serve cluster::bench -- --ignored --nocapture"]
+fn bench_rooms_on_redis() {
+    let Some(redis) = Redis::start().unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = room_key();
+    let extra = "trusted_proxies = [\"127.0.0.1/32\"]\n";
+    let a = Node::start(dir.path(), "a", &redis, &key, extra);
+    let b = Node::start(dir.path(), "b", &redis, &key, extra);
+    // The same settings without Redis.
+    let solo_dir = dir.path().join("solo");
+    std::fs::create_dir_all(&solo_dir).unwrap();
+    let (config, _, _) = serve_config(&solo_dir, &["udp"]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{extra}")).unwrap();
+    let solo = Server::start(&config, &solo_dir.join("data"));
+
+    let mut next_addr = 0u32;
+    let mut client = |web: SocketAddr| {
+        next_addr += 1;
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + next_addr).to_string();
+        let mut ws = ws_connect(web, &[("x-forwarded-for", &ip)]).unwrap();
+        ws.get_mut().set_nodelay(true).unwrap();
+        ws
+    };
+    const PAIRS: usize = 150;
+    // Within the per-connection burst (100 messages; 50/s sustained).
+    const ROUNDS: usize = 90;
+    let cases: [(&str, SocketAddr, SocketAddr); 3] = [
+        ("in process", solo.web, solo.web),
+        ("Redis, same node", a.server.web, a.server.web),
+        ("Redis, two nodes", a.server.web, b.server.web),
+    ];
+    let used_memory = || -> u64 {
+        let info = redis.cli(&["INFO", "memory"]).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for (name, x_web, y_web) in cases {
+        let before = used_memory();
+        let mut pairs: Vec<(Ws, Ws)> = (0..PAIRS).map(|_| (client(x_web), client(y_web))).collect();
+        let tag = format!("{:x}", testkit::process::random_u64());
+        // Joins from 4 threads at once (pairs into rooms of 2).
+        let t = Instant::now();
+        let ids: Vec<(String, String)> = std::thread::scope(|s| {
+            let tag = &tag;
+            let threads: Vec<_> = pairs
+                .chunks_mut(PAIRS.div_ceil(4))
+                .enumerate()
+                .map(|(c, chunk)| {
+                    s.spawn(move || {
+                        let mut ids = Vec::new();
+                        for (i, (x, y)) in chunk.iter_mut().enumerate() {
+                            let room = format!("bench-{tag}-{c}-{i}");
+                            let (xid, _) = joined(x, &room);
+                            let (yid, _) = joined(y, &room);
+                            ids.push((xid, yid));
+                        }
+                        ids
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        let join_time = t.elapsed();
+        let joins_per_sec = (2 * PAIRS) as f64 / join_time.as_secs_f64();
+        let after = used_memory();
+        // What the rooms' keys take (MEMORY USAGE, summed in one script).
+        let keys_bytes: u64 = redis
+            .cli(&[
+                "EVAL",
+                "local s = 0 for _, p in ipairs(ARGV) do for _, k in ipairs(redis.call('KEYS', p)) do \
+                 s = s + (redis.call('MEMORY', 'USAGE', k) or 0) end end return s",
+                "0",
+                "onionrtc:room:*",
+                "onionrtc:member:*",
+                "onionrtc:rooms",
+            ])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let (xs, ys): (Vec<Ws>, Vec<Ws>) = pairs.into_iter().unzip();
+        let (mut xs, mut ys) = (xs, ys);
+        // offer → peer: x sends, y receives (peer-joined first, skipped).
+        let (x, y) = (&mut xs[0], &mut ys[0]);
+        let to = ids[0].1.clone();
+        wait(x, "peer-joined", is("peer-joined"));
+        let mut lat = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            ws_send(
+                x,
+                &serde_json::json!({"type": "offer", "sdp": SDP, "to": to}),
+            );
+            wait(y, "offer", is("offer"));
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let per_room = after.saturating_sub(before) / PAIRS as u64;
+        eprintln!(
+            "bench {name}: {joins_per_sec:.0} joins/s ({} joins, 4 threads); offer → peer \
+             median {:?}, p90 {:?}, max {:?}; Redis used_memory +{per_room} B per room of 2, \
+             keys {} B per room",
+            2 * PAIRS,
+            lat[ROUNDS / 2],
+            lat[ROUNDS * 9 / 10],
+            lat[ROUNDS - 1],
+            keys_bytes / PAIRS as u64,
+        );
+        drop(xs);
+        drop(ys);
+        // Wait until the leaves are done before the next case's baseline.
+        let empty =
+            testkit::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+                redis
+                    .cli(&["--scan", "--pattern", "onionrtc:room:*"])
+                    .ok()
+                    .filter(|k| k.trim().is_empty())
+            });
+        assert!(empty.is_some(), "rooms left in Redis");
+    }
+}
