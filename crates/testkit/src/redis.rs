@@ -23,12 +23,25 @@ pub struct Redis {
     port: u16,
     password: String,
     dir: tempfile::TempDir,
+    /// Certificate and key (PEM files) when it listens with TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
     /// Starts a server; `None` (with a note) where redis-server is not
     /// installed, except in CI (`CI` set), where that is a failure.
     pub fn start() -> io::Result<Option<Redis>> {
+        Self::start_with(None)
+    }
+
+    /// [`Redis::start`] listening with TLS only (`--port 0 --tls-port`),
+    /// with this certificate and key (PEM files); clients are not asked
+    /// for certificates. [`Redis::url`] is then `rediss://…@localhost:…`.
+    pub fn start_tls(cert: PathBuf, key: PathBuf) -> io::Result<Option<Redis>> {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> io::Result<Option<Redis>> {
         if !crate::require_tool("redis-server", &["--version"]) {
             return Ok(None);
         }
@@ -39,6 +52,7 @@ impl Redis {
             dir: tempfile::Builder::new()
                 .prefix("onionrtc-redis-")
                 .tempdir()?,
+            tls,
         };
         let mut last = String::new();
         for _ in 0..5 {
@@ -53,8 +67,21 @@ impl Redis {
 
     fn spawn(&mut self) -> io::Result<()> {
         let mut cmd = tied_command("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--requirepass", &self.password])
+        cmd.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some((cert, key)) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        cmd.args(["--requirepass", &self.password])
             .args([
                 "--save",
                 "",
@@ -105,9 +132,13 @@ impl Redis {
         self.port
     }
 
-    /// `redis://:PASSWORD@127.0.0.1:PORT/`.
+    /// `redis://:PASSWORD@127.0.0.1:PORT/`, or with TLS
+    /// `rediss://:PASSWORD@localhost:PORT/`.
     pub fn url(&self) -> String {
-        format!("redis://:{}@127.0.0.1:{}/", self.password, self.port)
+        match self.tls {
+            None => format!("redis://:{}@127.0.0.1:{}/", self.password, self.port),
+            Some(_) => format!("rediss://:{}@localhost:{}/", self.password, self.port),
+        }
     }
 
     /// Runs `redis-cli` with `args`; its output.
@@ -122,6 +153,7 @@ impl Redis {
                     "--no-auth-warning",
                 ])
                 .args(["-a", &self.password])
+                .args(self.tls_args())
                 .args(args),
             LIMIT,
         );
@@ -131,6 +163,14 @@ impl Redis {
             Err(io::Error::other(
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             ))
+        }
+    }
+
+    /// `redis-cli`'s TLS options (the server's certificate as the CA).
+    fn tls_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.tls {
+            None => Vec::new(),
+            Some((cert, _)) => vec!["--tls".into(), "--cacert".into(), cert.into()],
         }
     }
 

@@ -32,6 +32,18 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, redis: &Redis, room_key: &str, extra: &str) -> Node {
+        Self::start_env(dir, name, redis, room_key, extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables.
+    fn start_env(
+        dir: &Path,
+        name: &str,
+        redis: &Redis,
+        room_key: &str,
+        extra: &str,
+        env: &[(&str, &Path)],
+    ) -> Node {
         let dir = dir.join(name);
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -60,7 +72,7 @@ impl Node {
         )
         .unwrap();
         let log = dir.join("serve.log");
-        let server = Server::start_logged(&config, &data, "info", Some(&log));
+        let server = Server::start_env(&config, &data, "info", Some(&log), env);
         Node { server, data, log }
     }
 
@@ -360,15 +372,15 @@ fn rooms_across_two_nodes_on_redis() {
 }
 
 /// A join on `node` within `limit` (Redis may still be coming back):
-/// fresh connections, bounded.
-fn join_eventually(node: &Node, room: &str, limit: Duration) -> Result<Value, Value> {
+/// fresh connections, bounded; the joined connection and `joined`.
+fn join_eventually(node: &Node, room: &str, limit: Duration) -> Result<(Ws, Value), Value> {
     let deadline = Instant::now() + limit;
     let mut last = Value::Null;
     while Instant::now() < deadline {
         let mut ws = node.ws();
         last = try_join(&mut ws, room);
         if last["type"] == "joined" {
-            return Ok(last);
+            return Ok((ws, last));
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -452,7 +464,8 @@ fn chromium_calls_across_nodes_through_a_redis_restart() {
     let rejoined = join_eventually(&b, &format!("{room}-y"), Duration::from_secs(20));
     assert!(
         rejoined.is_ok(),
-        "no join after Redis returned: {rejoined:?}"
+        "no join after Redis returned: {:?}",
+        rejoined.map(|(_, v)| v)
     );
     for i in 0..2 {
         if let Err(e) = check_media(&mut pages[i]) {
@@ -607,4 +620,83 @@ fn bench_rooms_on_redis() {
             });
         assert!(empty.is_some(), "rooms left in Redis");
     }
+}
+
+/// `rediss://`: a node reaches a TLS-only Redis when it trusts the
+/// server's certificate (here through `SSL_CERT_FILE`), and refuses joins
+/// (`server-unavailable`, logged once) when it does not: the system store
+/// does not hold the test's self-signed certificate (the negative
+/// control). Also: a node with another room key refuses joins.
+#[test]
+fn rediss_and_a_foreign_room_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (
+        dir.path().join("redis-cert.pem"),
+        dir.path().join("redis-key.pem"),
+    );
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let Some(redis) = Redis::start_tls(cert.clone(), key).unwrap() else {
+        return;
+    };
+    assert!(redis.url().starts_with("rediss://"));
+    assert_eq!(redis.cli(&["PING"]).unwrap().trim(), "PONG");
+    let room_key = room_key();
+    let trusting = Node::start_env(
+        dir.path(),
+        "trusting",
+        &redis,
+        &room_key,
+        "",
+        &[("SSL_CERT_FILE", cert.as_path())],
+    );
+    let room = random_room();
+    let joined = join_eventually(&trusting, &room, Duration::from_secs(20));
+    let Ok((_member_ws, joined)) = joined else {
+        panic!(
+            "no join over rediss://: {joined:?}\n{}",
+            trusting.server.stderr_tail()
+        );
+    };
+    let member = joined["memberId"].as_str().unwrap().to_owned();
+    check_dump(&dump(&redis), &room, &member);
+
+    // Without the certificate: not trusted, so no Redis, so no joins.
+    let distrusting = Node::start(dir.path(), "distrusting", &redis, &room_key, "");
+    let mut ws = distrusting.ws();
+    let r = try_join(&mut ws, &room);
+    assert_eq!(r["code"], "server-unavailable", "{r}");
+    let logged = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        (distrusting.log_lines("Redis unreachable") == 1).then_some(())
+    });
+    assert!(
+        logged.is_some(),
+        "{}",
+        std::fs::read_to_string(&distrusting.log).unwrap_or_default()
+    );
+    drop(distrusting);
+
+    // Another room key in the same Redis: refused, logged.
+    let foreign = Node::start_env(
+        dir.path(),
+        "foreign",
+        &redis,
+        &self::room_key(),
+        "",
+        &[("SSL_CERT_FILE", cert.as_path())],
+    );
+    // (Its first join may come before its subscription: retry until the
+    // key check has spoken.)
+    let refused = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let mut ws = foreign.ws();
+        let r = try_join(&mut ws, &room);
+        assert_eq!(r["code"], "server-unavailable", "{r}");
+        (foreign.log_lines("uses a different room key") > 0).then_some(())
+    });
+    assert!(refused.is_some(), "no key mismatch logged");
+    let mut ws = foreign.ws();
+    let r = try_join(&mut ws, &room);
+    assert_eq!(r["code"], "server-unavailable", "{r}");
+    assert_eq!(foreign.log_lines("uses a different room key"), 1);
 }
