@@ -213,6 +213,10 @@ impl std::fmt::Debug for ServeSettings {
                 "database_url",
                 &self.database_url.as_deref().map(pgconn::redact),
             )
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(signal::cluster::redact),
+            )
             .field("forward", &self.forward)
             .field("hostnames", &self.hostnames)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
@@ -1438,6 +1442,9 @@ mod tests {
             let shown = redacted_toml(&s, &relay);
             assert!(shown.contains("redis_url = "), "{shown}");
             assert!(!shown.contains("s3cret"), "{shown}");
+            let debug = format!("{s:?}");
+            assert!(debug.contains("redis_url"), "{debug}");
+            assert!(!debug.contains("s3cret"), "{debug}");
         }
         let unset = redacted_toml(&settings("[serve]\n").unwrap(), &relay);
         assert!(unset.contains("# redis_url: unset"), "{unset}");

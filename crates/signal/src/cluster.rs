@@ -847,6 +847,34 @@ fn split_payload(payload: &[u8]) -> Option<(&str, &str)> {
     protocol::valid_member_id(id).then_some((id, text))
 }
 
+/// Reads `data` as everything this node takes from Redis — a message on
+/// its channel, a room's hash fields (`NUL`-separated `field NUL value`
+/// pairs) and the join script's answer (`NUL`-separated) — as the node
+/// does, without a Redis: the fuzz target `redis_room_data` drives it.
+/// Never panics; what parses is consistent (members sorted by their
+/// place, valid member ids).
+pub fn check_redis_data(data: &[u8]) {
+    if let Some((id, _text)) = split_payload(data) {
+        assert!(protocol::valid_member_id(id));
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let parts: Vec<String> = text.split('\0').map(str::to_owned).collect();
+    let fields: HashMap<String, String> = parts
+        .chunks(2)
+        .filter_map(|c| match c {
+            [k, v] => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let members = members_of(&fields);
+    assert!(members.windows(2).all(|w| w[0].seq <= w[1].seq));
+    if let Some((info, _seq)) = parse_joined(&parts, protocol::new_member_id()) {
+        assert!(info.members.iter().all(|m| protocol::valid_member_id(m)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -919,5 +947,14 @@ mod tests {
         assert_eq!(split_payload(b"nope\n{}"), None);
         assert_eq!(split_payload(b"0123456789abcdef"), None);
         assert_eq!(split_payload(&[0xff, b'\n']), None);
+        for data in [
+            &b""[..],
+            b"0123456789abcdef\n{}",
+            b"c\0\x0017\x002\x006\x00aaaaaaaaaaaaaaaa n 1",
+            b"m:x\0n 1 2\0m:y\0n 2 1",
+            &[0xff, 0, 0xfe],
+        ] {
+            check_redis_data(data);
+        }
     }
 }
