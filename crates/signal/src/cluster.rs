@@ -387,6 +387,16 @@ impl Cluster {
         tokio::spawn(Arc::clone(self).ticker(stop));
     }
 
+    /// Waits (at most `limit`) until the subscription is live, so that a
+    /// node that has just started does not refuse its first joins; a
+    /// Redis that is down at startup is noted by the tick, not here.
+    pub(crate) async fn ready(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.subscribed.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -118,6 +118,8 @@ pub async fn serve_state(
     sweep(&state).await;
     if let rooms::RoomBackend::Redis(cluster) = &state.inner.rooms {
         cluster.start(state.inner.shutdown.subscribe());
+        // Connections wait in the listen backlog meanwhile (at most 5 s).
+        cluster.ready(Duration::from_secs(5)).await;
     }
     let maintenance = tokio::spawn(maintenance(state.clone()));
     let app = router(state.clone());
