@@ -43,6 +43,8 @@ cd "$(dirname "$0")/.."
 #   postgresql - a real PostgreSQL (initdb + postgres on 127.0.0.1, started
 #              by testkit::postgres as the `postgres` user) for the signal
 #              and lab store suites; no cluster service is started (policy-rc.d)
+#   redis-server - a real Redis (testkit::redis, 127.0.0.1, random port)
+#              for the multi-node room tests (tests/serve/cluster.rs: rooms on Redis)
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -66,6 +68,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Installed packages must not start their services: tor would join the

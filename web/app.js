@@ -50,6 +50,7 @@ const FATAL_TEXT = {
   'room-full': 'This room is full: it already has as many people as the server allows. Try again later, or use another room.',
   'too-many-joins': 'Too many joins from your network in the last minute. Wait a minute and try again.',
   'server-full': 'The server has too many calls right now. Try again later.',
+  'server-unavailable': 'The server cannot start calls at the moment. Try again in a minute.',
   'bad-room': 'That room name is not valid: a room name is 1 to 64 letters, digits, "-" or "_".',
 };
 const CONNECTOR_TIMEOUT_MS = 3000;
@@ -544,7 +545,9 @@ async function onSignal(msg) {
         break;
       }
       console.warn(`signaling error ${msg.code}: ${msg.message}`);
-      if (FATAL_ERRORS.has(msg.code)) {
+      // server-unavailable: refused before joining is fatal; in a call
+      // (one message not delivered) the call goes on.
+      if (FATAL_ERRORS.has(msg.code) || (msg.code === 'server-unavailable' && !api.memberId)) {
         ui.notice(FATAL_TEXT[msg.code] || `Server: ${msg.message} (${msg.code})`);
         leaveCall('failed');
       } else {

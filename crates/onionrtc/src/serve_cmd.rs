@@ -148,6 +148,7 @@ struct ServeFile {
     credential_ttl_secs: Option<u64>,
     store_stats_samples: Option<bool>,
     database_url: Option<String>,
+    redis_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     forwarded_header: Option<String>,
     hostnames: Option<Vec<String>>,
@@ -190,6 +191,9 @@ pub struct ServeSettings {
     /// The statistics store in PostgreSQL (checked: this machine or a Unix
     /// socket); `None`: `DATA_DIR/signal.sqlite`.
     pub database_url: Option<String>,
+    /// Rooms in Redis shared by several nodes (checked: `rediss://` unless
+    /// on this machine); `None`: rooms in this process.
+    pub redis_url: Option<String>,
     /// Reverse proxies whose forwarding header is believed, and that header.
     pub forward: signal::ForwardRule,
     /// The site's names besides loopback (operator views answer 421 to
@@ -233,6 +237,10 @@ impl std::fmt::Debug for ServeSettings {
             .field(
                 "database_url",
                 &self.database_url.as_deref().map(pgconn::redact),
+            )
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(signal::cluster::redact),
             )
             .field("forward", &self.forward)
             .field("hostnames", &self.hostnames)
@@ -522,6 +530,11 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         pgconn::Target::parse(url)
             .map_err(|e| anyhow::anyhow!("invalid [serve] database_url: {e}"))?;
     }
+    if let Some(url) = &file.redis_url {
+        // The message names no part of the URL (it may hold the password).
+        signal::cluster::check_url(url)
+            .map_err(|e| anyhow::anyhow!("invalid [serve] redis_url: {e}"))?;
+    }
     Ok(ServeSettings {
         listen,
         data_dir,
@@ -533,6 +546,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         credential_ttl: Duration::from_secs(ttl),
         store_stats_samples: file.store_stats_samples.unwrap_or(false),
         database_url: file.database_url,
+        redis_url: file.redis_url,
         forward,
         hostnames,
         max_connections_per_ip,
@@ -751,6 +765,13 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
             toml_str(&pgconn::redact(url))
         )),
         None => out.push_str("# database_url: unset, statistics in DATA_DIR/signal.sqlite\n"),
+    }
+    match &s.redis_url {
+        Some(url) => out.push_str(&format!(
+            "redis_url = {}\n",
+            toml_str(&signal::cluster::redact(url))
+        )),
+        None => out.push_str("# redis_url: unset, rooms in this process only\n"),
     }
     let proxies: Vec<String> = s.forward.trusted.iter().map(ToString::to_string).collect();
     out.push_str(&format!("trusted_proxies = {}\n", toml_list(&proxies)));
@@ -1443,6 +1464,7 @@ async fn serve_web(
         room_key: Some(room_key),
         store_stats_samples: serve.store_stats_samples,
         database_url: serve.database_url,
+        redis_url: serve.redis_url,
         metrics: Some(Arc::new(metrics)),
         web_root: web_assets(),
         echo: (serve.echo_max_sessions > 0).then(|| {
@@ -1816,6 +1838,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn redis_url_needs_tls_off_this_machine_and_is_shown_redacted() {
+        for (text, needle) in [
+            ("[serve]\nredis_url = \"127.0.0.1:6379\"", "redis://"),
+            (
+                "[serve]\nredis_url = \"redis://:s3cret@redis.example:6379/\"",
+                "needs TLS: use rediss://",
+            ),
+            (
+                "[serve]\nredis_url = \"redis://:s3cret@192.0.2.9/\"",
+                "needs TLS",
+            ),
+        ] {
+            let e = settings(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let relay = RelayConfig::defaults();
+        for url in [
+            "redis://:s3cret@127.0.0.1:6379/",
+            "rediss://onionrtc:s3cret@redis.example:6380/0",
+        ] {
+            let s = settings(&format!("[serve]\nredis_url = \"{url}\"\n")).unwrap();
+            assert_eq!(s.redis_url.as_deref(), Some(url));
+            let shown = redacted_toml(&s, &relay);
+            assert!(shown.contains("redis_url = "), "{shown}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            let debug = format!("{s:?}");
+            assert!(debug.contains("redis_url"), "{debug}");
+            assert!(!debug.contains("s3cret"), "{debug}");
+        }
+        let unset = redacted_toml(&settings("[serve]\n").unwrap(), &relay);
+        assert!(unset.contains("# redis_url: unset"), "{unset}");
     }
 
     #[test]

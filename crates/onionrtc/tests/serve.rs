@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 use testkit::Proc;
 
+#[path = "serve/cluster.rs"]
+mod cluster;
 #[path = "serve/firefox.rs"]
 mod firefox;
 #[path = "serve/group.rs"]
@@ -33,6 +35,9 @@ mod sip_ws;
 mod speech;
 #[path = "serve/wellknown.rs"]
 mod wellknown;
+
+#[path = "common/ws.rs"]
+mod ws_common;
 
 #[cfg(feature = "call")]
 #[path = "serve/call.rs"]
@@ -64,8 +69,20 @@ impl Server {
     /// [`Server::start`] with `RUST_LOG=level`, and every stderr line also
     /// written to `log` when given.
     fn start_logged(config: &Path, data_dir: &Path, level: &str, log: Option<&Path>) -> Server {
+        Self::start_env(config, data_dir, level, log, &[])
+    }
+
+    /// [`Server::start_logged`] with extra environment variables.
+    fn start_env(
+        config: &Path,
+        data_dir: &Path,
+        level: &str,
+        log: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Server {
         let mut log = log.map(|p| std::fs::File::create(p).unwrap());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--config")
             .arg(config)

@@ -71,6 +71,11 @@ pub struct SignalConfig {
     /// or a Unix socket; see [`pgconn`]) instead of `data_dir/signal.sqlite`.
     /// Default `None`. Shown redacted by `Debug`.
     pub database_url: Option<String>,
+    /// Rooms in Redis shared by several nodes (`redis://` on loopback,
+    /// `rediss://` elsewhere; see [`crate::cluster`]) instead of this
+    /// process's memory. Default `None`. The nodes must share `room_key`.
+    /// Shown redacted by `Debug`.
+    pub redis_url: Option<String>,
     /// Largest WebSocket message in bytes. Default 65,536.
     pub max_message_bytes: usize,
     /// Sustained messages per second per connection. Default 50.
@@ -136,6 +141,7 @@ impl Default for SignalConfig {
             room_key: None,
             store_stats_samples: false,
             database_url: None,
+            redis_url: None,
             max_message_bytes: 65_536,
             messages_per_sec: 50,
             messages_burst: 100,
@@ -179,6 +185,10 @@ impl fmt::Debug for SignalConfig {
             .field(
                 "database_url",
                 &self.database_url.as_deref().map(pgconn::redact),
+            )
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(crate::cluster::redact),
             )
             .field("max_message_bytes", &self.max_message_bytes)
             .field("messages_per_sec", &self.messages_per_sec)

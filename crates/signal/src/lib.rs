@@ -6,6 +6,8 @@
 //! serve(config, listener, shutdown)
 //!   ├─ SignalState::new: open data_dir/signal.sqlite or database_url (migrate, writer thread), retention sweep
 //!   ├─ maintenance task: retention sweep hourly, join-limiter pruning every minute
+//!   ├─ rooms in process, or with redis_url in Redis shared by several nodes ([`cluster`]:
+//!   │  Lua scripts for join/leave/sweep, one pub/sub channel per node, TTL refresh every 2 s)
 //!   └─ listener: accept under limits (total below the fd limit, per address),
 //!      hyper HTTP/1.1 with header and idle timeouts → router(state)
 //!        every handler: ClientAddr (the TCP peer, or a trusted proxy's forwarded client)
@@ -35,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod echo;
 mod html;
@@ -115,6 +118,11 @@ pub async fn serve_state(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     sweep(&state).await;
+    if let rooms::RoomBackend::Redis(cluster) = &state.inner.rooms {
+        cluster.start(state.inner.shutdown.subscribe());
+        // Connections wait in the listen backlog meanwhile (at most 5 s).
+        cluster.ready(Duration::from_secs(5)).await;
+    }
     let maintenance = tokio::spawn(maintenance(state.clone()));
     let app = router(state.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     NoSuchMember,
     /// No `to` while the room has several other members.
     ToRequired,
+    /// The rooms' shared store (Redis, with several nodes) cannot be
+    /// reached: the join (or message) was not handled; try again later.
+    ServerUnavailable,
 }
 
 impl ErrorCode {
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::BadSdp => "bad-sdp",
             ErrorCode::NoSuchMember => "no-such-member",
             ErrorCode::ToRequired => "to-required",
+            ErrorCode::ServerUnavailable => "server-unavailable",
         }
     }
 
@@ -78,6 +82,9 @@ impl ErrorCode {
             }
             ErrorCode::NoSuchMember => "`to` names no other member of your room",
             ErrorCode::ToRequired => "the room has several other members: say which one in `to`",
+            ErrorCode::ServerUnavailable => {
+                "the server cannot reach its room store at the moment, try again shortly"
+            }
         }
     }
 }

@@ -74,7 +74,100 @@ pub(crate) struct Route {
     /// The sender's member id (the `from` of what is forwarded).
     pub(crate) from: String,
     /// The receiving member.
-    pub(crate) to: Member,
+    pub(crate) to: Target,
+}
+
+/// The receiving member: on this node, or (rooms on Redis) on another.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// Its queue on this node.
+    Local(Member),
+    /// Member `id` of node `node`, reached through Redis.
+    Remote { node: String, id: String },
+}
+
+/// Where rooms live: in this process (the default), or in Redis shared by
+/// several nodes ([`crate::cluster`]).
+#[derive(Debug)]
+pub(crate) enum RoomBackend {
+    Local(Rooms),
+    Redis(Arc<crate::cluster::Cluster>),
+}
+
+impl RoomBackend {
+    /// Rooms at the moment (on Redis: rooms with members on this node).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            RoomBackend::Local(r) => r.len(),
+            RoomBackend::Redis(c) => c.rooms(),
+        }
+    }
+
+    /// Members at the moment (on Redis: members on this node).
+    pub(crate) fn members(&self) -> usize {
+        match self {
+            RoomBackend::Local(r) => r.members(),
+            RoomBackend::Redis(c) => c.members(),
+        }
+    }
+
+    /// Joins `member` to `room`. In process, `limiter` counts the join of
+    /// `ip` first; on Redis the count is Redis's, shared by the nodes.
+    pub(crate) async fn join(
+        &self,
+        room: &str,
+        ip: std::net::IpAddr,
+        limiter: &crate::ratelimit::JoinLimiter,
+        member: Member,
+        now_ms: i64,
+    ) -> Result<JoinInfo, ErrorCode> {
+        match self {
+            RoomBackend::Local(r) => {
+                if !limiter.allow(ip, std::time::Instant::now()) {
+                    return Err(ErrorCode::TooManyJoins);
+                }
+                r.join(room, member, now_ms)
+            }
+            RoomBackend::Redis(c) => c.join(room, ip, member, now_ms).await,
+        }
+    }
+
+    /// Connection `conn`, member `id`, leaves `room`.
+    pub(crate) async fn leave(&self, room: &str, conn: u64, id: &str) {
+        match self {
+            RoomBackend::Local(r) => r.leave(room, conn),
+            RoomBackend::Redis(c) => c.leave(room, id).await,
+        }
+    }
+
+    /// Where a message of connection `conn`, member `id`, goes.
+    pub(crate) async fn route(
+        &self,
+        room: &str,
+        conn: u64,
+        id: &str,
+        to: Option<&str>,
+    ) -> Result<Route, ErrorCode> {
+        match self {
+            RoomBackend::Local(r) => r.route(room, conn, to),
+            RoomBackend::Redis(c) => c.route(room, id, to).await,
+        }
+    }
+
+    /// Delivers `text` along `route`; false if it could not be handed on
+    /// (Redis unreachable).
+    pub(crate) async fn deliver(&self, route: &Route, text: String) -> bool {
+        match (&route.to, self) {
+            (Target::Local(m), _) => {
+                m.deliver(text);
+                true
+            }
+            (Target::Remote { node, id }, RoomBackend::Redis(c)) => {
+                c.publish(node, id, &text).await
+            }
+            (Target::Remote { .. }, RoomBackend::Local(_)) => false,
+        }
+    }
 }
 
 /// The room registry.
@@ -196,21 +289,32 @@ impl Rooms {
             .iter()
             .find(|p| p.member.conn == conn)
             .ok_or(ErrorCode::NotJoined)?;
-        let mut others = entry.members.iter().filter(|p| p.member.conn != conn);
-        let target = match to {
-            Some(id) => others.find(|p| p.id == id).ok_or(ErrorCode::NoSuchMember)?,
-            None => {
-                let first = others.next().ok_or(ErrorCode::NoPeer)?;
-                if others.next().is_some() {
-                    return Err(ErrorCode::ToRequired);
-                }
-                first
-            }
-        };
+        let others = entry.members.iter().filter(|p| p.member.conn != conn);
+        let target = pick(others, to, |p| &p.id)?;
         Ok(Route {
             from: from.id.clone(),
-            to: target.member.clone(),
+            to: Target::Local(target.member.clone()),
         })
+    }
+}
+
+/// The receiver among the sender's `others`: the one `to` names
+/// (`no-such-member` if none), or without `to` the only one (`no-peer`
+/// when there is none, `to-required` when there are several).
+pub(crate) fn pick<'a, T>(
+    mut others: impl Iterator<Item = &'a T>,
+    to: Option<&str>,
+    id: impl Fn(&T) -> &str,
+) -> Result<&'a T, ErrorCode> {
+    match to {
+        Some(to) => others.find(|m| id(m) == to).ok_or(ErrorCode::NoSuchMember),
+        None => {
+            let first = others.next().ok_or(ErrorCode::NoPeer)?;
+            if others.next().is_some() {
+                return Err(ErrorCode::ToRequired);
+            }
+            Ok(first)
+        }
     }
 }
 
@@ -237,7 +341,10 @@ mod tests {
         to: Option<&str>,
     ) -> Result<String, ErrorCode> {
         let r = rooms.route(room, conn, to)?;
-        r.to.deliver("x".into());
+        let Target::Local(m) = r.to else {
+            panic!("remote target in process");
+        };
+        m.deliver("x".into());
         Ok(r.from)
     }
 

@@ -12,7 +12,7 @@ use crate::config::SignalConfig;
 use crate::listener::{self, WebLimits};
 use crate::operator::Sessions;
 use crate::ratelimit::JoinLimiter;
-use crate::rooms::Rooms;
+use crate::rooms::{RoomBackend, Rooms};
 use crate::store::{RoomKey, Store, StoreError, StoreOptions};
 
 /// Everything the handlers share. Cloning is cheap (one `Arc`).
@@ -24,7 +24,7 @@ pub struct SignalState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: SignalConfig,
-    pub(crate) rooms: Rooms,
+    pub(crate) rooms: RoomBackend,
     pub(crate) joins: JoinLimiter,
     pub(crate) store: Store,
     pub(crate) next_conn: AtomicU64,
@@ -74,6 +74,28 @@ impl SignalState {
             tracing::warn!("signal: no room key configured; room hashes change on restart");
             RoomKey::random()
         });
+        let rooms = match &config.redis_url {
+            None => RoomBackend::Local(Rooms::new(config.max_rooms, config.max_room_size)),
+            Some(url) => {
+                crate::cluster::check_url(url)
+                    .map_err(|e| StoreError::Config(format!("redis_url: {e}")))?;
+                if config.room_key.is_none() {
+                    return Err(StoreError::Config(
+                        "redis_url needs the room key shared by the nodes".into(),
+                    ));
+                }
+                RoomBackend::Redis(Arc::new(
+                    crate::cluster::Cluster::new(
+                        url,
+                        room_key.clone(),
+                        config.max_rooms,
+                        config.max_room_size,
+                        config.joins_per_minute_per_ip,
+                    )
+                    .map_err(StoreError::Config)?,
+                ))
+            }
+        };
         let options = StoreOptions {
             room_key,
             keep_samples: config.store_stats_samples,
@@ -107,7 +129,7 @@ impl SignalState {
         let web = WebLimits::new(max_web, config.max_connections_per_ip.max(1));
         Ok(SignalState {
             inner: Arc::new(Inner {
-                rooms: Rooms::new(config.max_rooms, config.max_room_size),
+                rooms,
                 joins: JoinLimiter::new(config.joins_per_minute_per_ip),
                 store,
                 next_conn: AtomicU64::new(1),
@@ -193,13 +215,13 @@ impl SignalState {
         metric(
             "onionrtc_signal_rooms",
             "gauge",
-            "Rooms with at least one member.",
+            "Rooms with at least one member (rooms on Redis: with a member on this node).",
             self.rooms() as u64,
         );
         metric(
             "onionrtc_signal_members",
             "gauge",
-            "Members of all rooms.",
+            "Members of all rooms (rooms on Redis: members on this node).",
             self.members() as u64,
         );
         metric(
@@ -316,6 +338,25 @@ impl SignalState {
         }
         if let Some(sip) = &self.inner.sip {
             out.push_str(&sip.metrics());
+        }
+        if let crate::rooms::RoomBackend::Redis(cluster) = &self.inner.rooms {
+            let r = &cluster.counters;
+            push_metric(
+                &mut out,
+                "onionrtc_signal_redis_up",
+                "gauge",
+                "1 when Redis answered the last operation and this node's subscription is live (joins are accepted).",
+                u64::from(cluster.is_up()),
+            );
+            for (name, help, v) in [
+                ("onionrtc_signal_redis_errors_total", "Redis operations that failed or timed out.", &r.errors),
+                ("onionrtc_signal_redis_outages_total", "Times Redis became unreachable (each logged once).", &r.outages),
+                ("onionrtc_signal_redis_published_total", "Messages published to members on other nodes.", &r.published),
+                ("onionrtc_signal_redis_received_total", "Messages received on this node's channel.", &r.received),
+                ("onionrtc_signal_redis_swept_total", "Members removed because their node stopped refreshing them (crashed or cut off).", &r.swept),
+            ] {
+                push_metric(&mut out, name, "counter", help, get(v));
+            }
         }
         out
     }

@@ -173,6 +173,9 @@ pub enum StoreError {
     /// The writer thread could not be started.
     #[error("writer thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A setting the state needs is refused (e.g. `redis_url`).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The key of the room-name hash: under `serve`, the content of

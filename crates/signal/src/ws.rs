@@ -29,6 +29,7 @@ use crate::client_addr::ClientAddr;
 use crate::protocol::{self, ErrorCode, Incoming};
 use crate::ratelimit::TokenBucket;
 use crate::rooms::{Member, Route};
+
 use crate::sanitize::{valid_mid, CandidateDrop, Sanitizer};
 use crate::state::{now_ms, now_unix, SignalState};
 use crate::stats::{Cumulative, StatsSample};
@@ -159,6 +160,8 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// Where a joined connection is.
 struct Joined {
     room: String,
+    /// This member's id.
+    member_id: String,
     side: u8,
     call_id: String,
     started_ms: i64,
@@ -294,7 +297,7 @@ impl Connection {
             let close = socket.send(Message::Close(Some(frame)));
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
         }
-        self.leave();
+        self.leave().await;
     }
 
     /// Takes a token from the connection's bucket.
@@ -395,9 +398,9 @@ impl Connection {
                         }
                     }
                 };
-                self.deliver(&route, text);
+                self.deliver(socket, &route, text).await;
             }
-            Incoming::Bye => self.leave(),
+            Incoming::Bye => self.leave().await,
             Incoming::Stats(value) => self.on_stats(&value),
             Incoming::Refresh => return self.on_refresh(socket).await,
         }
@@ -435,16 +438,16 @@ impl Connection {
             return Flow::Continue;
         }
         let inner = &self.state.inner;
-        if !inner.joins.allow(self.ip, Instant::now()) {
-            self.reply(socket, ErrorCode::TooManyJoins).await;
-            return Flow::Continue;
-        }
         let member = Member {
             conn: self.id,
             tx: self.tx.clone(),
             kill: Arc::clone(&self.kill),
         };
-        let info = match inner.rooms.join(&room, member, now_ms()) {
+        let joined = inner
+            .rooms
+            .join(&room, self.ip, &inner.joins, member, now_ms())
+            .await;
+        let info = match joined {
             Ok(info) => info,
             Err(code) => {
                 self.reply(socket, code).await;
@@ -469,6 +472,7 @@ impl Connection {
         });
         self.joined = Some(Joined {
             room,
+            member_id: info.member_id,
             side: info.side,
             call_id: info.call_id,
             started_ms: info.started_ms,
@@ -490,7 +494,13 @@ impl Connection {
     async fn route(&mut self, socket: &mut WebSocket, to: Option<&str>) -> Option<Route> {
         let result = match self.joined.as_ref() {
             None => Err(ErrorCode::NotJoined),
-            Some(j) => self.state.inner.rooms.route(&j.room, self.id, to),
+            Some(j) => {
+                self.state
+                    .inner
+                    .rooms
+                    .route(&j.room, self.id, &j.member_id, to)
+                    .await
+            }
         };
         match result {
             Ok(route) => Some(route),
@@ -508,13 +518,16 @@ impl Connection {
         }
     }
 
-    fn deliver(&self, route: &Route, text: String) {
-        route.to.deliver(text);
-        self.state
-            .inner
-            .counters
-            .forwarded
-            .fetch_add(1, Ordering::Relaxed);
+    async fn deliver(&mut self, socket: &mut WebSocket, route: &Route, text: String) {
+        if self.state.inner.rooms.deliver(route, text).await {
+            self.state
+                .inner
+                .counters
+                .forwarded
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.reply(socket, ErrorCode::ServerUnavailable).await;
+        }
     }
 
     async fn forward_description(
@@ -547,7 +560,7 @@ impl Connection {
             .sdp_lines_removed
             .fetch_add(u64::from(r.lines_removed), Ordering::Relaxed);
         let text = protocol::description(ty, &clean.sdp, &route.from);
-        self.deliver(&route, text);
+        self.deliver(socket, &route, text).await;
     }
 
     fn on_stats(&mut self, value: &serde_json::Value) {
@@ -590,9 +603,13 @@ impl Connection {
         }
     }
 
-    fn leave(&mut self) {
+    async fn leave(&mut self) {
         if let Some(j) = self.joined.take() {
-            self.state.inner.rooms.leave(&j.room, self.id);
+            self.state
+                .inner
+                .rooms
+                .leave(&j.room, self.id, &j.member_id)
+                .await;
         }
     }
 

@@ -11,6 +11,7 @@ pub mod netns;
 pub mod nginx;
 pub mod postgres;
 pub mod process;
+pub mod redis;
 pub mod topology;
 pub mod tor;
 
