@@ -23,8 +23,8 @@
 //! server transactions remember their last response for 64·T1 to answer
 //! retransmissions and absorb ACKs of non-2xx responses.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::auth::FailureLimits;
@@ -136,9 +136,14 @@ pub struct Counters {
 #[derive(Debug, Clone)]
 struct ConnInfo {
     peer: IpAddr,
+    /// The peer's port, when the transport knows it (UDP, TCP): `rport`.
+    port: Option<u16>,
     /// `WS`, `WSS`, `UDP`, `TCP` or `TLS` (for our Via).
     transport: String,
     reliable: bool,
+    /// Our own `host[:port]` on this transport (Via sent-by and Contact);
+    /// `None`: the domain.
+    sent_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +292,27 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
+/// The sender's top Via with `received` (RFC 3261 §18.2.1) and, when it
+/// asked with a bare `rport` and the transport knows the port, `rport=PORT`
+/// (RFC 3581).
+fn with_received(via: &str, c: &ConnInfo) -> String {
+    let mut out = String::with_capacity(via.len() + 40);
+    let mut parts = via.split(';');
+    out.push_str(parts.next().unwrap_or(""));
+    for p in parts {
+        out.push(';');
+        if p.trim().eq_ignore_ascii_case("rport") {
+            if let Some(port) = c.port {
+                out.push_str(&format!("rport={port}"));
+                continue;
+            }
+        }
+        out.push_str(p);
+    }
+    out.push_str(&format!(";received={}", c.peer));
+    out
+}
+
 /// How good a failure is to report to the caller (lower is better).
 fn rank(code: u16) -> u8 {
     match code {
@@ -352,10 +378,54 @@ impl Core {
             conn,
             ConnInfo {
                 peer,
+                port: None,
                 transport: transport.to_ascii_uppercase(),
                 reliable,
+                sent_by: None,
             },
         );
+    }
+
+    /// A new UDP flow or TCP connection from `peer`; `sent_by` is our own
+    /// `host[:port]` on that listener (our Via's sent-by and our Contact,
+    /// where the phone sends its responses and in-dialog requests).
+    pub fn connected_at(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        transport: &str,
+        reliable: bool,
+        sent_by: &str,
+    ) {
+        self.conns.insert(
+            conn,
+            ConnInfo {
+                peer: peer.ip(),
+                port: Some(peer.port()),
+                transport: transport.to_ascii_uppercase(),
+                reliable,
+                sent_by: Some(sent_by.to_string()),
+            },
+        );
+    }
+
+    /// The connections (flows) that a registration or a call still uses:
+    /// a UDP transport keeps these and may forget the others.
+    pub fn conns_in_use(&self) -> HashSet<ConnId> {
+        let mut set = self.registrar.conns();
+        for c in self.calls.values() {
+            set.insert(c.a_conn);
+            set.extend(c.legs.iter().map(|l| l.conn));
+        }
+        set
+    }
+
+    /// A stream message whose Content-Length exceeds the limit: its header
+    /// section `head` gets 413 when it can be answered (the transport then
+    /// closes the connection); counted either way.
+    pub fn refused_too_large_head(&mut self, conn: ConnId, head: &[u8]) -> Vec<Out> {
+        self.bad_input(conn, head, ParseError::TooLarge);
+        self.take()
     }
 
     /// Counts input the transport refused before parsing (too large).
@@ -452,10 +522,19 @@ impl Core {
     }
 
     fn our_via(&self, conn: ConnId, branch: &str) -> String {
+        let info = self.conns.get(&conn);
+        let host = info
+            .and_then(|c| c.sent_by.as_deref())
+            .unwrap_or(&self.config.domain);
+        // RFC 3581: ask for the response at the address we send from.
+        let rport = if info.is_some_and(|c| !c.reliable) {
+            ";rport"
+        } else {
+            ""
+        };
         format!(
-            "SIP/2.0/{} {};branch={branch}",
+            "SIP/2.0/{} {host};branch={branch}{rport}",
             self.transport(conn),
-            self.config.domain
         )
     }
 
@@ -467,7 +546,12 @@ impl Core {
             "tcp" => "tcp",
             _ => "udp",
         };
-        format!("<sip:b2bua@{};transport={t}>", self.config.domain)
+        let host = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.sent_by.as_deref())
+            .unwrap_or(&self.config.domain);
+        format!("<sip:b2bua@{host};transport={t}>")
     }
 
     fn aor(&self, user: &str) -> String {
@@ -481,7 +565,7 @@ impl Core {
             // RFC 3261 §18.2.1: the sender's own address, back to the sender.
             let received = i == 0 && !v.to_ascii_lowercase().contains(";received=");
             match (received, self.conns.get(&conn)) {
-                (true, Some(c)) => r.push("Via", format!("{v};received={}", c.peer)),
+                (true, Some(c)) => r.push("Via", with_received(v, c)),
                 _ => r.push("Via", v),
             }
         }

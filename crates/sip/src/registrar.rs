@@ -112,6 +112,14 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// The connections that have a binding.
+    pub fn conns(&self) -> std::collections::HashSet<ConnId> {
+        self.users
+            .values()
+            .flat_map(|l| l.iter().map(|b| b.conn))
+            .collect()
+    }
+
     /// Removes the bindings that came on `conn`.
     pub fn conn_closed(&mut self, conn: ConnId) {
         self.retain_all(|b| b.conn != conn);
