@@ -29,6 +29,8 @@ mod firefox;
 mod group;
 #[path = "serve/sip.rs"]
 mod sip_ws;
+#[path = "serve/sipp.rs"]
+mod sipp;
 #[path = "serve/speech.rs"]
 mod speech;
 
