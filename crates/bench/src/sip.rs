@@ -180,6 +180,10 @@ pub struct SipArgs {
     /// Print the rows as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also run the registrations against Debian's Kamailio (5.6) as a
+    /// registrar with digest, when it is installed.
+    #[arg(long)]
+    pub kamailio: bool,
 }
 
 const DOMAIN: &str = "bench.test";
@@ -189,7 +193,7 @@ struct Serve {
     sip: SocketAddr,
 }
 
-fn start_serve(exe: &Path, dir: &Path, core: usize) -> Result<Serve, BenchError> {
+fn start_serve(exe: &Path, dir: &Path, core: Option<usize>) -> Result<Serve, BenchError> {
     let turn = free_port()?;
     let (web, sip) = loop {
         let (a, b) = (free_port()?, free_port()?);
@@ -209,7 +213,6 @@ fn start_serve(exe: &Path, dir: &Path, core: usize) -> Result<Serve, BenchError>
         ),
     )
     .map_err(|e| BenchError::io("cannot write the serve configuration", e))?;
-    let core = tool_exists("taskset", &["-V"]).then_some(core);
     let child = crate::echo::spawn_serve(
         exe,
         core,
@@ -225,6 +228,116 @@ fn start_serve(exe: &Path, dir: &Path, core: usize) -> Result<Serve, BenchError>
 
 fn s(v: impl ToString) -> String {
     v.to_string()
+}
+
+/// SIPp's arguments for `register.xml` (in `dir`) against `target`: `m`
+/// registrations from `csv`, at most `concurrent` at once, as fast as
+/// answered, over `transport` (`u1`, `un`, `t1`, `tn`) from `ip:port`; the
+/// digest `uri` is `sip:DOMAIN` (SIPp's default is the remote address).
+#[allow(clippy::too_many_arguments)]
+pub fn register_args(
+    domain: &str,
+    dir: &Path,
+    target: &str,
+    csv: &Path,
+    m: usize,
+    concurrent: usize,
+    transport: &str,
+    ip: &str,
+    port: u16,
+) -> Vec<String> {
+    vec![
+        s(target),
+        s("-sf"),
+        dir.join("register.xml").display().to_string(),
+        s("-inf"),
+        csv.display().to_string(),
+        s("-m"),
+        s(m),
+        s("-l"),
+        s(concurrent),
+        s("-r"),
+        s(100_000),
+        s("-t"),
+        s(transport),
+        s("-i"),
+        s(ip),
+        s("-p"),
+        s(port),
+        s("-auth_uri"),
+        s(domain),
+        s("-max_socket"),
+        s(concurrent * 4 + 100),
+    ]
+}
+
+/// A server under test: its SIP address, its CPU-seconds so far, and the
+/// memory its registrations use (bytes, as the server can tell).
+struct Target<'a> {
+    name: &'static str,
+    addr: String,
+    cpu: Box<dyn Fn() -> f64 + 'a>,
+    memory: Box<dyn Fn() -> u64 + 'a>,
+    memory_what: &'static str,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), BenchError> {
+    std::fs::write(path, text)
+        .map_err(|e| BenchError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// REGISTER over UDP (bindings kept: the memory row), then over TCP.
+fn register_rows(
+    dir: &Path,
+    t: &Target<'_>,
+    names: &[String],
+    n_tcp: usize,
+    conc: usize,
+) -> Result<Vec<Value>, BenchError> {
+    let mut rows = Vec::new();
+    let n = names.len();
+    let limit = |count: usize| Duration::from_secs(60 + count as u64 / 20);
+    // One SIPp run of `who` over `transport`: the run and the server's CPU-seconds.
+    let register =
+        |label: &str, who: &[String], transport: &str| -> Result<(SippRun, f64), BenchError> {
+            let csv = dir.join(format!("{}-reg-{label}.csv", t.name));
+            write(&csv, &register_csv(DOMAIN, who, PASSWORD, 3600))?;
+            let c0 = (t.cpu)();
+            let args = register_args(
+                DOMAIN,
+                dir,
+                &t.addr,
+                &csv,
+                who.len(),
+                conc,
+                transport,
+                "127.0.0.2",
+                free_port()?,
+            );
+            let log = dir.join(format!("{}-reg-{label}.log", t.name));
+            let run = run_sipp(
+                &format!("sipp register {label}"),
+                &args,
+                limit(who.len()),
+                &log,
+            )?;
+            Ok((run, (t.cpu)() - c0))
+        };
+    std::thread::sleep(Duration::from_millis(500));
+    let mem0 = (t.memory)();
+    let (run, cpu) = register("udp", names, "un")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mem1 = (t.memory)();
+    rows.push(row(t.name, "register", "udp", n, &run, cpu, json!({})));
+    let per_reg = mem1.saturating_sub(mem0) as f64 / run.successful.max(1) as f64;
+    rows.push(json!({
+        "server": t.name, "test": "memory", "transport": "udp", "registrations": run.successful,
+        "memory": t.memory_what, "before_bytes": mem0, "after_bytes": mem1,
+        "bytes_per_registration": per_reg.round(),
+    }));
+    let (run, cpu) = register("tcp", &names[..n_tcp], "tn")?;
+    rows.push(row(t.name, "register", "tcp", n_tcp, &run, cpu, json!({})));
+    Ok(rows)
 }
 
 /// Runs the benchmark; prints a table (or JSON lines). Returns the rows.
@@ -251,86 +364,38 @@ pub fn main(args: &SipArgs, exe: &Path) -> Result<Vec<Value>, BenchError> {
     all.push("callee".into());
     add_users(&dir.join("data"), DOMAIN, &all)?;
     let users_secs = t0.elapsed().as_secs_f64();
-    let serve = start_serve(exe, dir, args.core)?;
+    let core = tool_exists("taskset", &["-V"]).then_some(args.core);
+    let serve = start_serve(exe, dir, core)?;
     let pid = serve.child.pid();
-    let target = serve.sip.to_string();
-    let cpu = || crate::procfs::cpu_seconds(pid).unwrap_or(0.0);
-    let rss = || crate::procfs::status_kb(pid, "VmRSS").unwrap_or(0);
-    let mut rows = Vec::new();
-    let limit = |count: usize| Duration::from_secs(60 + count as u64 / 20);
-    let common = |csv: &Path, m: usize, transport: &str, ip: &str| -> Vec<String> {
-        vec![
-            target.clone(),
-            s("-sf"),
-            dir.join("register.xml").display().to_string(),
-            s("-inf"),
-            csv.display().to_string(),
-            s("-m"),
-            s(m),
-            s("-l"),
-            s(conc),
-            s("-r"),
-            s(100_000),
-            s("-t"),
-            s(transport),
-            s("-i"),
-            s(ip),
-            s("-p"),
-            s(free_port().unwrap_or(5060)),
-            s("-auth_uri"),
-            s(DOMAIN),
-            s("-max_socket"),
-            s(conc * 4 + 100),
-        ]
+    let ours = Target {
+        name: "onionrtc",
+        addr: serve.sip.to_string(),
+        cpu: Box::new(move || crate::procfs::cpu_seconds(pid).unwrap_or(0.0)),
+        memory: Box::new(move || crate::procfs::status_kb(pid, "VmRSS").unwrap_or(0) * 1024),
+        memory_what: "VmRSS",
     };
-
-    // REGISTER over UDP; the bindings stay for the memory figure.
-    std::thread::sleep(Duration::from_millis(500));
-    let rss0 = rss();
-    let csv = dir.join("reg-udp.csv");
-    std::fs::write(&csv, register_csv(DOMAIN, &names, PASSWORD, 3600))
-        .map_err(|e| BenchError::io("cannot write the injection file", e))?;
-    let c0 = cpu();
-    let run = run_sipp(
-        "sipp register udp",
-        &common(&csv, n, "un", "127.0.0.2"),
-        limit(n),
-        &dir.join("reg-udp.log"),
-    )?;
-    let c1 = cpu();
-    std::thread::sleep(Duration::from_millis(500));
-    let rss1 = rss();
-    rows.push(row("register", "udp", n, &run, c1 - c0, json!({})));
-    let per_reg = (rss1.saturating_sub(rss0) * 1024) as f64 / run.successful.max(1) as f64;
-    rows.push(json!({
-        "test": "memory", "transport": "udp", "registrations": run.successful,
-        "rss_before_kb": rss0, "rss_after_kb": rss1, "bytes_per_registration": per_reg.round(),
-    }));
-
-    // REGISTER over TCP: a connection per registration (bindings go with it).
-    let csv = dir.join("reg-tcp.csv");
-    std::fs::write(&csv, register_csv(DOMAIN, &names[..n_tcp], PASSWORD, 3600))
-        .map_err(|e| BenchError::io("cannot write the injection file", e))?;
-    let c0 = cpu();
-    let run = run_sipp(
-        "sipp register tcp",
-        &common(&csv, n_tcp, "tn", "127.0.0.2"),
-        limit(n_tcp),
-        &dir.join("reg-tcp.log"),
-    )?;
-    rows.push(row("register", "tcp", n_tcp, &run, cpu() - c0, json!({})));
+    let mut rows = register_rows(dir, &ours, &names, n_tcp, conc)?;
 
     // Calls: the callee registers from the port its UAS then listens on.
+    let limit = |count: usize| Duration::from_secs(60 + count as u64 / 20);
     let calls = args.calls.max(1);
     let callee_port = free_port()?;
     let csv = dir.join("callee.csv");
-    std::fs::write(
+    write(
         &csv,
-        register_csv(DOMAIN, &["callee".to_string()], PASSWORD, 3600),
-    )
-    .map_err(|e| BenchError::io("cannot write the injection file", e))?;
-    let mut reg = common(&csv, 1, "u1", "127.0.0.3");
-    set_arg(&mut reg, "-p", &s(callee_port));
+        &register_csv(DOMAIN, &["callee".to_string()], PASSWORD, 3600),
+    )?;
+    let reg = register_args(
+        DOMAIN,
+        dir,
+        &ours.addr,
+        &csv,
+        1,
+        1,
+        "u1",
+        "127.0.0.3",
+        callee_port,
+    );
     let r = run_sipp(
         "sipp callee register",
         &reg,
@@ -360,15 +425,24 @@ pub fn main(args: &SipArgs, exe: &Path) -> Result<Vec<Value>, BenchError> {
     let mut uas = spawn_sipp("sipp callee", &uas_args, &uas_log)?;
     std::thread::sleep(Duration::from_millis(300));
     let csv = dir.join("caller.csv");
-    std::fs::write(&csv, caller_csv(DOMAIN, "caller", PASSWORD, "callee"))
-        .map_err(|e| BenchError::io("cannot write the injection file", e))?;
-    let mut uac = common(&csv, calls, "un", "127.0.0.2");
+    write(&csv, &caller_csv(DOMAIN, "caller", PASSWORD, "callee"))?;
+    let mut uac = register_args(
+        DOMAIN,
+        dir,
+        &ours.addr,
+        &csv,
+        calls,
+        conc,
+        "un",
+        "127.0.0.2",
+        free_port()?,
+    );
     set_arg(&mut uac, "-sf", &dir.join("uac.xml").display().to_string());
     set_arg(&mut uac, "-auth_uri", &format!("callee@{DOMAIN}"));
     uac.extend([s("-d"), s(args.hold_ms)]);
-    let c0 = cpu();
+    let c0 = (ours.cpu)();
     let run = run_sipp("sipp caller", &uac, limit(calls), &dir.join("uac.log"))?;
-    let c1 = cpu();
+    let c1 = (ours.cpu)();
     let callee = finish_sipp(
         "sipp callee",
         &mut uas,
@@ -377,6 +451,7 @@ pub fn main(args: &SipArgs, exe: &Path) -> Result<Vec<Value>, BenchError> {
         &uas_log,
     )?;
     rows.push(row(
+        "onionrtc",
         "calls",
         "udp",
         calls,
@@ -384,9 +459,161 @@ pub fn main(args: &SipArgs, exe: &Path) -> Result<Vec<Value>, BenchError> {
         c1 - c0,
         json!({"callee_successful": callee.successful, "callee_failed": callee.failed, "hold_ms": args.hold_ms}),
     ));
+    drop(ours);
     drop(serve);
+
+    if args.kamailio && tool_exists("kamailio", &["-v"]) {
+        let kam = start_kamailio(dir, core, &names)?;
+        let kpid = kam.child.pid();
+        let ctl = kam.ctl.clone();
+        let target = Target {
+            name: "kamailio",
+            addr: kam.sip.to_string(),
+            cpu: Box::new(move || crate::procfs::family_cpu_seconds(kpid).unwrap_or(0.0)),
+            memory: Box::new(move || kamailio_shm_used(&ctl).unwrap_or(0)),
+            memory_what: "shared memory real_used (kamcmd core.shmmem)",
+        };
+        rows.extend(register_rows(dir, &target, &names, n_tcp, conc)?);
+    }
     print_rows(args, &rows, users_secs, n + 2);
     Ok(rows)
+}
+
+/// Kamailio 5.6 as a registrar with digest (auth_db over db_text, the
+/// same accounts and password), UDP and TCP on one port, one UDP and one
+/// TCP worker, pinned like serve.
+const KAMAILIO_CFG: &str = r#"#!KAMAILIO
+debug=0
+log_stderror=yes
+fork=yes
+children=1
+tcp_children=1
+auto_aliases=no
+listen=udp:127.0.0.1:@PORT@
+listen=tcp:127.0.0.1:@PORT@
+alias="@DOMAIN@"
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "kex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "db_text.so"
+loadmodule "auth.so"
+loadmodule "auth_db.so"
+loadmodule "ctl.so"
+modparam("ctl", "binrpc", "unix:@DIR@/ctl")
+modparam("usrloc", "db_mode", 0)
+modparam("auth_db", "db_url", "text://@DIR@/db")
+modparam("auth_db", "calculate_ha1", 1)
+modparam("auth_db", "password_column", "password")
+modparam("auth_db", "load_credentials", "")
+request_route {
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+    if (is_method("REGISTER")) {
+        if (!www_authenticate("$td", "subscriber")) {
+            www_challenge("$td", "1");
+            exit;
+        }
+        if (!save("location")) { sl_reply_error(); }
+        exit;
+    }
+    sl_send_reply("405", "Method Not Allowed");
+}
+"#;
+
+struct Kamailio {
+    child: ChildGuard,
+    sip: SocketAddr,
+    ctl: String,
+}
+
+impl Drop for Kamailio {
+    /// SIGTERM to the main process (it stops its workers, which a SIGKILL
+    /// would orphan), at most 5 s, then the guard's kill.
+    fn drop(&mut self) {
+        let pid = self.child.pid().to_string();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdin(std::process::Stdio::null())
+            .status();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let _ = self.child.wait(Duration::from_secs(5), &stop);
+    }
+}
+
+fn start_kamailio(
+    dir: &Path,
+    core: Option<usize>,
+    names: &[String],
+) -> Result<Kamailio, BenchError> {
+    let kdir = dir.join("kamailio");
+    let db = kdir.join("db");
+    std::fs::create_dir_all(&db)
+        .map_err(|e| BenchError::io("cannot create kamailio's directory", e))?;
+    write(
+        &db.join("version"),
+        "table_name(string) table_version(int) \nsubscriber:7\nlocation:9\n",
+    )?;
+    let mut subscribers = String::from("id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n");
+    for (i, n) in names.iter().enumerate() {
+        subscribers.push_str(&format!("{i}:{n}:{DOMAIN}:{PASSWORD}::\n"));
+    }
+    write(&db.join("subscriber"), &subscribers)?;
+    let port = free_port()?;
+    let cfg = KAMAILIO_CFG
+        .replace("@PORT@", &port.to_string())
+        .replace("@DOMAIN@", DOMAIN)
+        .replace("@DIR@", &kdir.display().to_string());
+    let cfg_path = kdir.join("kamailio.cfg");
+    write(&cfg_path, &cfg)?;
+    let mut cmd = match core {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(c.to_string()).arg("kamailio");
+            t
+        }
+        None => Command::new("kamailio"),
+    };
+    cmd.arg("-f")
+        .arg(&cfg_path)
+        .args(["-DD", "-E", "-Y"])
+        .arg(&kdir);
+    let log = kdir.join("kamailio.log");
+    let child = ChildGuard::spawn_logged("kamailio", &mut cmd, &log)?;
+    let ctl = kdir.join("ctl").display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kamailio_shm_used(&ctl).is_none() {
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout(format!(
+                "kamailio did not start: {}",
+                tail(&log, 10)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(Kamailio {
+        child,
+        sip: SocketAddr::from(([127, 0, 0, 1], port)),
+        ctl,
+    })
+}
+
+/// Kamailio's shared memory in use (`real_used` of `kamcmd core.shmmem`).
+fn kamailio_shm_used(ctl: &str) -> Option<u64> {
+    let out = Command::new("kamcmd")
+        .args(["-s", &format!("unix:{ctl}"), "core.shmmem"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("real_used:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn set_arg(args: &mut [String], flag: &str, value: &str) {
@@ -398,6 +625,7 @@ fn set_arg(args: &mut [String], flag: &str, value: &str) {
 }
 
 fn row(
+    server: &str,
     test: &str,
     transport: &str,
     attempted: usize,
@@ -412,10 +640,10 @@ fn row(
         1.0 - run.successful as f64 / attempted as f64
     };
     let mut v = json!({
-        "test": test, "transport": transport, "attempted": attempted,
+        "server": server, "test": test, "transport": transport, "attempted": attempted,
         "successful": run.successful, "failed": run.failed, "failure_share": failures,
-        "secs": run.secs, "per_sec": rate, "serve_cpu_s": cpu_s,
-        "serve_core_share": cpu_s / run.secs.max(0.001),
+        "secs": run.secs, "per_sec": rate, "server_cpu_s": cpu_s,
+        "server_core_share": cpu_s / run.secs.max(0.001),
         "per_cpu_s": run.successful as f64 / cpu_s.max(0.001),
     });
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
@@ -432,22 +660,24 @@ fn print_rows(args: &SipArgs, rows: &[Value], users_secs: f64, users: usize) {
         return;
     }
     println!(
-        "SIP (SIPp) against serve pinned to core {}; {users} accounts made in {users_secs:.1} s; {} at once",
+        "SIP (SIPp): each server pinned to core {}; {users} accounts made in {users_secs:.1} s; {} at once",
         args.core, args.concurrent
     );
     for r in rows {
+        let server = r["server"].as_str().unwrap_or("");
         if r["test"] == "memory" {
             println!(
-                "memory       {} registrations bound: RSS {} → {} kB, {} bytes per registration",
+                "{server:<9} memory   {} registrations bound: {} bytes each ({}: {} → {} bytes)",
                 r["registrations"],
-                r["rss_before_kb"],
-                r["rss_after_kb"],
-                r["bytes_per_registration"]
+                r["bytes_per_registration"],
+                r["memory"].as_str().unwrap_or(""),
+                r["before_bytes"],
+                r["after_bytes"]
             );
             continue;
         }
         println!(
-            "{:<8} {:<3} {:>6} ok {:>4} failed ({:.2} %) in {:>6.1} s: {:>7.0}/s; serve {:>3.0} % of a core, {:>7.0} per CPU-second",
+            "{server:<9} {:<8} {:<3} {:>6} ok {:>4} failed ({:.2} %) in {:>6.1} s: {:>7.0}/s; server {:>3.0} % of a core, {:>7.0} per CPU-second",
             r["test"].as_str().unwrap_or(""),
             r["transport"].as_str().unwrap_or(""),
             r["successful"],
@@ -455,7 +685,7 @@ fn print_rows(args: &SipArgs, rows: &[Value], users_secs: f64, users: usize) {
             r["failure_share"].as_f64().unwrap_or(0.0) * 100.0,
             r["secs"].as_f64().unwrap_or(0.0),
             r["per_sec"].as_f64().unwrap_or(0.0),
-            r["serve_core_share"].as_f64().unwrap_or(0.0) * 100.0,
+            r["server_core_share"].as_f64().unwrap_or(0.0) * 100.0,
             r["per_cpu_s"].as_f64().unwrap_or(0.0),
         );
     }

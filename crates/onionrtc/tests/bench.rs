@@ -202,7 +202,7 @@ fn sip_bench_smoke() {
         .collect();
     let find = |test: &str, transport: &str| {
         rows.iter()
-            .find(|r| r["test"] == test && r["transport"] == transport)
+            .find(|r| r["server"] == "onionrtc" && r["test"] == test && r["transport"] == transport)
             .unwrap_or_else(|| panic!("no {test} {transport} row: {stdout}"))
     };
     for (test, transport, n) in [
@@ -213,7 +213,7 @@ fn sip_bench_smoke() {
         let r = find(test, transport);
         assert_eq!(r["successful"], n, "{r}");
         assert!(r["per_sec"].as_f64().unwrap() > 0.0, "{r}");
-        assert!(r["serve_cpu_s"].is_number(), "{r}");
+        assert!(r["server_cpu_s"].is_number(), "{r}");
     }
     assert_eq!(find("calls", "udp")["callee_successful"], 10);
     assert!(find("memory", "udp")["bytes_per_registration"].is_number());

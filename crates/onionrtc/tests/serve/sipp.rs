@@ -28,7 +28,8 @@ fn arg(v: impl ToString) -> String {
     v.to_string()
 }
 
-/// SIPp's arguments for `register.xml` with `csv`, `m` registrations.
+/// SIPp's arguments for `register.xml` with `csv`: `m` registrations,
+/// at most 10 at once.
 fn register_args(
     dir: &Path,
     target: &str,
@@ -38,29 +39,7 @@ fn register_args(
     ip: &str,
     port: u16,
 ) -> Vec<String> {
-    vec![
-        arg(target),
-        arg("-sf"),
-        dir.join("register.xml").display().to_string(),
-        arg("-inf"),
-        csv.display().to_string(),
-        arg("-m"),
-        arg(m),
-        arg("-l"),
-        arg(10),
-        arg("-r"),
-        arg(100),
-        arg("-t"),
-        arg(transport),
-        arg("-i"),
-        arg(ip),
-        arg("-p"),
-        arg(port),
-        arg("-auth_uri"),
-        arg(DOMAIN),
-        arg("-max_socket"),
-        arg(200),
-    ]
+    bench::sip::register_args(DOMAIN, dir, target, csv, m, 10, transport, ip, port)
 }
 
 /// A UDP exchange: sends `data`, returns the answer if one comes within `wait`.
