@@ -21,7 +21,9 @@
 //! give up after 64·T1 (B), ringing legs are cancelled after 3 minutes (C),
 //! a 2xx to the caller is retransmitted until its ACK for at most 64·T1;
 //! server transactions remember their last response for 64·T1 to answer
-//! retransmissions and absorb ACKs of non-2xx responses.
+//! retransmissions and absorb ACKs of non-2xx responses, and on unreliable
+//! transports re-send a non-2xx final response to an INVITE until its ACK
+//! (G, H).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -225,6 +227,9 @@ struct ServerTx {
     response: Option<Vec<u8>>,
     code: u16,
     until: Instant,
+    /// Timer G (RFC 3261 §17.2.1): a non-2xx final response to an INVITE
+    /// on an unreliable transport, re-sent until its ACK (Timer H: 64·T1).
+    resend: Option<(Instant, Duration)>,
 }
 
 type ServerKey = (ConnId, String, String);
@@ -599,12 +604,16 @@ impl Core {
         if self.server_tx.len() >= MAX_SERVER_TX && !self.server_tx.contains_key(&key) {
             return;
         }
+        let unreliable = self.conns.get(&conn).is_some_and(|c| !c.reliable);
+        let resend =
+            (unreliable && code >= 300 && req.method() == Some("INVITE")).then_some((now + T1, T1));
         self.server_tx.insert(
             key,
             ServerTx {
                 response: Some(data),
                 code,
                 until: now + TX_TIMEOUT,
+                resend,
             },
         );
     }
@@ -713,10 +722,11 @@ impl Core {
             };
             if let Some(tx) = self
                 .server_tx
-                .get(&(conn, b.to_string(), lookup.to_string()))
+                .get_mut(&(conn, b.to_string(), lookup.to_string()))
             {
                 if method == "ACK" {
                     if tx.code >= 300 {
+                        tx.resend = None;
                         return;
                     }
                 } else {
@@ -1759,6 +1769,19 @@ impl Core {
         self.failures.prune(secs);
         self.server_tx.retain(|_, t| t.until > now);
         let mut resend = Vec::new();
+        for ((conn, _, _), t) in self.server_tx.iter_mut() {
+            let (Some((next, interval)), Some(data)) = (t.resend, &t.response) else {
+                continue;
+            };
+            if now >= next {
+                resend.push(Out {
+                    conn: *conn,
+                    data: data.clone(),
+                });
+                let interval = (interval * 2).min(T2);
+                t.resend = Some((now + interval, interval));
+            }
+        }
         self.client_retx.retain(|_, r| {
             if now >= r.until {
                 return false;

@@ -868,3 +868,50 @@ fn udp_flows_get_rport_and_our_listener_address() {
     let (_, trying) = out.iter().find(|(c, _)| *c == 1).unwrap();
     assert_eq!(trying.code(), Some(100));
 }
+
+#[test]
+fn timer_g_resends_a_final_invite_answer_on_udp_until_its_ack() {
+    let mut w = World::new();
+    let mut alice = Ua::new(1, "alice", "wonderland");
+    let peer: SocketAddr = "198.51.100.1:5060".parse().unwrap();
+    w.core.connected_at(1, peer, "UDP", false, "192.0.2.1:5060");
+    let uri = format!("sip:bob@{DOMAIN}");
+    let to = format!("<{uri}>");
+    let req = alice.request("INVITE", &uri, &to, "", "v=0\r\n");
+    let out = w.send(1, &req);
+    assert_eq!(out[0].1.code(), Some(407));
+    let at = |ms: u64| w.now + Duration::from_millis(ms);
+    let (t400, t501, t1400, t1502, t10s) = (at(400), at(501), at(1400), at(1502), at(10_000));
+    assert!(w.core.tick(t400).is_empty());
+    // Timer G: T1, then 2·T1 later, ...
+    let again = w.core.tick(t501);
+    assert_eq!(again.len(), 1);
+    assert!(String::from_utf8_lossy(&again[0].data).starts_with("SIP/2.0 407 "));
+    assert!(w.core.tick(t1400).is_empty());
+    assert_eq!(w.core.tick(t1502).len(), 1);
+    // ... until the ACK (same branch as the INVITE).
+    let ack = alice
+        .request("ACK", &uri, &format!("{to};tag=x"), "", "")
+        .replace(
+            &format!("z9hG4bK{}ACK", alice.cseq),
+            &format!("z9hG4bK{}INVITE", alice.cseq - 1),
+        )
+        .replace(
+            &format!("CSeq: {} ACK", alice.cseq),
+            &format!("CSeq: {} ACK", alice.cseq - 1),
+        );
+    assert!(w.send(1, &ack).is_empty());
+    assert!(w.core.tick(t10s).is_empty());
+    // On a reliable transport there is no Timer G.
+    let mut bob = Ua::new(2, "bob", "builder");
+    w.connect(&bob);
+    let req = bob.request(
+        "INVITE",
+        &format!("sip:alice@{DOMAIN}"),
+        "<sip:alice@x>",
+        "",
+        "v=0\r\n",
+    );
+    assert_eq!(w.send(2, &req)[0].1.code(), Some(407));
+    assert!(w.core.tick(t10s + Duration::from_secs(1)).is_empty());
+}
