@@ -184,6 +184,10 @@ pub struct SipArgs {
     /// registrar with digest, when it is installed.
     #[arg(long)]
     pub kamailio: bool,
+    /// Keep the configurations and SIPp logs in this (new) directory
+    /// instead of a temporary one.
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 const DOMAIN: &str = "bench.test";
@@ -352,7 +356,14 @@ pub fn main(args: &SipArgs, exe: &Path) -> Result<Vec<Value>, BenchError> {
         .prefix("onionrtc-bench-sip")
         .tempdir()
         .map_err(|e| BenchError::io("cannot create a temporary directory", e))?;
-    let dir = work.path();
+    let dir = match &args.keep {
+        Some(d) => {
+            std::fs::create_dir(d)
+                .map_err(|e| BenchError::io(format!("cannot create {}", d.display()), e))?;
+            d.as_path()
+        }
+        None => work.path(),
+    };
     write_scenarios(dir)?;
     let n = args.registrations.max(1);
     let n_tcp = n.min(2000);
@@ -439,7 +450,8 @@ pub fn main(args: &SipArgs, exe: &Path) -> Result<Vec<Value>, BenchError> {
     );
     set_arg(&mut uac, "-sf", &dir.join("uac.xml").display().to_string());
     set_arg(&mut uac, "-auth_uri", &format!("callee@{DOMAIN}"));
-    uac.extend([s("-d"), s(args.hold_ms)]);
+    uac.extend([s("-d"), s(args.hold_ms), s("-trace_err"), s("-error_file")]);
+    uac.push(dir.join("uac-errors.log").display().to_string());
     let c0 = (ours.cpu)();
     let run = run_sipp("sipp caller", &uac, limit(calls), &dir.join("uac.log"))?;
     let c1 = (ours.cpu)();

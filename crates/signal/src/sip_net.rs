@@ -86,6 +86,31 @@ impl std::fmt::Display for SipListen {
     }
 }
 
+/// Receive and send buffer asked for on a SIP UDP socket (the kernel caps
+/// it at net.core.[rw]mem_max): a burst of requests and responses must not
+/// overflow the default 208 KiB while the core is busy, or the transaction
+/// layer has to make up for it with retransmissions.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A UDP socket on `addr` with large buffers (IPv6: v6-only).
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 /// Our Via sent-by / Contact host on a listener: its address, or the
 /// domain when it listens on every address.
 fn sent_by(local: SocketAddr, domain: &str) -> String {
@@ -106,7 +131,7 @@ pub async fn start(state: &SignalState, listen: &[SipListen]) -> std::io::Result
     for l in listen {
         match l.transport {
             SipTransport::Udp => {
-                let socket = Arc::new(UdpSocket::bind(l.addr).await?);
+                let socket = Arc::new(udp_socket(l.addr)?);
                 let local = socket.local_addr()?;
                 bound.push(local);
                 tokio::spawn(udp_loop(state.clone(), Arc::clone(&rt), socket, local));
