@@ -151,7 +151,7 @@ pub async fn start(state: &SignalState, listen: &[SipListen]) -> std::io::Result
 /// a response to the flow when its top Via has `rport` (we filled it in),
 /// else to the flow's IP and the Via's sent-by port (5060 by default); a
 /// request to the flow.
-pub(crate) fn udp_destination(data: &[u8], flow: SocketAddr) -> SocketAddr {
+pub fn udp_destination(data: &[u8], flow: SocketAddr) -> SocketAddr {
     if !data.starts_with(b"SIP/2.0 ") {
         return flow;
     }
@@ -293,7 +293,7 @@ async fn tcp_accept(
 
 /// What the start of a TCP stream holds.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// More bytes needed.
     Incomplete,
     /// RFC 5626 §3.5.1 ping (CRLF CRLF, answered CRLF): bytes to consume.
@@ -313,7 +313,7 @@ pub(crate) enum Frame {
 
 /// Frames the start of a SIP stream (RFC 3261 §18.3: Content-Length
 /// delimits the body; absent means 0).
-pub(crate) fn next_frame(buf: &[u8]) -> Frame {
+pub fn next_frame(buf: &[u8]) -> Frame {
     if buf.starts_with(b"\r\n\r\n") {
         return Frame::Ping(4);
     }
