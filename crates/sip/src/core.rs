@@ -442,7 +442,9 @@ impl Core {
     pub fn closed(&mut self, conn: ConnId, now: Instant) -> Vec<Out> {
         self.conns.remove(&conn);
         self.registrar.conn_closed(conn);
-        self.server_tx.retain(|k, _| k.0 != conn);
+        // Its server transactions are left to expire (64·T1, bounded):
+        // connection numbers are never reused, nothing can match them, and
+        // a close then costs nothing per transaction of other connections.
         self.client_retx.retain(|_, r| r.conn != conn);
         let keys: Vec<u64> = self.calls.keys().copied().collect();
         for key in keys {
