@@ -40,6 +40,10 @@ cd "$(dirname "$0")/.."
 #              tests/js/package-lock.json, installed below with npm ci),
 #              and bundles JsSIP for the SIP tests (tests/js/cjs_bundle.mjs;
 #              JsSIP and SIP.js pinned in the same lock file)
+#   sip-tester - SIPp, a SIP traffic generator we did not write: phones
+#              registering (digest) and calling over UDP and TCP in
+#              onionrtc tests/serve/sipp.rs, and `onionrtc bench sip`
+#              (its CI smoke in tests/bench.rs)
 #   postgresql - a real PostgreSQL (initdb + postgres on 127.0.0.1, started
 #              by testkit::postgres as the `postgres` user) for the signal
 #              and lab store suites; no cluster service is started (policy-rc.d)
@@ -59,6 +63,7 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 [ -f /usr/include/alsa/asoundlib.h ] || need+=(libasound2-dev)
 command -v pulseaudio >/dev/null 2>&1 || need+=(pulseaudio)
 compgen -G '/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so' >/dev/null || need+=(libasound2-plugins)

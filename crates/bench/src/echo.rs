@@ -446,6 +446,47 @@ fn stdout_lines(child: &mut ChildGuard) -> Result<mpsc::Receiver<(String, Instan
     Ok(rx)
 }
 
+/// Starts `serve` (pinned to `core` with taskset when given) with
+/// `config` and `data_dir`, stderr to `log`, and waits (≤ 30 s) for its
+/// `Open http://…/` line.
+pub(crate) fn spawn_serve(
+    exe: &Path,
+    core: Option<usize>,
+    config: &Path,
+    data_dir: &Path,
+    log: &Path,
+) -> Result<ChildGuard, BenchError> {
+    let mut cmd = match core {
+        Some(core) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(log)
+                .map_err(|e| BenchError::io("cannot create the serve log", e))?,
+        );
+    let mut serve = ChildGuard::spawn("serve", &mut cmd)?;
+    let rx = stdout_lines(&mut serve)?;
+    let (first, _) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| BenchError::Timeout(format!("serve did not start: {}", tail(log, 10))))?;
+    if !first.starts_with("Open http://") {
+        return Err(BenchError::Timeout(format!("serve printed {first:?}")));
+    }
+    Ok(serve)
+}
+
 /// One step's row.
 fn step(exe: &Path, work: &Path, args: &EchoArgs, n: usize) -> Result<Value, BenchError> {
     let turn = free_port()?;
@@ -470,30 +511,7 @@ fn step(exe: &Path, work: &Path, args: &EchoArgs, n: usize) -> Result<Value, Ben
     )
     .map_err(|e| BenchError::io("cannot write the serve configuration", e))?;
     let log = dir.join("serve.log");
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c")
-        .arg(args.core.to_string())
-        .arg(exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::File::create(&log)
-                .map_err(|e| BenchError::io("cannot create the serve log", e))?,
-        );
-    let mut serve = ChildGuard::spawn("serve", &mut cmd)?;
-    let rx = stdout_lines(&mut serve)?;
-    let (first, _) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| BenchError::Timeout(format!("serve did not start: {}", tail(&log, 10))))?;
-    if !first.starts_with("Open http://") {
-        return Err(BenchError::Timeout(format!("serve printed {first:?}")));
-    }
+    let serve = spawn_serve(exe, Some(args.core), &config, &dir.join("data"), &log)?;
     let mut client_cmd = Command::new(exe);
     client_cmd
         .args(["bench", "echo-client", "--url"])

@@ -46,5 +46,6 @@ pub mod orchestrate;
 
 mod limits;
 pub mod procfs;
+pub mod sip;
 
 pub use limits::raise_fd_limit;

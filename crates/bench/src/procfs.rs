@@ -19,6 +19,34 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/stat"))
 }
 
+/// [`cpu_seconds`] of `pid` plus its direct children (a server that
+/// forks workers, such as Kamailio).
+pub fn family_cpu_seconds(pid: u32) -> io::Result<f64> {
+    let mut total = cpu_seconds(pid)?;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        if parse_ppid(&stat) == Some(pid) {
+            total += parse_cpu_ticks(&stat).map_or(0.0, |t| t as f64 / clk_tck());
+        }
+    }
+    Ok(total)
+}
+
+/// Field 4 (ppid), counted after the command name's last `)`.
+fn parse_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// utime + stime in ticks. The command name (field 2) may hold spaces and
 /// parentheses, so fields are counted after its last `)`.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
@@ -100,6 +128,12 @@ fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_of_a_tricky_name() {
+        assert_eq!(parse_ppid("42 (a) b) S 7 42 42 0"), Some(7));
+        assert!(family_cpu_seconds(std::process::id()).is_ok());
+    }
 
     #[test]
     fn stat_fields_after_a_tricky_name() {

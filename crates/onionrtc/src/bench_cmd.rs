@@ -25,6 +25,11 @@ pub enum BenchCommand {
     /// fresh serve pinned to one core (taskset); prints loss and serve's
     /// CPU per step. See docs/performance.md.
     Echo(bench::echo::EchoArgs),
+    /// SIP over UDP and TCP with Debian's SIPp (sip-tester): REGISTERs
+    /// with digest per second, memory per registration, INVITE → 200 call
+    /// setups per second through the B2BUA, against a fresh serve pinned
+    /// to one core. See docs/performance.md.
+    Sip(bench::sip::SipArgs),
     /// The echo benchmark's client (`start`, `end`, one JSON line on stdout).
     #[command(hide = true)]
     EchoClient(bench::echo::EchoClientArgs),
@@ -60,6 +65,19 @@ pub fn run(command: BenchCommand) -> ExitCode {
                 Err(code) => return code,
             };
             match bench::echo::main(&args, &exe) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(crate::EXIT_RUNTIME)
+                }
+            }
+        }
+        BenchCommand::Sip(args) => {
+            let exe = match current_exe() {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match bench::sip::main(&args, &exe) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

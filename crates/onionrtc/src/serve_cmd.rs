@@ -121,6 +121,8 @@ struct SipFile {
     enabled: Option<bool>,
     domain: Option<String>,
     digest_algorithms: Option<Vec<String>>,
+    listen: Option<Vec<String>>,
+    messages_per_sec: Option<u32>,
 }
 
 /// The resolved `[sip]` settings.
@@ -132,7 +134,14 @@ pub struct SipSettings {
     pub domain: String,
     /// Digest challenge algorithms, in the order offered.
     pub algorithms: Vec<signal::sip_ws::SipAlgorithm>,
+    /// SIP over UDP and TCP listeners (default none).
+    pub listen: Vec<signal::sip_net::SipListen>,
+    /// Messages per second per UDP flow or TCP connection.
+    pub messages_per_sec: u32,
 }
+
+/// The default `[sip] messages_per_sec`.
+pub const SIP_MESSAGES_PER_SEC: u32 = 50;
 
 /// The `[serve]` table as written; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -560,6 +569,8 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             enabled: false,
             domain: String::new(),
             algorithms: Vec::new(),
+            listen: Vec::new(),
+            messages_per_sec: SIP_MESSAGES_PER_SEC,
         },
         onion,
         tls_next_key: file.tls_next_key.map(|k| base_dir.join(k)),
@@ -614,10 +625,35 @@ fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettin
     if algorithms.is_empty() {
         bail!("invalid [sip] digest_algorithms []: give at least one of \"MD5\", \"SHA-256\"");
     }
+    let mut listen: Vec<signal::sip_net::SipListen> = Vec::new();
+    for l in file.listen.unwrap_or_default() {
+        let Some(parsed) = signal::sip_net::SipListen::parse(&l) else {
+            bail!(
+                "invalid [sip] listen entry {l:?}: \"udp://IP:PORT\" or \"tcp://IP:PORT\" \
+                 (an IP address, IPv6 in brackets, and a port other than 0)"
+            );
+        };
+        if listen.contains(&parsed) {
+            bail!("invalid [sip] listen: {l:?} appears twice");
+        }
+        if parsed.transport == signal::sip_net::SipTransport::Tcp && parsed.addr == serve.listen {
+            bail!("invalid [sip] listen {l:?}: the web listener [serve] listen uses that address");
+        }
+        listen.push(parsed);
+    }
+    if !listen.is_empty() && !enabled {
+        bail!("[sip] listen is set but [sip] enabled is not true");
+    }
+    let messages_per_sec = file.messages_per_sec.unwrap_or(SIP_MESSAGES_PER_SEC);
+    if messages_per_sec == 0 || messages_per_sec > 1_000_000 {
+        bail!("invalid [sip] messages_per_sec {messages_per_sec}: 1 to 1000000");
+    }
     Ok(SipSettings {
         enabled,
         domain,
         algorithms,
+        listen,
+        messages_per_sec,
     })
 }
 
@@ -834,11 +870,14 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         .iter()
         .map(|a| a.name().to_owned())
         .collect();
+    let listen: Vec<String> = s.sip.listen.iter().map(ToString::to_string).collect();
     out.push_str(&format!(
-        "\n[sip]\nenabled = {}\ndomain = {}\ndigest_algorithms = {}\n",
+        "\n[sip]\nenabled = {}\ndomain = {}\ndigest_algorithms = {}\nlisten = {}\nmessages_per_sec = {}\n",
         s.sip.enabled,
         toml_str(&s.sip.domain),
-        toml_list(&algs)
+        toml_list(&algs),
+        toml_list(&listen),
+        s.sip.messages_per_sec
     ));
     out
 }
@@ -1477,6 +1516,7 @@ async fn serve_web(
         sip: serve.sip.enabled.then(|| signal::sip_ws::SipSettings {
             domain: serve.sip.domain.clone(),
             algorithms: serve.sip.algorithms.clone(),
+            messages_per_sec: serve.sip.messages_per_sec,
         }),
         well_known: Some(well_known.renderer()),
         ..signal::SignalConfig::default()
@@ -1499,6 +1539,16 @@ async fn serve_web(
         state.max_web_connections(),
         state.config().max_connections_per_ip
     );
+    if !serve.sip.listen.is_empty() {
+        let bound = signal::sip_net::start(&state, &serve.sip.listen)
+            .await
+            .context("cannot open a [sip] listen address")?;
+        for (l, addr) in serve.sip.listen.iter().zip(&bound) {
+            let scheme = l.to_string();
+            let scheme = scheme.split("://").next().unwrap_or("");
+            tracing::info!("SIP over {} on {addr}", scheme.to_ascii_uppercase());
+        }
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(signal::serve_state(state, listener, async move {
@@ -1639,9 +1689,27 @@ mod tests {
             "[sip]\ndigest_algorithms = [\"SHA-512\"]",
             "[sip]\ndigest_algorithms = [\"MD5\", \"md5\"]",
             "[sip]\nunknown = 1",
+            // Listeners: valid entries, only with enabled, not the web listener.
+            "[sip]\nenabled = true\nlisten = [\"udp://127.0.0.1\"]",
+            "[sip]\nenabled = true\nlisten = [\"tls://127.0.0.1:5061\"]",
+            "[sip]\nenabled = true\nlisten = [\"udp://sip.example.org:5060\"]",
+            "[sip]\nenabled = true\nlisten = [\"udp://127.0.0.1:5060\", \"udp://127.0.0.1:5060\"]",
+            "[sip]\nenabled = true\nlisten = [\"tcp://127.0.0.1:8080\"]",
+            "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]",
+            "[sip]\nenabled = true\nmessages_per_sec = 0",
         ] {
             assert!(sip(bad, "").is_err(), "{bad}");
         }
+        assert!(s.listen.is_empty());
+        assert_eq!(s.messages_per_sec, SIP_MESSAGES_PER_SEC);
+        let s = sip(
+            "[sip]\nenabled = true\nlisten = [\"udp://127.0.0.1:5060\", \"tcp://[::1]:5060\"]\nmessages_per_sec = 500",
+            "",
+        )
+        .unwrap();
+        let listen: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(listen, ["udp://127.0.0.1:5060", "tcp://[::1]:5060"]);
+        assert_eq!(s.messages_per_sec, 500);
         // An unspecified listener and no name: a domain is needed when on.
         let any = "[serve]\nlisten = \"0.0.0.0:8080\"";
         assert!(sip("[sip]\nenabled = true", any).is_err());

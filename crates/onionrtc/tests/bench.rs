@@ -168,3 +168,53 @@ fn echo_bench_smoke() {
     assert!(row["echoed"].as_u64().unwrap() > 0, "{row}");
     assert!(row["serve_core_share"].is_number(), "{row}");
 }
+
+/// `onionrtc bench sip` at a smoke size (CI): SIPp registers over UDP and
+/// TCP and calls through the B2BUA against a fresh serve; every attempt
+/// must succeed. The figures themselves are not asserted.
+#[test]
+fn sip_bench_smoke() {
+    if !testkit::require_tool("sipp", &["-v"]) {
+        return;
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args([
+        "bench",
+        "sip",
+        "--registrations",
+        "50",
+        "--calls",
+        "10",
+        "--concurrent",
+        "10",
+        "--json",
+    ]);
+    let out = testkit::run_bounded(&mut cmd, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |test: &str, transport: &str| {
+        rows.iter()
+            .find(|r| r["server"] == "onionrtc" && r["test"] == test && r["transport"] == transport)
+            .unwrap_or_else(|| panic!("no {test} {transport} row: {stdout}"))
+    };
+    for (test, transport, n) in [
+        ("register", "udp", 50),
+        ("register", "tcp", 50),
+        ("calls", "udp", 10),
+    ] {
+        let r = find(test, transport);
+        assert_eq!(r["successful"], n, "{r}");
+        assert!(r["per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["server_cpu_s"].is_number(), "{r}");
+    }
+    assert_eq!(find("calls", "udp")["callee_successful"], 10);
+    assert!(find("memory", "udp")["bytes_per_registration"].is_number());
+}

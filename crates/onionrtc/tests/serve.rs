@@ -31,6 +31,8 @@ mod firefox;
 mod group;
 #[path = "serve/sip.rs"]
 mod sip_ws;
+#[path = "serve/sipp.rs"]
+mod sipp;
 #[path = "serve/speech.rs"]
 mod speech;
 #[path = "serve/wellknown.rs"]

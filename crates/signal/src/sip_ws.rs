@@ -62,12 +62,28 @@ pub struct SipSettings {
     pub domain: String,
     /// Challenge algorithms in the order offered.
     pub algorithms: Vec<sip::Algorithm>,
+    /// Messages per second per UDP flow or TCP connection (burst: twice).
+    pub messages_per_sec: u32,
+}
+
+/// Where the core's messages for one connection go: a call leg knows its
+/// transport through its connection.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// A `/sip` WebSocket (text frames).
+    Ws(mpsc::Sender<String>),
+    /// A SIP-over-TCP connection's writer.
+    Stream(mpsc::Sender<Vec<u8>>),
+    /// A UDP flow: the listener's socket and the flow's address.
+    Udp(Arc<tokio::net::UdpSocket>, std::net::SocketAddr),
 }
 
 #[derive(Debug, Default)]
-struct SipCounters {
+pub(crate) struct SipCounters {
     queue_full: AtomicU64,
-    rate_limited: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) udp_flows_full: AtomicU64,
+    pub(crate) udp_send_errors: AtomicU64,
     turn_issued: AtomicU64,
     turn_denied: AtomicU64,
     turn_refused: AtomicU64,
@@ -77,15 +93,17 @@ struct SipCounters {
 #[derive(Debug)]
 pub(crate) struct SipRuntime {
     pub(crate) domain: String,
-    core: Mutex<Core>,
-    conns: Mutex<HashMap<ConnId, mpsc::Sender<String>>>,
-    next: AtomicU64,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) conns: Mutex<HashMap<ConnId, Sink>>,
+    pub(crate) next: AtomicU64,
     pub(crate) users: UserStore,
     turn_failures: Mutex<FailureLimits>,
-    counters: SipCounters,
+    pub(crate) counters: SipCounters,
+    /// `[sip] messages_per_sec`.
+    pub(crate) messages_per_sec: u32,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -126,27 +144,42 @@ impl SipRuntime {
                 TURN_FAILURES_PER_ACCOUNT,
             )),
             counters: SipCounters::default(),
+            messages_per_sec: settings.messages_per_sec,
         })
     }
 
-    fn dispatch(&self, outs: Vec<Out>) {
+    pub(crate) fn dispatch(&self, outs: Vec<Out>) {
         if outs.is_empty() {
             return;
         }
         let conns = lock(&self.conns);
         for o in outs {
-            let Some(tx) = conns.get(&o.conn) else {
+            let Some(sink) = conns.get(&o.conn) else {
                 continue;
             };
-            // Everything the core writes is text (it parses UTF-8 only).
-            let text = String::from_utf8_lossy(&o.data).into_owned();
-            if tx.try_send(text).is_err() {
+            let sent = match sink {
+                // Everything the core writes is text (it parses UTF-8 only).
+                Sink::Ws(tx) => tx
+                    .try_send(String::from_utf8_lossy(&o.data).into_owned())
+                    .is_ok(),
+                Sink::Stream(tx) => tx.try_send(o.data).is_ok(),
+                Sink::Udp(socket, flow) => {
+                    let to = crate::sip_net::udp_destination(&o.data, *flow);
+                    if socket.try_send_to(&o.data, to).is_err() {
+                        self.counters
+                            .udp_send_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                }
+            };
+            if !sent {
                 self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn receive(&self, conn: ConnId, data: &[u8], relays: &[crate::Cidr]) {
+    pub(crate) fn receive(&self, conn: ConnId, data: &[u8], relays: &[crate::Cidr]) {
         let accounts = RealmAccounts {
             store: &self.users,
             realm: &self.domain,
@@ -179,7 +212,7 @@ impl SipRuntime {
         metric(
             "onionrtc_sip_connections",
             "gauge",
-            "Open SIP WebSocket connections.",
+            "Open SIP connections: WebSockets, TCP connections and UDP flows.",
             open as u64,
         );
         metric(
@@ -270,8 +303,20 @@ impl SipRuntime {
         metric(
             "onionrtc_sip_rate_limited_total",
             "counter",
-            "SIP WebSocket connections closed for sending too fast.",
+            "SIP WebSocket and TCP connections closed, or UDP datagrams dropped, for sending too fast.",
             get(&self.counters.rate_limited),
+        );
+        metric(
+            "onionrtc_sip_udp_flows_full_total",
+            "counter",
+            "SIP UDP datagrams dropped because the flow table was full.",
+            get(&self.counters.udp_flows_full),
+        );
+        metric(
+            "onionrtc_sip_udp_send_errors_total",
+            "counter",
+            "SIP UDP datagrams that could not be sent (socket buffer full or error).",
+            get(&self.counters.udp_send_errors),
         );
         metric(
             "onionrtc_sip_turn_issued_total",
@@ -347,7 +392,7 @@ pub(crate) async fn handler(
 async fn run(state: SignalState, rt: Arc<SipRuntime>, ip: IpAddr, mut socket: WebSocket) {
     let conn = rt.next.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<String>(OUT_QUEUE);
-    lock(&rt.conns).insert(conn, tx);
+    lock(&rt.conns).insert(conn, Sink::Ws(tx));
     lock(&rt.core).connected(conn, ip, "WSS", true);
     let config = state.config();
     let mut bucket = TokenBucket::new(

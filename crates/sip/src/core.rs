@@ -21,10 +21,12 @@
 //! give up after 64·T1 (B), ringing legs are cancelled after 3 minutes (C),
 //! a 2xx to the caller is retransmitted until its ACK for at most 64·T1;
 //! server transactions remember their last response for 64·T1 to answer
-//! retransmissions and absorb ACKs of non-2xx responses.
+//! retransmissions and absorb ACKs of non-2xx responses, and on unreliable
+//! transports re-send a non-2xx final response to an INVITE until its ACK
+//! (G, H).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::auth::FailureLimits;
@@ -136,9 +138,14 @@ pub struct Counters {
 #[derive(Debug, Clone)]
 struct ConnInfo {
     peer: IpAddr,
+    /// The peer's port, when the transport knows it (UDP, TCP): `rport`.
+    port: Option<u16>,
     /// `WS`, `WSS`, `UDP`, `TCP` or `TLS` (for our Via).
     transport: String,
     reliable: bool,
+    /// Our own `host[:port]` on this transport (Via sent-by and Contact);
+    /// `None`: the domain.
+    sent_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +227,9 @@ struct ServerTx {
     response: Option<Vec<u8>>,
     code: u16,
     until: Instant,
+    /// Timer G (RFC 3261 §17.2.1): a non-2xx final response to an INVITE
+    /// on an unreliable transport, re-sent until its ACK (Timer H: 64·T1).
+    resend: Option<(Instant, Duration)>,
 }
 
 type ServerKey = (ConnId, String, String);
@@ -287,6 +297,27 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
+/// The sender's top Via with `received` (RFC 3261 §18.2.1) and, when it
+/// asked with a bare `rport` and the transport knows the port, `rport=PORT`
+/// (RFC 3581).
+fn with_received(via: &str, c: &ConnInfo) -> String {
+    let mut out = String::with_capacity(via.len() + 40);
+    let mut parts = via.split(';');
+    out.push_str(parts.next().unwrap_or(""));
+    for p in parts {
+        out.push(';');
+        if p.trim().eq_ignore_ascii_case("rport") {
+            if let Some(port) = c.port {
+                out.push_str(&format!("rport={port}"));
+                continue;
+            }
+        }
+        out.push_str(p);
+    }
+    out.push_str(&format!(";received={}", c.peer));
+    out
+}
+
 /// How good a failure is to report to the caller (lower is better).
 fn rank(code: u16) -> u8 {
     match code {
@@ -352,10 +383,54 @@ impl Core {
             conn,
             ConnInfo {
                 peer,
+                port: None,
                 transport: transport.to_ascii_uppercase(),
                 reliable,
+                sent_by: None,
             },
         );
+    }
+
+    /// A new UDP flow or TCP connection from `peer`; `sent_by` is our own
+    /// `host[:port]` on that listener (our Via's sent-by and our Contact,
+    /// where the phone sends its responses and in-dialog requests).
+    pub fn connected_at(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        transport: &str,
+        reliable: bool,
+        sent_by: &str,
+    ) {
+        self.conns.insert(
+            conn,
+            ConnInfo {
+                peer: peer.ip(),
+                port: Some(peer.port()),
+                transport: transport.to_ascii_uppercase(),
+                reliable,
+                sent_by: Some(sent_by.to_string()),
+            },
+        );
+    }
+
+    /// The connections (flows) that a registration or a call still uses:
+    /// a UDP transport keeps these and may forget the others.
+    pub fn conns_in_use(&self) -> HashSet<ConnId> {
+        let mut set = self.registrar.conns();
+        for c in self.calls.values() {
+            set.insert(c.a_conn);
+            set.extend(c.legs.iter().map(|l| l.conn));
+        }
+        set
+    }
+
+    /// A stream message whose Content-Length exceeds the limit: its header
+    /// section `head` gets 413 when it can be answered (the transport then
+    /// closes the connection); counted either way.
+    pub fn refused_too_large_head(&mut self, conn: ConnId, head: &[u8]) -> Vec<Out> {
+        self.bad_input(conn, head, ParseError::TooLarge);
+        self.take()
     }
 
     /// Counts input the transport refused before parsing (too large).
@@ -367,7 +442,9 @@ impl Core {
     pub fn closed(&mut self, conn: ConnId, now: Instant) -> Vec<Out> {
         self.conns.remove(&conn);
         self.registrar.conn_closed(conn);
-        self.server_tx.retain(|k, _| k.0 != conn);
+        // Its server transactions are left to expire (64·T1, bounded):
+        // connection numbers are never reused, nothing can match them, and
+        // a close then costs nothing per transaction of other connections.
         self.client_retx.retain(|_, r| r.conn != conn);
         let keys: Vec<u64> = self.calls.keys().copied().collect();
         for key in keys {
@@ -452,10 +529,19 @@ impl Core {
     }
 
     fn our_via(&self, conn: ConnId, branch: &str) -> String {
+        let info = self.conns.get(&conn);
+        let host = info
+            .and_then(|c| c.sent_by.as_deref())
+            .unwrap_or(&self.config.domain);
+        // RFC 3581: ask for the response at the address we send from.
+        let rport = if info.is_some_and(|c| !c.reliable) {
+            ";rport"
+        } else {
+            ""
+        };
         format!(
-            "SIP/2.0/{} {};branch={branch}",
+            "SIP/2.0/{} {host};branch={branch}{rport}",
             self.transport(conn),
-            self.config.domain
         )
     }
 
@@ -467,7 +553,12 @@ impl Core {
             "tcp" => "tcp",
             _ => "udp",
         };
-        format!("<sip:b2bua@{};transport={t}>", self.config.domain)
+        let host = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.sent_by.as_deref())
+            .unwrap_or(&self.config.domain);
+        format!("<sip:b2bua@{host};transport={t}>")
     }
 
     fn aor(&self, user: &str) -> String {
@@ -481,7 +572,7 @@ impl Core {
             // RFC 3261 §18.2.1: the sender's own address, back to the sender.
             let received = i == 0 && !v.to_ascii_lowercase().contains(";received=");
             match (received, self.conns.get(&conn)) {
-                (true, Some(c)) => r.push("Via", format!("{v};received={}", c.peer)),
+                (true, Some(c)) => r.push("Via", with_received(v, c)),
                 _ => r.push("Via", v),
             }
         }
@@ -515,12 +606,16 @@ impl Core {
         if self.server_tx.len() >= MAX_SERVER_TX && !self.server_tx.contains_key(&key) {
             return;
         }
+        let unreliable = self.conns.get(&conn).is_some_and(|c| !c.reliable);
+        let resend =
+            (unreliable && code >= 300 && req.method() == Some("INVITE")).then_some((now + T1, T1));
         self.server_tx.insert(
             key,
             ServerTx {
                 response: Some(data),
                 code,
                 until: now + TX_TIMEOUT,
+                resend,
             },
         );
     }
@@ -629,10 +724,11 @@ impl Core {
             };
             if let Some(tx) = self
                 .server_tx
-                .get(&(conn, b.to_string(), lookup.to_string()))
+                .get_mut(&(conn, b.to_string(), lookup.to_string()))
             {
                 if method == "ACK" {
                     if tx.code >= 300 {
+                        tx.resend = None;
                         return;
                     }
                 } else {
@@ -1675,6 +1771,19 @@ impl Core {
         self.failures.prune(secs);
         self.server_tx.retain(|_, t| t.until > now);
         let mut resend = Vec::new();
+        for ((conn, _, _), t) in self.server_tx.iter_mut() {
+            let (Some((next, interval)), Some(data)) = (t.resend, &t.response) else {
+                continue;
+            };
+            if now >= next {
+                resend.push(Out {
+                    conn: *conn,
+                    data: data.clone(),
+                });
+                let interval = (interval * 2).min(T2);
+                t.resend = Some((now + interval, interval));
+            }
+        }
         self.client_retx.retain(|_, r| {
             if now >= r.until {
                 return false;

@@ -822,3 +822,96 @@ fn reinvites_are_forwarded_one_at_a_time() {
     );
     assert_eq!(w.core.active_calls(), 1);
 }
+
+#[test]
+fn udp_flows_get_rport_and_our_listener_address() {
+    let mut w = World::new();
+    let mut alice = Ua::new(1, "alice", "wonderland");
+    let mut bob = Ua::new(2, "bob", "builder");
+    w.connect(&alice);
+    // bob is a phone on UDP, seen from 198.51.100.9:40000.
+    let peer: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    w.core.connected_at(2, peer, "UDP", false, "192.0.2.1:5060");
+    assert!(w.core.conns_in_use().is_empty());
+    w.register(&mut alice);
+    w.register(&mut bob);
+    let mut in_use: Vec<ConnId> = w.core.conns_in_use().into_iter().collect();
+    in_use.sort();
+    assert_eq!(in_use, vec![1, 2]);
+    // A request with a bare rport gets rport=PORT and received (RFC 3581).
+    let opt = bob
+        .request("OPTIONS", &format!("sip:{DOMAIN}"), "<sip:x@y>", "", "")
+        .replacen(";branch=", ";rport;branch=", 1);
+    let out = w.send(2, &opt);
+    let via = out[0].1.get("Via").unwrap();
+    assert!(
+        via.ends_with(";rport=40000;branch=z9hG4bK3OPTIONS;received=198.51.100.9"),
+        "{via}"
+    );
+    // What we send to the phone names our listener (Via with rport,
+    // Contact), never the domain or the caller.
+    let out = w.invite(&mut alice, "bob", "v=0\r\nc=IN IP4 203.0.113.1\r\n");
+    let (_, inv) = out.iter().find(|(c, _)| *c == 2).unwrap();
+    let via = inv.get("Via").unwrap();
+    assert!(
+        via.starts_with("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK"),
+        "{via}"
+    );
+    assert!(via.ends_with(";rport"), "{via}");
+    assert_eq!(
+        inv.get("Contact"),
+        Some("<sip:b2bua@192.0.2.1:5060;transport=udp>")
+    );
+    let wire = String::from_utf8(inv.to_bytes()).unwrap();
+    assert!(leaks(&wire, &alice).is_empty(), "{wire}");
+    // The caller's leg (WebSocket) still gets the domain.
+    let (_, trying) = out.iter().find(|(c, _)| *c == 1).unwrap();
+    assert_eq!(trying.code(), Some(100));
+}
+
+#[test]
+fn timer_g_resends_a_final_invite_answer_on_udp_until_its_ack() {
+    let mut w = World::new();
+    let mut alice = Ua::new(1, "alice", "wonderland");
+    let peer: SocketAddr = "198.51.100.1:5060".parse().unwrap();
+    w.core.connected_at(1, peer, "UDP", false, "192.0.2.1:5060");
+    let uri = format!("sip:bob@{DOMAIN}");
+    let to = format!("<{uri}>");
+    let req = alice.request("INVITE", &uri, &to, "", "v=0\r\n");
+    let out = w.send(1, &req);
+    assert_eq!(out[0].1.code(), Some(407));
+    let at = |ms: u64| w.now + Duration::from_millis(ms);
+    let (t400, t501, t1400, t1502, t10s) = (at(400), at(501), at(1400), at(1502), at(10_000));
+    assert!(w.core.tick(t400).is_empty());
+    // Timer G: T1, then 2·T1 later, ...
+    let again = w.core.tick(t501);
+    assert_eq!(again.len(), 1);
+    assert!(String::from_utf8_lossy(&again[0].data).starts_with("SIP/2.0 407 "));
+    assert!(w.core.tick(t1400).is_empty());
+    assert_eq!(w.core.tick(t1502).len(), 1);
+    // ... until the ACK (same branch as the INVITE).
+    let ack = alice
+        .request("ACK", &uri, &format!("{to};tag=x"), "", "")
+        .replace(
+            &format!("z9hG4bK{}ACK", alice.cseq),
+            &format!("z9hG4bK{}INVITE", alice.cseq - 1),
+        )
+        .replace(
+            &format!("CSeq: {} ACK", alice.cseq),
+            &format!("CSeq: {} ACK", alice.cseq - 1),
+        );
+    assert!(w.send(1, &ack).is_empty());
+    assert!(w.core.tick(t10s).is_empty());
+    // On a reliable transport there is no Timer G.
+    let mut bob = Ua::new(2, "bob", "builder");
+    w.connect(&bob);
+    let req = bob.request(
+        "INVITE",
+        &format!("sip:alice@{DOMAIN}"),
+        "<sip:alice@x>",
+        "",
+        "v=0\r\n",
+    );
+    assert_eq!(w.send(2, &req)[0].1.code(), Some(407));
+    assert!(w.core.tick(t10s + Duration::from_secs(1)).is_empty());
+}

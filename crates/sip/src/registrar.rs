@@ -47,6 +47,10 @@ pub enum RegisterError {
 #[derive(Debug)]
 pub struct Registrar {
     users: HashMap<String, Vec<Binding>>,
+    /// The users that bound a contact on each connection (a superset: a
+    /// binding that expired or moved leaves its entry until the
+    /// connection closes), so that a close visits only those.
+    by_conn: HashMap<ConnId, std::collections::HashSet<String>>,
     total: usize,
     pub max_per_user: usize,
     pub max_total: usize,
@@ -56,6 +60,7 @@ impl Registrar {
     pub fn new(max_per_user: usize, max_total: usize) -> Registrar {
         Registrar {
             users: HashMap::new(),
+            by_conn: HashMap::new(),
             total: 0,
             max_per_user,
             max_total,
@@ -64,9 +69,14 @@ impl Registrar {
 
     /// Adds or refreshes `binding` for `user`.
     pub fn bind(&mut self, user: &str, binding: Binding) -> Result<(), RegisterError> {
+        let conn = binding.conn;
         let list = self.users.entry(user.to_string()).or_default();
         if let Some(b) = list.iter_mut().find(|b| b.same(&binding)) {
             *b = binding;
+            self.by_conn
+                .entry(conn)
+                .or_default()
+                .insert(user.to_string());
             return Ok(());
         }
         if list.len() >= self.max_per_user {
@@ -80,6 +90,10 @@ impl Registrar {
         }
         list.push(binding);
         self.total += 1;
+        self.by_conn
+            .entry(conn)
+            .or_default()
+            .insert(user.to_string());
         Ok(())
     }
 
@@ -112,9 +126,22 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// The connections that have a binding.
+    pub fn conns(&self) -> std::collections::HashSet<ConnId> {
+        self.users
+            .values()
+            .flat_map(|l| l.iter().map(|b| b.conn))
+            .collect()
+    }
+
     /// Removes the bindings that came on `conn`.
     pub fn conn_closed(&mut self, conn: ConnId) {
-        self.retain_all(|b| b.conn != conn);
+        let Some(users) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        for user in users {
+            self.retain_user(&user, |b| b.conn != conn);
+        }
     }
 
     /// Removes expired bindings.
@@ -185,6 +212,23 @@ mod tests {
         assert!(r.is_empty());
         r.bind("c", b("sip:c@x", None, 6, now)).unwrap();
         r.unbind_all("c");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_close_removes_only_what_is_still_on_that_connection() {
+        let now = Instant::now();
+        let mut r = Registrar::new(10, 100);
+        r.bind("a", b("sip:a@x", None, 1, now)).unwrap();
+        // The same contact registered again from connection 2 moves there.
+        r.bind("a", b("sip:a@x", None, 2, now)).unwrap();
+        r.bind("b", b("sip:b@x", None, 1, now)).unwrap();
+        r.conn_closed(1);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.lookup("a", now)[0].conn, 2);
+        assert!(r.lookup("b", now).is_empty());
+        r.conn_closed(1);
+        r.conn_closed(2);
         assert!(r.is_empty());
     }
 }
