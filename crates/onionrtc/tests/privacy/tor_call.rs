@@ -361,14 +361,16 @@ fn one_argument_connect_over_embedded_tor() {
     let ready = t0.elapsed();
     let local = open.strip_prefix("Open ").unwrap();
     assert!(local.ends_with("/?room=one-argument"), "{open}");
-    let err = connect.stderr().join("\n");
+    // stdout and stderr are read by separate threads: the stderr lines
+    // printed before `Open` may arrive a little after it.
+    let reachable = format!("relay tls://{SERVER_IP}:443 reachable via tor (embedded)");
+    let err = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let err = connect.stderr().join("\n");
+        err.contains(&reachable).then_some(err)
+    })
+    .unwrap_or_else(|| connect.stderr().join("\n"));
     assert!(err.contains("relay TLS pinned to 2 key(s)"), "{err}");
-    assert!(
-        err.contains(&format!(
-            "relay tls://{SERVER_IP}:443 reachable via tor (embedded)"
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&reachable), "{err}");
     assert!(!err.contains("NOT ANONYMOUS"), "{err}");
     let addr: SocketAddr = local["http://".len()..local.rfind('/').unwrap()]
         .parse()
