@@ -19,6 +19,16 @@
 //!   task or channel hop per packet, zero heap allocation per relayed
 //!   datagram (client data is borrowed from the receive buffer; peer data is
 //!   read behind headroom and framed in place).
+//! - `threads` shards, one thread each ([`start`] spawns them with
+//!   `spawn_shard`). Every shard has its own client sockets on every listen
+//!   address (`SO_REUSEPORT`: the kernel keeps each UDP flow and each
+//!   accepted connection on one shard) and picks relay ports from its own
+//!   slice of the range. Shared, off the data plane: the quota book (quota
+//!   shares, the atomic relay-port pool, RESERVATION-TOKENs), the
+//!   connection counts, the metrics. A peer that is an allocation of
+//!   another shard is reached through the kernel; an RFC 6062 data
+//!   connection accepted by the wrong shard is handed to the shard owning
+//!   its CONNECTION-ID (`shard/links.rs`).
 //! - Relay sockets are opened when the server asks (`Output::BindRelay`) and
 //!   closed when it says so; the driver never decides protocol matters.
 //! - A data plane of handles: each relay socket keeps the `AllocId` the
@@ -206,8 +216,8 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         Ok(n) => tracing::debug!("open-file limit {n}"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
-    let n = config.threads.max(1);
     let server_config = config.to_server_config()?;
+    let n = shard_count(config.threads, &server_config.ports);
     let driver = driver_config(config)?;
     let (listeners, udp, tcp, tls) = bind_listeners(config, n)?;
     let metrics = Metrics::new(n);
@@ -250,6 +260,18 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         reloads,
         running: std::sync::Mutex::new(config.clone()),
     })
+}
+
+/// `threads` shards, but never more than relay ports (each shard takes
+/// ports from its own slice of the range).
+fn shard_count(threads: usize, ports: &std::ops::RangeInclusive<u16>) -> usize {
+    let available = ports.clone().count().max(1);
+    if threads > available {
+        tracing::warn!(
+            "threads = {threads} but relay_ports holds {available} ports: running {available} shards"
+        );
+    }
+    threads.clamp(1, available)
 }
 
 /// One shard on its own thread: its `Server` (quotas counted in the shared
