@@ -47,7 +47,7 @@ const ROW_FIELDS: [&str; 30] = [
 ];
 
 /// Scenario keys of a quick run and the servers each must have.
-const SCENARIOS: [(&str, &[&str]); 11] = [
+const SCENARIOS: [(&str, &[&str]); 13] = [
     ("uclient-udp-120", &["coturn", "onionrtc"]),
     ("uclient-tcp-120", &["coturn", "onionrtc"]),
     ("uclient-tls-120", &["coturn", "onionrtc"]),
