@@ -18,6 +18,7 @@
 //! - 5: driver events: a failed relay bind, a peer connect result, an
 //!   incoming peer connection, a closed peer or client connection.
 //!
+//! The server is shard 0 of 2 (relay ports 50000-50001 of the four).
 //! The harness acts like a real driver: it answers `BindRelay` (with
 //! success unless told otherwise), hands `PeerSend` whose destination is
 //! another allocation to `handle_allocation_data`, and slices
@@ -35,8 +36,8 @@ use stun::TransactionId;
 use stun::{Class, Key, Message, MessageEncoder, MessageType, Method, PasswordAlgorithm};
 use turn::auth::Credentials;
 use turn::server::{
-    ClientForward, Destination, Output, RelayAddresses, Server, ServerConfig, PEER_DATA_HEADROOM,
-    PEER_DATA_TAILROOM,
+    ClientForward, Destination, Output, RelayAddresses, Server, ServerConfig, ShardId,
+    PEER_DATA_HEADROOM, PEER_DATA_TAILROOM,
 };
 use turn::{FiveTuple, Transport};
 
@@ -109,8 +110,12 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let f = &*FIXED;
+        // Shard 0 of 2 (ports 50000-50001): the paths to relayed addresses
+        // of another shard and ConnectionBinds owned elsewhere are reached.
+        let mut server = Server::new(f.config.clone(), f.epoch, 1_800_000_000);
+        server.set_shard(ShardId::new(0, 2));
         let mut h = Harness {
-            server: Server::new(f.config.clone(), f.epoch, 1_800_000_000),
+            server,
             now: f.epoch,
             nonce: String::new(),
             fail_binds: false,
@@ -235,6 +240,8 @@ impl Harness {
             }
             1 => {
                 let port = if b(0) % 2 == 0 { 40001 } else { 40003 };
+                // What the driver asks of every stream frame first.
+                let _ = self.server.connection_bind_shard(data);
                 self.client_packet(flow(port, Transport::Tcp), data);
             }
             2 => {

@@ -968,9 +968,7 @@ fn onion_urls(hosts: &[String], relay: &[Listen]) -> Vec<String> {
             match l.proto {
                 ListenProto::Udp => {}
                 ListenProto::Tcp => out.push(format!("turn:{h}:{}?transport=tcp", l.addr.port())),
-                ListenProto::Tls => {
-                    out.push(format!("turns:{h}:{}?transport=tcp", l.addr.port()))
-                }
+                ListenProto::Tls => out.push(format!("turns:{h}:{}?transport=tcp", l.addr.port())),
             }
         }
     }

@@ -13,13 +13,14 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Every field of a row, present (maybe null) in each.
-const ROW_FIELDS: [&str; 29] = [
+const ROW_FIELDS: [&str; 30] = [
     "scenario",
     "kind",
     "transport",
     "size",
     "pps",
     "server",
+    "threads",
     "ok",
     "error",
     "sent",
@@ -46,7 +47,7 @@ const ROW_FIELDS: [&str; 29] = [
 ];
 
 /// Scenario keys of a quick run and the servers each must have.
-const SCENARIOS: [(&str, &[&str]); 11] = [
+const SCENARIOS: [(&str, &[&str]); 13] = [
     ("uclient-udp-120", &["coturn", "onionrtc"]),
     ("uclient-tcp-120", &["coturn", "onionrtc"]),
     ("uclient-tls-120", &["coturn", "onionrtc"]),
@@ -61,6 +62,8 @@ const SCENARIOS: [(&str, &[&str]); 11] = [
     ("memory-1000", &["coturn", "onionrtc"]),
     ("alloc-rate-udp", &["coturn", "onionrtc"]),
     ("c2c-udp-120-5000pps", &["onionrtc"]),
+    ("scaling-udp-120-1t-2000pps", &["coturn", "onionrtc"]),
+    ("scaling-udp-120-2t-2000pps", &["coturn", "onionrtc"]),
 ];
 
 fn num(row: &Value, field: &str) -> f64 {
@@ -116,7 +119,7 @@ fn quick_benchmark_reports_every_scenario() {
                 .find(|r| r["scenario"] == scenario && r["server"] == *server)
                 .unwrap_or_else(|| panic!("no row {scenario} {server}\n{stdout}"));
             match row["kind"].as_str().unwrap() {
-                "uclient" | "loadgen" | "c2c" => {
+                "uclient" | "loadgen" | "c2c" | "scaling" => {
                     assert!(num(row, "sent") > 0.0, "{row}");
                     assert!(num(row, "received") > 0.0, "{row}");
                     if *server != "direct" {

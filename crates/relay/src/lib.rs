@@ -19,6 +19,16 @@
 //!   task or channel hop per packet, zero heap allocation per relayed
 //!   datagram (client data is borrowed from the receive buffer; peer data is
 //!   read behind headroom and framed in place).
+//! - `threads` shards, one thread each ([`start`] spawns them with
+//!   `spawn_shard`). Every shard has its own client sockets on every listen
+//!   address (`SO_REUSEPORT`: the kernel keeps each UDP flow and each
+//!   accepted connection on one shard) and picks relay ports from its own
+//!   slice of the range. Shared, off the data plane: the quota book (quota
+//!   shares, the atomic relay-port pool, RESERVATION-TOKENs), the
+//!   connection counts, the metrics. A peer that is an allocation of
+//!   another shard is reached through the kernel; an RFC 6062 data
+//!   connection accepted by the wrong shard is handed to the shard owning
+//!   its CONNECTION-ID (`shard/links.rs`).
 //! - Relay sockets are opened when the server asks (`Output::BindRelay`) and
 //!   closed when it says so; the driver never decides protocol matters.
 //! - A data plane of handles: each relay socket keeps the `AllocId` the
@@ -51,6 +61,7 @@ use anyhow::Context as _;
 use crate::config::{ListenProto, RelayConfig};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::shard::{DriverConfig, Listeners, Reload, Shard};
+use turn::server::ShardId;
 
 /// A running relay. Dropping it does not stop it; call [`RelayHandle::shutdown`].
 #[derive(Debug)]
@@ -183,10 +194,11 @@ impl RelayHandle {
             "control_socket",
             &mut kept,
         );
-        for tx in &self.reloads {
+        let n = self.reloads.len() as u32;
+        for (i, tx) in self.reloads.iter().enumerate() {
             let (done, applied) = std::sync::mpsc::channel();
             let reload = Reload {
-                server: server.clone(),
+                server: shard_server_config(&server, ShardId::new(i as u32, n)),
                 driver: driver.clone(),
                 done,
             };
@@ -244,7 +256,8 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Validates `config`, binds every listener and starts serving.
+/// Validates `config`, binds every listener and starts serving: one shard
+/// (event loop, thread, `turn::server::Server`) per `threads`.
 pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
     config.validate()?;
     // Every allocation holds a socket and every TCP/TLS client a connection:
@@ -255,30 +268,10 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
     }
     let server_config = config.to_server_config()?;
     let redirect = server_config.redirect.clone();
+    let n = shard_count(config.threads, &server_config.ports);
     let driver = driver_config(config)?;
-    let mut listeners = Listeners::default();
-    let (mut udp, mut tcp, mut tlsa) = (Vec::new(), Vec::new(), Vec::new());
-    for l in &config.listen {
-        let what = || format!("cannot listen on {l}");
-        match l.proto {
-            ListenProto::Udp => {
-                let s = sockets::udp(l.addr, true).with_context(what)?;
-                udp.push(s.local_addr()?);
-                listeners.udp.push(s);
-            }
-            ListenProto::Tcp => {
-                let s = sockets::tcp_listener(l.addr, false).with_context(what)?;
-                tcp.push(s.local_addr()?);
-                listeners.tcp.push(s);
-            }
-            ListenProto::Tls => {
-                let s = sockets::tcp_listener(l.addr, false).with_context(what)?;
-                tlsa.push(s.local_addr()?);
-                listeners.tls.push(s);
-            }
-        }
-    }
-    let metrics = Metrics::new(1);
+    let (listeners, udp, tcp, tls) = bind_listeners(config, n)?;
+    let metrics = Metrics::new(n);
     let metrics_server = match config.metrics {
         Some(a) => Some(
             MetricsServer::start(a, metrics.clone())
@@ -287,44 +280,155 @@ pub fn start(config: &RelayConfig) -> anyhow::Result<RelayHandle> {
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let server = turn::server::Server::new(server_config, Instant::now(), unix_now());
-    // The shard is built on its own thread (its batch buffers are not
-    // `Send`); construction errors come back before `start` returns.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (m, s) = (metrics.clone(), stop.clone());
-    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
-    let thread =
-        std::thread::Builder::new()
-            .name("relay-0".into())
-            .spawn(
-                move || match Shard::new(0, server, driver, listeners, m, s, reload_rx) {
-                    Ok(shard) => {
-                        let _ = ready_tx.send(Ok(()));
-                        shard.run()
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        Err(e)
-                    }
-                },
-            )?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => anyhow::bail!("relay shard failed to start: {e}"),
-        Err(_) => anyhow::bail!("relay shard failed to start"),
+    let book = turn::server::QuotaBook::new(server_config.ports.clone());
+    let links = shard::links(n, &metrics, &stop)?;
+    let mut threads = Vec::with_capacity(n);
+    let mut reloads = Vec::with_capacity(n);
+    for (i, (l, (links, reload))) in listeners.into_iter().zip(links).enumerate() {
+        let shard = ShardId::new(i as u32, n as u32);
+        let server = shard_server_config(&server_config, shard);
+        match spawn_shard(shard, server, driver.clone(), l, links, book.clone()) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+        reloads.push(reload);
     }
+    tracing::debug!("{n} relay shards");
     Ok(RelayHandle {
         udp,
         tcp,
-        tls: tlsa,
+        tls,
         stop,
-        threads: vec![thread],
+        threads,
         metrics,
         metrics_server,
-        reloads: vec![reload_tx],
+        reloads,
         running: std::sync::Mutex::new(config.clone()),
         redirect,
     })
+}
+
+/// `threads` shards, but never more than relay ports (each shard takes
+/// ports from its own slice of the range).
+fn shard_count(threads: usize, ports: &std::ops::RangeInclusive<u16>) -> usize {
+    let available = ports.clone().count().max(1);
+    if threads > available {
+        tracing::warn!(
+            "threads = {threads} but relay_ports holds {available} ports: running {available} shards"
+        );
+    }
+    threads.clamp(1, available)
+}
+
+/// One shard on its own thread: its `Server` (quotas counted in the shared
+/// `book`, ports from its slice) and event loop. The shard is built on
+/// that thread (its batch buffers are not `Send`); construction errors come
+/// back before this returns.
+fn spawn_shard(
+    shard: ShardId,
+    server_config: turn::server::ServerConfig,
+    driver: DriverConfig,
+    listeners: Listeners,
+    links: shard::Links,
+    book: Arc<turn::server::QuotaBook>,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("relay-{}", shard.index))
+        .spawn(move || {
+            let mut server = turn::server::Server::with_quota_book(
+                server_config,
+                Instant::now(),
+                unix_now(),
+                book,
+            );
+            server.set_shard(shard);
+            match Shard::new(shard.index as usize, server, driver, listeners, links) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s.run()
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    Err(e)
+                }
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => anyhow::bail!("relay shard {} failed to start: {e}", shard.index),
+        Err(_) => anyhow::bail!("relay shard {} failed to start", shard.index),
+    }
+}
+
+/// The sans-IO server's configuration for one shard: the total bandwidth
+/// cap (`bps_capacity`) is split evenly, each shard enforcing its part.
+fn shard_server_config(
+    c: &turn::server::ServerConfig,
+    shard: ShardId,
+) -> turn::server::ServerConfig {
+    let mut c = c.clone();
+    let total = &mut c.limits.bytes_per_sec_total;
+    *total = total.div_ceil(u64::from(shard.count));
+    c
+}
+
+/// Binds every listen address once per shard (with `SO_REUSEPORT` when
+/// there are several); port 0 takes a free port for the first shard and
+/// the same one for the others. Returns each shard's listeners and the
+/// bound addresses.
+#[allow(clippy::type_complexity)]
+fn bind_listeners(
+    config: &RelayConfig,
+    n: usize,
+) -> anyhow::Result<(
+    Vec<Listeners>,
+    Vec<SocketAddr>,
+    Vec<SocketAddr>,
+    Vec<SocketAddr>,
+)> {
+    let mut shards: Vec<Listeners> = (0..n).map(|_| Listeners::default()).collect();
+    let (mut udp, mut tcp, mut tls) = (Vec::new(), Vec::new(), Vec::new());
+    let reuse = n > 1;
+    for l in &config.listen {
+        let what = || format!("cannot listen on {l}");
+        let mut addr = l.addr;
+        for (i, shard) in shards.iter_mut().enumerate() {
+            let bound = match l.proto {
+                ListenProto::Udp => {
+                    let s = sockets::udp_listener(addr, reuse).with_context(what)?;
+                    let a = s.local_addr()?;
+                    shard.udp.push(s);
+                    a
+                }
+                ListenProto::Tcp | ListenProto::Tls => {
+                    let s = sockets::tcp_listener(addr, reuse).with_context(what)?;
+                    let a = s.local_addr()?;
+                    if l.proto == ListenProto::Tls {
+                        shard.tls.push(s);
+                    } else {
+                        shard.tcp.push(s);
+                    }
+                    a
+                }
+            };
+            if i == 0 {
+                addr = bound;
+                match l.proto {
+                    ListenProto::Udp => udp.push(bound),
+                    ListenProto::Tcp => tcp.push(bound),
+                    ListenProto::Tls => tls.push(bound),
+                }
+            }
+        }
+    }
+    Ok((shards, udp, tcp, tls))
 }
 
 /// The event loop's settings from `config` (reads the TLS files).

@@ -30,6 +30,9 @@ pub struct DriverStats {
     pub relay_sockets: u64,
     /// Datagrams larger than a receive slot (4096 bytes), dropped.
     pub oversize_datagrams: u64,
+    /// RFC 6062 data connections handed to the shard owning their
+    /// ConnectionBind.
+    pub handovers: u64,
 }
 
 /// The latest counters of every shard.
@@ -56,6 +59,11 @@ impl Metrics {
         }
     }
 
+    /// Shards reporting here.
+    pub fn shard_count(&self) -> usize {
+        self.shards.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
     /// The sum over shards.
     pub fn totals(&self) -> (Stats, DriverStats) {
         let mut t = (Stats::default(), DriverStats::default());
@@ -71,6 +79,7 @@ impl Metrics {
                 t.1.stream_drops += d.stream_drops;
                 t.1.relay_sockets += d.relay_sockets;
                 t.1.oversize_datagrams += d.oversize_datagrams;
+                t.1.handovers += d.handovers;
             }
         }
         t
@@ -153,7 +162,7 @@ impl Metrics {
                 s.auth_failures_for(f)
             );
         }
-        let simple: [(&str, &str, u64); 12] = [
+        let simple: [(&str, &str, u64); 13] = [
             (
                 "onionrtc_auth_challenges_total",
                 "401 challenges to requests without credentials.",
@@ -208,6 +217,11 @@ impl Metrics {
                 "onionrtc_connections_refused_total",
                 "Client connections refused by a connection limit.",
                 d.connections_refused,
+            ),
+            (
+                "onionrtc_connection_handovers_total",
+                "RFC 6062 data connections handed to the shard holding their peer connection.",
+                d.handovers,
             ),
             (
                 "onionrtc_connections_timed_out_total",
@@ -281,6 +295,13 @@ impl Metrics {
             "Relay sockets open now.",
         );
         let _ = writeln!(o, "onionrtc_relay_sockets_current {}", d.relay_sockets);
+        header(
+            &mut o,
+            "onionrtc_relay_shards",
+            "gauge",
+            "Event loops (shards) of the relay, one thread each.",
+        );
+        let _ = writeln!(o, "onionrtc_relay_shards {}", self.shard_count());
         o
     }
 }

@@ -23,9 +23,27 @@ fn domain(addr: &SocketAddr) -> Domain {
 /// A non-blocking UDP socket bound to `addr`. IPv6 sockets are v6-only so
 /// that `[::]` and `0.0.0.0` can be bound side by side.
 pub fn udp(addr: SocketAddr, big_buffers: bool) -> io::Result<mio::net::UdpSocket> {
+    udp_socket(addr, big_buffers, false)
+}
+
+/// A UDP client listener on `addr` (big buffers); with `reuse_port`, one
+/// of several sockets on the same address (one per shard) among which the
+/// kernel spreads the flows, each flow (4-tuple) always to the same socket.
+pub fn udp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::UdpSocket> {
+    udp_socket(addr, true, reuse_port)
+}
+
+fn udp_socket(
+    addr: SocketAddr,
+    big_buffers: bool,
+    reuse_port: bool,
+) -> io::Result<mio::net::UdpSocket> {
     let s = Socket::new(domain(&addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    if reuse_port {
+        s.set_reuse_port(true)?;
     }
     // Best effort: the kernel caps these at net.core.[rw]mem_max.
     if big_buffers {
@@ -39,8 +57,10 @@ pub fn udp(addr: SocketAddr, big_buffers: bool) -> io::Result<mio::net::UdpSocke
     Ok(mio::net::UdpSocket::from_std(s.into()))
 }
 
-/// A non-blocking TCP listener on `addr`; with `reuse_port` (RFC 6062 relay
-/// listeners) outgoing connections may bind the same address.
+/// A non-blocking TCP listener on `addr`; with `reuse_port`, outgoing
+/// connections may bind the same address (RFC 6062 relay listeners), or
+/// several listeners share it (client listeners, one per shard: the kernel
+/// spreads new connections among them).
 pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpListener> {
     let s = Socket::new(domain(&addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {

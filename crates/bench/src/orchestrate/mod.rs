@@ -10,7 +10,10 @@
 //!   and the server's RSS at each step;
 //! - `alloc-rate`: allocations per second with REST credentials;
 //! - `c2c`: client to client through our relay (two allocations talking),
-//!   reported separately.
+//!   reported separately;
+//! - `scaling`: each server with 1 and 2 relay threads, the offered UDP
+//!   rate stepped up on one fresh server until the loss reaches 0.1 %: the
+//!   highest rate held.
 //!
 //! `--quick` runs a few-seconds version of each (the CI smoke test).
 
@@ -42,7 +45,7 @@ pub struct RelayArgs {
     pub quick: bool,
     /// Run only the scenarios matching these tags (comma-separated; within
     /// a group any tag matches, across groups all must): kinds uclient,
-    /// loadgen, memory, alloc-rate, c2c; transports udp, tcp, tls; servers
+    /// loadgen, memory, alloc-rate, c2c, scaling; transports udp, tcp, tls; servers
     /// coturn, onionrtc.
     #[arg(long, value_delimiter = ',', value_name = "TAGS")]
     pub only: Vec<String>,
@@ -97,7 +100,7 @@ pub enum BenchError {
         stderr: String,
     },
     /// A tag of --only is unknown.
-    #[error("unknown --only tag {0:?} (kinds: uclient, loadgen, memory, alloc-rate, c2c; transports: udp, tcp, tls; servers: coturn, onionrtc)")]
+    #[error("unknown --only tag {0:?} (kinds: uclient, loadgen, memory, alloc-rate, c2c, scaling; transports: udp, tcp, tls; servers: coturn, onionrtc)")]
     UnknownTag(String),
     /// SIGINT or SIGTERM.
     #[error("interrupted")]
@@ -143,7 +146,14 @@ struct Filter {
     servers: BTreeSet<String>,
 }
 
-const KINDS: [&str; 5] = ["uclient", "loadgen", "memory", "alloc-rate", "c2c"];
+const KINDS: [&str; 6] = [
+    "uclient",
+    "loadgen",
+    "memory",
+    "alloc-rate",
+    "c2c",
+    "scaling",
+];
 const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
 const SERVERS: [&str; 2] = ["coturn", "onionrtc"];
 

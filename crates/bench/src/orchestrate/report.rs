@@ -19,6 +19,8 @@ pub struct Row {
     pub pps: Option<u32>,
     /// coturn, onionrtc or direct.
     pub server: String,
+    /// Relay threads (shards) of the server (scaling rows).
+    pub threads: Option<u32>,
     /// Whether the row holds a measurement.
     pub ok: bool,
     /// Why not.

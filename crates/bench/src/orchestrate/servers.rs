@@ -123,8 +123,10 @@ pub fn coturn_command(work: &Path, plain: u16, tls: u16, auth: Auth, serial: u32
     c
 }
 
-/// Our relay's configuration, equivalent to [`coturn_command`].
-pub fn our_config(work: &Path, plain: u16, tls: u16, auth: Auth) -> String {
+/// Our relay's configuration, equivalent to [`coturn_command`], with
+/// `threads` shards (the scenarios but `scaling` run one: the figures per
+/// message are those of one event loop).
+pub fn our_config(work: &Path, plain: u16, tls: u16, auth: Auth, threads: u32) -> String {
     let secrets = match auth {
         Auth::Static => String::new(),
         Auth::Rest => format!("auth_secrets = [\"{REST_SECRET}\"]\n"),
@@ -146,7 +148,7 @@ max_connections_per_ip = 1000000
 unauthenticated_rate = 1000000
 unauthenticated_burst = 1000000
 dangerous_allow_loopback_peers = true
-threads = 0
+threads = {threads}
 "#,
         lo = RELAY_PORTS.0,
         hi = RELAY_PORTS.1,
@@ -157,8 +159,20 @@ threads = 0
 
 impl Server {
     /// Starts a fresh `kind` server on new free ports and waits until it
-    /// answers a Binding request and accepts TLS connections.
+    /// answers a Binding request and accepts TLS connections: ours with one
+    /// shard, coturn with its default relay threads (one per CPU).
     pub fn start(ctx: &mut Ctx, kind: ServerKind, auth: Auth) -> Result<Server, BenchError> {
+        Self::start_threads(ctx, kind, auth, None)
+    }
+
+    /// [`Server::start`] with `threads` relay threads (ours: `threads`,
+    /// coturn: `--relay-threads`).
+    pub fn start_threads(
+        ctx: &mut Ctx,
+        kind: ServerKind,
+        auth: Auth,
+        threads: Option<u32>,
+    ) -> Result<Server, BenchError> {
         ctx.serial += 1;
         let serial = ctx.serial;
         let plain = free_port()?;
@@ -170,10 +184,14 @@ impl Server {
         let (mut cmd, config, log) = match kind {
             ServerKind::Coturn => {
                 let log = work.join(format!("coturn-{serial}.log"));
-                (coturn_command(&work, plain, tls, auth, serial), None, log)
+                let mut c = coturn_command(&work, plain, tls, auth, serial);
+                if let Some(n) = threads {
+                    c.arg(format!("--relay-threads={n}"));
+                }
+                (c, None, log)
             }
             ServerKind::Ours => {
-                let config = our_config(&work, plain, tls, auth);
+                let config = our_config(&work, plain, tls, auth, threads.unwrap_or(1));
                 let path = work.join(format!("onionrtc-{serial}.toml"));
                 std::fs::write(&path, &config)
                     .map_err(|e| BenchError::io(format!("cannot write {}", path.display()), e))?;
@@ -331,7 +349,7 @@ mod tests {
 
             let theirs = RelayConfig::from_toml_str(&imported.toml, Path::new("")).unwrap();
             let ours =
-                RelayConfig::from_toml_str(&our_config(work, 3478, 5349, auth), Path::new(""))
+                RelayConfig::from_toml_str(&our_config(work, 3478, 5349, auth, 1), Path::new(""))
                     .unwrap();
             assert_eq!(theirs.listen, ours.listen);
             assert_eq!(theirs.realm, ours.realm);

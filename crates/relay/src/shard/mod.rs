@@ -12,6 +12,7 @@
 //! metrics). This file: the shard's state, the slab of sockets and the loop.
 
 mod housekeeping;
+mod links;
 mod output;
 mod pipe;
 mod stream;
@@ -19,9 +20,10 @@ mod stream;
 mod tests;
 mod udp;
 
-use std::collections::hash_map::Entry as MapEntry;
+pub use links::{links, ConnCounts, Links};
+
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -168,7 +170,11 @@ pub struct Shard {
     udp_by_local: FxHashMap<SocketAddr, Token>,
     relay_by_local: FxHashMap<SocketAddr, Token>,
     clients: FxHashMap<FiveTuple, Token>,
-    conns_per_ip: FxHashMap<IpAddr, usize>,
+    /// Client connections of all shards, by IP and in total.
+    conns: Arc<ConnCounts>,
+    /// Every shard's mailbox (RFC 6062 data connections handed over).
+    mailboxes: Arc<[links::Mailbox]>,
+    inbox: std::sync::mpsc::Receiver<links::Handoff>,
     peers: FxHashMap<u32, Token>,
     again: Vec<Token>,
     /// RFC 6062 pipe ends paused by a bandwidth limit, and when to read
@@ -200,26 +206,35 @@ fn unix_now() -> u64 {
 }
 
 impl Shard {
-    /// A shard serving `listeners` with `server`.
+    /// Shard `index` serving `listeners` with `server` (see [`links`]).
     pub fn new(
         index: usize,
         server: Server,
         cfg: DriverConfig,
         listeners: Listeners,
-        metrics: Arc<Metrics>,
-        stop: Arc<AtomicBool>,
-        reloads: std::sync::mpsc::Receiver<Reload>,
+        links: Links,
     ) -> io::Result<Self> {
+        let Links {
+            poll,
+            mailboxes,
+            inbox,
+            conns,
+            metrics,
+            stop,
+            reloads,
+        } = links;
         let mut s = Shard {
             index,
-            poll: Poll::new()?,
+            poll,
             slab: Slab::new(),
             server,
             cfg,
             udp_by_local: FxHashMap::default(),
             relay_by_local: FxHashMap::default(),
             clients: FxHashMap::default(),
-            conns_per_ip: FxHashMap::default(),
+            conns,
+            mailboxes,
+            inbox,
             peers: FxHashMap::default(),
             again: Vec::new(),
             throttled: Vec::new(),
@@ -339,6 +354,9 @@ impl Shard {
         now: Instant,
         bufs: &mut Bufs,
     ) {
+        if t == links::WAKER {
+            return self.take_handoffs(now, bufs);
+        }
         match self.slab.get(t.0) {
             Some(Entry::Udp { .. }) if readable => self.udp_ready(t, now, bufs),
             Some(Entry::Listener { .. }) if readable => self.accept(t, now),

@@ -15,23 +15,20 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => return,
             };
-            let per_ip = self.conns_per_ip.get(&from.ip()).copied().unwrap_or(0);
-            if self.clients.len() >= self.cfg.max_connections
-                || per_ip >= self.cfg.max_connections_per_ip
-            {
+            let (max, per_ip) = (self.cfg.max_connections, self.cfg.max_connections_per_ip);
+            if !self.conns.open(from.ip(), max, per_ip) {
                 self.stats.connections_refused += 1;
                 continue;
             }
-            let tls_conn = if tls {
-                let Some(cfg) = self.cfg.tls.clone() else {
-                    continue;
-                };
-                match rustls::ServerConnection::new(cfg) {
-                    Ok(c) => Some(c),
-                    Err(_) => continue,
-                }
-            } else {
-                None
+            let tls_conn = match tls.then(|| self.cfg.tls.clone()) {
+                None => None,
+                Some(cfg) => match cfg.map(rustls::ServerConnection::new) {
+                    Some(Ok(c)) => Some(c),
+                    _ => {
+                        self.conns.close(from.ip());
+                        continue;
+                    }
+                },
             };
             let _ = stream.set_nodelay(true);
             let ft = FiveTuple {
@@ -50,12 +47,12 @@ impl Shard {
                 )
                 .is_err()
             {
+                self.conns.close(from.ip());
                 continue;
             }
             let conn = ClientConn::new(stream, tls_conn, ft, self.cfg.max_frame, now);
             self.slab.insert(Entry::Client(Box::new(conn)));
             self.clients.insert(ft, Token(key));
-            *self.conns_per_ip.entry(from.ip()).or_insert(0) += 1;
         }
         self.again.push(t);
     }
@@ -145,6 +142,12 @@ impl Shard {
                 _ => return true,
             };
             let Bufs { frame, peer, .. } = bufs;
+            // RFC 6062: a data connection binding a peer connection of
+            // another shard goes to that shard, bind frame and all.
+            if let Some(owner) = self.server.connection_bind_shard(&frame[..len]) {
+                self.hand_over(t, owner, &frame[..len]);
+                return true;
+            }
             if let Some(send) = self.server.handle_client_packet(now, ft, &frame[..len]) {
                 self.send_to_peer(now, send, peer);
             }
@@ -159,12 +162,7 @@ impl Shard {
         let _ = c.flush();
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.clients.remove(&c.ft);
-        if let MapEntry::Occupied(mut e) = self.conns_per_ip.entry(c.ft.client.ip()) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
+        self.conns.close(c.ft.client.ip());
         if let Mode::Raw { peer } = c.mode {
             self.close_peer(peer, now, bufs);
         }

@@ -2,7 +2,7 @@
 //! `now` the test chooses (so timeouts need no sleeping), with the sans-IO
 //! TURN client of the `turn` crate as the client.
 
-use std::net::UdpSocket as StdUdp;
+use std::net::{IpAddr, UdpSocket as StdUdp};
 use std::sync::mpsc;
 
 use turn::auth::Credentials;
@@ -54,9 +54,9 @@ fn start(cfg: DriverConfig) -> T {
         tcp: vec![tcp],
         tls: Vec::new(),
     };
-    let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
-    let shard = Shard::new(0, server, cfg, listeners, Metrics::new(1), stop, rx).unwrap();
+    let (l, tx) = links(1, &Metrics::new(1), &stop).unwrap().remove(0);
+    let shard = Shard::new(0, server, cfg, listeners, l).unwrap();
     T {
         shard,
         bufs: Bufs::new(),
@@ -254,10 +254,7 @@ fn silent_streams_close_at_the_handshake_timeout_in_driver_time() {
         .housekeeping(opened + Duration::from_secs(11), &mut t.bufs);
     assert_eq!(t.streams(), 0);
     assert_eq!(t.shard.stats.connections_timed_out, 1);
-    assert!(
-        t.shard.conns_per_ip.is_empty(),
-        "the per-IP count went back"
-    );
+    assert_eq!(t.shard.conns.current(), (0, 0), "the counts went back");
 }
 
 #[test]

@@ -71,7 +71,7 @@ fn uclient_udp_rtp_and_rtcp() {
 }
 
 #[test]
-fn uclient_udp_50_clients() {
+fn uclient_udp_100_clients() {
     if !require_coturn() {
         return;
     }
@@ -79,7 +79,7 @@ fn uclient_udp_50_clients() {
     let (_peer, pport) = start_peer();
     let r = uclient(
         &relay,
-        &["-c", "-m", "50", "-n", "40", "-l", "120", "-z", "10"],
+        &["-c", "-m", "100", "-n", "20", "-l", "120", "-z", "10"],
         Some(pport),
     );
     assert_clean(r, 2000);
@@ -139,14 +139,15 @@ fn uclient_tcp() {
     if !require_coturn() {
         return;
     }
-    let relay = TestRelay::start(|_| {});
+    // 100 clients, each with two or more connections.
+    let relay = TestRelay::start(|c| c.max_connections_per_ip = 1000);
     let (_peer, pport) = start_peer();
     let r = uclient(
         &relay,
-        &["-t", "-c", "-m", "10", "-n", "50", "-l", "120", "-z", "5"],
+        &["-t", "-c", "-m", "100", "-n", "10", "-l", "120", "-z", "5"],
         Some(pport),
     );
-    assert_clean(r, 500);
+    assert_clean(r, 1000);
     let m = metrics_after(&relay);
     // uclient runs two allocations per client over TCP.
     assert!(
@@ -164,12 +165,13 @@ fn uclient_tls() {
     if !require_coturn() {
         return;
     }
-    let relay = TestRelay::start(|_| {});
+    // 100 clients, each with two or more connections.
+    let relay = TestRelay::start(|c| c.max_connections_per_ip = 1000);
     let (_peer, pport) = start_peer();
     let r = uclient(
         &relay,
         &[
-            "-t", "-S", "-c", "-m", "10", "-n", "50", "-l", "120", "-z", "5",
+            "-t", "-S", "-c", "-m", "100", "-n", "5", "-l", "120", "-z", "5",
         ],
         Some(pport),
     );
@@ -216,13 +218,16 @@ fn uclient_tcp_relay_rfc6062() {
     if !require_coturn() {
         return;
     }
-    let relay = TestRelay::start(|_| {});
+    // 20 clients (uclient -T with 50 or more resets its connections, with
+    // one shard too), each with a control and data connections, spread over
+    // both shards: data connections are handed over.
+    let relay = TestRelay::start(|c| c.max_connections_per_ip = 1000);
     let r = uclient(
         &relay,
-        &["-T", "-m", "4", "-n", "50", "-l", "120", "-z", "5"],
+        &["-T", "-m", "20", "-n", "5", "-l", "120", "-z", "5"],
         None,
     );
-    assert_clean(r, 200);
+    assert_clean(r, 100);
 }
 
 #[test]

@@ -12,4 +12,5 @@ mod badinput;
 mod browser;
 mod interop;
 mod policy;
+mod shards;
 mod support;

@@ -62,6 +62,8 @@ impl TestRelay {
             c.relay_ports = 40000..=59999;
             c.max_allocations_per_user = 1000;
             c.max_allocations_per_ip = 1000;
+            // Two shards whatever the machine: every test crosses shards.
+            c.threads = 2;
             edit(&mut c);
             match relay::start(&c) {
                 Ok(handle) => {

@@ -14,6 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rand::Rng;
 use rustc_hash::FxHashMap;
@@ -29,13 +30,25 @@ pub(crate) struct Quota {
     pub total: u32,
 }
 
-/// The quota shares taken, by user, by client IP and in total: one book
-/// that several servers (one per shard) may share, exact under concurrency
-/// (check and take under one lock). Only Allocate and the end of an
-/// allocation touch it, never the data plane.
-#[derive(Debug, Default)]
+/// What the servers of one relay (one per shard) share: the quota shares
+/// taken, by user, by client IP and in total (exact under concurrency:
+/// check and take under one lock), the relay port pools (atomic bitmaps:
+/// each shard picks from its own slice, any may give a port back) and the
+/// RESERVATION-TOKENs (redeemable on any shard). Only Allocate and the end
+/// of an allocation take the locks, never the data plane.
+#[derive(Debug)]
 pub struct QuotaBook {
     counts: Mutex<Counts>,
+    v4: PortPool,
+    v6: PortPool,
+    reservations: Mutex<FxHashMap<[u8; 8], Reservation>>,
+}
+
+/// A relay port held for a RESERVATION-TOKEN (RFC 8656 §7.2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reservation {
+    pub addr: SocketAddr,
+    pub expires: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -46,9 +59,16 @@ struct Counts {
 }
 
 impl QuotaBook {
-    /// An empty book, to hand to [`super::Server::with_quota_book`].
-    pub fn new() -> Arc<Self> {
-        Arc::default()
+    /// An empty book for relay ports `ports`, to hand to
+    /// [`super::Server::with_quota_book`] with a configuration of the same
+    /// port range.
+    pub fn new(ports: RangeInclusive<u16>) -> Arc<Self> {
+        Arc::new(QuotaBook {
+            counts: Mutex::default(),
+            v4: PortPool::new(ports.clone()),
+            v6: PortPool::new(ports),
+            reservations: Mutex::default(),
+        })
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -56,9 +76,21 @@ impl QuotaBook {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn reservations(&self) -> std::sync::MutexGuard<'_, FxHashMap<[u8; 8], Reservation>> {
+        self.reservations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Shares taken and not given back, by every server of this book.
     pub fn total(&self) -> u32 {
         self.counts().total
+    }
+
+    fn pool(&self, v6: bool) -> &PortPool {
+        if v6 {
+            &self.v6
+        } else {
+            &self.v4
+        }
     }
 }
 
@@ -68,20 +100,24 @@ pub(crate) struct Admission {
     book: Arc<QuotaBook>,
     /// Shares this server holds (a part of the book's total).
     held: u32,
-    v4: PortPool,
-    v6: PortPool,
+    /// The ports this server picks from (its shard's slice).
+    slice: RangeInclusive<u16>,
 }
 
 impl Admission {
-    /// Nothing admitted; quota shares in `book`; relay ports from `ports`
-    /// on each address family.
-    pub fn new(book: Arc<QuotaBook>, ports: RangeInclusive<u16>) -> Self {
+    /// Nothing admitted; quota shares and ports in `book`; relay ports
+    /// picked from `slice`.
+    pub fn new(book: Arc<QuotaBook>, slice: RangeInclusive<u16>) -> Self {
         Admission {
             book,
             held: 0,
-            v4: PortPool::new(ports.clone()),
-            v6: PortPool::new(ports),
+            slice,
         }
+    }
+
+    /// Picks relay ports from `slice` from now on (a shard's part).
+    pub fn set_ports(&mut self, slice: RangeInclusive<u16>) {
+        self.slice = slice;
     }
 
     /// Takes one share of `user`'s, `ip`'s and the total quota, or refuses
@@ -131,29 +167,71 @@ impl Admission {
         self.held
     }
 
-    /// Picks and takes a relay port of one family (see [`PortPool::pick`]).
+    /// Picks and takes a relay port of one family from this server's
+    /// slice (see [`PortPool::pick`]).
+    /// With `tcp`, the port is marked as an RFC 6062 allocation's.
     pub fn pick_port(
         &mut self,
         rng: &mut impl Rng,
         v6: bool,
         even: bool,
         pair: bool,
+        tcp: bool,
     ) -> Option<u16> {
-        let pool = if v6 { &mut self.v6 } else { &mut self.v4 };
-        pool.pick(rng, even, pair)
+        let pool = self.book.pool(v6);
+        let p = pool.pick(rng, &self.slice, even, pair)?;
+        if tcp {
+            pool.mark_tcp(p);
+        }
+        Some(p)
     }
 
-    /// Gives back the port of a relay address.
+    /// Gives back the port of a relay address (whichever server took it).
     pub fn release_port(&mut self, addr: SocketAddr) {
-        match addr {
-            SocketAddr::V4(_) => self.v4.release(addr.port()),
-            SocketAddr::V6(_) => self.v6.release(addr.port()),
+        self.book.pool(addr.is_ipv6()).release(addr.port());
+    }
+
+    /// Whether the port of relay address `addr` is taken by a server of
+    /// this book for an allocation relaying TCP (`tcp`) or UDP (two atomic
+    /// loads).
+    pub fn port_in_use(&self, addr: &SocketAddr, tcp: bool) -> bool {
+        self.book.pool(addr.is_ipv6()).is_used_by(addr.port(), tcp)
+    }
+
+    /// Holds `addr`'s port (already taken) for `token` until `expires`.
+    pub fn reserve(&mut self, token: [u8; 8], addr: SocketAddr, expires: Instant) {
+        self.book
+            .reservations()
+            .insert(token, Reservation { addr, expires });
+    }
+
+    /// Redeems `token` (on any server of the book): its port, if still
+    /// reserved at `now`.
+    pub fn redeem(&mut self, token: &[u8; 8], now: Instant) -> Option<SocketAddr> {
+        let r = self.book.reservations().remove(token)?;
+        if r.expires > now {
+            Some(r.addr)
+        } else {
+            self.release_port(r.addr);
+            None
+        }
+    }
+
+    /// Ends `token`'s reservation if it expired by `now` and was not
+    /// redeemed: its port goes back.
+    pub fn expire_reservation(&mut self, token: &[u8; 8], now: Instant) {
+        let mut rs = self.book.reservations();
+        if rs.get(token).is_some_and(|r| r.expires <= now) {
+            if let Some(r) = rs.remove(token) {
+                drop(rs);
+                self.release_port(r.addr);
+            }
         }
     }
 
     #[cfg(test)]
     pub fn ports_in_use(&self) -> usize {
-        self.v4.in_use() + self.v6.in_use()
+        self.book.v4.in_use() + self.book.v6.in_use()
     }
 }
 
@@ -173,7 +251,7 @@ mod tests {
 
     #[test]
     fn each_quota_refuses_without_taking() {
-        let mut a = Admission::new(QuotaBook::new(), 50000..=50009);
+        let mut a = Admission::new(QuotaBook::new(50000..=50009), 50000..=50009);
         assert_eq!(a.admit("u", ip(1), Q), Ok(()));
         assert_eq!(a.admit("u", ip(2), Q), Ok(()));
         assert_eq!(a.admit("u", ip(3), Q), Err(Refusal::Quota), "per user");
@@ -197,7 +275,7 @@ mod tests {
 
     #[test]
     fn released_shares_and_ports_return() {
-        let mut a = Admission::new(QuotaBook::new(), 50000..=50001);
+        let mut a = Admission::new(QuotaBook::new(50000..=50001), 50000..=50001);
         let mut rng = rand::thread_rng();
         for _ in 0..3 {
             assert_eq!(a.admit("u", ip(1), Q), Ok(()));
@@ -207,10 +285,10 @@ mod tests {
         let c = a.book.counts();
         assert!(c.per_user.is_empty() && c.per_ip.is_empty());
         drop(c);
-        let p = a.pick_port(&mut rng, false, false, false).unwrap();
-        let q = a.pick_port(&mut rng, false, false, false).unwrap();
-        assert_eq!(a.pick_port(&mut rng, false, false, false), None);
-        assert!(a.pick_port(&mut rng, true, false, false).is_some());
+        let p = a.pick_port(&mut rng, false, false, false, false).unwrap();
+        let q = a.pick_port(&mut rng, false, false, false, false).unwrap();
+        assert_eq!(a.pick_port(&mut rng, false, false, false, false), None);
+        assert!(a.pick_port(&mut rng, true, false, false, false).is_some());
         a.release_port(SocketAddr::from(([10, 0, 0, 1], p)));
         a.release_port(SocketAddr::from(([10, 0, 0, 1], q)));
         assert_eq!(a.ports_in_use(), 1);
@@ -218,7 +296,7 @@ mod tests {
 
     #[test]
     fn admissions_sharing_a_book_share_the_quotas() {
-        let book = QuotaBook::new();
+        let book = QuotaBook::new(50000..=50009);
         let (mut a, mut b) = (
             Admission::new(book.clone(), 50000..=50009),
             Admission::new(book.clone(), 50000..=50009),

@@ -51,6 +51,7 @@ mod redirect;
 mod refusal;
 mod reply;
 mod request;
+mod sharding;
 mod stats;
 mod table;
 #[cfg(test)]
@@ -75,6 +76,7 @@ pub use config::{
 };
 pub use redirect::{Alternate, Redirect};
 pub use refusal::Refusal;
+pub use sharding::ShardId;
 pub use stats::{AuthFailure, Stats};
 pub use table::AllocId;
 
@@ -239,12 +241,6 @@ enum Timer {
     Connection(u32),
 }
 
-#[derive(Debug)]
-struct Reservation {
-    addr: SocketAddr,
-    expires: Instant,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnState {
     /// Connect sent to the driver; answer the client's request on success.
@@ -282,7 +278,6 @@ pub struct Server {
     /// Every IP of the relay (local and advertised): only data to these
     /// may go to another allocation of this server.
     relay_ips: Box<[std::net::IpAddr]>,
-    reservations: FxHashMap<[u8; 8], Reservation>,
     pending: FxHashMap<u64, PendingAllocation>,
     pending_by_tuple: FxHashMap<FiveTuple, u64>,
     next_token: u64,
@@ -296,13 +291,16 @@ pub struct Server {
     stats: Stats,
     /// The total byte-rate buckets: [to peer, to client].
     bandwidth_total: [ByteBucket; 2],
+    /// Which shard this server is ([`Server::set_shard`]).
+    shard: ShardId,
 }
 
 impl Server {
     /// A server; `unix_now` is the wall clock (seconds since 1970) at `now`,
     /// used for REST credential expiry.
     pub fn new(config: ServerConfig, now: Instant, unix_now: u64) -> Self {
-        Self::with_quota_book(config, now, unix_now, QuotaBook::new())
+        let book = QuotaBook::new(config.ports.clone());
+        Self::with_quota_book(config, now, unix_now, book)
     }
 
     /// A server whose allocation quotas (per user, per client IP, total)
@@ -330,7 +328,6 @@ impl Server {
             nonces,
             limiter,
             allocations: AllocationTable::default(),
-            reservations: FxHashMap::default(),
             pending: FxHashMap::default(),
             pending_by_tuple: FxHashMap::default(),
             next_token: 1,
@@ -343,8 +340,91 @@ impl Server {
             unix_base: (now, unix_now),
             stats: Stats::default(),
             bandwidth_total: Default::default(),
+            shard: ShardId::ONE,
             config,
         }
+    }
+
+    /// Makes this server shard `shard` of a relay whose shards share one
+    /// [`QuotaBook`] (see [`sharding`](ShardId)): it takes relay ports from its
+    /// slice of the configured range only, stamps its RFC 6062 connection
+    /// ids and reservation tokens with its index, and lets clients reach
+    /// relayed addresses of the other shards (through the network). Call it
+    /// before the first request.
+    pub fn set_shard(&mut self, shard: ShardId) {
+        self.shard = shard;
+        self.admission.set_ports(shard.ports(&self.config.ports));
+    }
+
+    /// Which shard this server is.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// If `peer` is a relayed address another shard may hold (a relay IP
+    /// and a relay port some shard holds: callers have found no live
+    /// allocation of their own there), where to send to reach it: the local
+    /// relay IP for an advertised (external) one. A port is mostly its
+    /// slice's shard's, but a RESERVATION-TOKEN may be redeemed on any.
+    fn other_shard_peer(&self, peer: &SocketAddr, protocol: RelayProtocol) -> Option<SocketAddr> {
+        if self.shard.count < 2 || !self.config.ports.contains(&peer.port()) {
+            return None;
+        }
+        let r = &self.config.relay;
+        let ip = peer.ip();
+        let local = if Some(ip) == r.ipv4 || Some(ip) == r.ipv6 {
+            ip
+        } else if Some(ip) == r.external_ipv4 {
+            r.ipv4?
+        } else if Some(ip) == r.external_ipv6 {
+            r.ipv6?
+        } else {
+            return None;
+        };
+        let local = SocketAddr::new(local, peer.port());
+        let tcp = protocol == RelayProtocol::Tcp;
+        self.admission.port_in_use(&local, tcp).then_some(local)
+    }
+
+    /// Data that came through the network from another shard's relay
+    /// socket carries its local address: the client knows it by the
+    /// advertised one (only differs behind NAT with `external_ip`).
+    fn as_advertised(&self, peer: SocketAddr) -> SocketAddr {
+        let r = &self.config.relay;
+        if self.shard.count < 2 || (r.external_ipv4.is_none() && r.external_ipv6.is_none()) {
+            return peer;
+        }
+        let ip = peer.ip();
+        let ext = if Some(ip) == r.ipv4 {
+            r.external_ipv4
+        } else if Some(ip) == r.ipv6 {
+            r.external_ipv6
+        } else {
+            None
+        };
+        match ext {
+            Some(e) if self.config.ports.contains(&peer.port()) => SocketAddr::new(e, peer.port()),
+            _ => peer,
+        }
+    }
+
+    /// If `packet` is a ConnectionBind request (RFC 6062) whose
+    /// CONNECTION-ID another shard issued, that shard's index: the driver
+    /// hands the data connection over to it. Cheap for anything else (two
+    /// bytes compared).
+    pub fn connection_bind_shard(&self, packet: &[u8]) -> Option<u32> {
+        if self.shard.count < 2 || packet.len() < stun::HEADER_LEN || packet[..2] != [0x00, 0x0B] {
+            return None;
+        }
+        let msg = Message::parse(packet).ok()?;
+        if msg.class() != Class::Request || msg.method() != Method::CONNECTION_BIND {
+            return None;
+        }
+        let Some(Ok(attr::Attribute::ConnectionId(id))) = msg.get(attr::CONNECTION_ID) else {
+            return None;
+        };
+        let owner = ShardId::of_id(self.shard.count, u64::from(id));
+        (owner != self.shard.index).then_some(owner)
     }
 
     /// Applies a new configuration to a running server (hot reload) and
@@ -501,17 +581,7 @@ impl Server {
                         self.remove_allocation(id, EndReason::Expired);
                     }
                 }
-                Timer::Reservation(token) => {
-                    if self
-                        .reservations
-                        .get(&token)
-                        .is_some_and(|r| r.expires <= now)
-                    {
-                        if let Some(r) = self.reservations.remove(&token) {
-                            self.release_port(r.addr);
-                        }
-                    }
-                }
+                Timer::Reservation(token) => self.admission.expire_reservation(&token, now),
                 Timer::Connection(id) => {
                     let expired = self.connections.get(&id).is_some_and(|c| {
                         matches!(c.state, ConnState::AwaitingBind { deadline } if deadline <= now)
@@ -660,9 +730,16 @@ impl Server {
         } else {
             None
         };
+        // A relayed address of another shard: through the network.
+        let mut peer = peer;
         if own && local.is_none() {
-            self.stats.peer_refused += 1;
-            return None;
+            match self.other_shard_peer(&peer, RelayProtocol::Udp) {
+                Some(p) => peer = p,
+                None => {
+                    self.stats.peer_refused += 1;
+                    return None;
+                }
+            }
         }
         let l = &self.config.limits;
         let (one, all) = (l.bytes_per_sec_per_allocation, l.bytes_per_sec_total);
@@ -730,6 +807,7 @@ impl Server {
             self.stats.malformed += 1;
             return None;
         }
+        let peer = self.as_advertised(peer);
         let Some(alloc) = self
             .allocations
             .by_id_mut(id)
@@ -874,6 +952,7 @@ impl Server {
         relay: SocketAddr,
         peer: SocketAddr,
     ) -> Option<u32> {
+        let peer = self.as_advertised(peer);
         let aid = self.allocations.by_relay(&relay)?;
         let alloc = self.allocations.by_id(aid)?;
         let ft = alloc.five_tuple;
@@ -985,11 +1064,26 @@ impl Server {
         }
     }
 
+    /// A fresh connection id naming this shard.
     fn new_connection_id(&mut self) -> u32 {
         loop {
-            let id: u32 = self.rng.gen();
+            let r: u32 = self.rng.gen();
+            let Some(id) = (self.shard.stamp(u64::from(r))).and_then(|i| u32::try_from(i).ok())
+            else {
+                continue;
+            };
             if id != 0 && !self.connections.contains_key(&id) {
                 return id;
+            }
+        }
+    }
+
+    /// A fresh reservation token naming this shard.
+    pub(crate) fn new_reservation_token(&mut self) -> [u8; 8] {
+        loop {
+            let r: u64 = self.rng.gen();
+            if let Some(t) = self.shard.stamp(r) {
+                return t.to_be_bytes();
             }
         }
     }

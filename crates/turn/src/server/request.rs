@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use stun::attr::{self, Attribute};
 use stun::nonce::SecurityFeatures;
 use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId};
@@ -14,8 +13,8 @@ use super::redirect::Verdict;
 use super::reply::{Reply, Seal, PASSWORD_ALGORITHMS_WIRE};
 use super::table::AllocId;
 use super::{
-    AuthFailure, ConnState, Output, PeerConnection, PendingAllocation, Refusal, Reservation,
-    Server, Stats, Timer, RESERVATION_LIFETIME,
+    AuthFailure, ConnState, Output, PeerConnection, PendingAllocation, Refusal, Server, Stats,
+    Timer, RESERVATION_LIFETIME,
 };
 use crate::nonce::NonceCheck;
 use crate::FiveTuple;
@@ -466,14 +465,11 @@ impl Server {
         }
         let reservation = match token {
             Some(t) => {
-                let r = self
-                    .reservations
-                    .remove(&t)
-                    .filter(|r| r.expires > now)
-                    .ok_or(Refusal::Capacity)?;
-                v4 = r.addr.is_ipv4();
+                // Any shard's token: the ports are shared.
+                let addr = self.admission.redeem(&t, now).ok_or(Refusal::Capacity)?;
+                v4 = addr.is_ipv4();
                 v6 = !v4;
-                Some(r.addr)
+                Some(addr)
             }
             None => None,
         };
@@ -530,6 +526,7 @@ impl Server {
     pub(super) fn start_bind(&mut self, _now: Instant, mut pending: PendingAllocation) {
         let req = &pending.request;
         let relay = self.config.relay.clone();
+        let tcp = req.protocol == RelayProtocol::Tcp;
         let mut addrs = Vec::new();
         let mut ok = true;
         if let Some(addr) = req.reservation {
@@ -544,7 +541,7 @@ impl Server {
                 match (
                     relay.ipv4,
                     self.admission
-                        .pick_port(&mut self.rng, false, req.even, req.reserve),
+                        .pick_port(&mut self.rng, false, req.even, req.reserve, tcp),
                 ) {
                     (Some(ip), Some(port)) => {
                         let adv = relay.external_ipv4.unwrap_or(ip);
@@ -562,6 +559,7 @@ impl Server {
                         true,
                         first && req.even,
                         first && req.reserve,
+                        tcp,
                     ),
                 ) {
                     (Some(ip), Some(port)) => {
@@ -620,11 +618,10 @@ impl Server {
         }
         if req.reserve {
             if let Some((local, _)) = pending.addrs.first() {
-                let token: [u8; 8] = self.rng.gen();
+                let token = self.new_reservation_token();
                 let addr = SocketAddr::new(local.ip(), local.port() + 1);
                 let expires = now + RESERVATION_LIFETIME;
-                self.reservations
-                    .insert(token, Reservation { addr, expires });
+                self.admission.reserve(token, addr, expires);
                 self.schedule(expires, Timer::Reservation(token));
                 reserved_token = Some(token);
             }
@@ -732,7 +729,9 @@ impl Server {
     fn peer_allowed(&self, peer: &SocketAddr, protocol: RelayProtocol) -> Result<bool, ()> {
         if self.policy.check(*peer).is_ok() {
             Ok(false)
-        } else if self.is_live_relay(peer, protocol) {
+        } else if self.is_live_relay(peer, protocol)
+            || self.other_shard_peer(peer, protocol).is_some()
+        {
             Ok(true)
         } else {
             Err(())
@@ -748,6 +747,10 @@ impl Server {
         if self.policy.check_ip(peer.ip()).is_ok() {
             Ok(false)
         } else if self.is_live_relay(peer, protocol)
+            || self.other_shard_peer(peer, protocol).is_some()
+            || (peer.port() == 0
+                && self.shard.count > 1
+                && self.config.relay.all().contains(&peer.ip()))
             || (peer.port() == 0
                 && self
                     .allocations

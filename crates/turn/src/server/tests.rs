@@ -1712,7 +1712,7 @@ fn servers_sharing_a_quota_book_hold_the_total_together() {
     // of 2 holds for both together, and a share freed on one serves the other.
     let mut c = config();
     c.limits.allocations_total = 2;
-    let book = QuotaBook::new();
+    let book = QuotaBook::new(c.ports.clone());
     let mut a = H::with(c.clone());
     a.s = Server::with_quota_book(c.clone(), a.now, UNIX0, book.clone());
     let mut b = H::with(c.clone());
@@ -1815,4 +1815,251 @@ fn load_threshold_redirects_beyond_it() {
     let r = h.allocate_with(&[Attribute::RequestedTransport(17)]);
     assert_eq!(code(&Message::parse(&r).unwrap()), Some(300));
     assert_eq!(h.s.allocation_count(), 2);
+}
+
+/// Two servers as shards 0 and 1 of one relay (one quota book), clients
+/// `alice` on the first and `bob` on the second.
+fn two_shards(c: ServerConfig) -> (H, H) {
+    let book = QuotaBook::new(c.ports.clone());
+    let mut a = H::with(c.clone());
+    a.s = Server::with_quota_book(c.clone(), a.now, UNIX0, book.clone());
+    a.s.set_shard(ShardId::new(0, 2));
+    let mut b = H::with(c.clone());
+    b.s = Server::with_quota_book(c, b.now, UNIX0, book);
+    b.s.set_shard(ShardId::new(1, 2));
+    b.ft = ft("203.0.113.9:40000", Transport::Udp);
+    b.user = "bob".into();
+    b.password = "bob-pw".into();
+    (a, b)
+}
+
+#[test]
+fn shards_take_ports_from_their_slice_and_reach_each_other_through_the_network() {
+    let mut c = config();
+    c.relay.ipv4 = Some("127.0.0.1".parse().unwrap());
+    let (mut a, mut b) = two_shards(c);
+    let ra = a.allocate()[0];
+    let rb = b.allocate()[0];
+    assert!((50000..=50499).contains(&ra.port()), "{ra}");
+    assert!((50500..=50999).contains(&rb.port()), "{rb}");
+    // A relayed address of the other shard is a valid peer (not a live
+    // allocation here: the other shard judges each packet).
+    a.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(rb)]);
+    b.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(ra)]);
+    let pkt = send_indication(rb, b"hi");
+    let s = a.s.handle_client_packet(a.now, a.ft, &pkt).unwrap();
+    assert_eq!((s.relay, s.peer, s.to), (ra, rb, Destination::Network));
+    // What arrives on B's relay socket from A's.
+    let data = b.peer_data(rb, ra, b"hi").expect("delivered");
+    let m = Message::parse(&data).unwrap();
+    assert!(
+        matches!(m.get(attr::XOR_PEER_ADDRESS), Some(Ok(Attribute::XorPeerAddress(p))) if p == ra)
+    );
+    // Ports of its own slice that no allocation holds stay refused, so do
+    // ports outside the relay range (negative controls).
+    for stray in [
+        SocketAddr::new(ra.ip(), if ra.port() == 50000 { 50001 } else { 50000 }),
+        SocketAddr::new(ra.ip(), 3478),
+    ] {
+        assert_ne!(stray, ra);
+        let before = a.s.stats().peer_refused;
+        let pkt = send_indication(stray, b"x");
+        let r = a.s.handle_client_packet(a.now, a.ft, &pkt);
+        assert!(r.is_none(), "{stray}");
+        assert_eq!(a.s.stats().peer_refused, before + 1);
+    }
+    a.expect_code(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4000),
+            Attribute::XorPeerAddress(SocketAddr::new(ra.ip(), 3478)),
+        ],
+        403,
+    );
+    a.s.check_invariants();
+    b.s.check_invariants();
+}
+
+#[test]
+fn shards_behind_nat_send_to_local_addresses_and_show_advertised_ones() {
+    let mut c = config();
+    c.relay.ipv4 = Some("10.0.0.5".parse().unwrap());
+    c.relay.external_ipv4 = Some("198.51.100.5".parse().unwrap());
+    let (mut a, mut b) = two_shards(c);
+    let ra = a.allocate()[0];
+    let rb = b.allocate()[0];
+    assert_eq!(ra.ip(), "198.51.100.5".parse::<IpAddr>().unwrap());
+    a.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(rb)]);
+    b.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(ra)]);
+    let local = |x: SocketAddr| SocketAddr::new("10.0.0.5".parse().unwrap(), x.port());
+    let pkt = send_indication(rb, b"hi");
+    let s = a.s.handle_client_packet(a.now, a.ft, &pkt).unwrap();
+    assert_eq!((s.relay, s.peer), (local(ra), local(rb)));
+    let data = b.peer_data(local(rb), local(ra), b"hi").expect("delivered");
+    let m = Message::parse(&data).unwrap();
+    assert!(
+        matches!(m.get(attr::XOR_PEER_ADDRESS), Some(Ok(Attribute::XorPeerAddress(p))) if p == ra)
+    );
+}
+
+#[test]
+fn connection_ids_and_reservation_tokens_name_their_shard() {
+    let (a, mut b) = two_shards(config());
+    for _ in 0..50 {
+        let t = b.s.new_reservation_token();
+        assert_eq!(ShardId::of_id(2, u64::from_be_bytes(t)), 1);
+        let id = b.s.new_connection_id();
+        assert_eq!(id % 2, 1);
+    }
+    // A ConnectionBind for shard 1's connection, seen by shard 0 and 1.
+    let bind = a.build(
+        Method::CONNECTION_BIND,
+        TransactionId([7; 12]),
+        &[Attribute::ConnectionId(12345)],
+        false,
+    );
+    assert_eq!(a.s.connection_bind_shard(&bind), Some(1));
+    assert_eq!(b.s.connection_bind_shard(&bind), None);
+    let other = a.build(
+        Method::CONNECTION_BIND,
+        TransactionId([7; 12]),
+        &[Attribute::ConnectionId(12344)],
+        false,
+    );
+    assert_eq!(a.s.connection_bind_shard(&other), None);
+    assert_eq!(
+        a.s.connection_bind_shard(&send_indication(public_peer(), b"x")),
+        None
+    );
+    assert_eq!(a.s.connection_bind_shard(&bind[..10]), None);
+}
+
+#[test]
+fn a_reservation_token_is_redeemed_on_another_shard_and_its_port_returns() {
+    let mut c = config();
+    c.relay.ipv4 = Some("127.0.0.1".parse().unwrap());
+    let (mut a, mut b) = two_shards(c);
+    let r = a.allocate_with(&[Attribute::RequestedTransport(17), Attribute::EvenPort(true)]);
+    let m = Message::parse(&r).unwrap();
+    let ra = relayed(&m)[0];
+    let Some(Ok(Attribute::ReservationToken(token))) = m.get(attr::RESERVATION_TOKEN) else {
+        panic!("no token");
+    };
+    assert_eq!(a.s.admission.ports_in_use(), 2);
+    // The client's RTCP flow hashed to the other shard: it gets port + 1.
+    let r = b.allocate_with(&[
+        Attribute::RequestedTransport(17),
+        Attribute::ReservationToken(token),
+    ]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success, "{:?}", code(&m));
+    let rb = relayed(&m)[0];
+    assert_eq!(rb.port(), ra.port() + 1);
+    // Shard A sees a port of its own slice held by B: through the network.
+    a.expect_ok(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(rb)]);
+    let pkt = send_indication(rb, b"rtcp");
+    let s = a.s.handle_client_packet(a.now, a.ft, &pkt).unwrap();
+    assert_eq!((s.peer, s.to), (rb, Destination::Network));
+    // Once B's allocation ends the port is free again, for A too: A no
+    // longer sends there.
+    b.expect_ok(Method::REFRESH, &[Attribute::Lifetime(0)]);
+    assert_eq!(a.s.admission.ports_in_use(), 1);
+    assert!(a.s.handle_client_packet(a.now, a.ft, &pkt).is_none());
+    // The token was used: 508 on either shard.
+    a.ft = ft("203.0.113.5:40009", Transport::Udp);
+    a.login();
+    a.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        508,
+    );
+    a.s.check_invariants();
+    b.s.check_invariants();
+}
+
+#[test]
+fn an_unredeemed_reservation_expires_on_its_shard_for_all() {
+    let (mut a, mut b) = two_shards(config());
+    let r = a.allocate_with(&[Attribute::RequestedTransport(17), Attribute::EvenPort(true)]);
+    let m = Message::parse(&r).unwrap();
+    let Some(Ok(Attribute::ReservationToken(token))) = m.get(attr::RESERVATION_TOKEN) else {
+        panic!("no token");
+    };
+    a.advance(RESERVATION_LIFETIME + Duration::from_secs(1));
+    assert_eq!(a.s.admission.ports_in_use(), 1, "the reserved port is back");
+    b.advance(RESERVATION_LIFETIME + Duration::from_secs(1));
+    b.login();
+    b.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::ReservationToken(token),
+        ],
+        508,
+    );
+}
+
+/// Every allocation's channels and permissions survive 30 simulated
+/// minutes on its shard while the client refreshes them as browsers do
+/// (allocation and channel bindings every 4 minutes; a ChannelBind also
+/// refreshes the permission), to a peer on the other shard and to a
+/// public peer, data flowing each minute; then, refreshes stopped, the
+/// permissions expire (the control).
+#[test]
+fn channels_and_permissions_survive_30_minutes_on_their_shards() {
+    let mut c = config();
+    c.relay.ipv4 = Some("127.0.0.1".parse().unwrap());
+    let (mut a, mut b) = two_shards(c);
+    let ra = a.allocate()[0];
+    let rb = b.allocate()[0];
+    let peer = public_peer();
+    let bind = |n: u16, p: SocketAddr| [Attribute::ChannelNumber(n), Attribute::XorPeerAddress(p)];
+    let refresh = |h: &mut H, binds: &[(u16, SocketAddr)]| {
+        h.login();
+        h.expect_ok(Method::REFRESH, &[]);
+        for &(n, p) in binds {
+            h.expect_ok(Method::CHANNEL_BIND, &bind(n, p));
+        }
+    };
+    let (binds_a, binds_b) = ([(0x4000, rb), (0x4001, peer)], [(0x4000, ra)]);
+    refresh(&mut a, &binds_a);
+    refresh(&mut b, &binds_b);
+    let flows = |a: &mut H, b: &mut H| -> bool {
+        // A → B over A's channel, through the network to B's relay socket.
+        let cd = channel_data(0x4000, b"ab");
+        let Some(s) = a.s.handle_client_packet(a.now, a.ft, &cd) else {
+            return false;
+        };
+        if (s.peer, s.to) != (rb, Destination::Network) {
+            return false;
+        }
+        let to_b = b.peer_data(rb, ra, b"ab");
+        let to_a = a.peer_data(ra, rb, b"ba");
+        let from_peer = a.peer_data(ra, peer, b"pp");
+        to_b.is_some_and(|d| d[..2] == [0x40, 0x00])
+            && to_a.is_some_and(|d| d[..2] == [0x40, 0x00])
+            && from_peer.is_some_and(|d| d[..2] == [0x40, 0x01])
+    };
+    for minute in 1..=30 {
+        a.advance(Duration::from_secs(60));
+        b.advance(Duration::from_secs(60));
+        if minute % 4 == 0 {
+            refresh(&mut a, &binds_a);
+            refresh(&mut b, &binds_b);
+        }
+        assert!(flows(&mut a, &mut b), "minute {minute}");
+        a.s.check_invariants();
+        b.s.check_invariants();
+    }
+    assert_eq!((a.s.allocation_count(), b.s.allocation_count()), (1, 1));
+    // No more refreshes: after 6 minutes the permissions are gone.
+    a.advance(Duration::from_secs(360));
+    b.advance(Duration::from_secs(360));
+    assert!(
+        !flows(&mut a, &mut b),
+        "expired permissions still pass data"
+    );
 }

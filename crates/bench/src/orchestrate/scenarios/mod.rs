@@ -3,6 +3,7 @@
 
 mod alloc_rate;
 mod memory;
+mod scaling;
 mod traffic;
 mod uclient_matrix;
 
@@ -60,7 +61,7 @@ pub(super) fn print_header(ctx: &Ctx) {
         "onionrtc (RUST_LOG=warn; REST scenario adds auth_secrets = [\"{REST_SECRET}\"]):\n  {} relay --config onionrtc-N.toml",
         ctx.exe.display()
     );
-    for l in our_config(w, 1, 2, Auth::Static).lines() {
+    for l in our_config(w, 1, 2, Auth::Static, 1).lines() {
         let l = l.replace(":1\"", ":PORT\"").replace(":2\"", ":TLSPORT\"");
         println!("    {l}");
     }
@@ -76,6 +77,7 @@ pub(super) fn run_all(ctx: &mut Ctx) -> Result<(), BenchError> {
     memory::run(ctx)?;
     alloc_rate::run(ctx)?;
     traffic::client_to_client(ctx)?;
+    scaling::run(ctx)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use crate::orchestrate::{BenchError, Ctx};
 const LOADGEN_ALLOCATIONS: u32 = 100;
 
 /// Flags of a rate-based loadgen run.
-fn traffic_flags(
+pub(super) fn traffic_flags(
     ctx: &Ctx,
     mode: &str,
     url: Option<ServerUrl>,
@@ -77,7 +77,7 @@ pub(super) fn run_loadgen(
         })
 }
 
-fn fill_traffic(row: &mut Row, rep: &LoadgenReport) -> Result<(), BenchError> {
+pub(super) fn fill_traffic(row: &mut Row, rep: &LoadgenReport) -> Result<(), BenchError> {
     row.sent = Some(rep.sent);
     row.received = Some(rep.received);
     row.lost = Some(rep.lost);
