@@ -158,6 +158,7 @@ struct ServeFile {
     store_stats_samples: Option<bool>,
     database_url: Option<String>,
     redis_url: Option<String>,
+    relay_choice: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     forwarded_header: Option<String>,
     hostnames: Option<Vec<String>>,
@@ -190,6 +191,8 @@ pub struct ServeSettings {
     pub stats_retention_days: u32,
     /// TURN URLs given to browsers; `None`: derived from the relay listeners.
     pub turn_urls: Option<Vec<String>>,
+    /// Which of them a member gets.
+    pub relay_choice: signal::RelayChoice,
     /// Networks relay candidates must be in; `None`: the addresses the
     /// local relay hands out ([`default_relay_addresses`]).
     pub relay_addresses: Option<Vec<Cidr>>,
@@ -240,6 +243,7 @@ impl std::fmt::Debug for ServeSettings {
             .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
             .field("stats_retention_days", &self.stats_retention_days)
             .field("turn_urls", &self.turn_urls)
+            .field("relay_choice", &self.relay_choice)
             .field("relay_addresses", &self.relay_addresses)
             .field("credential_ttl", &self.credential_ttl)
             .field("store_stats_samples", &self.store_stats_samples)
@@ -551,6 +555,14 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
         admin_token: file.admin_token,
         stats_retention_days,
         turn_urls: file.turn_urls,
+        relay_choice: match file.relay_choice.as_deref() {
+            None | Some("all") => signal::RelayChoice::All,
+            Some("per-room") => signal::RelayChoice::PerRoom,
+            Some(other) => bail!(
+                "invalid [serve] relay_choice {other:?}: \"all\" (every turn_urls URL to every \
+                 member) or \"per-room\" (one relay's URLs per room)"
+            ),
+        },
         relay_addresses,
         credential_ttl: Duration::from_secs(ttl),
         store_stats_samples: file.store_stats_samples.unwrap_or(false),
@@ -787,6 +799,13 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         .unwrap_or_else(|| default_relay_addresses(relay));
     let relays: Vec<String> = relays.iter().map(Cidr::to_string).collect();
     out.push_str(&format!("relay_addresses = {}\n", toml_list(&relays)));
+    out.push_str(&format!(
+        "relay_choice = \"{}\"\n",
+        match s.relay_choice {
+            signal::RelayChoice::All => "all",
+            signal::RelayChoice::PerRoom => "per-room",
+        }
+    ));
     out.push_str(&format!(
         "credential_ttl_secs = {}\n",
         s.credential_ttl.as_secs()
@@ -1484,6 +1503,7 @@ async fn serve_web(
     let config = signal::SignalConfig {
         data_dir: serve.data_dir,
         turn_urls,
+        relay_choice: serve.relay_choice,
         relay_addresses: serve.relay_addresses.unwrap_or_default(),
         turn_secret: secret,
         credential_ttl: serve.credential_ttl,
@@ -1904,6 +1924,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn relay_choice_is_all_or_per_room() {
+        assert_eq!(
+            settings("[serve]").unwrap().relay_choice,
+            signal::RelayChoice::All
+        );
+        assert_eq!(
+            settings("[serve]\nrelay_choice = \"per-room\"")
+                .unwrap()
+                .relay_choice,
+            signal::RelayChoice::PerRoom
+        );
+        let e = settings("[serve]\nrelay_choice = \"random\"").unwrap_err();
+        assert!(format!("{e:#}").contains("per-room"), "{e:#}");
     }
 
     #[test]

@@ -17,6 +17,22 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 /// a certificate reload shows at once; it must not depend on the client.
 pub type WellKnownRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Which of `turn_urls` a member is given (`[serve] relay_choice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayChoice {
+    /// Every URL: each browser allocates on every relay listed. A relay
+    /// that is down costs nothing (failover), but every relay carries
+    /// allocations of every call.
+    #[default]
+    All,
+    /// The URLs of one relay (URLs grouped by host), the same for every
+    /// member of a room on every node: chosen by the keyed room hash
+    /// (`room_key`, shared by the nodes), so calls spread over the relays
+    /// and each call stays on one. A relay that is down fails the rooms
+    /// that hash to it.
+    PerRoom,
+}
+
 /// The signaling server's configuration. Build it with `Default` and set
 /// fields: `SignalConfig { turn_secret, turn_urls, ..Default::default() }`.
 #[derive(Clone)]
@@ -27,6 +43,8 @@ pub struct SignalConfig {
     /// What goes into `iceServers[0].urls`, e.g.
     /// `turn:relay.example:3478?transport=udp`.
     pub turn_urls: Vec<String>,
+    /// Which of `turn_urls` a member gets. Default [`RelayChoice::All`].
+    pub relay_choice: RelayChoice,
     /// The networks our relays hand out addresses in: a relay candidate
     /// whose address is outside them is dropped by the sanitizer (and
     /// counted). Empty (the default): no relay candidate passes. `serve`
@@ -129,6 +147,7 @@ impl Default for SignalConfig {
         SignalConfig {
             data_dir: PathBuf::from("./onionrtc-data"),
             turn_urls: Vec::new(),
+            relay_choice: RelayChoice::All,
             relay_addresses: Vec::new(),
             turn_secret: String::new(),
             credential_ttl: Duration::from_secs(600),
@@ -168,6 +187,7 @@ impl fmt::Debug for SignalConfig {
         f.debug_struct("SignalConfig")
             .field("data_dir", &self.data_dir)
             .field("turn_urls", &self.turn_urls)
+            .field("relay_choice", &self.relay_choice)
             .field("relay_addresses", &self.relay_addresses)
             .field("turn_secret", &"<redacted>")
             .field("credential_ttl", &self.credential_ttl)

@@ -64,7 +64,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use client_addr::{Cidr, ClientAddr, ForwardRule};
-pub use config::{MetricsRenderer, SignalConfig, WebAssets, WellKnownRenderer};
+pub use config::{MetricsRenderer, RelayChoice, SignalConfig, WebAssets, WellKnownRenderer};
 pub use html::{escape as escape_html, format_utc};
 pub use protocol::ErrorCode;
 pub use rooms::MAX_ROOM_SIZE;

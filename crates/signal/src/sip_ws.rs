@@ -532,7 +532,7 @@ pub(crate) async fn turn(
         return challenge();
     }
     rt.counters.turn_issued.fetch_add(1, Ordering::Relaxed);
-    let (servers, ttl) = ws::ice_servers(state.config());
+    let (servers, ttl) = ws::ice_servers(state.config(), None);
     let mut r = Json(json!({
         "iceServers": servers,
         "iceTransportPolicy": "relay",

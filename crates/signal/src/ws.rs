@@ -413,7 +413,8 @@ impl Connection {
             self.reply(socket, ErrorCode::NotJoined).await;
             return Flow::Continue;
         }
-        let (servers, ttl) = ice_servers(self.state.config());
+        let room = self.joined.as_ref().map(|j| j.room.clone());
+        let (servers, ttl) = ice_servers(self.state.config(), room.as_deref());
         self.state
             .inner
             .counters
@@ -455,7 +456,7 @@ impl Connection {
             }
         };
         inner.counters.joins.fetch_add(1, Ordering::Relaxed);
-        let (servers, ttl) = ice_servers(self.state.config());
+        let (servers, ttl) = ice_servers(self.state.config(), Some(&room));
         let peers = info.members.len();
         let joined = json!({
             "type": "joined",
@@ -624,15 +625,65 @@ impl Connection {
     }
 }
 
+/// The host of a TURN URL (`turn:HOST:PORT?transport=udp`,
+/// `turns:[V6]:PORT`): what tells one relay from another.
+fn turn_url_host(url: &str) -> &str {
+    let rest = url.split_once(':').map_or(url, |(_, r)| r);
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => rest,
+    }
+}
+
+/// The TURN URLs a member of `room` gets (see [`crate::RelayChoice`]).
+pub(crate) fn turn_urls_for<'a>(
+    config: &'a crate::SignalConfig,
+    room: Option<&str>,
+) -> Vec<&'a str> {
+    let all = || config.turn_urls.iter().map(String::as_str).collect();
+    let (crate::RelayChoice::PerRoom, Some(room), Some(key)) =
+        (config.relay_choice, room, config.room_key.as_ref())
+    else {
+        return all();
+    };
+    let mut hosts: Vec<&str> = Vec::new();
+    for u in &config.turn_urls {
+        let h = turn_url_host(u);
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    if hosts.len() < 2 {
+        return all();
+    }
+    let digest = key.hash(&format!("relay-choice:{room}"));
+    let n = digest
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    let host = hosts[(n % hosts.len() as u64) as usize];
+    config
+        .turn_urls
+        .iter()
+        .map(String::as_str)
+        .filter(|u| turn_url_host(u) == host)
+        .collect()
+}
+
 /// `iceServers` with fresh TURN REST credentials (a random id per
-/// issue, never a name) and their lifetime in seconds.
-pub(crate) fn ice_servers(config: &crate::SignalConfig) -> (serde_json::Value, u64) {
+/// issue, never a name) and their lifetime in seconds; the URLs of
+/// [`turn_urls_for`] `room`.
+pub(crate) fn ice_servers(
+    config: &crate::SignalConfig,
+    room: Option<&str>,
+) -> (serde_json::Value, u64) {
     let ttl = config.credential_ttl.as_secs();
     let id = format!("{:016x}", rand::random::<u64>());
     let username = turn::auth::rest_username(now_unix().saturating_add(ttl), Some(&id));
     let credential = turn::auth::rest_password(config.turn_secret.as_bytes(), &username);
     let servers = json!([{
-        "urls": config.turn_urls,
+        "urls": turn_urls_for(config, room),
         "username": username,
         "credential": credential,
     }]);
@@ -665,6 +716,53 @@ mod tests {
             h.insert(header::ORIGIN, HeaderValue::from_static(o));
         }
         h
+    }
+
+    #[test]
+    fn turn_url_hosts() {
+        for (url, host) in [
+            ("turn:192.0.2.1:3478?transport=udp", "192.0.2.1"),
+            ("turns:relay.example:5349?transport=tcp", "relay.example"),
+            ("turn:[2001:db8::1]:3478?transport=udp", "[2001:db8::1]"),
+            ("turn:[2001:db8::1]", "[2001:db8::1]"),
+            ("turn:relay.example", "relay.example"),
+        ] {
+            assert_eq!(turn_url_host(url), host, "{url}");
+        }
+    }
+
+    #[test]
+    fn relay_choice_per_room_gives_one_relay_the_same_for_a_room() {
+        let urls = [
+            "turn:192.0.2.1:3478?transport=udp",
+            "turns:192.0.2.1:5349?transport=tcp",
+            "turn:192.0.2.2:3478?transport=udp",
+            "turns:192.0.2.2:5349?transport=tcp",
+        ];
+        let mut config = crate::SignalConfig {
+            turn_urls: urls.iter().map(|u| u.to_string()).collect(),
+            room_key: Some(crate::store::RoomKey::new(b"shared by the nodes")),
+            ..Default::default()
+        };
+        // All (the default): every URL, whatever the room.
+        assert_eq!(turn_urls_for(&config, Some("a")), urls);
+        config.relay_choice = crate::RelayChoice::PerRoom;
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..40 {
+            let room = format!("room-{i}");
+            let got = turn_urls_for(&config, Some(&room));
+            assert_eq!(got.len(), 2, "{room}: one relay's two URLs: {got:?}");
+            let host = turn_url_host(got[0]);
+            assert!(got.iter().all(|u| turn_url_host(u) == host), "{got:?}");
+            // Every member, on every node with the same key, gets the same.
+            assert_eq!(turn_urls_for(&config.clone(), Some(&room)), got);
+            seen.insert(host.to_owned());
+        }
+        assert_eq!(seen.len(), 2, "40 rooms spread over both relays");
+        // Without a room (SIP) or a key: every URL.
+        assert_eq!(turn_urls_for(&config, None), urls);
+        config.room_key = None;
+        assert_eq!(turn_urls_for(&config, Some("a")), urls);
     }
 
     #[test]
