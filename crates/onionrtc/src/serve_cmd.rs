@@ -123,6 +123,8 @@ struct SipFile {
     digest_algorithms: Option<Vec<String>>,
     listen: Option<Vec<String>>,
     messages_per_sec: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The resolved `[sip]` settings.
@@ -134,10 +136,13 @@ pub struct SipSettings {
     pub domain: String,
     /// Digest challenge algorithms, in the order offered.
     pub algorithms: Vec<signal::sip_ws::SipAlgorithm>,
-    /// SIP over UDP and TCP listeners (default none).
+    /// SIP over UDP, TCP and TLS listeners (default none).
     pub listen: Vec<signal::sip_net::SipListen>,
     /// Messages per second per UDP flow or TCP connection.
     pub messages_per_sec: u32,
+    /// The certificate and key of `tls://` listeners: `[sip] tls_cert` and
+    /// `tls_key`, else the relay's. Read again on every reload.
+    pub tls: Option<relay::config::TlsFiles>,
 }
 
 /// The default `[sip] messages_per_sec`.
@@ -583,6 +588,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             algorithms: Vec::new(),
             listen: Vec::new(),
             messages_per_sec: SIP_MESSAGES_PER_SEC,
+            tls: None,
         },
         onion,
         tls_next_key: file.tls_next_key.map(|k| base_dir.join(k)),
@@ -599,7 +605,14 @@ fn default_sip_domain(serve: &ServeSettings) -> Option<String> {
     (!ip.is_unspecified()).then(|| ip.to_string())
 }
 
-fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettings> {
+/// Resolves `[sip]`; `relay_tls` is the relay's certificate, which
+/// `tls://` listeners use unless `[sip]` names its own.
+fn resolve_sip(
+    file: SipFile,
+    serve: &ServeSettings,
+    base_dir: &Path,
+    relay_tls: Option<&relay::config::TlsFiles>,
+) -> anyhow::Result<SipSettings> {
     let enabled = file.enabled.unwrap_or(false);
     let domain = match file.domain {
         Some(d) => {
@@ -641,14 +654,14 @@ fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettin
     for l in file.listen.unwrap_or_default() {
         let Some(parsed) = signal::sip_net::SipListen::parse(&l) else {
             bail!(
-                "invalid [sip] listen entry {l:?}: \"udp://IP:PORT\" or \"tcp://IP:PORT\" \
-                 (an IP address, IPv6 in brackets, and a port other than 0)"
+                "invalid [sip] listen entry {l:?}: \"udp://IP:PORT\", \"tcp://IP:PORT\" or \
+                 \"tls://IP:PORT\" (an IP address, IPv6 in brackets, and a port other than 0)"
             );
         };
         if listen.contains(&parsed) {
             bail!("invalid [sip] listen: {l:?} appears twice");
         }
-        if parsed.transport == signal::sip_net::SipTransport::Tcp && parsed.addr == serve.listen {
+        if parsed.transport != signal::sip_net::SipTransport::Udp && parsed.addr == serve.listen {
             bail!("invalid [sip] listen {l:?}: the web listener [serve] listen uses that address");
         }
         listen.push(parsed);
@@ -660,12 +673,36 @@ fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettin
     if messages_per_sec == 0 || messages_per_sec > 1_000_000 {
         bail!("invalid [sip] messages_per_sec {messages_per_sec}: 1 to 1000000");
     }
+    let own_tls = match (file.tls_cert, file.tls_key) {
+        (Some(cert), Some(key)) => Some(relay::config::TlsFiles {
+            cert: base_dir.join(cert),
+            key: base_dir.join(key),
+        }),
+        (None, None) => None,
+        (Some(_), None) => bail!("[sip] tls_cert is set without tls_key"),
+        (None, Some(_)) => bail!("[sip] tls_key is set without tls_cert"),
+    };
+    let wants_tls = listen
+        .iter()
+        .any(|l| l.transport == signal::sip_net::SipTransport::Tls);
+    let tls = match (wants_tls, own_tls) {
+        (false, _) => None,
+        (true, Some(own)) => Some(own),
+        (true, None) => match relay_tls {
+            Some(t) => Some(t.clone()),
+            None => bail!(
+                "a tls:// entry in [sip] listen needs a certificate: set [sip] tls_cert and \
+                 tls_key, or the relay's tls_cert and tls_key"
+            ),
+        },
+    };
     Ok(SipSettings {
         enabled,
         domain,
         algorithms,
         listen,
         messages_per_sec,
+        tls,
     })
 }
 
@@ -703,7 +740,7 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Loaded> {
         ),
     };
     let mut serve = resolve(file, &base, flags)?;
-    serve.sip = resolve_sip(sip, &serve)?;
+    serve.sip = resolve_sip(sip, &serve, &base, relay.tls.as_ref())?;
     if serve.turn_urls.is_none() {
         if let Some(l) = relay.listen.iter().find(|l| l.addr.ip().is_unspecified()) {
             bail!(
@@ -746,6 +783,9 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
     let loaded = load(&flags)?;
     if let Some(key) = &loaded.serve.tls_next_key {
         next_key_pin(key)?;
+    }
+    if let Some(files) = &loaded.serve.sip.tls {
+        sip_tls_config(files)?;
     }
     print!("{}", loaded.relay.redacted_toml());
     println!();
@@ -898,6 +938,13 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         toml_list(&listen),
         s.sip.messages_per_sec
     ));
+    if let Some(t) = &s.sip.tls {
+        out.push_str(&format!(
+            "tls_cert = {}\ntls_key = {}\n",
+            toml_str(&t.cert.display().to_string()),
+            toml_str(&t.key.display().to_string())
+        ));
+    }
     out
 }
 
@@ -1105,6 +1152,28 @@ fn next_key_pin(path: &Path) -> anyhow::Result<[u8; 32]> {
             path.display()
         )
     })
+}
+
+/// The TLS configuration of the `[sip]` `tls://` listeners, from `files`.
+fn sip_tls_config(files: &relay::config::TlsFiles) -> anyhow::Result<signal::sip_net::SipTls> {
+    let config = relay::tls::server_config(&files.cert, &files.key)
+        .context("cannot load the certificate of the [sip] tls:// listeners")?;
+    Ok(signal::sip_net::SipTls::new(config))
+}
+
+/// On reload: the `[sip]` TLS listeners read their certificate and key
+/// again; a broken pair keeps the old one, with one log line.
+fn reload_sip_tls(live: Option<&signal::sip_net::SipTls>, files: Option<&relay::config::TlsFiles>) {
+    let (Some(live), Some(files)) = (live, files) else {
+        return;
+    };
+    match sip_tls_config(files) {
+        Ok(fresh) => {
+            live.follow(&fresh);
+            tracing::info!("[sip] TLS: certificate reloaded");
+        }
+        Err(e) => tracing::warn!("[sip] TLS: keeping the old certificate: {e:#}"),
+    }
 }
 
 /// The relay's TLS pins for `/.well-known/onionrtc.json`: the key of its
@@ -1557,8 +1626,12 @@ async fn serve_web(
         state.max_web_connections(),
         state.config().max_connections_per_ip
     );
+    let sip_tls = match &serve.sip.tls {
+        Some(files) => Some(sip_tls_config(files)?),
+        None => None,
+    };
     if !serve.sip.listen.is_empty() {
-        let bound = signal::sip_net::start(&state, &serve.sip.listen)
+        let bound = signal::sip_net::start(&state, &serve.sip.listen, sip_tls.clone())
             .await
             .context("cannot open a [sip] listen address")?;
         for (l, addr) in serve.sip.listen.iter().zip(&bound) {
@@ -1602,6 +1675,7 @@ async fn serve_web(
                         Ok(c)
                     });
                     well_known.follow(fresh);
+                    reload_sip_tls(sip_tls.as_ref(), serve.sip.tls.as_ref());
                 }),
                 Event::Control(p) => {
                     let answer = tokio::task::block_in_place(|| {
@@ -1616,6 +1690,9 @@ async fn serve_web(
                             },
                             signals.set_log_level.as_ref(),
                         );
+                        if fresh.is_some() {
+                            reload_sip_tls(sip_tls.as_ref(), serve.sip.tls.as_ref());
+                        }
                         well_known.follow(fresh);
                         answer
                     });
@@ -1678,7 +1755,43 @@ mod tests {
     fn sip(text: &str, serve: &str) -> anyhow::Result<SipSettings> {
         let tables = parse_tables(text, "text")?;
         let serve = settings(serve)?;
-        resolve_sip(tables.sip.unwrap_or_default(), &serve)
+        resolve_sip(
+            tables.sip.unwrap_or_default(),
+            &serve,
+            Path::new("/etc/onionrtc"),
+            None,
+        )
+    }
+
+    #[test]
+    fn sip_tls_certificate() {
+        let relay = relay::config::TlsFiles {
+            cert: "/etc/relay/cert.pem".into(),
+            key: "/etc/relay/key.pem".into(),
+        };
+        let text = "[sip]\nenabled = true\nlisten = [\"tls://127.0.0.1:5061\"]\n";
+        let tables = parse_tables(text, "text").unwrap();
+        let serve = settings("").unwrap();
+        let base = Path::new("/etc/onionrtc");
+        // The relay's certificate by default; none at all is an error.
+        let s = resolve_sip(tables.sip.unwrap_or_default(), &serve, base, Some(&relay)).unwrap();
+        assert_eq!(s.tls.as_ref(), Some(&relay));
+        assert!(sip(text, "").unwrap_err().to_string().contains("tls_cert"));
+        // Its own, relative to the configuration file; both or neither.
+        let own = format!("{text}tls_cert = \"sip.pem\"\ntls_key = \"sip.key\"\n");
+        let t = parse_tables(&own, "text").unwrap();
+        let s = resolve_sip(t.sip.unwrap_or_default(), &serve, base, Some(&relay)).unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/onionrtc/sip.pem"));
+        assert_eq!(tls.key, Path::new("/etc/onionrtc/sip.key"));
+        assert!(sip(&format!("{text}tls_cert = \"a\"\n"), "").is_err());
+        // No tls:// listener: no certificate is needed or kept.
+        let s = sip(
+            "[sip]\nenabled = true\nlisten = [\"udp://127.0.0.1:5060\"]\n",
+            "",
+        )
+        .unwrap();
+        assert!(s.tls.is_none());
     }
 
     #[test]

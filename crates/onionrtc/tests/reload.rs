@@ -552,3 +552,70 @@ fn serve_rotates_to_the_published_next_key() {
     assert!(!presents(tls, &first));
     assert!(relay_alive(&proc), "{}", log.text());
 }
+
+/// `[sip] listen = ["tls://…"]` re-reads its certificate on SIGHUP and on
+/// `onionrtc ctl reload`: new handshakes present the new certificate, the
+/// old one is no longer presented, and a broken file keeps the last good
+/// certificate (one log line).
+#[test]
+fn serve_reloads_the_sip_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, web, sip) = (free_port(), free_port(), free_port());
+    let (cert, key) = (
+        dir.path().join("sip-cert.pem"),
+        dir.path().join("sip-key.pem"),
+    );
+    let first = write_cert(&cert, &key);
+    let file = dir.path().join("serve.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}[sip]\nenabled = true\ndomain = \"sip.test\"\nlisten = [\"tls://127.0.0.1:{sip}\"]\n\
+             tls_cert = \"sip-cert.pem\"\ntls_key = \"sip-key.pem\"\n",
+            serve_config(udp, web, "first-password", 7)
+        ),
+    )
+    .unwrap();
+    let (proc, log) = start_serve(&file, &dir.path().join("data"));
+    assert!(
+        log.wait_for("SIP over TLS on", 1, Duration::from_secs(20)),
+        "{}",
+        log.text()
+    );
+    assert!(presents(sip, &first), "{}", log.text());
+
+    let second = write_cert(&cert, &key);
+    assert_ne!(first, second);
+    hup(&proc);
+    assert!(
+        log.wait_for(
+            "[sip] TLS: certificate reloaded",
+            1,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        log.text()
+    );
+    assert!(presents(sip, &second), "{}", log.text());
+    assert!(!presents(sip, &first), "{}", log.text());
+
+    // A broken certificate is refused; the last good one stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onionrtc"));
+    cmd.args(["ctl", "--socket"])
+        .arg(dir.path().join("serve.sock"))
+        .arg("reload");
+    let o = run_bounded(&mut cmd, Duration::from_secs(30));
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        log.wait_for(
+            "[sip] TLS: keeping the old certificate",
+            1,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        log.text()
+    );
+    assert!(presents(sip, &second), "{}", log.text());
+    assert!(relay_alive(&proc), "{}", log.text());
+}

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::chromium::{serde_json, Chromium, LaunchOptions, Page, Value};
 use testkit::Proc;
 
+#[path = "serve/baresip.rs"]
+mod baresip;
 #[path = "serve/cluster.rs"]
 mod cluster;
 #[path = "serve/firefox.rs"]

@@ -1,7 +1,7 @@
-//! SIP over UDP and TCP (RFC 3261 §18) for phones: `[sip] listen =
-//! ["udp://IP:PORT", "tcp://IP:PORT"]`, into the same [`sip::Core`] as the
-//! `/sip` WebSocket (one registrar, one B2BUA, one set of authentication
-//! limits; three transports).
+//! SIP over UDP, TCP and TLS (RFC 3261 §18, §26.2) for phones: `[sip]
+//! listen = ["udp://IP:PORT", "tcp://IP:PORT", "tls://IP:PORT"]`, into the
+//! same [`sip::Core`] as the `/sip` WebSocket (one registrar, one B2BUA,
+//! one set of authentication limits; four transports).
 //!
 //! ```text
 //! UDP socket ── datagram from A ── flow(A) (created, bounded) ── token bucket ── core.receive
@@ -10,6 +10,8 @@
 //! TCP listener ── accept (per-address and total caps as /ws) ── one task per connection:
 //!   bytes ── framing (CRLF CRLF ping → CRLF pong, Content-Length, ≤ 65,535 bytes) ── core.receive
 //!   oversize → 413 when the header section can be answered, then close; header timeout; idle timeout
+//! TLS listener ── accept (same caps) ── TLS handshake (≤ 10 s, certificate from [`SipTls`],
+//!   swapped on reload) ── the same per-connection task as TCP, Via `SIP/2.0/TLS`
 //! ```
 //!
 //! A UDP "connection" of the core is a flow: one remote address on one
@@ -25,8 +27,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::ratelimit::TokenBucket;
@@ -45,15 +47,41 @@ pub const TCP_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A TCP connection silent this long is closed (a registered phone
 /// refreshes within `max_expires`, 3600 s, or sends CRLF keep-alives).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3700);
+/// A TLS handshake must finish within this.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The certificate of the `tls://` listeners, swapped in place when the
+/// operator reloads (SIGHUP, `onionrtc ctl reload`): connections already
+/// up keep the session they have, new handshakes present the new one.
+#[derive(Debug, Clone)]
+pub struct SipTls(Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>);
+
+impl SipTls {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> SipTls {
+        SipTls(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// New handshakes use `fresh`'s configuration from now on.
+    pub fn follow(&self, fresh: &SipTls) {
+        let config = fresh.current();
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 /// A SIP transport of `[sip] listen`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SipTransport {
     Udp,
     Tcp,
+    Tls,
 }
 
-/// One entry of `[sip] listen`: `udp://IP:PORT` or `tcp://IP:PORT`.
+/// One entry of `[sip] listen`: `udp://IP:PORT`, `tcp://IP:PORT` or
+/// `tls://IP:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipListen {
     pub transport: SipTransport,
@@ -61,14 +89,15 @@ pub struct SipListen {
 }
 
 impl SipListen {
-    /// Parses `udp://IP:PORT` or `tcp://IP:PORT` (IPv6 in brackets; a port
-    /// is required; no host names).
+    /// Parses `udp://IP:PORT`, `tcp://IP:PORT` or `tls://IP:PORT` (IPv6 in
+    /// brackets; a port is required; no host names).
     pub fn parse(s: &str) -> Option<SipListen> {
         let s = s.trim();
         let (scheme, rest) = s.split_once("://")?;
         let transport = match scheme.to_ascii_lowercase().as_str() {
             "udp" => SipTransport::Udp,
             "tcp" => SipTransport::Tcp,
+            "tls" => SipTransport::Tls,
             _ => return None,
         };
         let addr: SocketAddr = rest.parse().ok()?;
@@ -81,6 +110,7 @@ impl std::fmt::Display for SipListen {
         let scheme = match self.transport {
             SipTransport::Udp => "udp",
             SipTransport::Tcp => "tcp",
+            SipTransport::Tls => "tls",
         };
         write!(f, "{scheme}://{}", self.addr)
     }
@@ -122,8 +152,13 @@ fn sent_by(local: SocketAddr, domain: &str) -> String {
 }
 
 /// Binds every `[sip] listen` address and starts serving them; the
-/// addresses bound, in order. `[sip]` must be enabled.
-pub async fn start(state: &SignalState, listen: &[SipListen]) -> std::io::Result<Vec<SocketAddr>> {
+/// addresses bound, in order. `[sip]` must be enabled, and `tls` given
+/// when a listener is `tls://`.
+pub async fn start(
+    state: &SignalState,
+    listen: &[SipListen],
+    tls: Option<SipTls>,
+) -> std::io::Result<Vec<SocketAddr>> {
     let Some(rt) = state.inner.sip.clone() else {
         return Err(std::io::Error::other("[sip] is not enabled"));
     };
@@ -136,11 +171,23 @@ pub async fn start(state: &SignalState, listen: &[SipListen]) -> std::io::Result
                 bound.push(local);
                 tokio::spawn(udp_loop(state.clone(), Arc::clone(&rt), socket, local));
             }
-            SipTransport::Tcp => {
+            SipTransport::Tcp | SipTransport::Tls => {
+                let tls = match l.transport {
+                    SipTransport::Tls => match tls.clone() {
+                        Some(t) => Some(t),
+                        None => {
+                            return Err(std::io::Error::other(format!(
+                                "[sip] listen {l} needs a TLS certificate and key"
+                            )))
+                        }
+                    },
+                    _ => None,
+                };
                 let listener = TcpListener::bind(l.addr).await?;
                 let local = listener.local_addr()?;
                 bound.push(local);
-                tokio::spawn(tcp_accept(state.clone(), Arc::clone(&rt), listener, local));
+                let (state, rt) = (state.clone(), Arc::clone(&rt));
+                tokio::spawn(tcp_accept(state, rt, listener, local, tls));
             }
         }
     }
@@ -260,11 +307,13 @@ fn reap_flows(rt: &SipRuntime, flows: &mut HashMap<SocketAddr, Flow>, now: Insta
     }
 }
 
+/// Accepts SIP over TCP, or over TLS when `tls` is given.
 async fn tcp_accept(
     state: SignalState,
     rt: Arc<SipRuntime>,
     listener: TcpListener,
     local: SocketAddr,
+    tls: Option<SipTls>,
 ) {
     let mut shutdown = state.inner.shutdown.subscribe();
     let me = sent_by(local, &rt.domain);
@@ -282,8 +331,22 @@ async fn tcp_accept(
                     continue; // dropped: closes the connection
                 };
                 let (state, rt, me) = (state.clone(), Arc::clone(&rt), me.clone());
+                let tls = tls.as_ref().map(SipTls::current);
                 tokio::spawn(async move {
-                    tcp_conn(state, rt, stream, peer, me).await;
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => tcp_conn(state, rt, stream, peer, me, "TCP").await,
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => tcp_conn(state, rt, stream, peer, me, "TLS").await,
+                                // Not logged per connection (scanners); counted.
+                                _ => {
+                                    rt.counters.tls_handshake_failed.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
                     drop((guard, slot));
                 });
             }
@@ -366,19 +429,23 @@ pub fn next_frame(buf: &[u8]) -> Frame {
     }
 }
 
-async fn tcp_conn(
+/// One SIP connection over a stream (`transport`: `TCP` or `TLS`, as our
+/// Via names it).
+async fn tcp_conn<S>(
     state: SignalState,
     rt: Arc<SipRuntime>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     me: String,
-) {
-    let _ = stream.set_nodelay(true);
+    transport: &'static str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = rt.next.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     lock(&rt.conns).insert(conn, Sink::Stream(tx.clone()));
-    lock(&rt.core).connected_at(conn, peer, "TCP", true, &me);
-    let (mut rd, mut wr) = stream.into_split();
+    lock(&rt.core).connected_at(conn, peer, transport, true, &me);
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut shutdown = state.inner.shutdown.subscribe();
     let now = Instant::now();
     let rate = f64::from(rt.messages_per_sec.max(1));
@@ -488,9 +555,12 @@ mod tests {
         let l = SipListen::parse("TCP://[::1]:5070").unwrap();
         assert_eq!(l.transport, SipTransport::Tcp);
         assert_eq!(l.addr.port(), 5070);
+        let l = SipListen::parse("tls://127.0.0.1:5061").unwrap();
+        assert_eq!(l.transport, SipTransport::Tls);
+        assert_eq!(l.to_string(), "tls://127.0.0.1:5061");
         for bad in [
             "udp://127.0.0.1",
-            "tls://127.0.0.1:5061",
+            "sctp://127.0.0.1:5061",
             "udp://example.org:5060",
             "127.0.0.1:5060",
             "udp://127.0.0.1:0",

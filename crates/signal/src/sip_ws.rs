@@ -84,6 +84,7 @@ pub(crate) struct SipCounters {
     pub(crate) rate_limited: AtomicU64,
     pub(crate) udp_flows_full: AtomicU64,
     pub(crate) udp_send_errors: AtomicU64,
+    pub(crate) tls_handshake_failed: AtomicU64,
     turn_issued: AtomicU64,
     turn_denied: AtomicU64,
     turn_refused: AtomicU64,
@@ -317,6 +318,12 @@ impl SipRuntime {
             "counter",
             "SIP UDP datagrams that could not be sent (socket buffer full or error).",
             get(&self.counters.udp_send_errors),
+        );
+        metric(
+            "onionrtc_sip_tls_handshake_failures_total",
+            "counter",
+            "SIP-over-TLS connections closed because the TLS handshake failed or did not finish in time.",
+            get(&self.counters.tls_handshake_failed),
         );
         metric(
             "onionrtc_sip_turn_issued_total",
