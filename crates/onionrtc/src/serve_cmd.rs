@@ -123,6 +123,8 @@ struct SipFile {
     digest_algorithms: Option<Vec<String>>,
     listen: Option<Vec<String>>,
     messages_per_sec: Option<u32>,
+    media_ports: Option<String>,
+    media_address: Option<String>,
 }
 
 /// The resolved `[sip]` settings.
@@ -138,6 +140,9 @@ pub struct SipSettings {
     pub listen: Vec<signal::sip_net::SipListen>,
     /// Messages per second per UDP flow or TCP connection.
     pub messages_per_sec: u32,
+    /// The plain-RTP media bridge (`media_ports`, `media_address`); off
+    /// when `None`.
+    pub media: Option<signal::sip_media::MediaSettings>,
 }
 
 /// The default `[sip] messages_per_sec`.
@@ -583,6 +588,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             algorithms: Vec::new(),
             listen: Vec::new(),
             messages_per_sec: SIP_MESSAGES_PER_SEC,
+            media: None,
         },
         onion,
         tls_next_key: file.tls_next_key.map(|k| base_dir.join(k)),
@@ -660,12 +666,58 @@ fn resolve_sip(file: SipFile, serve: &ServeSettings) -> anyhow::Result<SipSettin
     if messages_per_sec == 0 || messages_per_sec > 1_000_000 {
         bail!("invalid [sip] messages_per_sec {messages_per_sec}: 1 to 1000000");
     }
+    let media = match file.media_ports {
+        None => {
+            if file.media_address.is_some() {
+                bail!("[sip] media_address is set but [sip] media_ports is not");
+            }
+            None
+        }
+        Some(ports) => {
+            if listen.is_empty() {
+                bail!(
+                    "[sip] media_ports is set but [sip] listen is empty (the bridge is for phones)"
+                );
+            }
+            let Some((first, last)) = signal::sip_media::MediaSettings::parse_ports(&ports) else {
+                bail!(
+                    "invalid [sip] media_ports {ports:?}: \"FIRST-LAST\", 1 <= FIRST < LAST,                      at least 4 ports (4 per bridged call)"
+                );
+            };
+            let address = match &file.media_address {
+                Some(a) => match a.trim().parse::<IpAddr>() {
+                    Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => ip,
+                    _ => bail!(
+                        "invalid [sip] media_address {a:?}: an IP address of this machine \
+                         that phones can reach (not 0.0.0.0)"
+                    ),
+                },
+                None => match listen
+                    .iter()
+                    .map(|l| l.addr.ip())
+                    .find(|ip| !ip.is_unspecified())
+                {
+                    Some(ip) => ip,
+                    None => bail!(
+                        "[sip] media_address is required when every [sip] listen address is \
+                         unspecified (0.0.0.0 or [::])"
+                    ),
+                },
+            };
+            Some(signal::sip_media::MediaSettings {
+                address,
+                first,
+                last,
+            })
+        }
+    };
     Ok(SipSettings {
         enabled,
         domain,
         algorithms,
         listen,
         messages_per_sec,
+        media,
     })
 }
 
@@ -898,6 +950,15 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
         toml_list(&listen),
         s.sip.messages_per_sec
     ));
+    match &s.sip.media {
+        Some(m) => out.push_str(&format!(
+            "media_ports = \"{}-{}\"\nmedia_address = {}\n",
+            m.first,
+            m.last,
+            toml_str(&m.address.to_string())
+        )),
+        None => out.push_str("# media_ports: unset (no plain-RTP media bridge)\n"),
+    }
     out
 }
 
@@ -1535,6 +1596,7 @@ async fn serve_web(
             domain: serve.sip.domain.clone(),
             algorithms: serve.sip.algorithms.clone(),
             messages_per_sec: serve.sip.messages_per_sec,
+            media: serve.sip.media.clone(),
         }),
         well_known: Some(well_known.renderer()),
         ..signal::SignalConfig::default()
@@ -1732,6 +1794,42 @@ mod tests {
         let any = "[serve]\nlisten = \"0.0.0.0:8080\"";
         assert!(sip("[sip]\nenabled = true", any).is_err());
         assert!(sip("", any).is_ok());
+
+        // The media bridge: off by default; the address defaults to the
+        // first specific listen IP.
+        let on =
+            "[sip]\nenabled = true\nlisten = [\"udp://0.0.0.0:5060\", \"udp://192.0.2.5:5062\"]\n";
+        assert_eq!(sip(on, "").unwrap().media, None);
+        let m = sip(&format!("{on}media_ports = \"30000-30399\""), "")
+            .unwrap()
+            .media
+            .unwrap();
+        assert_eq!(
+            (m.address, m.first, m.last),
+            ("192.0.2.5".parse().unwrap(), 30_000, 30_399)
+        );
+        assert_eq!(m.capacity(), 100);
+        let m = sip(
+            &format!("{on}media_ports = \"30000-30003\"\nmedia_address = \"::1\""),
+            "",
+        )
+        .unwrap()
+        .media
+        .unwrap();
+        assert_eq!(m.address, "::1".parse::<IpAddr>().unwrap());
+        for bad in [
+            "media_ports = \"30000-30002\"",
+            "media_ports = \"x\"",
+            "media_ports = \"30000-30099\"\nmedia_address = \"0.0.0.0\"",
+            "media_ports = \"30000-30099\"\nmedia_address = \"phones.example\"",
+            "media_address = \"192.0.2.5\"",
+        ] {
+            assert!(sip(&format!("{on}{bad}"), "").is_err(), "{bad}");
+        }
+        // Needs a specific address, and phones (listen).
+        let any_listen = "[sip]\nenabled = true\nlisten = [\"udp://0.0.0.0:5060\"]\nmedia_ports = \"30000-30099\"";
+        assert!(sip(any_listen, "").is_err());
+        assert!(sip("[sip]\nenabled = true\nmedia_ports = \"30000-30099\"", "").is_err());
     }
 
     #[test]

@@ -28,6 +28,14 @@ impl SdpFilter for Marker {
             sdp.replace("203.0.113.", "0.0.0.")
         ))
     }
+
+    /// Names the call, the sending side and whether its address was known.
+    fn filter_call(&self, call: CallSdp, sdp: &str) -> Option<String> {
+        let side = if call.from_caller { "caller" } else { "callee" };
+        let known = call.peer.is_some();
+        self.filter(sdp)
+            .map(|s| format!("a=x-call:{}:{side}:{known}\r\n{s}", call.call))
+    }
 }
 
 fn users() -> Users {
@@ -261,6 +269,12 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
         vec![2, 3]
     );
     for (_, m) in &invites {
+        // The filter knew the call and that the caller sent it.
+        assert!(
+            m.body.starts_with("a=x-call:1:caller:true\r\n"),
+            "{}",
+            m.body
+        );
         let text = String::from_utf8(m.to_bytes()).unwrap();
         assert!(
             leaks(&text, &alice).is_empty(),
@@ -288,6 +302,12 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
     let ok = to_alice[0];
     assert_eq!(ok.code(), Some(200));
     assert!(ok.body.ends_with("a=filtered\r\n") && !ok.body.contains("203.0.113"));
+    assert!(
+        ok.body.starts_with("a=x-call:1:callee:true\r\n"),
+        "{}",
+        ok.body
+    );
+    assert!(w.core.take_ended().is_empty());
     let ok_text = String::from_utf8(ok.to_bytes()).unwrap();
     assert!(
         !ok_text.contains("bob-secret") && !ok_text.contains("bobdevice"),
@@ -342,6 +362,9 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
         .collect();
     got.sort();
     assert_eq!(got, vec![(1, "200".into()), (3, "BYE".into())]);
+    // Its media can go now.
+    assert_eq!(w.core.take_ended(), vec![1]);
+    assert!(w.core.take_ended().is_empty());
     let bye_b = &out.iter().find(|(c, _)| *c == 3).unwrap().1;
     assert_eq!(
         bye_b.uri(),
