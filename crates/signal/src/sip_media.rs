@@ -435,6 +435,10 @@ impl Bridges {
         if ports.len() < 2 {
             return None;
         }
+        // Called from the SIP tasks, so inside the runtime; anywhere else
+        // there is no bridge rather than a panic.
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let _guard = runtime.enter();
         let mut tokio_sockets = Vec::with_capacity(4);
         for s in sockets {
             tokio_sockets.push(UdpSocket::from_std(s).ok()?);
@@ -444,7 +448,7 @@ impl Bridges {
             last_packet: Instant::now(),
             idle_reported: false,
         }));
-        let task = tokio::spawn(forward(tokio_sockets, state.clone(), self.counters.clone()));
+        let task = runtime.spawn(forward(tokio_sockets, state.clone(), self.counters.clone()));
         let ports = [ports[0], ports[1]];
         inner.used.extend(ports);
         Some(Bridge { ports, state, task })

@@ -1109,7 +1109,10 @@ impl Core {
         let Some(a_target) = req.get("Contact").and_then(NameAddr::parse).map(|n| n.uri) else {
             return self.reply_code(conn, &req, 400, now);
         };
+        // Numbers are never reused, even for a refused offer: a bridge
+        // released late for one can never be another call's.
         let key = self.next_call;
+        self.next_call += 1;
         let Some(offer) = sdp.filter_call(self.call_sdp(key, true, conn), &req.body) else {
             self.counters.sdp_rejected += 1;
             self.note_ended(key);
@@ -1118,7 +1121,6 @@ impl Core {
         let our_tag = token();
         let trying = self.response(&req, conn, 100, None);
         self.reply(conn, &req, trying, now);
-        self.next_call += 1;
         self.counters.calls += 1;
         let mut legs = Vec::new();
         for b in bindings {

@@ -406,6 +406,8 @@ fn callee_hangs_up_and_caller_cancels() {
     assert_eq!(out[0].1.method(), Some("CANCEL"));
     let out = w.send(2, &response_to(&inv, 487, "b", ""));
     assert_eq!(out[0].1.method(), Some("ACK"));
+    // The cancelled call's media can go.
+    assert_eq!(w.core.take_ended(), vec![1]);
 
     // A new call; bob answers, then hangs up.
     alice.call_id = "second-call".into();
@@ -424,6 +426,7 @@ fn callee_hangs_up_and_caller_cancels() {
         .map(|(c, m)| (*c, m.code(), m.method()))
         .collect();
     assert_eq!(got, vec![(2, Some(200), None), (1, None, Some("BYE"))]);
+    assert_eq!(w.core.take_ended(), vec![2]);
     let bye_a = &out[1].1;
     assert_eq!(bye_a.get("Call-ID"), Some("second-call"));
     assert_eq!(
@@ -484,6 +487,10 @@ fn registration_rules() {
     let out = w.invite(&mut alice, "bob", "v=0\r\nreject\r\n");
     assert_eq!(out[0].1.code(), Some(488));
     assert_eq!(w.core.counters().sdp_rejected, 1);
+    // The refused offer's call number is reported (a bridge opened for it
+    // would go), and never reused.
+    assert_eq!(w.core.take_ended(), vec![1]);
+    assert_eq!(w.core.active_calls(), 0);
     // Max-Forwards 0: 483.
     let req = alice
         .request("OPTIONS", "sip:bob@x", "<sip:bob@x>", "", "")
@@ -593,6 +600,34 @@ fn closing_the_callee_connection_ends_the_call() {
         .map(|o| Message::parse(&o.data).unwrap().code())
         .collect();
     assert_eq!(codes, vec![Some(408)]);
+    let mut ended = w.core.take_ended();
+    ended.dedup();
+    assert_eq!(ended, vec![1, 2]);
+}
+
+#[test]
+fn hang_up_ends_an_answered_call_on_both_sides() {
+    let (mut w, mut alice, _bob) = World::alice_and_bob();
+    let out = w.invite(&mut alice, "bob", OFFER);
+    let inv = out.iter().find(|(c, _)| *c == 2).unwrap().1.clone();
+    // Not answered yet: left to its timers.
+    assert!(w.core.hang_up(1, w.now).is_empty());
+    assert!(w.core.take_ended().is_empty());
+    w.send(2, &response_to(&inv, 200, "b", ANSWER));
+    let out = w.core.hang_up(1, w.now);
+    let mut got: Vec<(ConnId, Option<String>)> = out
+        .iter()
+        .map(|o| {
+            let m = Message::parse(&o.data).unwrap();
+            (o.conn, m.method().map(str::to_string))
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(1, Some("BYE".into())), (2, Some("BYE".into()))]);
+    assert_eq!(w.core.take_ended(), vec![1]);
+    // Twice, or an unknown call: nothing.
+    assert!(w.core.hang_up(1, w.now).is_empty());
+    assert!(w.core.hang_up(99, w.now).is_empty());
 }
 
 #[test]
