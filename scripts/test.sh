@@ -64,7 +64,7 @@ command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
-# tests/serve/baresip.rs: a softphone over SIP/TLS (and plain-RTP phones).
+# baresip: a real SIP phone (serve/baresip.rs: SIP over TLS; serve/sip_rtp.rs: two phones talk through the media bridge)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
 [ -f /usr/include/alsa/asoundlib.h ] || need+=(libasound2-dev)
 command -v pulseaudio >/dev/null 2>&1 || need+=(pulseaudio)

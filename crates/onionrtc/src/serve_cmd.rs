@@ -125,6 +125,8 @@ struct SipFile {
     messages_per_sec: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    media_ports: Option<String>,
+    media_address: Option<String>,
 }
 
 /// The resolved `[sip]` settings.
@@ -143,6 +145,9 @@ pub struct SipSettings {
     /// The certificate and key of `tls://` listeners: `[sip] tls_cert` and
     /// `tls_key`, else the relay's. Read again on every reload.
     pub tls: Option<relay::config::TlsFiles>,
+    /// The plain-RTP media bridge (`media_ports`, `media_address`); off
+    /// when `None`.
+    pub media: Option<signal::sip_media::MediaSettings>,
 }
 
 /// The default `[sip] messages_per_sec`.
@@ -589,6 +594,7 @@ fn resolve(file: ServeFile, base_dir: &Path, flags: &ServeFlags) -> anyhow::Resu
             listen: Vec::new(),
             messages_per_sec: SIP_MESSAGES_PER_SEC,
             tls: None,
+            media: None,
         },
         onion,
         tls_next_key: file.tls_next_key.map(|k| base_dir.join(k)),
@@ -696,6 +702,51 @@ fn resolve_sip(
             ),
         },
     };
+    let media = match file.media_ports {
+        None => {
+            if file.media_address.is_some() {
+                bail!("[sip] media_address is set but [sip] media_ports is not");
+            }
+            None
+        }
+        Some(ports) => {
+            if listen.is_empty() {
+                bail!(
+                    "[sip] media_ports is set but [sip] listen is empty (the bridge is for phones)"
+                );
+            }
+            let Some((first, last)) = signal::sip_media::MediaSettings::parse_ports(&ports) else {
+                bail!(
+                    "invalid [sip] media_ports {ports:?}: \"FIRST-LAST\", 1 <= FIRST < LAST,                      at least 4 ports (4 per bridged call)"
+                );
+            };
+            let address = match &file.media_address {
+                Some(a) => match a.trim().parse::<IpAddr>() {
+                    Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => ip,
+                    _ => bail!(
+                        "invalid [sip] media_address {a:?}: an IP address of this machine \
+                         that phones can reach (not 0.0.0.0)"
+                    ),
+                },
+                None => match listen
+                    .iter()
+                    .map(|l| l.addr.ip())
+                    .find(|ip| !ip.is_unspecified())
+                {
+                    Some(ip) => ip,
+                    None => bail!(
+                        "[sip] media_address is required when every [sip] listen address is \
+                         unspecified (0.0.0.0 or [::])"
+                    ),
+                },
+            };
+            Some(signal::sip_media::MediaSettings {
+                address,
+                first,
+                last,
+            })
+        }
+    };
     Ok(SipSettings {
         enabled,
         domain,
@@ -703,6 +754,7 @@ fn resolve_sip(
         listen,
         messages_per_sec,
         tls,
+        media,
     })
 }
 
@@ -944,6 +996,15 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
             toml_str(&t.cert.display().to_string()),
             toml_str(&t.key.display().to_string())
         ));
+    }
+    match &s.sip.media {
+        Some(m) => out.push_str(&format!(
+            "media_ports = \"{}-{}\"\nmedia_address = {}\n",
+            m.first,
+            m.last,
+            toml_str(&m.address.to_string())
+        )),
+        None => out.push_str("# media_ports: unset (no plain-RTP media bridge)\n"),
     }
     out
 }
@@ -1604,6 +1665,7 @@ async fn serve_web(
             domain: serve.sip.domain.clone(),
             algorithms: serve.sip.algorithms.clone(),
             messages_per_sec: serve.sip.messages_per_sec,
+            media: serve.sip.media.clone(),
         }),
         well_known: Some(well_known.renderer()),
         ..signal::SignalConfig::default()
@@ -1845,6 +1907,42 @@ mod tests {
         let any = "[serve]\nlisten = \"0.0.0.0:8080\"";
         assert!(sip("[sip]\nenabled = true", any).is_err());
         assert!(sip("", any).is_ok());
+
+        // The media bridge: off by default; the address defaults to the
+        // first specific listen IP.
+        let on =
+            "[sip]\nenabled = true\nlisten = [\"udp://0.0.0.0:5060\", \"udp://192.0.2.5:5062\"]\n";
+        assert_eq!(sip(on, "").unwrap().media, None);
+        let m = sip(&format!("{on}media_ports = \"30000-30399\""), "")
+            .unwrap()
+            .media
+            .unwrap();
+        assert_eq!(
+            (m.address, m.first, m.last),
+            ("192.0.2.5".parse().unwrap(), 30_000, 30_399)
+        );
+        assert_eq!(m.capacity(), 100);
+        let m = sip(
+            &format!("{on}media_ports = \"30000-30003\"\nmedia_address = \"::1\""),
+            "",
+        )
+        .unwrap()
+        .media
+        .unwrap();
+        assert_eq!(m.address, "::1".parse::<IpAddr>().unwrap());
+        for bad in [
+            "media_ports = \"30000-30002\"",
+            "media_ports = \"x\"",
+            "media_ports = \"30000-30099\"\nmedia_address = \"0.0.0.0\"",
+            "media_ports = \"30000-30099\"\nmedia_address = \"phones.example\"",
+            "media_address = \"192.0.2.5\"",
+        ] {
+            assert!(sip(&format!("{on}{bad}"), "").is_err(), "{bad}");
+        }
+        // Needs a specific address, and phones (listen).
+        let any_listen = "[sip]\nenabled = true\nlisten = [\"udp://0.0.0.0:5060\"]\nmedia_ports = \"30000-30099\"";
+        assert!(sip(any_listen, "").is_err());
+        assert!(sip("[sip]\nenabled = true\nmedia_ports = \"30000-30099\"", "").is_err());
     }
 
     #[test]

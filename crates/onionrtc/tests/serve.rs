@@ -31,6 +31,8 @@ mod cluster;
 mod firefox;
 #[path = "serve/group.rs"]
 mod group;
+#[path = "serve/sip_rtp.rs"]
+mod sip_rtp;
 #[path = "serve/sip.rs"]
 mod sip_ws;
 #[path = "serve/sipp.rs"]
@@ -252,6 +254,25 @@ fn dechunk(body: &str) -> String {
 }
 
 /// The sum of a metric's samples (every label set), 0 when absent.
+/// Writes a mono 16-bit PCM WAV of `rate` Hz; `data` is little-endian samples.
+fn write_pcm_wav(path: &Path, rate: u32, data: &[u8]) {
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(data);
+    std::fs::write(path, wav).unwrap();
+}
+
 fn metric_sum(text: &str, name: &str) -> u64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))

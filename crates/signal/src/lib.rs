@@ -13,6 +13,8 @@
 //!        every handler: ClientAddr (the TCP peer, or a trusted proxy's forwarded client)
 //!        /ws ─ origin check ─ per-client cap ─ one task per connection (rooms, sanitizer, limits, stats → store)
 //!        /sip ─ origin check ─ subprotocol sip ─ per-client cap ─ sip::Core (registrar, B2BUA, sanitizer) ([`sip_ws`])
+//!          [sip] listen: UDP/TCP for phones into the same core ([`sip_net`]); [sip] media_ports: their
+//!          plain RTP through per-call UDP bridges with latching ([`sip_media`])
 //!        /api/sip/turn ─ SIP account (HTTP Basic) ─ TURN credentials
 //!        /healthz /api/whoami, else the web app's files
 //!        operator (token, site Host): /api/calls[/{id}] /metrics (bearer), /calls[/{id}] /calls/find (bearer or session)
@@ -49,6 +51,7 @@ pub mod protocol;
 mod ratelimit;
 mod rooms;
 pub mod sanitize;
+pub mod sip_media;
 pub mod sip_net;
 pub mod sip_ws;
 pub mod state;

@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 use crate::client_addr::ClientAddr;
 use crate::ratelimit::TokenBucket;
 use crate::sanitize::Sanitizer;
+use crate::sip_media::Bridges;
 use crate::state::{now_unix, SignalState};
 use crate::store::StoreError;
 use crate::users::{RealmAccounts, UserStore};
@@ -64,6 +65,9 @@ pub struct SipSettings {
     pub algorithms: Vec<sip::Algorithm>,
     /// Messages per second per UDP flow or TCP connection (burst: twice).
     pub messages_per_sec: u32,
+    /// The plain-RTP media bridge for phones (`[sip] media_ports`), off
+    /// when `None`.
+    pub media: Option<crate::sip_media::MediaSettings>,
 }
 
 /// Where the core's messages for one connection go: a call leg knows its
@@ -102,17 +106,35 @@ pub(crate) struct SipRuntime {
     pub(crate) counters: SipCounters,
     /// `[sip] messages_per_sec`.
     pub(crate) messages_per_sec: u32,
+    /// The plain-RTP bridges (`[sip] media_ports`).
+    pub(crate) media: Option<Bridges>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct SdpSanitizer<'a>(Sanitizer<'a>);
+struct SdpSanitizer<'a> {
+    sanitizer: Sanitizer<'a>,
+    media: Option<&'a Bridges>,
+}
 
 impl sip::SdpFilter for SdpSanitizer<'_> {
     fn filter(&self, sdp: &str) -> Option<String> {
-        self.0.sdp(sdp).ok().map(|s| s.sdp)
+        self.sanitizer.sdp(sdp).ok().map(|s| s.sdp)
+    }
+
+    /// Plain RTP (a phone's) goes through the media bridge when it is on:
+    /// the SDP names the bridge's ports instead of `0.0.0.0`.
+    fn filter_call(&self, call: sip::CallSdp, sdp: &str) -> Option<String> {
+        let clean = self.filter(sdp)?;
+        match self.media {
+            Some(bridges) if crate::sip_media::is_plain_rtp(sdp) => {
+                let side = usize::from(!call.from_caller);
+                bridges.rewrite(call.call, side, call.peer, sdp, &clean)
+            }
+            _ => Some(clean),
+        }
     }
 }
 
@@ -146,6 +168,7 @@ impl SipRuntime {
             )),
             counters: SipCounters::default(),
             messages_per_sec: settings.messages_per_sec,
+            media: settings.media.clone().map(Bridges::new),
         })
     }
 
@@ -185,16 +208,38 @@ impl SipRuntime {
             store: &self.users,
             realm: &self.domain,
         };
-        let filter = SdpSanitizer(Sanitizer::new(relays));
+        let filter = SdpSanitizer {
+            sanitizer: Sanitizer::new(relays),
+            media: self.media.as_ref(),
+        };
         let outs = lock(&self.core).receive(conn, data, Instant::now(), &accounts, &filter);
         self.dispatch(outs);
+        self.release_media();
     }
 
     /// Runs the core's timers.
     pub(crate) fn tick(&self) {
-        let outs = lock(&self.core).tick(Instant::now());
+        let now = Instant::now();
+        let outs = lock(&self.core).tick(now);
         self.dispatch(outs);
+        if let Some(media) = &self.media {
+            for call in media.idle(now, crate::sip_media::IDLE_TIMEOUT) {
+                let outs = lock(&self.core).hang_up(call, now);
+                self.dispatch(outs);
+            }
+        }
+        self.release_media();
         lock(&self.turn_failures).prune(now_unix());
+    }
+
+    /// Closes the media bridges of calls that ended.
+    fn release_media(&self) {
+        let ended = lock(&self.core).take_ended();
+        if let Some(media) = &self.media {
+            for call in ended {
+                media.release(call);
+            }
+        }
     }
 
     /// The SIP metrics, Prometheus text format.
@@ -343,6 +388,72 @@ impl SipRuntime {
             "/api/sip/turn requests refused after too many failures (429).",
             get(&self.counters.turn_refused),
         );
+        if let Some(media) = &self.media {
+            let c = &media.counters;
+            let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+                crate::state::push_metric(&mut out, name, kind, help, value);
+            };
+            metric(
+                "onionrtc_sip_media_bridges",
+                "gauge",
+                "Open plain-RTP media bridges (one per bridged call).",
+                media.open() as u64,
+            );
+            metric(
+                "onionrtc_sip_media_bridges_total",
+                "counter",
+                "Plain-RTP media bridges opened.",
+                get(&c.opened),
+            );
+            metric(
+                "onionrtc_sip_media_ports_exhausted_total",
+                "counter",
+                "Calls refused (488) because [sip] media_ports had no room.",
+                get(&c.exhausted),
+            );
+            metric(
+                "onionrtc_sip_media_packets_total",
+                "counter",
+                "RTP and RTCP datagrams forwarded by the media bridges.",
+                get(&c.forwarded),
+            );
+            metric(
+                "onionrtc_sip_media_foreign_total",
+                "counter",
+                "Datagrams dropped because they came from another source than the latched phone.",
+                get(&c.foreign),
+            );
+            metric(
+                "onionrtc_sip_media_malformed_total",
+                "counter",
+                "Datagrams dropped because they were oversized or not RTP/RTCP.",
+                get(&c.malformed),
+            );
+            metric(
+                "onionrtc_sip_media_rate_limited_total",
+                "counter",
+                "Datagrams dropped because a bridge port received too many.",
+                get(&c.rate_limited),
+            );
+            metric(
+                "onionrtc_sip_media_no_peer_total",
+                "counter",
+                "Datagrams dropped because the other phone's address was not known yet.",
+                get(&c.no_peer),
+            );
+            metric(
+                "onionrtc_sip_media_send_errors_total",
+                "counter",
+                "Datagrams the bridge could not send.",
+                get(&c.send_errors),
+            );
+            metric(
+                "onionrtc_sip_media_idle_total",
+                "counter",
+                "Bridged calls hung up because no media flowed for 120 s.",
+                get(&c.idle),
+            );
+        }
         out
     }
 }

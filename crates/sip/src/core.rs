@@ -105,7 +105,29 @@ pub trait Accounts {
 pub trait SdpFilter {
     /// The body to forward, or `None` to refuse it.
     fn filter(&self, sdp: &str) -> Option<String>;
+
+    /// A body forwarded within a call: where a media bridge rewrites the
+    /// addresses. The default is [`SdpFilter::filter`].
+    fn filter_call(&self, call: CallSdp, sdp: &str) -> Option<String> {
+        let _ = call;
+        self.filter(sdp)
+    }
 }
+
+/// Which call an SDP body belongs to, and who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallSdp {
+    /// The call's number (what [`Core::take_ended`] later reports).
+    pub call: u64,
+    /// Sent by the caller's side (else by the callee's).
+    pub from_caller: bool,
+    /// The sender's address on its SIP connection.
+    pub peer: Option<IpAddr>,
+}
+
+/// Ended calls remembered at most until [`Core::take_ended`] (more: the
+/// oldest are forgotten; a driver drains them on every tick).
+pub const MAX_ENDED: usize = 65_536;
 
 /// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +273,8 @@ pub struct Core {
     client_retx: HashMap<String, Retx>,
     out: Vec<Out>,
     counters: Counters,
+    /// Calls ended since the last [`Core::take_ended`].
+    ended: Vec<u64>,
 }
 
 fn token() -> String {
@@ -355,6 +379,7 @@ impl Core {
             client_retx: HashMap::new(),
             out: Vec::new(),
             counters: Counters::default(),
+            ended: Vec::new(),
         }
     }
 
@@ -371,6 +396,45 @@ impl Core {
     /// Calls at the moment.
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The calls (numbers given to [`SdpFilter::filter_call`]) that ended
+    /// since the last call: their media can go. A number may be reported
+    /// twice (when the call ends and when it is forgotten).
+    pub fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
+    }
+
+    fn call_sdp(&self, call: u64, from_caller: bool, conn: ConnId) -> CallSdp {
+        CallSdp {
+            call,
+            from_caller,
+            peer: self.conns.get(&conn).map(|c| c.peer),
+        }
+    }
+
+    fn note_ended(&mut self, key: u64) {
+        if self.ended.len() >= MAX_ENDED {
+            self.ended.remove(0);
+        }
+        self.ended.push(key);
+    }
+
+    /// Hangs up an answered call from our side (BYE to both), e.g. when
+    /// its media stopped; a call not answered yet is left to its timers.
+    pub fn hang_up(&mut self, key: u64, now: Instant) -> Vec<Out> {
+        let answered = self
+            .calls
+            .get(&key)
+            .is_some_and(|c| !c.ended && c.answered.is_some() && c.final_sent);
+        if answered {
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.a_2xx = None;
+            }
+            self.request_caller(key, "BYE", now);
+            self.end_call(key, None, now);
+        }
+        self.take()
     }
 
     fn secs(&self, now: Instant) -> u64 {
@@ -1027,10 +1091,6 @@ impl Core {
             // Offerless INVITEs (late offer) are not supported.
             return self.reply_code(conn, &req, 488, now);
         }
-        let Some(offer) = sdp.filter(&req.body) else {
-            self.counters.sdp_rejected += 1;
-            return self.reply_code(conn, &req, 488, now);
-        };
         if accounts.ha1(&callee, Algorithm::Md5).is_none()
             && accounts.ha1(&callee, Algorithm::Sha256).is_none()
         {
@@ -1049,11 +1109,18 @@ impl Core {
         let Some(a_target) = req.get("Contact").and_then(NameAddr::parse).map(|n| n.uri) else {
             return self.reply_code(conn, &req, 400, now);
         };
+        // Numbers are never reused, even for a refused offer: a bridge
+        // released late for one can never be another call's.
+        let key = self.next_call;
+        self.next_call += 1;
+        let Some(offer) = sdp.filter_call(self.call_sdp(key, true, conn), &req.body) else {
+            self.counters.sdp_rejected += 1;
+            self.note_ended(key);
+            return self.reply_code(conn, &req, 488, now);
+        };
         let our_tag = token();
         let trying = self.response(&req, conn, 100, None);
         self.reply(conn, &req, trying, now);
-        let key = self.next_call;
-        self.next_call += 1;
         self.counters.calls += 1;
         let mut legs = Vec::new();
         for b in bindings {
@@ -1269,7 +1336,8 @@ impl Core {
             let r = self.response(&req, conn, 491, tag.as_deref());
             return self.reply(conn, &req, r, now);
         }
-        let Some(body) = sdp.filter(&req.body) else {
+        let Some(body) = sdp.filter_call(self.call_sdp(key, from_leg.is_none(), conn), &req.body)
+        else {
             self.counters.sdp_rejected += 1;
             let r = self.response(&req, conn, 488, tag.as_deref());
             return self.reply(conn, &req, r, now);
@@ -1354,7 +1422,8 @@ impl Core {
             _ => 488,
         };
         let body = if code < 300 {
-            let b = sdp.filter(&resp.body);
+            // The answer comes from the side the offer was sent to.
+            let b = sdp.filter_call(self.call_sdp(key, p.from_leg.is_some(), conn), &resp.body);
             if b.is_none() {
                 self.counters.sdp_rejected += 1;
                 code = 488;
@@ -1578,6 +1647,10 @@ impl Core {
             return;
         }
         call.ended = true;
+        if self.ended.len() >= MAX_ENDED {
+            self.ended.remove(0);
+        }
+        self.ended.push(key);
         // Late responses are acknowledged for 64·T1 on unreliable
         // transports; reliable ones deliver them within moments.
         let conns = std::iter::once(call.a_conn).chain(call.legs.iter().map(|l| l.conn));
@@ -1654,6 +1727,7 @@ impl Core {
             .get("To")
             .and_then(NameAddr::parse)
             .and_then(|n| n.tag().map(str::to_string));
+        let from_callee = self.call_sdp(key, false, conn);
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -1684,7 +1758,7 @@ impl Core {
                 let body = if resp.body.trim().is_empty() {
                     None
                 } else {
-                    sdp.filter(&resp.body)
+                    sdp.filter_call(from_callee, &resp.body)
                 };
                 let invite = call.a_invite.clone();
                 let (a_conn, tag) = (call.a_conn, call.our_tag.clone());
@@ -1714,8 +1788,13 @@ impl Core {
             let Some(call) = self.calls.get_mut(&key) else {
                 return;
             };
-            let answer = sdp.filter(&resp.body);
-            if was == LegState::Done || call.answered.is_some() || call.ended || answer.is_none() {
+            let late = was == LegState::Done || call.answered.is_some() || call.ended;
+            let answer = if late {
+                sdp.filter(&resp.body)
+            } else {
+                sdp.filter_call(from_callee, &resp.body)
+            };
+            if late || answer.is_none() {
                 if answer.is_none() {
                     self.counters.sdp_rejected += 1;
                 }
@@ -1856,6 +1935,7 @@ impl Core {
 
     fn remove_call(&mut self, key: u64) {
         if let Some(call) = self.calls.remove(&key) {
+            self.note_ended(key);
             self.a_index
                 .remove(&(call.a_conn, call.a_invite.call_id().to_string()));
             for l in &call.legs {

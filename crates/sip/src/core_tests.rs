@@ -28,6 +28,14 @@ impl SdpFilter for Marker {
             sdp.replace("203.0.113.", "0.0.0.")
         ))
     }
+
+    /// Names the call, the sending side and whether its address was known.
+    fn filter_call(&self, call: CallSdp, sdp: &str) -> Option<String> {
+        let side = if call.from_caller { "caller" } else { "callee" };
+        let known = call.peer.is_some();
+        self.filter(sdp)
+            .map(|s| format!("a=x-call:{}:{side}:{known}\r\n{s}", call.call))
+    }
 }
 
 fn users() -> Users {
@@ -261,6 +269,12 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
         vec![2, 3]
     );
     for (_, m) in &invites {
+        // The filter knew the call and that the caller sent it.
+        assert!(
+            m.body.starts_with("a=x-call:1:caller:true\r\n"),
+            "{}",
+            m.body
+        );
         let text = String::from_utf8(m.to_bytes()).unwrap();
         assert!(
             leaks(&text, &alice).is_empty(),
@@ -288,6 +302,12 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
     let ok = to_alice[0];
     assert_eq!(ok.code(), Some(200));
     assert!(ok.body.ends_with("a=filtered\r\n") && !ok.body.contains("203.0.113"));
+    assert!(
+        ok.body.starts_with("a=x-call:1:callee:true\r\n"),
+        "{}",
+        ok.body
+    );
+    assert!(w.core.take_ended().is_empty());
     let ok_text = String::from_utf8(ok.to_bytes()).unwrap();
     assert!(
         !ok_text.contains("bob-secret") && !ok_text.contains("bobdevice"),
@@ -342,6 +362,9 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
         .collect();
     got.sort();
     assert_eq!(got, vec![(1, "200".into()), (3, "BYE".into())]);
+    // Its media can go now.
+    assert_eq!(w.core.take_ended(), vec![1]);
+    assert!(w.core.take_ended().is_empty());
     let bye_b = &out.iter().find(|(c, _)| *c == 3).unwrap().1;
     assert_eq!(
         bye_b.uri(),
@@ -383,6 +406,8 @@ fn callee_hangs_up_and_caller_cancels() {
     assert_eq!(out[0].1.method(), Some("CANCEL"));
     let out = w.send(2, &response_to(&inv, 487, "b", ""));
     assert_eq!(out[0].1.method(), Some("ACK"));
+    // The cancelled call's media can go.
+    assert_eq!(w.core.take_ended(), vec![1]);
 
     // A new call; bob answers, then hangs up.
     alice.call_id = "second-call".into();
@@ -401,6 +426,7 @@ fn callee_hangs_up_and_caller_cancels() {
         .map(|(c, m)| (*c, m.code(), m.method()))
         .collect();
     assert_eq!(got, vec![(2, Some(200), None), (1, None, Some("BYE"))]);
+    assert_eq!(w.core.take_ended(), vec![2]);
     let bye_a = &out[1].1;
     assert_eq!(bye_a.get("Call-ID"), Some("second-call"));
     assert_eq!(
@@ -461,6 +487,10 @@ fn registration_rules() {
     let out = w.invite(&mut alice, "bob", "v=0\r\nreject\r\n");
     assert_eq!(out[0].1.code(), Some(488));
     assert_eq!(w.core.counters().sdp_rejected, 1);
+    // The refused offer's call number is reported (a bridge opened for it
+    // would go), and never reused.
+    assert_eq!(w.core.take_ended(), vec![1]);
+    assert_eq!(w.core.active_calls(), 0);
     // Max-Forwards 0: 483.
     let req = alice
         .request("OPTIONS", "sip:bob@x", "<sip:bob@x>", "", "")
@@ -570,6 +600,34 @@ fn closing_the_callee_connection_ends_the_call() {
         .map(|o| Message::parse(&o.data).unwrap().code())
         .collect();
     assert_eq!(codes, vec![Some(408)]);
+    let mut ended = w.core.take_ended();
+    ended.dedup();
+    assert_eq!(ended, vec![1, 2]);
+}
+
+#[test]
+fn hang_up_ends_an_answered_call_on_both_sides() {
+    let (mut w, mut alice, _bob) = World::alice_and_bob();
+    let out = w.invite(&mut alice, "bob", OFFER);
+    let inv = out.iter().find(|(c, _)| *c == 2).unwrap().1.clone();
+    // Not answered yet: left to its timers.
+    assert!(w.core.hang_up(1, w.now).is_empty());
+    assert!(w.core.take_ended().is_empty());
+    w.send(2, &response_to(&inv, 200, "b", ANSWER));
+    let out = w.core.hang_up(1, w.now);
+    let mut got: Vec<(ConnId, Option<String>)> = out
+        .iter()
+        .map(|o| {
+            let m = Message::parse(&o.data).unwrap();
+            (o.conn, m.method().map(str::to_string))
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(1, Some("BYE".into())), (2, Some("BYE".into()))]);
+    assert_eq!(w.core.take_ended(), vec![1]);
+    // Twice, or an unknown call: nothing.
+    assert!(w.core.hang_up(1, w.now).is_empty());
+    assert!(w.core.hang_up(99, w.now).is_empty());
 }
 
 #[test]

@@ -29,6 +29,6 @@ pub mod registrar;
 /// A transport connection (or UDP flow), numbered by the transport.
 pub type ConnId = u64;
 
-pub use crate::core::{Accounts, Config, Core, Counters, Out, SdpFilter};
+pub use crate::core::{Accounts, CallSdp, Config, Core, Counters, Out, SdpFilter};
 pub use digest::Algorithm;
 pub use message::{Message, ParseError, MAX_MESSAGE_BYTES};

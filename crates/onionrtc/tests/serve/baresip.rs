@@ -54,16 +54,12 @@ impl Phone {
         )
         .unwrap();
         let log = work.join(format!("{user}.log"));
-        let mut cmd = Command::new("baresip");
-        cmd.arg("-f").arg(&dir).arg("-s");
+        let mut extra = Vec::new();
         for c in commands {
-            cmd.arg("-e").arg(c);
+            extra.extend(["-e", c]);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null());
         Phone {
-            _proc: Proc::spawn(&mut cmd).unwrap(),
+            _proc: super::sip_rtp::baresip(&dir, &log, &extra),
             log,
         }
     }
