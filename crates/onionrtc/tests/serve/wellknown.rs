@@ -17,7 +17,13 @@
 //!   certificate no trusted CA signed, and a document over valid HTTPS
 //!   whose pin is wrong (nginx answers a tampered copy): all refused.
 //!   `--relay-spki` overrides the tampered pin (explicit flags win).
-//! - `--open --browser`: the browser gets a fresh profile, removed after.
+//! - `--open --browser`: the browser gets a fresh profile, removed after
+//!   (a stand-in script records its arguments); and with the real Chromium
+//!   (`open_starts_chromium_on_a_fresh_profile`, headless through a wrapper
+//!   that adds a DevTools port): over CDP, its tab shows the local URL in
+//!   private mode and its `--user-data-dir` is a fresh temporary directory
+//!   Chromium writes to; after connect stops no process of it is left and
+//!   the directory is gone (a Chromium killed outright left files there).
 //! - (`call` feature) `onionrtc call https://SITE/?room=…` ↔ another: TURN
 //!   over TLS pinned by the document alone.
 
@@ -431,5 +437,172 @@ fn call_by_url_pins_the_relay_from_the_document() {
     assert!(
         v["error"].as_str().unwrap_or("").contains("certificate"),
         "{v}"
+    );
+}
+
+/// A script that starts the real Chromium headless with a DevTools port
+/// (what a user's display would show, a test reads over CDP), passing on
+/// the arguments `connect --open` gives it; `exec` keeps the PID.
+fn chromium_wrapper(dir: &Path, devtools_port: u16) -> PathBuf {
+    let path = dir.join("chromium-headless");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec '{}' --headless=new --no-sandbox --disable-gpu \
+             --use-fake-device-for-media-stream --use-fake-ui-for-media-stream \
+             --window-size=1100,700 --enable-automation \
+             --remote-debugging-address=127.0.0.1 --remote-debugging-port={devtools_port} \"$@\"\n",
+            testkit::chromium::chromium_binary().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path
+}
+
+/// PIDs of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// `connect URL --open` with the real Chromium: the browser it starts
+/// shows the connector's local URL (the site in private mode), runs on a
+/// fresh temporary profile (not the user's), and when connect stops the
+/// browser and all its processes are gone and the profile is removed.
+#[test]
+fn open_starts_chromium_on_a_fresh_profile() {
+    if !testkit::require_tool("nginx", &["-v"])
+        || !testkit::require_tool("chromium", &["--version"])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(dir.path());
+    let ca = site.ca.ca.display().to_string();
+    let port = testkit::free_port();
+    let wrapper = chromium_wrapper(dir.path(), port);
+    let mut c = connect_direct(
+        &site.url("/"),
+        &[
+            "--ca",
+            &ca,
+            "--open",
+            "--browser",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    let local = c.ready(READY);
+    let opened = Instant::now();
+    let chrome =
+        testkit::chromium::Chromium::attach(port, Duration::from_secs(30), Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\nconnect:\n{}", c.stderr()));
+
+    // Its tab shows the local URL (about:blank for a moment first).
+    let target = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        chrome
+            .targets()
+            .ok()?
+            .into_iter()
+            .find(|t| t["type"] == "page" && t["url"].as_str() == Some(local.as_str()))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no page on {local}: {:?}\nconnect:\n{}",
+            chrome.targets(),
+            c.stderr()
+        )
+    });
+    let mut page = chrome.attach_page(target["id"].as_str().unwrap()).unwrap();
+    // The list shows the URL being loaded; the document follows.
+    let local_js = serde_json::to_string(&local).unwrap();
+    if let Err(e) = page.wait_for(
+        &format!("document.readyState === 'complete' && location.href === {local_js}"),
+        Duration::from_secs(30),
+    ) {
+        panic!(
+            "the tab did not load {local}: {e}; it shows {:?}",
+            page.evaluate("location.href")
+        );
+    }
+    // It is the site through the connector: the page found
+    // /connector.json and shows private mode.
+    page.wait_for(
+        "!document.getElementById('mode').hidden",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("no private mode badge: {e}"));
+    eprintln!(
+        "--open: the page showed private mode {:.1} s after the Open line",
+        opened.elapsed().as_secs_f64()
+    );
+
+    // Its profile: a fresh temporary directory, not the user's.
+    let line = chrome
+        .browser_command("Browser.getBrowserCommandLine", serde_json::json!({}))
+        .unwrap();
+    let args: Vec<&str> = line["arguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let dirs: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--user-data-dir="))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{args:?}");
+    let profile = PathBuf::from(dirs[0]);
+    assert!(
+        profile.starts_with(std::env::temp_dir())
+            && profile
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("onionrtc-browser-")),
+        "not a fresh temporary profile: {}",
+        profile.display()
+    );
+    if let Some(home) = std::env::var_os("HOME") {
+        assert!(!profile.starts_with(home), "{}", profile.display());
+    }
+    // Chromium keeps its state there (the directory is the one in use).
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            profile.join("Local State").exists().then_some(())
+        })
+        .is_some(),
+        "Chromium wrote nothing to {}",
+        profile.display()
+    );
+    let needle = profile.display().to_string();
+    assert!(!processes_with(&needle).is_empty());
+    drop(page);
+    drop(chrome);
+
+    // connect stops: the browser with it, and the profile is removed.
+    let stderr = c.stop();
+    let left = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        processes_with(&needle).is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "browser processes left: {:?}",
+        processes_with(&needle)
+    );
+    assert!(
+        !profile.exists(),
+        "{} left behind\n{stderr}",
+        profile.display()
     );
 }
