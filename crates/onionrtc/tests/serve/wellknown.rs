@@ -477,22 +477,14 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-/// `connect URL --open` with the real Chromium: the browser it starts
-/// shows the connector's local URL (the site in private mode), runs on a
-/// fresh temporary profile (not the user's), and when connect stops the
-/// browser and all its processes are gone and the profile is removed.
-#[test]
-fn open_starts_chromium_on_a_fresh_profile() {
-    if !testkit::require_tool("nginx", &["-v"])
-        || !testkit::require_tool("chromium", &["--version"])
-    {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(dir.path());
+/// A site, and `connect SITE --open` with the real Chromium (headless, a
+/// DevTools port) attached over CDP: the connect process, the browser and
+/// the local URL connect printed.
+fn open_with_chromium(dir: &Path) -> (Site, Connect, testkit::chromium::Chromium, String) {
+    let site = Site::start(dir);
     let ca = site.ca.ca.display().to_string();
     let port = testkit::free_port();
-    let wrapper = chromium_wrapper(dir.path(), port);
+    let wrapper = chromium_wrapper(dir, port);
     let mut c = connect_direct(
         &site.url("/"),
         &[
@@ -504,18 +496,26 @@ fn open_starts_chromium_on_a_fresh_profile() {
         ],
     );
     let local = c.ready(READY);
-    let opened = Instant::now();
     let chrome =
         testkit::chromium::Chromium::attach(port, Duration::from_secs(30), Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\nconnect:\n{}", c.stderr()));
+    (site, c, chrome, local)
+}
 
-    // Its tab shows the local URL (about:blank for a moment first).
+/// The browser's tab on `local` (connect's `Open` URL), once loaded: the
+/// DevTools list names the URL being loaded (after a moment of
+/// about:blank), the document follows.
+fn opened_tab(
+    chrome: &testkit::chromium::Chromium,
+    local: &str,
+    c: &Connect,
+) -> testkit::chromium::Page {
     let target = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         chrome
             .targets()
             .ok()?
             .into_iter()
-            .find(|t| t["type"] == "page" && t["url"].as_str() == Some(local.as_str()))
+            .find(|t| t["type"] == "page" && t["url"].as_str() == Some(local))
     })
     .unwrap_or_else(|| {
         panic!(
@@ -536,6 +536,25 @@ fn open_starts_chromium_on_a_fresh_profile() {
             page.evaluate("location.href")
         );
     }
+    page
+}
+
+/// `connect URL --open` with the real Chromium: the browser it starts
+/// shows the connector's local URL (the site in private mode), runs on a
+/// fresh temporary profile (not the user's), and when connect stops the
+/// browser and all its processes are gone and the profile is removed.
+#[test]
+fn open_starts_chromium_on_a_fresh_profile() {
+    if !testkit::require_tool("nginx", &["-v"])
+        || !testkit::require_tool("chromium", &["--version"])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_site, c, chrome, local) = open_with_chromium(dir.path());
+    let opened = Instant::now();
+
+    let mut page = opened_tab(&chrome, &local, &c);
     // It is the site through the connector: the page found
     // /connector.json and shows private mode.
     page.wait_for(
@@ -605,4 +624,54 @@ fn open_starts_chromium_on_a_fresh_profile() {
         "{} left behind\n{stderr}",
         profile.display()
     );
+}
+
+/// Regenerates the screenshots of docs/privacy.md and docs/connector.md
+/// (`cargo test -p onionrtc --test serve wellknown::screenshots -- --ignored`;
+/// `ONIONRTC_SCREENSHOTS=DIR` writes them elsewhere): the page `connect
+/// --open` shows (private mode badge), and the page the badge links to.
+/// `--via direct` on loopback: the pages look the same as through Tor.
+#[test]
+#[ignore = "regenerates docs/screenshots; run by hand"]
+fn screenshots_of_the_one_command_path() {
+    let out = std::env::var_os("ONIONRTC_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_site, c, chrome, local) = open_with_chromium(dir.path());
+    let mut page = opened_tab(&chrome, &local, &c);
+    page.command(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 1000, "height": 640, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .unwrap();
+    page.wait_for(
+        "(() => { const v = document.getElementById('preview'); \
+         return !document.getElementById('mode').hidden && !document.getElementById('join').hidden \
+         && v.srcObject && v.videoWidth > 0; })()",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let shot = |page: &mut testkit::chromium::Page, name: &str| {
+        let png = page.screenshot_png().unwrap();
+        assert!(png.len() < 200_000, "{name}: {} bytes", png.len());
+        std::fs::write(out.join(name), &png).unwrap();
+        eprintln!("{name}: {} bytes", png.len());
+    };
+    let room = super::random_room();
+    let room_js = serde_json::to_string(&room).unwrap();
+    page.evaluate(&format!(
+        "document.getElementById('room').value = {room_js}; \
+         document.getElementById('name').value = 'Source'; true"
+    ))
+    .unwrap();
+    shot(&mut page, "connect-open.png");
+
+    // What the badge links to: the page on what private mode protects.
+    let privacy = format!("{}/privacy.html", local.trim_end_matches('/'));
+    page.navigate(&privacy).unwrap();
+    shot(&mut page, "connect-privacy.png");
+    drop((page, chrome));
+    c.stop();
 }
