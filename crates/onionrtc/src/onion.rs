@@ -54,6 +54,8 @@ const PUBLISH_ROUND: Duration = Duration::from_secs(10);
 const CONTROL_PORT_FILE: &str = "control-port";
 /// tor's control cookie (`CookieAuthFile`), in its DataDirectory.
 const COOKIE_FILE: &str = "control_auth_cookie";
+/// The length of tor's control cookie.
+const COOKIE_LEN: usize = 32;
 /// A control-port line longer than this is an error (tor's are short).
 const MAX_CONTROL_LINE: u64 = 16 * 1024;
 /// Control-port lines read while waiting for the upload, at most.
@@ -132,8 +134,10 @@ impl OnionService {
         make_private_dir(&tor_dir)?;
         let port_file = tor_dir.join(CONTROL_PORT_FILE);
         let cookie_file = tor_dir.join(COOKIE_FILE);
-        // A file of an earlier run names a port that is closed (or another's).
+        // Files of an earlier run name a closed port (or another's) and an
+        // old cookie: tor writes both anew, in no fixed order.
         let _ = std::fs::remove_file(&port_file);
+        let _ = std::fs::remove_file(&cookie_file);
         lines.extend([
             "ControlPort 127.0.0.1:auto".to_owned(),
             format!("ControlPortWriteToFile {}", port_file.display()),
@@ -270,19 +274,22 @@ impl From<std::io::Error> for ControlError {
 /// the cookie and waits for the first round of descriptor uploads; the
 /// number of HSDirs that accepted it.
 async fn wait_published(port_file: PathBuf, cookie_file: PathBuf) -> Result<usize, ControlError> {
-    let addr = loop {
+    let (addr, cookie) = loop {
         let text = std::fs::read_to_string(&port_file).unwrap_or_default();
-        if let Some(a) = text
+        let addr = text
             .trim()
             .strip_prefix("PORT=")
-            .and_then(|a| a.parse().ok())
-        {
-            break a;
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        // tor's cookie is 32 bytes; a shorter file is still being written.
+        let cookie = std::fs::read(&cookie_file)
+            .ok()
+            .filter(|c| c.len() == COOKIE_LEN);
+        if let (Some(a), Some(c)) = (addr, cookie) {
+            break (a, c);
         }
         // Bounded by the caller's timeout.
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let cookie = std::fs::read(&cookie_file)?;
     let stream = tokio::net::TcpStream::connect::<SocketAddr>(addr).await?;
     await_upload(stream, &cookie, PUBLISH_ROUND).await
 }

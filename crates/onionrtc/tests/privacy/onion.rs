@@ -94,6 +94,13 @@ fn assert_published_before_urls(serve: &Logged, host: &str) {
         "serve printed its onion URL without the descriptor being published:\n{}",
         serve.stderr_tail(30)
     );
+    if let Some(l) = serve
+        .stderr()
+        .iter()
+        .find(|l| l.contains("descriptor published"))
+    {
+        eprintln!("onion: serve: {}", l.split("onion: ").last().unwrap_or(l));
+    }
 }
 
 /// Polls `GET /healthz` on `host:80` through a C tor's SOCKS port until it
