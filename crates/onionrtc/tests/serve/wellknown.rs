@@ -71,9 +71,26 @@ fn start_nginx(dir: &Path, upstream: SocketAddr, ca: &TestCa, extra: &str) -> (P
 
 impl Site {
     fn start(dir: &Path) -> Site {
+        Self::start_with(dir, false)
+    }
+
+    /// With `ws_port`, nginx passes the WebSocket's `Host` with its port
+    /// (`$http_host`): serve compares the upgrade's `Origin` with `Host`,
+    /// and nginx's usual `$host` drops the port of this non-443 site.
+    fn start_with(dir: &Path, ws_port: bool) -> Site {
         let (server, spki, data) = super::serve_with_tls(dir, "");
         let ca = TestCa::new(dir, &["127.0.0.1"]);
-        let (nginx, https) = start_nginx(&dir.join("nginx"), server.web, &ca, "");
+        let extra = if ws_port {
+            format!(
+                "location /ws {{ proxy_pass http://{}; proxy_http_version 1.1; \
+                 proxy_set_header Host $http_host; proxy_set_header Upgrade $http_upgrade; \
+                 proxy_set_header Connection $connection_upgrade; }}",
+                server.web
+            )
+        } else {
+            String::new()
+        };
+        let (nginx, https) = start_nginx(&dir.join("nginx"), server.web, &ca, &extra);
         Site {
             server,
             _nginx: nginx,
@@ -480,8 +497,11 @@ fn processes_with(needle: &str) -> Vec<u32> {
 /// A site, and `connect SITE --open` with the real Chromium (headless, a
 /// DevTools port) attached over CDP: the connect process, the browser and
 /// the local URL connect printed.
-fn open_with_chromium(dir: &Path) -> (Site, Connect, testkit::chromium::Chromium, String) {
-    let site = Site::start(dir);
+fn open_with_chromium(
+    dir: &Path,
+    ws_port: bool,
+) -> (Site, Connect, testkit::chromium::Chromium, String) {
+    let site = Site::start_with(dir, ws_port);
     let ca = site.ca.ca.display().to_string();
     let port = testkit::free_port();
     let wrapper = chromium_wrapper(dir, port);
@@ -551,7 +571,7 @@ fn open_starts_chromium_on_a_fresh_profile() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_site, c, chrome, local) = open_with_chromium(dir.path());
+    let (_site, c, chrome, local) = open_with_chromium(dir.path(), false);
     let opened = Instant::now();
 
     let mut page = opened_tab(&chrome, &local, &c);
@@ -629,8 +649,9 @@ fn open_starts_chromium_on_a_fresh_profile() {
 /// Regenerates the screenshots of docs/privacy.md and docs/connector.md
 /// (`cargo test -p onionrtc --test serve wellknown::screenshots -- --ignored`;
 /// `ONIONRTC_SCREENSHOTS=DIR` writes them elsewhere): the page `connect
-/// --open` shows (private mode badge), and the page the badge links to.
-/// `--via direct` on loopback: the pages look the same as through Tor.
+/// --open` shows (private mode badge), that page in a call with a caller
+/// who opened the site directly, and the page the badge links to. `--via
+/// direct` on loopback: the pages look the same as through Tor.
 #[test]
 #[ignore = "regenerates docs/screenshots; run by hand"]
 fn screenshots_of_the_one_command_path() {
@@ -639,7 +660,7 @@ fn screenshots_of_the_one_command_path() {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
     std::fs::create_dir_all(&out).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_site, c, chrome, local) = open_with_chromium(dir.path());
+    let (site, c, chrome, local) = open_with_chromium(dir.path(), true);
     let mut page = opened_tab(&chrome, &local, &c);
     page.command(
         "Emulation.setDeviceMetricsOverride",
@@ -667,6 +688,34 @@ fn screenshots_of_the_one_command_path() {
     ))
     .unwrap();
     shot(&mut page, "connect-open.png");
+
+    // A call with a normal caller, who opens the site directly.
+    let other =
+        testkit::chromium::Chromium::launch(testkit::chromium::LaunchOptions::default()).unwrap();
+    let mut normal = other
+        .new_page(&site.server.url(&format!("/?room={room}")))
+        .unwrap();
+    page.evaluate("document.getElementById('join-button').click(); true")
+        .unwrap();
+    for p in [&mut page, &mut normal] {
+        if let Err(e) = p.wait_for(
+            "window.onionrtc && window.onionrtc.state === 'connected'",
+            Duration::from_secs(40),
+        ) {
+            let state = p.evaluate(
+                "JSON.stringify({s: window.onionrtc && window.onionrtc.state, \
+                 n: document.getElementById('notice').textContent})",
+            );
+            panic!("{e}\nstate: {state:?}\nconnect:\n{}", c.stderr());
+        }
+    }
+    page.wait_for(
+        "[...document.querySelectorAll('#grid video')].filter((v) => v.videoWidth > 0).length >= 2",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    shot(&mut page, "connect-call.png");
+    drop((normal, other));
 
     // What the badge links to: the page on what private mode protects.
     let privacy = format!("{}/privacy.html", local.trim_end_matches('/'));
