@@ -559,6 +559,37 @@ fn opened_tab(
     page
 }
 
+/// The `--user-data-dir` the browser runs with (over CDP; the wrapper
+/// passes `--enable-automation`, which `Browser.getBrowserCommandLine`
+/// needs), checked to be a fresh `onionrtc-browser-*` temporary directory.
+fn profile_of(chrome: &testkit::chromium::Chromium) -> PathBuf {
+    let line = chrome
+        .browser_command("Browser.getBrowserCommandLine", serde_json::json!({}))
+        .unwrap();
+    let args: Vec<&str> = line["arguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let dirs: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--user-data-dir="))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{args:?}");
+    let profile = PathBuf::from(dirs[0]);
+    assert!(
+        profile.starts_with(std::env::temp_dir())
+            && profile
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("onionrtc-browser-")),
+        "not a fresh temporary profile: {}",
+        profile.display()
+    );
+    profile
+}
+
 /// `connect URL --open` with the real Chromium: the browser it starts
 /// shows the connector's local URL (the site in private mode), runs on a
 /// fresh temporary profile (not the user's), and when connect stops the
@@ -588,30 +619,7 @@ fn open_starts_chromium_on_a_fresh_profile() {
     );
 
     // Its profile: a fresh temporary directory, not the user's.
-    let line = chrome
-        .browser_command("Browser.getBrowserCommandLine", serde_json::json!({}))
-        .unwrap();
-    let args: Vec<&str> = line["arguments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let dirs: Vec<&str> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("--user-data-dir="))
-        .collect();
-    assert_eq!(dirs.len(), 1, "{args:?}");
-    let profile = PathBuf::from(dirs[0]);
-    assert!(
-        profile.starts_with(std::env::temp_dir())
-            && profile
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("onionrtc-browser-")),
-        "not a fresh temporary profile: {}",
-        profile.display()
-    );
+    let profile = profile_of(&chrome);
     if let Some(home) = std::env::var_os("HOME") {
         assert!(!profile.starts_with(home), "{}", profile.display());
     }
@@ -723,4 +731,30 @@ fn screenshots_of_the_one_command_path() {
     shot(&mut page, "connect-privacy.png");
     drop((page, chrome));
     c.stop();
+}
+
+/// Closing the browser `--open` started (the user closes its window) stops
+/// connect, which removes the profile.
+#[test]
+fn closing_the_open_browser_stops_connect() {
+    if !testkit::require_tool("nginx", &["-v"])
+        || !testkit::require_tool("chromium", &["--version"])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_site, c, chrome, local) = open_with_chromium(dir.path(), false);
+    drop(opened_tab(&chrome, &local, &c));
+    let profile = profile_of(&chrome);
+    // The browser may close before it answers.
+    let _ = chrome.browser_command("Browser.close", serde_json::json!({}));
+    drop(chrome);
+    let (code, stderr) = c.exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("the browser closed"), "{stderr}");
+    assert!(
+        !profile.exists(),
+        "{} left behind\n{stderr}",
+        profile.display()
+    );
 }
