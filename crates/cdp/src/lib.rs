@@ -231,6 +231,71 @@ impl Chromium {
         })
     }
 
+    /// Connects to a Chromium that another program started with
+    /// `--remote-debugging-port=port` (on 127.0.0.1), waiting (bounded by
+    /// `startup_timeout`) for its endpoint. Dropping the result neither
+    /// kills that browser nor removes its profile.
+    pub fn attach(
+        port: u16,
+        startup_timeout: Duration,
+        call_timeout: Duration,
+    ) -> Result<Chromium, String> {
+        let deadline = Instant::now() + startup_timeout;
+        let version = loop {
+            match http_json("GET", port, "/json/version", call_timeout) {
+                Ok(v) => break v,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("no DevTools endpoint on port {port}: {e}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let ws_url = version["webSocketDebuggerUrl"]
+            .as_str()
+            .ok_or_else(|| format!("no webSocketDebuggerUrl in {version}"))?
+            .to_owned();
+        let browser = Cdp::connect(&ws_url, call_timeout)?;
+        Ok(Chromium {
+            proc: None,
+            profile: None,
+            port,
+            version,
+            browser: Mutex::new(browser),
+            stderr: Arc::new(Mutex::new(Stderr::default())),
+            call_timeout,
+        })
+    }
+
+    /// The browser's targets (`/json/list`: `id`, `type`, `url`, …).
+    pub fn targets(&self) -> Result<Vec<Value>, String> {
+        let list = http_json("GET", self.port, "/json/list", self.call_timeout)?;
+        list.as_array()
+            .cloned()
+            .ok_or_else(|| format!("/json/list answered {list}"))
+    }
+
+    /// A browser-level CDP command (`Browser.getVersion`,
+    /// `Browser.getBrowserCommandLine`, …).
+    pub fn browser_command(&self, method: &str, params: Value) -> Result<Value, String> {
+        let mut browser = self.browser.lock().map_err(|_| "browser lock poisoned")?;
+        browser.call(method, params, self.call_timeout)
+    }
+
+    /// Connects to a tab that is already open (a target id of
+    /// [`Chromium::targets`]), without loading anything.
+    pub fn attach_page(&self, target_id: &str) -> Result<Page, String> {
+        let ws_url = format!("ws://127.0.0.1:{}/devtools/page/{target_id}", self.port);
+        let mut cdp = Cdp::connect(&ws_url, self.call_timeout)?;
+        cdp.call("Page.enable", json!({}), self.call_timeout)?;
+        cdp.call("Runtime.enable", json!({}), self.call_timeout)?;
+        Ok(Page {
+            cdp,
+            target_id: target_id.to_owned(),
+            call_timeout: self.call_timeout,
+            console: VecDeque::new(),
+        })
+    }
+
     /// What `/json/version` answered (`Browser`, `Protocol-Version`, …).
     pub fn version(&self) -> &Value {
         &self.version
@@ -272,23 +337,13 @@ impl Chromium {
             .as_str()
             .ok_or_else(|| format!("Target.createTarget answered {target}"))?
             .to_owned();
-        let ws_url = format!("ws://127.0.0.1:{}/devtools/page/{target_id}", self.port);
-        let mut cdp = Cdp::connect(&ws_url, self.call_timeout)?;
-        cdp.call("Page.enable", json!({}), self.call_timeout)?;
-        cdp.call("Runtime.enable", json!({}), self.call_timeout)?;
+        let mut page = self.attach_page(&target_id)?;
         if let Some(js) = init_script {
-            cdp.call(
+            page.command(
                 "Page.addScriptToEvaluateOnNewDocument",
                 json!({ "source": js }),
-                self.call_timeout,
             )?;
         }
-        let mut page = Page {
-            cdp,
-            target_id,
-            call_timeout: self.call_timeout,
-            console: VecDeque::new(),
-        };
         page.navigate(url)?;
         Ok(page)
     }

@@ -456,7 +456,33 @@ async fn serve(mut loaded: Loaded) -> anyhow::Result<()> {
 /// its profile removed on [`Browser::stop`].
 struct Browser {
     child: tokio::process::Child,
+    /// The browser's PID, also the id of its process group (kept: the
+    /// child forgets it once it has exited).
+    group: Option<i32>,
     profile: tempfile::TempDir,
+}
+
+/// A signal for the browser's process group.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
+/// Sends `signal` to the process group `group` (the browser's PID, which
+/// leads the group it was started in); nothing if it is gone.
+fn signal_group(group: Option<i32>, signal: Signal) {
+    #[cfg(unix)]
+    if let Some(g) = group.filter(|&g| g > 1) {
+        use nix::sys::signal::Signal as S;
+        let s = match signal {
+            Signal::Term => S::SIGTERM,
+            Signal::Kill => S::SIGKILL,
+        };
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g), s);
+    }
+    #[cfg(not(unix))]
+    let _ = (group, signal);
 }
 
 /// Browsers `--open` looks for on PATH, in this order.
@@ -517,10 +543,16 @@ impl Browser {
             .prefix("onionrtc-browser-")
             .tempdir()
             .context("cannot make a temporary browser profile")?;
-        let child = tokio::process::Command::new(&binary)
+        let mut command = tokio::process::Command::new(&binary);
+        command
             .args(browser_args(&binary, profile.path(), url))
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // Its own process group (id = its PID), with its helper processes:
+        // stopped together by that id.
+        #[cfg(unix)]
+        command.process_group(0);
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         eprintln!(
@@ -528,20 +560,49 @@ impl Browser {
             binary.display(),
             profile.path().display()
         );
-        Ok(Browser { child, profile })
+        let group = child.id().and_then(|p| i32::try_from(p).ok());
+        Ok(Browser {
+            child,
+            group,
+            profile,
+        })
     }
 
     async fn wait(&mut self) {
         let _ = self.child.wait().await;
     }
 
-    /// Kills the browser by PID, waits for it (bounded) and removes its
-    /// profile.
+    /// Stops the browser (SIGTERM to its process group, so it shuts down
+    /// with its helper processes; SIGKILL to the browser after 5 s and to
+    /// the group's stragglers), then removes its profile. Helper processes
+    /// may still write to it for a moment after the browser exits (a real
+    /// Chromium killed outright leaves files behind): removal is retried
+    /// for a few seconds.
     async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let group = self.group;
+        signal_group(group, Signal::Term);
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        }
+        // Helper processes that outlive the browser would keep writing.
+        signal_group(group, Signal::Kill);
         let path = self.profile.path().to_owned();
-        if let Err(e) = self.profile.close() {
+        // The TempDir is not dropped: removal is done (and reported) here.
+        let _ = self.profile.keep();
+        let mut last = None;
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(e) = last {
             eprintln!(
                 "warning: cannot remove the browser profile {}: {e}",
                 path.display()

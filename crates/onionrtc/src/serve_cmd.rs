@@ -1600,8 +1600,7 @@ async fn serve_web(
             )
             .await?;
             tracing::info!(
-                "onion service {} (tor PID {}) ready in {:.1} s; its descriptor is published \
-                 within seconds",
+                "onion service {} (tor PID {}) ready in {:.1} s",
                 svc.hostname(),
                 svc.tor_pid().unwrap_or(0),
                 started.elapsed().as_secs_f64()

@@ -64,6 +64,50 @@ fn the_example_plan_is_valid() {
     );
 }
 
+/// `examples/lab-tor-matrix.toml` (the thesis's matrix against a real
+/// deployment, for users to run): the 4 × 4 scenarios over the normal path
+/// and three running connectors, each its own port. Its secret comes from
+/// the environment, which this test does not set: the loader names the
+/// variable, and the same plan with the secret inline is valid.
+#[test]
+fn the_tor_matrix_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab-tor-matrix.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    if std::env::var_os("ONIONRTC_AUTH_SECRET").is_none() {
+        let e = Plan::load(&path).unwrap_err().to_string();
+        assert!(e.contains("ONIONRTC_AUTH_SECRET"), "{e}");
+    }
+    let env_line = "auth_secret_env = \"ONIONRTC_AUTH_SECRET\"";
+    assert!(text.contains(env_line));
+    let inline = text.replace(env_line, "auth_secret = \"test-secret\"");
+    let p = Plan::from_toml(&inline, path.parent().unwrap()).unwrap();
+    let names = ["norm", "tor", "toreu", "onion"];
+    assert_eq!(p.scenarios.len(), names.len() * names.len());
+    for caller in names {
+        for callee in names {
+            assert!(
+                p.scenarios
+                    .iter()
+                    .any(|s| s.caller == caller && s.callee == callee),
+                "no scenario {caller} → {callee}"
+            );
+        }
+    }
+    assert_eq!(p.path("norm").unwrap().kind, PathKind::TurnUdp);
+    let mut ports: Vec<_> = ["tor", "toreu", "onion"]
+        .iter()
+        .map(|n| {
+            let path = p.path(n).unwrap();
+            assert_eq!(path.kind, PathKind::TurnTor, "{n}");
+            assert!(path.launch.is_none(), "{n}: a running connector");
+            path.connector.unwrap()
+        })
+        .collect();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    assert!(matches!(p.relay, RelaySpec::External { .. }));
+}
+
 #[test]
 fn unknown_keys_are_errors() {
     let e = err(&with("colour = \"blue\""));

@@ -75,6 +75,34 @@ fn onion_host(line: &str) -> String {
     host.to_owned()
 }
 
+/// serve printed its URLs only after its tor said an HSDir accepted the
+/// descriptor: the "waiting" and "descriptor published" lines are on
+/// stderr (written before the `Onion` line on stdout; read by another
+/// thread, hence the short bounded wait).
+fn assert_published_before_urls(serve: &Logged, host: &str) {
+    let has = |what: &str| {
+        serve
+            .stderr()
+            .iter()
+            .any(|l| l.contains(host) && l.contains(what))
+    };
+    let seen = testkit::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        has("descriptor published").then_some(())
+    });
+    assert!(
+        seen.is_some() && has("waiting for its descriptor"),
+        "serve printed its onion URL without the descriptor being published:\n{}",
+        serve.stderr_tail(30)
+    );
+    if let Some(l) = serve
+        .stderr()
+        .iter()
+        .find(|l| l.contains("descriptor published"))
+    {
+        eprintln!("onion: serve: {}", l.split("onion: ").last().unwrap_or(l));
+    }
+}
+
 /// Polls `GET /healthz` on `host:80` through a C tor's SOCKS port until it
 /// answers 200 (bounded by [`PUBLISH`]); the duration of the last, good
 /// request.
@@ -218,6 +246,7 @@ fn call_through_onion_service() {
     let mut serve = start_serve(topo.server(), &config, &data);
     let host = onion_host(&serve.wait_line("Onion http://", PUBLISH));
     let t_tor_ready = t_serve.elapsed();
+    assert_published_before_urls(&serve, &host);
     // Spike (a): the network's C tor client reaches the service.
     let c_tor = healthz_via_c_tor(tor.socks_addr(), &host).unwrap_or_else(|e| {
         panic!(
@@ -506,6 +535,7 @@ fn address_survives_restart() {
         .env("RUST_LOG", "info");
         let mut serve = Logged::spawn_here("serve", cmd);
         let host = onion_host(&serve.wait_line("Onion http://", PUBLISH));
+        assert_published_before_urls(&serve, &host);
         (serve, host)
     };
     let (mut first, host) = start();

@@ -17,7 +17,13 @@
 //!   certificate no trusted CA signed, and a document over valid HTTPS
 //!   whose pin is wrong (nginx answers a tampered copy): all refused.
 //!   `--relay-spki` overrides the tampered pin (explicit flags win).
-//! - `--open --browser`: the browser gets a fresh profile, removed after.
+//! - `--open --browser`: the browser gets a fresh profile, removed after
+//!   (a stand-in script records its arguments); and with the real Chromium
+//!   (`open_starts_chromium_on_a_fresh_profile`, headless through a wrapper
+//!   that adds a DevTools port): over CDP, its tab shows the local URL in
+//!   private mode and its `--user-data-dir` is a fresh temporary directory
+//!   Chromium writes to; after connect stops no process of it is left and
+//!   the directory is gone (a Chromium killed outright left files there).
 //! - (`call` feature) `onionrtc call https://SITE/?room=…` ↔ another: TURN
 //!   over TLS pinned by the document alone.
 
@@ -65,9 +71,26 @@ fn start_nginx(dir: &Path, upstream: SocketAddr, ca: &TestCa, extra: &str) -> (P
 
 impl Site {
     fn start(dir: &Path) -> Site {
+        Self::start_with(dir, false)
+    }
+
+    /// With `ws_port`, nginx passes the WebSocket's `Host` with its port
+    /// (`$http_host`): serve compares the upgrade's `Origin` with `Host`,
+    /// and nginx's usual `$host` drops the port of this non-443 site.
+    fn start_with(dir: &Path, ws_port: bool) -> Site {
         let (server, spki, data) = super::serve_with_tls(dir, "");
         let ca = TestCa::new(dir, &["127.0.0.1"]);
-        let (nginx, https) = start_nginx(&dir.join("nginx"), server.web, &ca, "");
+        let extra = if ws_port {
+            format!(
+                "location /ws {{ proxy_pass http://{}; proxy_http_version 1.1; \
+                 proxy_set_header Host $http_host; proxy_set_header Upgrade $http_upgrade; \
+                 proxy_set_header Connection $connection_upgrade; }}",
+                server.web
+            )
+        } else {
+            String::new()
+        };
+        let (nginx, https) = start_nginx(&dir.join("nginx"), server.web, &ca, &extra);
         Site {
             server,
             _nginx: nginx,
@@ -431,5 +454,307 @@ fn call_by_url_pins_the_relay_from_the_document() {
     assert!(
         v["error"].as_str().unwrap_or("").contains("certificate"),
         "{v}"
+    );
+}
+
+/// A script that starts the real Chromium headless with a DevTools port
+/// (what a user's display would show, a test reads over CDP), passing on
+/// the arguments `connect --open` gives it; `exec` keeps the PID.
+fn chromium_wrapper(dir: &Path, devtools_port: u16) -> PathBuf {
+    let path = dir.join("chromium-headless");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec '{}' --headless=new --no-sandbox --disable-gpu \
+             --use-fake-device-for-media-stream --use-fake-ui-for-media-stream \
+             --window-size=1100,700 --enable-automation \
+             --remote-debugging-address=127.0.0.1 --remote-debugging-port={devtools_port} \"$@\"\n",
+            testkit::chromium::chromium_binary().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path
+}
+
+/// PIDs of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// A site, and `connect SITE --open` with the real Chromium (headless, a
+/// DevTools port) attached over CDP: the connect process, the browser and
+/// the local URL connect printed.
+fn open_with_chromium(
+    dir: &Path,
+    ws_port: bool,
+) -> (Site, Connect, testkit::chromium::Chromium, String) {
+    let site = Site::start_with(dir, ws_port);
+    let ca = site.ca.ca.display().to_string();
+    let port = testkit::free_port();
+    let wrapper = chromium_wrapper(dir, port);
+    let mut c = connect_direct(
+        &site.url("/"),
+        &[
+            "--ca",
+            &ca,
+            "--open",
+            "--browser",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    let local = c.ready(READY);
+    let chrome =
+        testkit::chromium::Chromium::attach(port, Duration::from_secs(30), Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\nconnect:\n{}", c.stderr()));
+    (site, c, chrome, local)
+}
+
+/// The browser's tab on `local` (connect's `Open` URL), once loaded: the
+/// DevTools list names the URL being loaded (after a moment of
+/// about:blank), the document follows.
+fn opened_tab(
+    chrome: &testkit::chromium::Chromium,
+    local: &str,
+    c: &Connect,
+) -> testkit::chromium::Page {
+    let target = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        chrome
+            .targets()
+            .ok()?
+            .into_iter()
+            .find(|t| t["type"] == "page" && t["url"].as_str() == Some(local))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no page on {local}: {:?}\nconnect:\n{}",
+            chrome.targets(),
+            c.stderr()
+        )
+    });
+    let mut page = chrome.attach_page(target["id"].as_str().unwrap()).unwrap();
+    // The list shows the URL being loaded; the document follows.
+    let local_js = serde_json::to_string(&local).unwrap();
+    if let Err(e) = page.wait_for(
+        &format!("document.readyState === 'complete' && location.href === {local_js}"),
+        Duration::from_secs(30),
+    ) {
+        panic!(
+            "the tab did not load {local}: {e}; it shows {:?}",
+            page.evaluate("location.href")
+        );
+    }
+    page
+}
+
+/// The `--user-data-dir` the browser runs with (over CDP; the wrapper
+/// passes `--enable-automation`, which `Browser.getBrowserCommandLine`
+/// needs), checked to be a fresh `onionrtc-browser-*` temporary directory.
+fn profile_of(chrome: &testkit::chromium::Chromium) -> PathBuf {
+    let line = chrome
+        .browser_command("Browser.getBrowserCommandLine", serde_json::json!({}))
+        .unwrap();
+    let args: Vec<&str> = line["arguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let dirs: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--user-data-dir="))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{args:?}");
+    let profile = PathBuf::from(dirs[0]);
+    assert!(
+        profile.starts_with(std::env::temp_dir())
+            && profile
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("onionrtc-browser-")),
+        "not a fresh temporary profile: {}",
+        profile.display()
+    );
+    profile
+}
+
+/// `connect URL --open` with the real Chromium: the browser it starts
+/// shows the connector's local URL (the site in private mode), runs on a
+/// fresh temporary profile (not the user's), and when connect stops the
+/// browser and all its processes are gone and the profile is removed.
+#[test]
+fn open_starts_chromium_on_a_fresh_profile() {
+    if !testkit::require_tool("nginx", &["-v"])
+        || !testkit::require_tool("chromium", &["--version"])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_site, c, chrome, local) = open_with_chromium(dir.path(), false);
+    let opened = Instant::now();
+
+    let mut page = opened_tab(&chrome, &local, &c);
+    // It is the site through the connector: the page found
+    // /connector.json and shows private mode.
+    page.wait_for(
+        "!document.getElementById('mode').hidden",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("no private mode badge: {e}"));
+    eprintln!(
+        "--open: the page showed private mode {:.1} s after the Open line",
+        opened.elapsed().as_secs_f64()
+    );
+
+    // Its profile: a fresh temporary directory, not the user's.
+    let profile = profile_of(&chrome);
+    if let Some(home) = std::env::var_os("HOME") {
+        assert!(!profile.starts_with(home), "{}", profile.display());
+    }
+    // Chromium keeps its state there (the directory is the one in use).
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            profile.join("Local State").exists().then_some(())
+        })
+        .is_some(),
+        "Chromium wrote nothing to {}",
+        profile.display()
+    );
+    let needle = profile.display().to_string();
+    assert!(!processes_with(&needle).is_empty());
+    drop(page);
+    drop(chrome);
+
+    // connect stops: the browser with it, and the profile is removed.
+    let stderr = c.stop();
+    let left = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        processes_with(&needle).is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "browser processes left: {:?}",
+        processes_with(&needle)
+    );
+    assert!(
+        !profile.exists(),
+        "{} left behind\n{stderr}",
+        profile.display()
+    );
+}
+
+/// Regenerates the screenshots of docs/privacy.md and docs/connector.md
+/// (`cargo test -p onionrtc --test serve wellknown::screenshots -- --ignored`;
+/// `ONIONRTC_SCREENSHOTS=DIR` writes them elsewhere): the page `connect
+/// --open` shows (private mode badge), that page in a call with a caller
+/// who opened the site directly, and the page the badge links to. `--via
+/// direct` on loopback: the pages look the same as through Tor.
+#[test]
+#[ignore = "regenerates docs/screenshots; run by hand"]
+fn screenshots_of_the_one_command_path() {
+    let out = std::env::var_os("ONIONRTC_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (site, c, chrome, local) = open_with_chromium(dir.path(), true);
+    let mut page = opened_tab(&chrome, &local, &c);
+    page.command(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 1000, "height": 640, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .unwrap();
+    page.wait_for(
+        "(() => { const v = document.getElementById('preview'); \
+         return !document.getElementById('mode').hidden && !document.getElementById('join').hidden \
+         && v.srcObject && v.videoWidth > 0; })()",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let shot = |page: &mut testkit::chromium::Page, name: &str| {
+        let png = page.screenshot_png().unwrap();
+        assert!(png.len() < 200_000, "{name}: {} bytes", png.len());
+        std::fs::write(out.join(name), &png).unwrap();
+        eprintln!("{name}: {} bytes", png.len());
+    };
+    let room = super::random_room();
+    let room_js = serde_json::to_string(&room).unwrap();
+    page.evaluate(&format!(
+        "document.getElementById('room').value = {room_js}; \
+         document.getElementById('name').value = 'Source'; true"
+    ))
+    .unwrap();
+    shot(&mut page, "connect-open.png");
+
+    // A call with a normal caller, who opens the site directly.
+    let other =
+        testkit::chromium::Chromium::launch(testkit::chromium::LaunchOptions::default()).unwrap();
+    let mut normal = other
+        .new_page(&site.server.url(&format!("/?room={room}")))
+        .unwrap();
+    page.evaluate("document.getElementById('join-button').click(); true")
+        .unwrap();
+    for p in [&mut page, &mut normal] {
+        if let Err(e) = p.wait_for(
+            "window.onionrtc && window.onionrtc.state === 'connected'",
+            Duration::from_secs(40),
+        ) {
+            let state = p.evaluate(
+                "JSON.stringify({s: window.onionrtc && window.onionrtc.state, \
+                 n: document.getElementById('notice').textContent})",
+            );
+            panic!("{e}\nstate: {state:?}\nconnect:\n{}", c.stderr());
+        }
+    }
+    page.wait_for(
+        "[...document.querySelectorAll('#grid video')].filter((v) => v.videoWidth > 0).length >= 2",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    shot(&mut page, "connect-call.png");
+    drop((normal, other));
+
+    // What the badge links to: the page on what private mode protects.
+    let privacy = format!("{}/privacy.html", local.trim_end_matches('/'));
+    page.navigate(&privacy).unwrap();
+    shot(&mut page, "connect-privacy.png");
+    drop((page, chrome));
+    c.stop();
+}
+
+/// Closing the browser `--open` started (the user closes its window) stops
+/// connect, which removes the profile.
+#[test]
+fn closing_the_open_browser_stops_connect() {
+    if !testkit::require_tool("nginx", &["-v"])
+        || !testkit::require_tool("chromium", &["--version"])
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_site, c, chrome, local) = open_with_chromium(dir.path(), false);
+    drop(opened_tab(&chrome, &local, &c));
+    let profile = profile_of(&chrome);
+    // The browser may close before it answers.
+    let _ = chrome.browser_command("Browser.close", serde_json::json!({}));
+    drop(chrome);
+    let (code, stderr) = c.exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("the browser closed"), "{stderr}");
+    assert!(
+        !profile.exists(),
+        "{} left behind\n{stderr}",
+        profile.display()
     );
 }
