@@ -441,6 +441,7 @@ fn driver_config(config: &RelayConfig) -> anyhow::Result<DriverConfig> {
         handshake_timeout: config.handshake_timeout,
         idle_timeout: config.idle_timeout,
         max_frame: config.max_frame,
+        busy_poll: Duration::from_micros(u64::from(config.busy_poll_us)),
     })
 }
 

@@ -82,6 +82,7 @@ idle_timeout_secs = 9
 max_frame = 1500
 tcp_relay = false
 threads = 3
+busy_poll_us = 40
 unauthenticated_rate = 11
 unauthenticated_burst = 12
 default_lifetime_secs = 300
@@ -153,6 +154,7 @@ fn every_key_parses() {
     assert_eq!(c.max_frame, 1500);
     assert!(!c.tcp_relay);
     assert_eq!(c.threads, 3);
+    assert_eq!(c.busy_poll_us, 40);
     assert_eq!((c.unauthenticated_rate, c.unauthenticated_burst), (11, 12));
     assert_eq!(c.default_lifetime, Duration::from_secs(300));
     assert_eq!(c.max_lifetime, Duration::from_secs(900));
@@ -198,6 +200,7 @@ fn defaults_for_absent_keys() {
         assert_eq!(c.max_frame, 4096);
         assert!(c.tcp_relay);
         assert!(c.threads >= 1);
+        assert_eq!(c.busy_poll_us, 0, "busy polling is opt-in");
         assert_eq!((c.unauthenticated_rate, c.unauthenticated_burst), (50, 100));
         assert_eq!(c.default_lifetime, Duration::from_secs(600));
         assert_eq!(c.max_lifetime, Duration::from_secs(3600));
@@ -358,6 +361,7 @@ fn numbers_out_of_range() {
         ("max_frame", "1499", "between 1500 and 65555"),
         ("max_frame", "65556", "between 1500 and 65555"),
         ("threads", "100000", "between 0 and 1024"),
+        ("busy_poll_us", "1001", "between 0 and 1000"),
         ("max_allocations_total", "0", "between 1 and"),
         ("max_connections_per_ip", "0", "between 1 and"),
         ("unauthenticated_burst", "0", "between 1 and"),
@@ -830,6 +834,7 @@ fn redacted_toml_hides_secrets_and_round_trips() {
         "max_frame",
         "tcp_relay",
         "threads",
+        "busy_poll_us",
         "unauthenticated_rate",
         "unauthenticated_burst",
         "default_lifetime_secs",

@@ -28,7 +28,12 @@ pub(super) struct Setup<'a> {
     pub failed: usize,
     /// Failure reasons.
     pub errors: BTreeMap<String, u64>,
+    /// Allocate 437 answers retried on a new port, per session.
+    retried: Vec<u8>,
 }
+
+/// Allocate 437 answers a session retries on a new local port.
+const MAX_437_RETRIES: u8 = 3;
 
 impl<'a> Setup<'a> {
     pub(super) fn new(args: &'a LoadgenArgs, server: ServerUrl, targets: Vec<SocketAddr>) -> Self {
@@ -41,6 +46,7 @@ impl<'a> Setup<'a> {
             ready: 0,
             failed: 0,
             errors: BTreeMap::new(),
+            retried: Vec::new(),
         }
     }
 
@@ -91,6 +97,9 @@ impl<'a> Setup<'a> {
                         self.in_flight -= 1;
                     }
                 }
+                Notice::Turn(Event::AllocationFailed { code: 437, .. }) if self.may_retry(i) => {
+                    self.retry_on_new_port(engine, i);
+                }
                 Notice::Turn(Event::AllocationFailed { code, reason }) => {
                     self.fail(engine, i, format!("Allocate: {code} {}", reason.trim()));
                 }
@@ -112,6 +121,35 @@ impl<'a> Setup<'a> {
                 Notice::LinkFailed(e) => self.fail(engine, i, format!("link: {e}")),
                 Notice::Turn(_) => {}
             }
+        }
+    }
+
+    fn may_retry(&mut self, i: usize) -> bool {
+        if self.retried.len() <= i {
+            self.retried.resize(i + 1, 0);
+        }
+        self.retried[i] < MAX_437_RETRIES
+    }
+
+    /// A 437 to our first Allocate: the server still holds an allocation
+    /// on this 5-tuple (RFC 8656 section 7.2), left by an earlier generator
+    /// run against the same server whose socket had the same local port
+    /// (the generator does not deallocate at exit). Starts the session
+    /// again on a new socket; the old one stays bound until the new one is,
+    /// so the kernel cannot hand out the same port again.
+    fn retry_on_new_port(&mut self, engine: &mut Engine, i: usize) {
+        self.retried[i] += 1;
+        count_error(
+            &mut self.errors,
+            "Allocate: 437 (this 5-tuple still allocated by an earlier run), retried on a new port"
+                .into(),
+        );
+        let client = Client::new(
+            self.args.client_config(self.server, i as u64),
+            Instant::now(),
+        );
+        if let Err(e) = engine.open(i, self.server.addr, Some(client)) {
+            self.fail(engine, i, format!("connect: {e}"));
         }
     }
 

@@ -57,6 +57,11 @@ pub struct RelayArgs {
     /// For investigating latency: it takes a CPU from the servers.
     #[arg(long)]
     pub busy_poll: bool,
+    /// Our relay's `busy_poll_us`: after a busy loop turn each shard polls
+    /// this many microseconds without sleeping before it blocks (0: off,
+    /// the default). Costs CPU; compare the rows with and without.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub relay_busy_poll_us: u32,
     /// Keep configurations and logs in DIR (default: a temporary directory,
     /// removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -196,6 +201,7 @@ pub(crate) struct Ctx {
     work: PathBuf,
     quick: bool,
     busy_poll: bool,
+    relay_busy_poll_us: u32,
     stop: Arc<AtomicBool>,
     serial: u32,
     doc: Document,
@@ -246,6 +252,7 @@ pub fn main(args: &RelayArgs, exe: &Path) -> Result<Outcome, BenchError> {
         work,
         quick: args.quick,
         busy_poll: args.busy_poll,
+        relay_busy_poll_us: args.relay_busy_poll_us,
         stop,
         serial: 0,
         doc: Document {

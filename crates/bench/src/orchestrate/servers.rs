@@ -191,7 +191,10 @@ impl Server {
                 (c, None, log)
             }
             ServerKind::Ours => {
-                let config = our_config(&work, plain, tls, auth, threads.unwrap_or(1));
+                let mut config = our_config(&work, plain, tls, auth, threads.unwrap_or(1));
+                if ctx.relay_busy_poll_us > 0 {
+                    config.push_str(&format!("busy_poll_us = {}\n", ctx.relay_busy_poll_us));
+                }
                 let path = work.join(format!("onionrtc-{serial}.toml"));
                 std::fs::write(&path, &config)
                     .map_err(|e| BenchError::io(format!("cannot write {}", path.display()), e))?;

@@ -78,6 +78,9 @@ pub struct DriverConfig {
     pub idle_timeout: Duration,
     /// Largest frame accepted on streams.
     pub max_frame: usize,
+    /// After a turn that had work, poll without sleeping this long before
+    /// blocking in `epoll_wait` (`[relay] busy_poll_us`; zero: never spin).
+    pub busy_poll: Duration,
 }
 
 /// A new configuration for a running shard (hot reload), applied at the
@@ -286,20 +289,12 @@ impl Shard {
         let mut bufs = Bufs::new();
         let mut next_tick = Instant::now();
         let mut last_unix = Instant::now();
+        // Busy polling: after a turn with events, poll without sleeping
+        // until then (a packet arriving meanwhile needs no wake-up).
+        let mut spin_until: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let timeout = if self.again.is_empty() {
-                let mut t = next_tick;
-                if let Some(d) = self.server.poll_timeout() {
-                    t = t.min(d);
-                }
-                if let Some(d) = self.throttled.iter().map(|(d, _)| *d).min() {
-                    t = t.min(d);
-                }
-                t.saturating_duration_since(now)
-            } else {
-                Duration::ZERO
-            };
+            let timeout = self.wait_time(now, next_tick, spin_until);
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -335,9 +330,29 @@ impl Shard {
                 self.housekeeping(now, &mut bufs);
                 next_tick = now + TICK;
             }
+            if !events.is_empty() && !self.cfg.busy_poll.is_zero() {
+                spin_until = Some(Instant::now() + self.cfg.busy_poll);
+            }
         }
         self.publish();
         Ok(())
+    }
+
+    /// How long the next `epoll_wait` may block: not at all while work is
+    /// pending or the busy-poll window of the last busy turn is open, else
+    /// until the next tick, server timer or throttled stream.
+    fn wait_time(&self, now: Instant, next_tick: Instant, spin_until: Option<Instant>) -> Duration {
+        if !self.again.is_empty() || spin_until.is_some_and(|d| now < d) {
+            return Duration::ZERO;
+        }
+        let mut t = next_tick;
+        if let Some(d) = self.server.poll_timeout() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.throttled.iter().map(|(d, _)| *d).min() {
+            t = t.min(d);
+        }
+        t.saturating_duration_since(now)
     }
 
     fn ready(&mut self, ev: &Event, now: Instant, bufs: &mut Bufs) {

@@ -24,6 +24,7 @@ fn driver_config() -> DriverConfig {
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
         max_frame: 4096,
+        busy_poll: Duration::ZERO,
     }
 }
 
@@ -276,4 +277,21 @@ fn per_ip_connection_limit_refuses_the_third_and_frees_on_close() {
     let _s4 = connect(&mut t);
     assert_eq!(t.streams(), 2, "a closed stream frees its per-IP slot");
     assert_eq!(t.shard.stats.connections_refused, 1);
+}
+
+#[test]
+fn busy_poll_keeps_the_loop_awake_only_inside_its_window() {
+    let mut cfg = driver_config();
+    cfg.busy_poll = Duration::from_micros(50);
+    let t = start(cfg);
+    let now = Instant::now();
+    let tick = now + TICK;
+    // Inside the window after a busy turn: poll without blocking.
+    let spin = Some(now + Duration::from_micros(50));
+    assert_eq!(t.shard.wait_time(now, tick, spin), Duration::ZERO);
+    // Control: the window has passed (or there was none): block until the
+    // next tick, as without busy polling.
+    let later = now + Duration::from_micros(60);
+    assert_eq!(t.shard.wait_time(later, tick, spin), tick - later);
+    assert_eq!(t.shard.wait_time(now, tick, None), TICK);
 }

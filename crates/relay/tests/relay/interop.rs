@@ -218,9 +218,12 @@ fn uclient_tcp_relay_rfc6062() {
     if !require_coturn() {
         return;
     }
-    // 20 clients (uclient -T with 50 or more resets its connections, with
-    // one shard too), each with a control and data connections, spread over
-    // both shards: data connections are handed over.
+    // 20 clients, spread over both shards: data connections are handed
+    // over. `uclient -T -m N` connects every client to every other one: N
+    // control and N × (N − 1) data connections, all from 127.0.0.1 (20:
+    // 400). With 50 (2 500 connections) the per-IP limit below refuses
+    // the 1 001st and uclient reports the resets; with the limit raised,
+    // 50 pass on one and on two shards, as against coturn (no per-IP limit).
     let relay = TestRelay::start(|c| c.max_connections_per_ip = 1000);
     let r = uclient(
         &relay,

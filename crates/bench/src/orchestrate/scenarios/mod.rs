@@ -65,6 +65,12 @@ pub(super) fn print_header(ctx: &Ctx) {
         let l = l.replace(":1\"", ":PORT\"").replace(":2\"", ":TLSPORT\"");
         println!("    {l}");
     }
+    if ctx.relay_busy_poll_us > 0 {
+        println!(
+            "    busy_poll_us = {}   (--relay-busy-poll-us: each shard spins that long after a busy turn)",
+            ctx.relay_busy_poll_us
+        );
+    }
     println!(
         "Messages relayed = sent + received by the clients (loadgen: received by the peer + by the clients);\nCPU = utime + stime of the server process from /proc/PID/stat; peak RSS = VmHWM (fresh server per row)."
     );
