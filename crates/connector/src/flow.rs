@@ -182,10 +182,13 @@ pub(crate) async fn run(
                 });
                 (r.stream, r.prefix)
             }
-            Err(e) => {
+            Err((e, opened)) => {
                 if held.take().is_some() {
                     Stats::inc(&stats.dropped);
                 }
+                // Upstreams opened and closed without an answer (a relay
+                // that accepts and closes): later dials are re-dials.
+                dialled_before |= opened;
                 if logged_failure {
                     tracing::debug!("flow: upstream failed: {e}");
                 } else {
@@ -262,12 +265,12 @@ enum Started {
 /// Opens the flow's upstream. With the client's `first` request (the
 /// flow's first dial), races `turn.race` upstreams with it; a first
 /// datagram that is not a request is put back in `held` and one upstream
-/// is dialled.
+/// is dialled. The error says whether an upstream was opened.
 async fn start_upstream(
     turn: &Arc<Turn>,
     first: Option<Vec<u8>>,
     held: &mut Option<Vec<u8>>,
-) -> Result<Started, String> {
+) -> Result<Started, (String, bool)> {
     if let Some(d) = first {
         let mut framed = Vec::with_capacity(d.len() + 4);
         if let Ok(Datagram::Request(id)) = frame::datagram_to_stream(&d, &mut framed) {
@@ -275,7 +278,10 @@ async fn start_upstream(
             return race::race(turn, &framed, id, turn.race)
                 .await
                 .map(Started::Raced)
-                .map_err(|e| e.to_string());
+                .map_err(|e| {
+                    let opened = matches!(e, race::RaceError::NoAnswer(_));
+                    (e.to_string(), opened)
+                });
         }
         *held = Some(d);
     }
@@ -283,7 +289,7 @@ async fn start_upstream(
         Ok(s) => Ok(Started::Plain(s)),
         Err(e) => {
             Stats::inc(&turn.stats.upstream_failures);
-            Err(e.to_string())
+            Err((e.to_string(), false))
         }
     }
 }

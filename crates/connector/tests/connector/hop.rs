@@ -180,3 +180,29 @@ fn stall_is_told_to_the_page_once() {
     assert_eq!(h.stats().flows_degraded, 1);
     stop(&rt, h);
 }
+
+#[test]
+fn lost_upstream_under_an_allocation_is_told() {
+    let relay = TestRelay::start();
+    let rt = runtime();
+    let (proxy, h) = hop_connector(&rt, &relay, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Before an allocation, a closed upstream is not the page's business.
+    assert!(probe(&sock, h.turn_addr(), ANSWER));
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.stats().flows_degraded, 0);
+    // Under one (the relay bound it to the stream), it is: once.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(allocate(&other, h.turn_addr(), ANSWER));
+    proxy.cut();
+    assert!(eventually(Duration::from_secs(5), || h
+        .stats()
+        .flows_degraded
+        == 1));
+    let degraded: Vec<_> = h.flows().into_iter().filter_map(|f| f.degraded).collect();
+    assert_eq!(degraded, ["closed"]);
+    // No race, no spares.
+    assert_eq!(h.stats().spares_built, 0);
+    stop(&rt, h);
+}

@@ -616,8 +616,11 @@ fn degraded_circuit_hops_without_dropping_the_call() {
         );
         c.wait_line("TURN: ", Duration::from_secs(60));
         let turn: SocketAddr = (Ipv4Addr::LOCALHOST, 3479).into();
-        let samples = private
-            .run_in(move || allocate_times(turn, RACE_FLOWS))
+        // One flow after the other: the first Allocate's answer (upstreams
+        // raced, circuits built, TLS, the relay's 401), then one more on
+        // the kept upstream (the circuit's RTT).
+        let samples: Vec<(Duration, Duration)> = private
+            .run_in(move || (0..RACE_FLOWS).map(|_| allocate_rtts(turn, 1)).collect())
             .unwrap();
         let _ = c.terminate(Duration::from_secs(10));
         assert_eq!(samples.len(), RACE_FLOWS, "--race {race}: {samples:?}");
@@ -641,64 +644,3 @@ fn degraded_circuit_hops_without_dropping_the_call() {
 
 /// Flows measured per race width.
 const RACE_FLOWS: usize = 12;
-
-/// A TURN Allocate request without credentials (the relay answers 401).
-fn allocate_request() -> ([u8; 28], [u8; 12]) {
-    let id: [u8; 12] = rand_id();
-    let mut m = [0u8; 28];
-    m[..4].copy_from_slice(&[0x00, 0x03, 0x00, 0x08]);
-    m[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-    m[8..20].copy_from_slice(&id);
-    // REQUESTED-TRANSPORT UDP.
-    m[20..].copy_from_slice(&[0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]);
-    (m, id)
-}
-
-fn rand_id() -> [u8; 12] {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut id = [0u8; 12];
-    id.copy_from_slice(&nanos.to_be_bytes()[4..]);
-    id
-}
-
-/// The time from sending `req` to the answer with its transaction ID
-/// (10 s at most).
-fn answer_time(s: &UdpSocket, to: SocketAddr, req: &[u8], id: &[u8]) -> Option<Duration> {
-    let t = Instant::now();
-    s.send_to(req, to).ok()?;
-    let mut buf = [0u8; 1500];
-    while t.elapsed() < Duration::from_secs(10) {
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if n >= 20 && buf[8..20] == *id {
-                return Some(t.elapsed());
-            }
-        }
-    }
-    None
-}
-
-/// `n` flows to the connector at `to`, one after the other: per flow, the
-/// time its first Allocate took to be answered (upstreams raced, circuits
-/// built, TLS, the relay's 401) and then one more Allocate's on the kept
-/// upstream (the circuit's RTT).
-fn allocate_times(to: SocketAddr, n: usize) -> Vec<(Duration, Duration)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let (req, id) = allocate_request();
-        let Some(setup) = answer_time(&s, to, &req, &id) else {
-            continue;
-        };
-        let (req, id) = allocate_request();
-        let Some(rtt) = answer_time(&s, to, &req, &id) else {
-            continue;
-        };
-        out.push((setup, rtt));
-    }
-    out
-}
