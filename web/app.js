@@ -64,8 +64,11 @@ const FATAL_TEXT = {
 const CONNECTOR_TIMEOUT_MS = 3000;
 /** `iceConnectionState` `disconnected` this long: restart ICE ourselves. */
 const DISCONNECTED_RESTART_MS = 2000;
-/** At most one hop (ICE restart for a degraded circuit) per peer this often. */
-const HOP_MIN_INTERVAL_MS = 3000;
+/**
+ * At most one hop (ICE restart for a degraded circuit) per peer this often:
+ * the events of one fault (several flows, several peers) arrive together.
+ */
+const HOP_MIN_INTERVAL_MS = 1000;
 
 const api = {
   state: 'new',

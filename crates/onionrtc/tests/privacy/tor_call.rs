@@ -469,8 +469,9 @@ fn media_back(
 /// bytes at the caller's "local tor", as when a relay on the circuit stops
 /// forwarding). The connector finds the stall, tells the page on
 /// `/connector/events`, the page restarts ICE, and the new TURN flows (on
-/// new circuits) carry the call: the same call, never ended. Negative
-/// control: with hopping off in both pages, the same fault is not
+/// new circuits) carry the call: the same call, never ended. Then tor
+/// closes the new circuit (as when a relay on it dies): the same again.
+/// Negative control: with hopping off in both pages, the stall is not
 /// recovered from.
 #[test]
 fn degraded_circuit_hops_without_dropping_the_call() {
@@ -576,6 +577,62 @@ fn degraded_circuit_hops_without_dropping_the_call() {
     );
     let log = connector.stderr().join("\n");
     assert!(log.contains("circuit degraded (stall)"), "{log}");
+
+    // ---- the circuit dies: tor closes it (as when a relay on it goes) ----
+    // A fault of its own, not part of the first one: the pages' hop
+    // throttle (1 s) and the first hop's signaling are behind us.
+    std::thread::sleep(Duration::from_secs(2));
+    let (pair_now, _) = pair_and_inbound(&mut pages[0]).unwrap();
+    let target = format!("{SERVER_IP}:{TLS_PORT}");
+    let mut control = tor.control().unwrap();
+    let mut circuits: Vec<String> = control
+        .stream_status()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.target == target && s.status == "SUCCEEDED")
+        .map(|s| s.circuit)
+        .collect();
+    circuits.sort();
+    circuits.dedup();
+    assert!(
+        !circuits.is_empty(),
+        "no circuit carries a stream to {target}"
+    );
+    let t_fault = Instant::now();
+    for c in &circuits {
+        control.command(&format!("CLOSECIRCUIT {c}")).unwrap();
+    }
+    let back = media_back(
+        &mut pages,
+        &[Some(pair_now), None],
+        t_fault,
+        Duration::from_secs(40),
+    );
+    if back.iter().any(Option::is_none) {
+        fail(
+            &format!("media did not come back after the circuit closed: {back:?}"),
+            &mut pages,
+            &procs,
+        );
+    }
+    let hop_a = pages[0].page.evaluate("window.onionrtc.hop").unwrap();
+    eprintln!(
+        "hop: {} circuit(s) to the relay closed by tor; media back at A after {:?}, at B after \
+         {:?}; A: {hop_a}",
+        circuits.len(),
+        back[0],
+        back[1]
+    );
+    assert!(hop_a["restarts"].as_u64().unwrap_or(0) >= 2, "{hop_a}");
+    let log = connector.stderr().join("\n");
+    for l in log.lines().filter(|l| l.contains("circuit degraded")) {
+        eprintln!("connector: {l}");
+    }
+    assert!(log.contains("circuit degraded (closed)"), "{log}");
+    for b in pages.iter_mut() {
+        let state = b.page.evaluate("window.onionrtc.state").unwrap();
+        assert_eq!(state, "connected", "{}", b.name);
+    }
 
     // ---- negative control: hopping off in both pages, the same fault ----
     for b in pages.iter_mut() {
