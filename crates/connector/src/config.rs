@@ -589,6 +589,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn race_width() {
+        let c = Circuits::default();
+        assert_eq!(c.race_for(&Via::Direct), 1);
+        assert_eq!(
+            c.race_for(&Via::parse("socks5://127.0.0.1:9050").unwrap()),
+            3
+        );
+        assert_eq!(c.race_for(&Via::parse("tor").unwrap()), 3);
+        let one = Circuits {
+            race: Some(1),
+            ..Circuits::default()
+        };
+        assert_eq!(one.race_for(&Via::parse("tor").unwrap()), 1);
+        let mut config = ConnectorConfig::new(Endpoint::parse_relay("tls://r.example").unwrap());
+        for (k, ok) in [(0, false), (1, true), (8, true), (9, false)] {
+            config.circuits.race = Some(k);
+            assert_eq!(config.validate().is_ok(), ok, "--race {k}");
+        }
+    }
+
+    #[test]
     fn relay_urls() {
         let e = Endpoint::parse_relay("tls://Relay.Example.org:443").unwrap();
         assert_eq!(
