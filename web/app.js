@@ -22,6 +22,14 @@
 //   credentialsRenewed  how many `credentials` answers were applied
 //   refreshCredentials()  sends `refresh` now (the page does it at 3/4 of the TTL)
 //   restartIce(memberId)  an ICE restart with that member now (tests)
+//   hop       circuit hopping: {enabled, events, restarts, last}. With the
+//             connector, its `/connector/events` stream says when a TURN
+//             flow's Tor circuit degraded; the page then restarts ICE with
+//             every member, so new TURN flows get fresh circuits (docs/
+//             connector.md "Circuit racing and hopping"). Without it too,
+//             ICE is restarted after DISCONNECTED_RESTART_MS of
+//             `iceConnectionState` `disconnected`. `enabled = false` turns
+//             both off (tests' negative control).
 //   received  debug record of what the server forwarded to this page:
 //             {type: 'offer'|'answer', sdp, from} and {type: 'candidate',
 //             candidate, from} (the candidate line, or null); at most
@@ -54,6 +62,13 @@ const FATAL_TEXT = {
   'bad-room': 'That room name is not valid: a room name is 1 to 64 letters, digits, "-" or "_".',
 };
 const CONNECTOR_TIMEOUT_MS = 3000;
+/** `iceConnectionState` `disconnected` this long: restart ICE ourselves. */
+const DISCONNECTED_RESTART_MS = 2000;
+/**
+ * At most one hop (ICE restart for a degraded circuit) per peer this often:
+ * the events of one fault (several flows, several peers) arrive together.
+ */
+const HOP_MIN_INTERVAL_MS = 1000;
 
 const api = {
   state: 'new',
@@ -65,6 +80,7 @@ const api = {
   timing: { join: null, firstAudio: {} },
   credentialsRenewed: 0,
   received: [],
+  hop: { enabled: true, events: 0, restarts: 0, last: null },
 };
 window.onionrtc = api;
 
@@ -365,9 +381,52 @@ function updateState() {
   else setState('waiting');
 }
 
+/**
+ * An ICE restart with `p` now, because its path degraded (`why`: the
+ * connector's reason, or `disconnected`): whichever end of the pair this
+ * is; crossing offers are settled by perfect negotiation (peer.js).
+ */
+function hop(p, why) {
+  if (!api.hop.enabled || api.peers[p.id] !== p || p.closed) return;
+  const now = performance.now();
+  if (p.lastHop !== undefined && now - p.lastHop < HOP_MIN_INTERVAL_MS) return;
+  p.lastHop = now;
+  api.hop.restarts += 1;
+  api.hop.last = { why, at: Math.round(now) };
+  p.offer({ iceRestart: true }).catch((e) => console.warn('ICE restart:', e.message));
+}
+
+/**
+ * Private mode: the connector's event stream. A `degraded` event names a
+ * TURN flow whose Tor circuit stalled, slowed down or broke; which peer it
+ * carries is not known here, so every peer restarts ICE (new TURN flows,
+ * new circuits). EventSource reconnects by itself.
+ */
+function watchCircuits() {
+  if (typeof EventSource !== 'function') return;
+  const events = new EventSource('/connector/events');
+  events.addEventListener('degraded', (e) => {
+    api.hop.events += 1;
+    let why = 'degraded';
+    try {
+      const data = JSON.parse(e.data);
+      if (typeof data?.reason === 'string') why = data.reason.slice(0, 20);
+    } catch {
+      // keep the generic reason
+    }
+    for (const p of Object.values(api.peers)) hop(p, why);
+  });
+}
+
 function onPeerState(p) {
   ui.showPeer(p);
   updateState();
+  clearTimeout(p.disconnectTimer);
+  if (p.pc.iceConnectionState === 'disconnected') {
+    p.disconnectTimer = setTimeout(() => {
+      if (p.pc.iceConnectionState === 'disconnected') hop(p, 'disconnected');
+    }, DISCONNECTED_RESTART_MS);
+  }
   if (p.state === 'failed') restartIce(p);
   if (p.state === 'connected') {
     p.restarts = 0;
@@ -704,7 +763,10 @@ function main() {
     onChat: sendChat,
   });
   ui.showState(api.state);
-  connector.then((urls) => ui.showPrivateMode(!!urls));
+  connector.then((urls) => {
+    ui.showPrivateMode(!!urls);
+    if (urls) watchCircuits();
+  });
   setupEchoButton(api, connector);
   const params = new URLSearchParams(location.search);
   const fragment = new URLSearchParams(location.hash.slice(1));

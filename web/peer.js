@@ -216,6 +216,7 @@ export class Peer {
   close() {
     this.closed = true;
     clearTimeout(this.relayTimer);
+    clearTimeout(this.disconnectTimer);
     this.state = 'closed';
     try {
       this.dc.close();

@@ -436,6 +436,83 @@ pub struct ConnectorConfig {
     pub web_ca: Option<PathBuf>,
     /// Bounds.
     pub limits: Limits,
+    /// Circuit racing, spares and health thresholds.
+    pub circuits: Circuits,
+}
+
+/// Circuit racing and hopping (docs/connector.md "Circuit racing and
+/// hopping").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Circuits {
+    /// Upstreams raced at a flow's start (`--race K`; 1: no race). `None`:
+    /// [`DEFAULT_RACE`] through Tor or SOCKS, 1 direct (there is only one
+    /// path to choose).
+    pub race: Option<usize>,
+    /// Spare upstreams dialled when a flow degrades, at most (0: none; never
+    /// more than the race width, none without racing). Default 3.
+    pub spares: usize,
+    /// The client sent and nothing came back from the relay for this long:
+    /// the circuit stalled. Default 2 s.
+    pub stall: Duration,
+    /// The smoothed RTT of a flow's TURN transactions over this many times
+    /// its first RTTs (and over them plus `rtt_margin`): degraded. Default 4.
+    pub rtt_factor: u32,
+    /// See `rtt_factor`. Default 500 ms.
+    pub rtt_margin: Duration,
+    /// A degraded flow whose client sent nothing for this long is closed
+    /// (the browser moved to its new pair). Default 5 s.
+    pub degraded_idle: Duration,
+}
+
+/// Upstreams raced per flow through Tor or SOCKS by default.
+pub const DEFAULT_RACE: usize = 3;
+/// The largest `--race`.
+pub const MAX_RACE: usize = 8;
+
+impl Default for Circuits {
+    fn default() -> Self {
+        Circuits {
+            race: None,
+            spares: DEFAULT_RACE,
+            stall: Duration::from_secs(2),
+            rtt_factor: 4,
+            rtt_margin: Duration::from_millis(500),
+            degraded_idle: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Circuits {
+    /// The race width along `via`.
+    pub fn race_for(&self, via: &Via) -> usize {
+        self.race.unwrap_or(match via {
+            Via::Direct => 1,
+            _ => DEFAULT_RACE,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let limit = |key, reason| Err(ConfigError::Limit { key, reason });
+        if self.race.is_some_and(|k| k == 0 || k > MAX_RACE) {
+            return limit("--race", "must be 1-8");
+        }
+        if self.spares > MAX_RACE {
+            return limit("spares", "must be 0-8");
+        }
+        if self.rtt_factor < 2 || self.rtt_factor > 100 {
+            return limit("rtt_factor", "must be 2-100");
+        }
+        for (key, d) in [
+            ("stall", self.stall),
+            ("rtt_margin", self.rtt_margin),
+            ("degraded_idle", self.degraded_idle),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return limit(key, "must be between 1 ms and 1 hour");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ConnectorConfig {
@@ -451,6 +528,7 @@ impl ConnectorConfig {
             relay_trust: RelayTrust::WebPki,
             web_ca: None,
             limits: Limits::default(),
+            circuits: Circuits::default(),
         }
     }
 
@@ -468,7 +546,8 @@ impl ConnectorConfig {
                 addr: self.web_listen,
             });
         }
-        self.limits.validate()
+        self.limits.validate()?;
+        self.circuits.validate()
     }
 
     /// Warnings the user must see: plain-text upstreams whose metadata a
@@ -508,6 +587,27 @@ impl ConnectorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn race_width() {
+        let c = Circuits::default();
+        assert_eq!(c.race_for(&Via::Direct), 1);
+        assert_eq!(
+            c.race_for(&Via::parse("socks5://127.0.0.1:9050").unwrap()),
+            3
+        );
+        assert_eq!(c.race_for(&Via::parse("tor").unwrap()), 3);
+        let one = Circuits {
+            race: Some(1),
+            ..Circuits::default()
+        };
+        assert_eq!(one.race_for(&Via::parse("tor").unwrap()), 1);
+        let mut config = ConnectorConfig::new(Endpoint::parse_relay("tls://r.example").unwrap());
+        for (k, ok) in [(0, false), (1, true), (8, true), (9, false)] {
+            config.circuits.race = Some(k);
+            assert_eq!(config.validate().is_ok(), ok, "--race {k}");
+        }
+    }
 
     #[test]
     fn relay_urls() {

@@ -14,10 +14,15 @@
 //! ```
 //!
 //! Until the relay accepts an Allocate the flow holds a pending place
-//! ([`PendingSlot`]); a re-dial takes one again.
+//! ([`PendingSlot`]); a re-dial takes one again. The first dial is a race
+//! (race.rs) with the client's first Allocate; while connected the flow
+//! measures its circuit ([`Health`]) and reports it degraded once (stall,
+//! RTT, or the upstream lost under an allocation), after which 5 s of
+//! client silence end it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +34,8 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::dial::BoxIo;
 use crate::frame::{self, Datagram, FromRelay, MAX_STREAM_FRAME};
+use crate::health::{Degrade, FlowEntry, Health};
+use crate::race::{self, Raced};
 use crate::stats::Stats;
 use crate::{PendingSlot, Shutdown, Turn};
 
@@ -90,6 +97,9 @@ pub(crate) async fn run(
     mut shutdown: Shutdown,
 ) {
     let stats = Arc::clone(&turn.stats);
+    let opened = Instant::now();
+    let entry = turn.registry.open("udp");
+    let mut health = Health::new(turn.thresholds());
     let idle = turn.limits.idle_timeout;
     let mut idle_at = Instant::now() + idle;
     let mut slot = Some(slot);
@@ -147,22 +157,42 @@ pub(crate) async fn run(
                 None => break,
             }
         }
+        // The flow's first upstream is raced with the client's first
+        // request (race.rs); a re-dial is one plain dial.
+        let first_request = if dialled_before {
+            None
+        } else {
+            held.take().or_else(|| rx.try_recv().ok())
+        };
         let dialled = tokio::select! {
             biased;
             () = shutdown.wait() => break,
-            r = turn.dial() => r,
+            r = start_upstream(&turn, first_request, &mut held) => r,
         };
-        let stream = match dialled {
-            Ok(s) => s,
-            Err(e) => {
-                Stats::inc(&stats.upstream_failures);
+        let (stream, prefix) = match dialled {
+            Ok(Started::Plain(s)) => (s, Vec::new()),
+            Ok(Started::Raced(r)) => {
+                health.sample(r.rtt);
+                let setup = opened.elapsed();
+                entry.update(|rep| {
+                    rep.setup_ms = Some(setup.as_secs_f64() * 1000.0);
+                    rep.raced = r.raced;
+                    rep.spares_used = r.spares;
+                    health.report(rep);
+                });
+                (r.stream, r.prefix)
+            }
+            Err((e, opened)) => {
                 if held.take().is_some() {
                     Stats::inc(&stats.dropped);
                 }
+                // Upstreams opened and closed without an answer (a relay
+                // that accepts and closes): later dials are re-dials.
+                dialled_before |= opened;
                 if logged_failure {
-                    tracing::debug!("flow: upstream dial failed: {e}");
+                    tracing::debug!("flow: upstream failed: {e}");
                 } else {
-                    tracing::warn!("flow: upstream dial failed: {e}");
+                    tracing::warn!("flow: upstream failed: {e}");
                     logged_failure = true;
                 }
                 backoff = next_backoff(backoff);
@@ -180,12 +210,13 @@ pub(crate) async fn run(
             &turn,
             &socket,
             client,
-            stream,
+            Upstream { stream, prefix },
             first,
             &mut rx,
             &mut slot,
             &mut idle_at,
             &mut shutdown,
+            (&entry, &mut health),
         )
         .await;
         backoff = if allocated {
@@ -194,6 +225,14 @@ pub(crate) async fn run(
             next_backoff(backoff)
         };
         not_before = Instant::now() + backoff;
+        if allocated
+            && matches!(outcome, Outcome::Closed | Outcome::Dead)
+            && health.mark(Degrade::Closed)
+        {
+            // The relay bound the allocation to that upstream: it is gone,
+            // and the page must restart ICE to get a new one.
+            turn.degraded(&entry, Degrade::Closed, &health);
+        }
         match outcome {
             Outcome::Idle => {
                 Stats::inc(&stats.idle_closed);
@@ -215,6 +254,50 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// A new upstream: raced or plain.
+enum Started {
+    Plain(BoxIo),
+    Raced(Raced),
+}
+
+/// Opens the flow's upstream. With the client's `first` request (the
+/// flow's first dial), races `turn.race` upstreams with it; a first
+/// datagram that is not a request is put back in `held` and one upstream
+/// is dialled. The error says whether an upstream was opened.
+async fn start_upstream(
+    turn: &Arc<Turn>,
+    first: Option<Vec<u8>>,
+    held: &mut Option<Vec<u8>>,
+) -> Result<Started, (String, bool)> {
+    if let Some(d) = first {
+        let mut framed = Vec::with_capacity(d.len() + 4);
+        if let Ok(Datagram::Request(id)) = frame::datagram_to_stream(&d, &mut framed) {
+            Stats::add(&turn.stats.payload_up, d.len() as u64);
+            return race::race(turn, &framed, id, turn.race)
+                .await
+                .map(Started::Raced)
+                .map_err(|e| {
+                    let opened = matches!(e, race::RaceError::NoAnswer(_));
+                    (e.to_string(), opened)
+                });
+        }
+        *held = Some(d);
+    }
+    match turn.dial().await {
+        Ok(s) => Ok(Started::Plain(s)),
+        Err(e) => {
+            Stats::inc(&turn.stats.upstream_failures);
+            Err((e.to_string(), false))
+        }
+    }
+}
+
+/// An upstream and the bytes already read from it.
+struct Upstream {
+    stream: BoxIo,
+    prefix: Vec<u8>,
 }
 
 /// Drops the client's datagrams until `until` (counted as held-back
@@ -249,57 +332,94 @@ async fn hold_off(
 }
 
 /// Moves datagrams and frames until the upstream closes or goes dead, the
-/// client goes idle, or the connector stops.
+/// client goes idle, or the connector stops; measures the circuit and
+/// reports it degraded (once per flow).
 #[allow(clippy::too_many_arguments)]
 async fn connected(
-    turn: &Turn,
+    turn: &Arc<Turn>,
     socket: &Arc<UdpSocket>,
     client: SocketAddr,
-    stream: BoxIo,
+    upstream: Upstream,
     first: Option<Vec<u8>>,
     rx: &mut mpsc::Receiver<Vec<u8>>,
     slot: &mut Option<PendingSlot>,
     idle_at: &mut Instant,
     shutdown: &mut Shutdown,
+    (entry, health): (&FlowEntry, &mut Health),
 ) -> (Outcome, bool) {
     let stats = &turn.stats;
     let limits = &turn.limits;
     let auth_at = Instant::now() + limits.auth_timeout;
     let mut allocated = false;
-    let (rd, mut wr) = tokio::io::split(stream);
+    let (rd, mut wr) = tokio::io::split(upstream.stream);
     let (answers_tx, mut answers) = mpsc::channel::<Event>(ANSWER_QUEUE);
+    // When the relay last sent something: µs after `epoch`, 0 = never.
+    let epoch = Instant::now();
+    let last_down = Arc::new(AtomicU64::new(0));
     let mut reader = tokio::spawn(read_upstream(
         rd,
+        upstream.prefix,
         Arc::clone(socket),
         client,
         Arc::clone(stats),
         answers_tx,
+        (epoch, Arc::clone(&last_down)),
     ));
+    let seen_down = |h: &mut Health| {
+        let us = last_down.load(Ordering::Relaxed);
+        if us > 0 {
+            h.down(epoch + Duration::from_micros(us));
+        }
+    };
+    let idle_for = |h: &Health| {
+        if h.degraded().is_some() {
+            turn.circuits.degraded_idle
+        } else {
+            limits.idle_timeout
+        }
+    };
     let mut pending: VecDeque<(TransactionId, Instant)> = VecDeque::new();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut first = first;
     let outcome = loop {
         let dead_at = pending.front().map(|(_, t)| *t + limits.dead_timeout);
+        let stall_at = if allocated {
+            health.stall_deadline()
+        } else {
+            None
+        };
         tokio::select! {
             biased;
             () = shutdown.wait() => break Outcome::Shutdown,
             _ = &mut reader => break Outcome::Closed,
             Some(event) = answers.recv() => match event {
-                Event::Answer(id) => pending.retain(|(p, _)| *p != id),
+                Event::Answer(id) => {
+                    pending.retain(|(p, _)| *p != id);
+                    if health.answer(id, Instant::now()).is_some() {
+                        entry.update(|r| health.report(r));
+                        if allocated {
+                            seen_down(health);
+                            if let Some(why) = health.poll(Instant::now()) {
+                                turn.degraded(entry, why, health);
+                            }
+                        }
+                    }
+                }
                 Event::Allocated => {
                     allocated = true;
                     *slot = None;
+                    entry.update(|r| r.allocated = true);
                 }
             },
             d = next(&mut first, rx) => {
                 let Some(d) = d else { break Outcome::Shutdown };
                 let now = Instant::now();
-                *idle_at = now + limits.idle_timeout;
+                *idle_at = now + idle_for(health);
                 out.clear();
-                add(&d, &mut out, &mut pending, stats, now);
+                add(&d, &mut out, &mut pending, health, stats, now);
                 for _ in 1..BATCH {
                     match rx.try_recv() {
-                        Ok(d) => add(&d, &mut out, &mut pending, stats, now),
+                        Ok(d) => add(&d, &mut out, &mut pending, health, stats, now),
                         Err(_) => break,
                     }
                 }
@@ -319,6 +439,14 @@ async fn connected(
             () = sleep_until(dead_at.unwrap_or(*idle_at)), if dead_at.is_some() => {
                 break Outcome::Dead
             }
+            () = sleep_until(stall_at.unwrap_or(*idle_at)), if stall_at.is_some() => {
+                seen_down(health);
+                if let Some(why) = health.poll(Instant::now()) {
+                    turn.degraded(entry, why, health);
+                    // From now on the browser's silence ends the flow sooner.
+                    *idle_at = (*idle_at).min(Instant::now() + idle_for(health));
+                }
+            }
             () = sleep_until(*idle_at) => break Outcome::Idle,
             () = sleep_until(auth_at), if slot.is_some() => break Outcome::Unauthenticated,
         }
@@ -335,11 +463,13 @@ async fn next(first: &mut Option<Vec<u8>>, rx: &mut mpsc::Receiver<Vec<u8>>) -> 
     }
 }
 
-/// Frames one client datagram into `out`, noting requests.
+/// Frames one client datagram into `out`, noting requests (for the dead
+/// upstream check and the RTT) and bytes up (for stalls).
 fn add(
     d: &[u8],
     out: &mut Vec<u8>,
     pending: &mut VecDeque<(TransactionId, Instant)>,
+    health: &mut Health,
     stats: &Stats,
     now: Instant,
 ) {
@@ -353,7 +483,9 @@ fn add(
     match frame::datagram_to_stream(d, out) {
         Ok(kind) => {
             Stats::add(&stats.payload_up, d.len() as u64);
+            health.up(now);
             if let Datagram::Request(id) = kind {
+                health.request(id, now);
                 // A UDP client retransmits with the same ID: keep the first time.
                 if pending.len() < MAX_PENDING && !pending.iter().any(|(p, _)| *p == id) {
                     pending.push_back((id, now));
@@ -364,25 +496,43 @@ fn add(
     }
 }
 
-/// Reads frames from the upstream and sends them to the client as
-/// datagrams until the stream ends, fails or carries something that is
-/// not a frame.
+/// Reads frames from the upstream (after the bytes of `prefix`, already
+/// read) and sends them to the client as datagrams until the stream ends,
+/// fails or carries something that is not a frame; notes when bytes came.
 async fn read_upstream(
     mut rd: ReadHalf<BoxIo>,
+    prefix: Vec<u8>,
     socket: Arc<UdpSocket>,
     client: SocketAddr,
     stats: Arc<Stats>,
     answers: mpsc::Sender<Event>,
+    (epoch, last_down): (Instant, Arc<AtomicU64>),
 ) {
     let mut decoder = StreamDecoder::new(MAX_STREAM_FRAME);
     let mut buf = vec![0u8; READ_BUF];
+    let mut prefix = Some(prefix);
     loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = match prefix.take() {
+            Some(p) if !p.is_empty() => {
+                if decoder.push(&p).is_err() {
+                    return;
+                }
+                p.len()
+            }
+            _ => {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if decoder.push(&buf[..n]).is_err() {
+                    return;
+                }
+                n
+            }
         };
-        if decoder.push(&buf[..n]).is_err() {
-            return;
+        if n > 0 {
+            let us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            last_down.store(us.max(1), Ordering::Relaxed);
         }
         // Bounded: each frame consumes pushed bytes.
         loop {

@@ -131,6 +131,14 @@ pub fn is_allocate_request(msg: &[u8]) -> bool {
     Message::parse(msg).is_ok_and(|m| m.class() == Class::Request && m.method() == Method::ALLOCATE)
 }
 
+/// The transaction ID of a STUN request.
+pub fn request_id(msg: &[u8]) -> Option<TransactionId> {
+    Message::parse(msg)
+        .ok()
+        .filter(|m| m.class() == Class::Request)
+        .map(|m| m.transaction_id())
+}
+
 /// Whether a client message is a STUN Binding request: never carried
 /// (browsers' TURN clients do not send one to the TURN server; a web page
 /// listing the connector as a `stun:` server does).

@@ -45,7 +45,15 @@
 //!   would send the call to a server nobody configured).
 //! - **One upstream stream per client flow.** The relay sees one TCP/TLS
 //!   client per allocation, exactly as if the browser spoke TURN over TLS
-//!   itself; through Tor each flow has its own circuit.
+//!   itself; through Tor each flow has its own circuit. At the flow's
+//!   start `--race K` upstreams (K circuits) carry the client's first,
+//!   unauthenticated Allocate and the first to answer is kept, the others
+//!   closed (race.rs): the 401's nonce the client uses is the winner's.
+//! - **Circuits are measured, not trusted.** Each flow times its TURN
+//!   transactions and watches for stalls (health.rs); a degraded flow is
+//!   announced once on `/connector/events`, spares are dialled, and the
+//!   page restarts ICE onto new flows (docs/connector.md "Circuit racing
+//!   and hopping").
 //! - **Bad datagrams are dropped, not written.** One malformed frame would
 //!   desynchronise the stream for everything after it.
 //! - **Dead upstreams are found from the client's own traffic.** A STUN
@@ -71,6 +79,8 @@ pub mod dial;
 mod flow;
 pub mod frame;
 pub mod headers;
+pub mod health;
+mod race;
 pub mod stats;
 mod tcp;
 pub mod tls;
@@ -88,8 +98,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-pub use config::{ConfigError, ConnectorConfig, Endpoint, Limits, RelayTrust, Via};
+pub use config::{Circuits, ConfigError, ConnectorConfig, Endpoint, Limits, RelayTrust, Via};
 pub use dial::DialError;
+pub use health::FlowReport;
 pub use stats::{Stats, StatsSnapshot};
 pub use tor::{TorNodes, TorOptions};
 
@@ -177,6 +188,14 @@ pub(crate) struct Turn {
     pub(crate) limits: Limits,
     /// Places for flows without an authenticated allocation.
     pub(crate) pending: Arc<Semaphore>,
+    /// Racing, spares and health thresholds.
+    pub(crate) circuits: Circuits,
+    /// Upstreams raced at a flow's start (1: none).
+    pub(crate) race: usize,
+    /// Spare upstreams.
+    pub(crate) spares: race::Spares,
+    /// Open flows' figures and the degradation events.
+    pub(crate) registry: Arc<health::Registry>,
 }
 
 /// A flow's place among those without an authenticated allocation yet
@@ -212,6 +231,28 @@ impl Turn {
                 None
             }
         }
+    }
+
+    /// A flow's health thresholds.
+    pub(crate) fn thresholds(&self) -> health::Thresholds {
+        health::Thresholds {
+            stall: self.circuits.stall,
+            rtt_factor: self.circuits.rtt_factor,
+            rtt_margin: self.circuits.rtt_margin,
+        }
+    }
+
+    /// Reports a flow's circuit degraded (once per flow): counted, an
+    /// event for the page, and spares dialled for the ICE restart's flows.
+    pub(crate) fn degraded(
+        self: &Arc<Self>,
+        entry: &health::FlowEntry,
+        why: health::Degrade,
+        health: &health::Health,
+    ) {
+        Stats::inc(&self.stats.flows_degraded);
+        entry.degraded(why, health);
+        self.prebuild();
     }
 
     /// A new upstream stream to the relay.
@@ -308,6 +349,10 @@ impl Connector {
             pending: Arc::new(Semaphore::new(
                 config.limits.max_pending_flows.min(config.limits.max_flows),
             )),
+            circuits: config.circuits.clone(),
+            race: config.circuits.race_for(&config.via),
+            spares: race::Spares::default(),
+            registry: Arc::new(health::Registry::default()),
         });
         let mut tasks = vec![
             tokio::spawn(udp::serve(
@@ -323,6 +368,7 @@ impl Connector {
                 tls: web_tls,
                 dialer,
                 connector_json: web::connector_json(turn_addr, config.via.mode()),
+                registry: Arc::clone(&turn.registry),
                 port: addr.port(),
                 stats: Arc::clone(&stats),
                 max_connections: config.limits.max_web_connections,
@@ -406,6 +452,16 @@ impl Handle {
     /// The counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Every open TURN flow's figures (setup time, RTT, stalls).
+    pub fn flows(&self) -> Vec<FlowReport> {
+        self.turn.registry.reports()
+    }
+
+    /// Upstreams raced per flow.
+    pub fn race(&self) -> usize {
+        self.turn.race
     }
 
     /// The SOCKS port of the tor the connector launched.

@@ -28,6 +28,12 @@ pub struct Stats {
     pub(crate) redials_suppressed: AtomicU64,
     pub(crate) web_header_timeouts: AtomicU64,
     pub(crate) web_refused: AtomicU64,
+    pub(crate) races: AtomicU64,
+    pub(crate) race_losers: AtomicU64,
+    pub(crate) spares_built: AtomicU64,
+    pub(crate) spares_used: AtomicU64,
+    pub(crate) spares_expired: AtomicU64,
+    pub(crate) flows_degraded: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -94,6 +100,19 @@ pub struct StatsSnapshot {
     pub web_header_timeouts: u64,
     /// Web proxy connections refused: `max_web_connections` were open.
     pub web_refused: u64,
+    /// Flows that raced more than one upstream at their start.
+    pub races: u64,
+    /// Upstreams closed because another answered first.
+    pub race_losers: u64,
+    /// Spare upstreams dialled ahead of time (after a degradation).
+    pub spares_built: u64,
+    /// Spares a flow started on.
+    pub spares_used: u64,
+    /// Spares closed unused after `SPARE_TTL`.
+    pub spares_expired: u64,
+    /// Flows reported degraded (stall, RTT, or upstream lost under an
+    /// allocation) to the page.
+    pub flows_degraded: u64,
 }
 
 impl Stats {
@@ -140,6 +159,12 @@ impl Stats {
             redials_suppressed: g(&self.redials_suppressed),
             web_header_timeouts: g(&self.web_header_timeouts),
             web_refused: g(&self.web_refused),
+            races: g(&self.races),
+            race_losers: g(&self.race_losers),
+            spares_built: g(&self.spares_built),
+            spares_used: g(&self.spares_used),
+            spares_expired: g(&self.spares_expired),
+            flows_degraded: g(&self.flows_degraded),
         }
     }
 }
@@ -153,7 +178,8 @@ impl std::fmt::Display for StatsSnapshot {
              {} datagrams dropped; refused: {} not Allocate, {} over the pending cap \
              ({} pending now), {} unauthenticated closed, {} redirects blocked, {} malformed from \
              the relay, {} re-dials held back; web {} requests, {} WebSockets, {} header \
-             timeouts, {} refused",
+             timeouts, {} refused; circuits: {} races ({} losers closed), {} spares built, \
+             {} used, {} expired, {} flows degraded",
             self.flows_current,
             self.flows_total,
             self.bytes_up,
@@ -175,7 +201,13 @@ impl std::fmt::Display for StatsSnapshot {
             self.web_requests,
             self.web_upgrades,
             self.web_header_timeouts,
-            self.web_refused
+            self.web_refused,
+            self.races,
+            self.race_losers,
+            self.spares_built,
+            self.spares_used,
+            self.spares_expired,
+            self.flows_degraded
         )
     }
 }

@@ -21,6 +21,8 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::dial::BoxIo;
 use crate::frame::{self, FromRelay, MAX_STREAM_FRAME};
+use crate::health::{Degrade, FlowEntry, Health};
+use crate::race;
 use crate::stats::Stats;
 use crate::{PendingSlot, Shutdown, Turn};
 
@@ -59,11 +61,13 @@ pub(crate) async fn serve(listener: TcpListener, turn: Arc<Turn>, mut shutdown: 
 /// How a TCP flow ended, when it matters to the counters.
 enum End {
     Other,
+    /// The upstream closed after the relay accepted an Allocate.
+    Lost,
     Idle,
     Unauthenticated,
 }
 
-async fn connection(turn: &Turn, conn: TcpStream, mut shutdown: Shutdown) {
+async fn connection(turn: &Arc<Turn>, conn: TcpStream, mut shutdown: Shutdown) {
     let _ = conn.set_nodelay(true);
     let stats = &turn.stats;
     let limits = &turn.limits;
@@ -76,7 +80,7 @@ async fn connection(turn: &Turn, conn: TcpStream, mut shutdown: Shutdown) {
         () = shutdown.wait() => return,
         r = tokio::time::timeout(limits.auth_timeout, first_frame(&mut client_rd, &mut decoder)) => r,
     };
-    let first = match first {
+    let (first, rest) = match first {
         Ok(Some(bytes)) => bytes,
         Ok(None) => {
             Stats::inc(&stats.not_allocate);
@@ -87,27 +91,40 @@ async fn connection(turn: &Turn, conn: TcpStream, mut shutdown: Shutdown) {
             return;
         }
     };
-    Stats::add(&stats.payload_up, first.len() as u64);
+    Stats::add(&stats.payload_up, (first.len() + rest.len()) as u64);
     let Some(slot) = turn.pending_slot() else {
         return;
     };
-    let dialled = tokio::select! {
+    let opened = Instant::now();
+    let entry = turn.registry.open("tcp");
+    let Some(id) = frame::request_id(&first) else {
+        return;
+    };
+    // The first request races `turn.race` upstreams (race.rs).
+    let raced = tokio::select! {
         biased;
         () = shutdown.wait() => return,
-        r = turn.dial() => r,
+        r = race::race(turn, &first, id, turn.race) => r,
     };
-    let upstream = match dialled {
-        Ok(s) => s,
+    let raced = match raced {
+        Ok(r) => r,
         Err(e) => {
-            Stats::inc(&stats.upstream_failures);
-            tracing::warn!("tcp: upstream dial failed: {e}");
+            tracing::warn!("tcp: upstream failed: {e}");
             return;
         }
     };
+    let mut health = Health::new(turn.thresholds());
+    health.sample(raced.rtt);
+    entry.update(|r| {
+        r.setup_ms = Some(opened.elapsed().as_secs_f64() * 1000.0);
+        r.raced = raced.raced;
+        r.spares_used = raced.spares;
+        health.report(r);
+    });
     let start = Instant::now();
     let auth_at = start + limits.auth_timeout;
-    let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
-    if up_wr.write_all(&first).await.is_err() {
+    let (mut up_rd, mut up_wr) = tokio::io::split(raced.stream);
+    if up_wr.write_all(&rest).await.is_err() {
         return;
     }
     let last = Arc::new(AtomicU64::new(0));
@@ -121,29 +138,39 @@ async fn connection(turn: &Turn, conn: TcpStream, mut shutdown: Shutdown) {
         biased;
         () = shutdown.wait() => End::Other,
         _ = tokio::io::copy(&mut client, &mut up_wr) => End::Other,
-        e = to_client(&mut up_rd, &mut client_wr, stats, slot, auth_at) => e,
+        e = to_client(&mut up_rd, raced.prefix, &mut client_wr, stats, slot, auth_at, &entry) => e,
         () = idle(start, &last, limits.idle_timeout) => End::Idle,
     };
     match end {
         End::Idle => Stats::inc(&stats.idle_closed),
         End::Unauthenticated => Stats::inc(&stats.unauthenticated_closed),
         End::Other => {}
+        End::Lost => {
+            // The relay's end went under an allocation: over TCP the
+            // browser's TURN client sees its connection close too (below),
+            // and the page hears of it.
+            if health.mark(Degrade::Closed) {
+                turn.degraded(&entry, Degrade::Closed, &health);
+            }
+        }
     }
 }
 
-/// Reads the client's first frame. `Some` (the frame and whatever came
+/// Reads the client's first frame. `Some` (the frame, and whatever came
 /// after it) when it is an Allocate request; `None` when it is not, the
 /// client closed, or the bytes are not TURN framing.
-async fn first_frame(rd: &mut OwnedReadHalf, decoder: &mut StreamDecoder) -> Option<Vec<u8>> {
+async fn first_frame(
+    rd: &mut OwnedReadHalf,
+    decoder: &mut StreamDecoder,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut buf = vec![0u8; 4096];
     loop {
         if let Some((_, frame)) = decoder.next_frame().ok()? {
             if !frame::is_allocate_request(frame) {
                 return None;
             }
-            let mut bytes = frame.to_vec();
-            bytes.extend_from_slice(&decoder.take_pending());
-            return Some(bytes);
+            let bytes = frame.to_vec();
+            return Some((bytes, decoder.take_pending()));
         }
         let n = rd.read(&mut buf).await.ok()?;
         if n == 0 {
@@ -159,26 +186,43 @@ async fn first_frame(rd: &mut OwnedReadHalf, decoder: &mut StreamDecoder) -> Opt
 /// that by `auth_at`, ends the flow.
 async fn to_client(
     rd: &mut ReadHalf<BoxIo>,
+    prefix: Vec<u8>,
     wr: &mut OwnedWriteHalf,
     stats: &Stats,
     slot: PendingSlot,
     auth_at: Instant,
+    entry: &FlowEntry,
 ) -> End {
     let mut slot = Some(slot);
     let mut decoder = StreamDecoder::new(MAX_STREAM_FRAME);
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::with_capacity(READ_BUF);
-    loop {
-        let n = tokio::select! {
-            r = rd.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return End::Other,
-                Ok(n) => n,
-            },
-            () = sleep_until(auth_at), if slot.is_some() => return End::Unauthenticated,
-        };
-        if decoder.push(&buf[..n]).is_err() {
-            return End::Other;
+    let closed = |slot: &Option<PendingSlot>| {
+        if slot.is_none() {
+            End::Lost
+        } else {
+            End::Other
         }
+    };
+    // The bytes the race read first.
+    if decoder.push(&prefix).is_err() {
+        return End::Other;
+    }
+    let mut pushed = true;
+    loop {
+        if !pushed {
+            let n = tokio::select! {
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return closed(&slot),
+                    Ok(n) => n,
+                },
+                () = sleep_until(auth_at), if slot.is_some() => return End::Unauthenticated,
+            };
+            if decoder.push(&buf[..n]).is_err() {
+                return End::Other;
+            }
+        }
+        pushed = false;
         out.clear();
         loop {
             let (kind, frame) = match decoder.next_frame() {
@@ -193,6 +237,7 @@ async fn to_client(
                 FromRelay::Pass { allocated, .. } => {
                     if allocated {
                         slot = None;
+                        entry.update(|r| r.allocated = true);
                     }
                     out.extend_from_slice(frame);
                 }

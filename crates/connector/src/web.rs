@@ -4,6 +4,10 @@
 //! ```text
 //! browser ──HTTP/1.1──▶ connection task (hyper server, upgrades on)
 //!   GET /connector.json  → answered here (the local TURN URLs and mode)
+//!   GET /connector/flows → answered here (each TURN flow's circuit figures)
+//!   GET /connector/events → answered here: server-sent events, one
+//!                          `degraded` per flow whose circuit degraded
+//!                          (same origin only)
 //!   Upgrade: websocket   → a fresh upstream connection; after 101 both
 //!                          upgraded streams are copied byte for byte
 //!   anything else        → the connection's upstream (dialled on first
@@ -49,6 +53,7 @@ pub(crate) struct Web {
     pub(crate) tls: Option<Arc<ClientConfig>>,
     pub(crate) dialer: Dialer,
     pub(crate) connector_json: Bytes,
+    pub(crate) registry: Arc<crate::health::Registry>,
     pub(crate) port: u16,
     pub(crate) stats: Arc<Stats>,
     pub(crate) max_connections: usize,
@@ -171,15 +176,28 @@ async fn handle(
             "onionrtc connect: open the site at http://127.0.0.1:PORT/ (the connector's own address)\n",
         );
     };
-    if req.uri().path() == "/connector.json" {
+    let local_origin = format!("http://{host}");
+    let own = match req.uri().path() {
+        "/connector.json" => Some(Own::Json(web.connector_json.clone())),
+        "/connector/flows" => Some(Own::Json(web.registry.json())),
+        "/connector/events" => Some(Own::Events),
+        _ => None,
+    };
+    if let Some(own) = own {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
-        let mut r = Response::new(
-            Full::new(web.connector_json.clone())
-                .map_err(|n| match n {})
-                .boxed(),
-        );
+        if !same_origin(req.headers(), &local_origin) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "onionrtc connect: only the connector's own pages may ask\n",
+            );
+        }
+        let body = match own {
+            Own::Json(b) => Full::new(b).map_err(|n| match n {}).boxed(),
+            Own::Events => return events(web, shutdown),
+        };
+        let mut r = Response::new(body);
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -188,7 +206,6 @@ async fn handle(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return r;
     }
-    let local_origin = format!("http://{host}");
     let upgrade = headers::is_upgrade(req.headers());
     headers::to_upstream(req.headers_mut(), &web.site, &local_origin, upgrade);
     let path = req
@@ -214,6 +231,87 @@ async fn handle(
             r.map(|b| b.boxed())
         }
         Err(why) => bad_gateway(&why),
+    }
+}
+
+/// What the connector answers itself.
+enum Own {
+    Json(Bytes),
+    Events,
+}
+
+/// Whether a request to the connector's own endpoints comes from its own
+/// pages: no `Origin` (a same-origin GET) or its own origin, and no
+/// `Sec-Fetch-Site` naming another site. The `Host` check has passed.
+fn same_origin(h: &hyper::HeaderMap, local_origin: &str) -> bool {
+    let origin_ok = h
+        .get(header::ORIGIN)
+        .is_none_or(|o| o.as_bytes() == local_origin.as_bytes());
+    let site_ok = h
+        .get("sec-fetch-site")
+        .is_none_or(|s| matches!(s.as_bytes(), b"same-origin" | b"none"));
+    origin_ok && site_ok
+}
+
+/// Server-sent events queued per subscriber.
+const EVENTS_QUEUE: usize = 16;
+/// A comment line this often keeps the stream open (and finds a closed
+/// browser connection).
+const EVENTS_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// `/connector/events`: a `text/event-stream` of `degraded` events until
+/// the browser goes or the connector stops.
+fn events(web: &Web, mut shutdown: Shutdown) -> Response<Body> {
+    let mut events = web.registry.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(EVENTS_QUEUE);
+    tokio::spawn(async move {
+        if tx
+            .send(Bytes::from_static(b"retry: 1000\n: connected\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = shutdown.wait() => return,
+                e = events.recv() => match e {
+                    Ok(b) => b,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep(EVENTS_KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+            };
+            if tx.send(next).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(EventBody(rx).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A response body fed by a channel.
+struct EventBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
 

@@ -101,6 +101,12 @@ pub struct ConnectFlags {
     /// are capped here and closed after 20 s).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_pending_flows: usize,
+
+    /// Race K upstreams (each its own Tor circuit) at every TURN flow's
+    /// start and keep the one that answers first; 1 turns racing off.
+    /// Default 3 through Tor or SOCKS, 1 with --via direct.
+    #[arg(long, value_name = "K")]
+    pub race: Option<usize>,
 }
 
 /// The flags of `--via tor` (`onionrtc connect` and `onionrtc call`):
@@ -294,6 +300,7 @@ pub fn load(flags: &ConnectFlags) -> anyhow::Result<Loaded> {
     config.limits.idle_timeout = Duration::from_secs(flags.idle_timeout);
     config.limits.max_flows = flags.max_flows;
     config.limits.max_pending_flows = flags.max_pending_flows;
+    config.circuits.race = flags.race;
     config.validate()?;
     Ok(Loaded {
         config,

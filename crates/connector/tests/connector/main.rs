@@ -6,6 +6,7 @@
 mod chromium;
 mod exposure;
 mod flows;
+mod hop;
 mod measure;
 mod pinning;
 mod socks;

@@ -54,6 +54,8 @@ fn fresh_credentials_per_flow_and_remote_dns() {
     );
     c.relay_trust = RelayTrust::CaFile(relay.cert.clone());
     c.via = Via::parse(&format!("socks5://{socks}")).unwrap();
+    // One upstream per flow: no race (racing is tested in measure.rs).
+    c.circuits.race = Some(1);
     let h = start(&rt, c);
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -35,7 +35,7 @@ use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -243,11 +243,20 @@ pub fn start_serve(ns: &Netns, config: &Path, data: &Path) -> Logged {
 /// port) appear on `127.0.0.1:PORT` inside another namespace, as a tor
 /// running on the caller's own machine would: the listener is made inside
 /// that namespace, the onward connections here. Stopped on drop.
+///
+/// [`LoopbackBridge::stall`] stalls the connections open now to one SOCKS
+/// target port: from then on their bytes are read and dropped both ways,
+/// as a circuit whose relay stopped forwarding (a fault a test injects).
 #[derive(Debug)]
 pub struct LoopbackBridge {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    conns: Conns,
 }
+
+/// The bridge's connections: the SOCKS target port once known (0 before),
+/// and whether the connection is stalled.
+type Conns = Arc<Mutex<Vec<(Arc<AtomicU16>, Arc<AtomicBool>)>>>;
 
 impl LoopbackBridge {
     pub fn start(ns: &Netns, port: u16, target: SocketAddr) -> LoopbackBridge {
@@ -258,12 +267,21 @@ impl LoopbackBridge {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let conns: Conns = Arc::default();
+        let list = Arc::clone(&conns);
         // Spawned from this thread: onward connections are made here.
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((inside, _)) => {
-                        std::thread::spawn(move || bridge_one(inside, target));
+                        let port = Arc::new(AtomicU16::new(0));
+                        let stalled = Arc::new(AtomicBool::new(false));
+                        {
+                            let mut l = list.lock().unwrap();
+                            l.retain(|(p, _)| Arc::strong_count(p) > 1);
+                            l.push((Arc::clone(&port), Arc::clone(&stalled)));
+                        }
+                        std::thread::spawn(move || bridge_one(inside, target, &port, &stalled));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -272,7 +290,22 @@ impl LoopbackBridge {
         LoopbackBridge {
             stop,
             thread: Some(thread),
+            conns,
         }
+    }
+
+    /// Stalls every open connection whose SOCKS request named `port`;
+    /// returns how many.
+    pub fn stall(&self, port: u16) -> usize {
+        let l = self.conns.lock().unwrap();
+        let mut n = 0;
+        for (p, stalled) in l.iter() {
+            if Arc::strong_count(p) > 1 && p.load(Ordering::Relaxed) == port {
+                stalled.store(true, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -285,21 +318,76 @@ impl Drop for LoopbackBridge {
     }
 }
 
-fn bridge_one(inside: TcpStream, target: SocketAddr) {
+/// The destination port of a SOCKS5 CONNECT in the client's first bytes
+/// (greeting, optional username/password, request), once they are all there.
+pub fn socks_connect_port(b: &[u8]) -> Option<u16> {
+    if *b.first()? != 5 {
+        return None;
+    }
+    let mut i = 2 + usize::from(*b.get(1)?);
+    if *b.get(i)? == 1 {
+        // RFC 1929 username/password.
+        i += 2 + usize::from(*b.get(i + 1)?);
+        i += 1 + usize::from(*b.get(i)?);
+    }
+    if *b.get(i)? != 5 || *b.get(i + 1)? != 1 {
+        return None;
+    }
+    let addr = match *b.get(i + 3)? {
+        1 => 4,
+        3 => 1 + usize::from(*b.get(i + 4)?),
+        4 => 16,
+        _ => return None,
+    };
+    let p = b.get(i + 4 + addr..i + 6 + addr)?;
+    Some(u16::from_be_bytes([p[0], p[1]]))
+}
+
+/// Copies `from` to `to` until either ends; while `stalled`, bytes are
+/// read and dropped. With `port`, notes the SOCKS target port from the
+/// first bytes.
+fn pump(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool, port: Option<&AtomicU16>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut head: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(p) = port {
+            if p.load(Ordering::Relaxed) == 0 && head.len() < 1024 {
+                head.extend_from_slice(&buf[..n]);
+                if let Some(target) = socks_connect_port(&head) {
+                    p.store(target, Ordering::Relaxed);
+                }
+            }
+        }
+        if stalled.load(Ordering::Relaxed) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+fn bridge_one(
+    inside: TcpStream,
+    target: SocketAddr,
+    port: &Arc<AtomicU16>,
+    stalled: &Arc<AtomicBool>,
+) {
     let _ = inside.set_nonblocking(false);
     let Ok(outside) = TcpStream::connect_timeout(&target, Duration::from_secs(10)) else {
         return;
     };
-    let (Ok(mut in_r), Ok(mut out_w)) = (inside.try_clone(), outside.try_clone()) else {
+    let (Ok(in_r), Ok(out_w)) = (inside.try_clone(), outside.try_clone()) else {
         return;
     };
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut in_r, &mut out_w);
-        let _ = out_w.shutdown(std::net::Shutdown::Write);
-    });
-    let (mut out_r, mut in_w) = (outside, inside);
-    let _ = std::io::copy(&mut out_r, &mut in_w);
-    let _ = in_w.shutdown(std::net::Shutdown::Write);
+    let (up_port, up_stalled) = (Arc::clone(port), Arc::clone(stalled));
+    let up = std::thread::spawn(move || pump(in_r, out_w, &up_stalled, Some(&up_port)));
+    pump(outside, inside, stalled, None);
     let _ = up.join();
 }
 
@@ -727,6 +815,35 @@ pub fn files_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .filter(|e| e.path().is_file())
         .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
         .collect()
+}
+
+/// Round trips on one UDP flow to `server` (a connector's TURN port, which
+/// opens a flow for an Allocate only and forwards TURN requests): the first
+/// unauthenticated Allocate (its 401 answer; this builds the flow's
+/// circuit), then the median of `n` more on the same flow.
+pub fn allocate_rtts(server: SocketAddr, n: usize) -> (Duration, Duration) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rtts = Vec::new();
+    for i in 0..=n {
+        let mut req = vec![0x00, 0x03, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
+        req.extend_from_slice(&u32::try_from(i).unwrap().to_be_bytes());
+        req.extend_from_slice(b"onionrtt");
+        req.extend_from_slice(&[0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]);
+        let t = Instant::now();
+        s.send_to(&req, server).unwrap();
+        let mut buf = [0u8; 1500];
+        loop {
+            let (len, _) = s.recv_from(&mut buf).unwrap();
+            if len >= 20 && buf[8..20] == req[8..20] {
+                break;
+            }
+        }
+        rtts.push(t.elapsed());
+    }
+    let first = rtts.remove(0);
+    rtts.sort();
+    (first, rtts[rtts.len() / 2])
 }
 
 // ---- direct connections ----

@@ -141,35 +141,6 @@ fn healthz_via_c_tor(socks: SocketAddr, host: &str) -> Result<Duration, String> 
     Err(last)
 }
 
-/// Round trips on one UDP flow to `server` (a connector's TURN port, which
-/// opens a flow for an Allocate only and forwards TURN requests): the first
-/// unauthenticated Allocate (its 401 answer; this builds the flow's
-/// circuit), then the median of `n` more on the same flow.
-fn allocate_rtts(server: SocketAddr, n: usize) -> (Duration, Duration) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut rtts = Vec::new();
-    for i in 0..=n {
-        let mut req = vec![0x00, 0x03, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
-        req.extend_from_slice(&u32::try_from(i).unwrap().to_be_bytes());
-        req.extend_from_slice(b"onionrtt");
-        req.extend_from_slice(&[0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]);
-        let t = Instant::now();
-        s.send_to(&req, server).unwrap();
-        let mut buf = [0u8; 1500];
-        loop {
-            let (len, _) = s.recv_from(&mut buf).unwrap();
-            if len >= 20 && buf[8..20] == req[8..20] {
-                break;
-            }
-        }
-        rtts.push(t.elapsed());
-    }
-    let first = rtts.remove(0);
-    rtts.sort();
-    (first, rtts[rtts.len() / 2])
-}
-
 /// A STUN Binding over TCP to `host:3478` through a C tor's SOCKS port:
 /// the XOR-MAPPED-ADDRESS of the answer.
 fn binding_over_tcp_via_c_tor(socks: SocketAddr, host: &str) -> SocketAddr {

@@ -38,6 +38,27 @@ const TLS_PORT: u16 = 443;
 /// Where the private caller's "local tor" listens (the system tor's port).
 const SOCKS_PORT: u16 = 9050;
 
+/// `onionrtc connect` in the private caller's namespace: the relay's TLS
+/// listener (pinned), the site over HTTP, through the "local tor" on
+/// 127.0.0.1:9050; `extra` flags; info logs.
+fn socks_connector(private: &Netns, cert: &Cert, extra: &[&str]) -> Logged {
+    let mut cmd = private.command(onionrtc());
+    cmd.args([
+        "connect",
+        "--relay",
+        &format!("tls://{SERVER_IP}:{TLS_PORT}"),
+        "--relay-spki",
+        &cert.spki,
+        "--web",
+        &format!("http://{SERVER_IP}:{WEB_PORT}"),
+        "--via",
+        &format!("socks5://127.0.0.1:{SOCKS_PORT}"),
+    ])
+    .args(extra)
+    .env("RUST_LOG", "info");
+    Logged::spawn("connect", private, cmd)
+}
+
 #[test]
 fn private_caller_leaves_no_address() {
     if !testkit::require_tool("chromium", &["--version"]) {
@@ -98,20 +119,7 @@ fn private_caller_leaves_no_address() {
 
     // ---- the private caller: its "local tor", the connector, Chromium ----
     let _bridge = LoopbackBridge::start(&private, SOCKS_PORT, tor.socks_addr());
-    let mut cmd = private.command(onionrtc());
-    cmd.args([
-        "connect",
-        "--relay",
-        &format!("tls://{SERVER_IP}:{TLS_PORT}"),
-        "--relay-spki",
-        &cert.spki,
-        "--web",
-        &format!("http://{SERVER_IP}:{WEB_PORT}"),
-        "--via",
-        &format!("socks5://127.0.0.1:{SOCKS_PORT}"),
-    ])
-    .env("RUST_LOG", "info");
-    let mut connector = Logged::spawn("connect", &private, cmd);
+    let mut connector = socks_connector(&private, &cert, &[]);
     let proxy = connector.wait_line("Open http://", Duration::from_secs(60));
     assert_eq!(proxy, "Open http://127.0.0.1:8081/");
     let t_ready = t0.elapsed();
@@ -407,3 +415,289 @@ fn one_argument_connect_over_embedded_tor() {
     let status = serve.terminate(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// What a page's selected pair and inbound media are now (for the hop test).
+fn pair_and_inbound(b: &mut Browser) -> Option<(String, u64)> {
+    let v = b.page.evaluate(PAGE_STATS).ok()?;
+    let pair = format!(
+        "{}:{}",
+        v["localAddress"].as_str()?,
+        v["localPort"].as_u64()?
+    );
+    Some((pair, v["inbound"].as_u64().unwrap_or(0)))
+}
+
+/// Polls the pages together until each one's inbound media, having
+/// stopped, grows again between two polls on one selected pair (and, where
+/// `old` names one, a pair other than that): per page, the time since
+/// `since`, or `None` within `limit`.
+fn media_back(
+    pages: &mut [Browser],
+    old: &[Option<String>],
+    since: Instant,
+    limit: Duration,
+) -> Vec<Option<Duration>> {
+    let deadline = Instant::now() + limit;
+    let n = pages.len();
+    let mut last: Vec<Option<(String, u64)>> = vec![None; n];
+    let mut stopped = vec![false; n];
+    let mut back: Vec<Option<Duration>> = vec![None; n];
+    while Instant::now() < deadline && back.iter().any(Option::is_none) {
+        for i in 0..n {
+            if back[i].is_some() {
+                continue;
+            }
+            let Some((pair, inbound)) = pair_and_inbound(&mut pages[i]) else {
+                continue;
+            };
+            if let Some((lp, li)) = &last[i] {
+                if inbound == *li {
+                    stopped[i] = true;
+                } else if stopped[i] && *lp == pair && old[i].as_ref().is_none_or(|o| *o != pair) {
+                    back[i] = Some(since.elapsed());
+                }
+            }
+            last[i] = Some((pair, inbound));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    back
+}
+
+/// Circuit hopping (issue 15): mid-call, the private caller's TURN circuit
+/// stalls (its SOCKS connections to the relay's TLS port stop carrying
+/// bytes at the caller's "local tor", as when a relay on the circuit stops
+/// forwarding). The connector finds the stall, tells the page on
+/// `/connector/events`, the page restarts ICE, and the new TURN flows (on
+/// new circuits) carry the call: the same call, never ended. Then tor
+/// closes the new circuit (as when a relay on it dies): the same again.
+/// Negative control: with hopping off in both pages, the stall is not
+/// recovered from.
+#[test]
+fn degraded_circuit_hops_without_dropping_the_call() {
+    if !testkit::require_tool("chromium", &["--version"]) {
+        return;
+    }
+    let Some(_pass) =
+        run_isolated_group("tor_call::degraded_circuit_hops_without_dropping_the_call")
+    else {
+        return;
+    };
+    let tor = shared().unwrap();
+    let topo = Topology::new(&TopologyConfig::default()).unwrap();
+    let private = topo.add_client().unwrap();
+    let direct = topo.add_client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), SERVER_IP);
+    let config = write_server_config(
+        dir.path(),
+        &cert,
+        (SERVER_IP, WEB_PORT).into(),
+        &format!("turn_urls = [\"turn:{SERVER_IP}:{TURN_PORT}?transport=udp\"]"),
+    );
+    let data = dir.path().join("data");
+    let serve = start_serve(topo.server(), &config, &data);
+    let bridge = LoopbackBridge::start(&private, SOCKS_PORT, tor.socks_addr());
+    let mut connector = socks_connector(&private, &cert, &["--race", "3"]);
+    connector.wait_line("Open http://", Duration::from_secs(60));
+    let site = format!("http://{SERVER_IP}:{WEB_PORT}");
+    let mut pages = open_call(
+        (&private, "A (private)"),
+        (&direct, "B (direct)"),
+        &site,
+        &random_room(),
+    );
+    let procs = [&serve, &connector];
+    wait_connected(&mut pages, &procs);
+    let pairs = check_all_media(&mut pages, &procs);
+    let member_b = pages[0]
+        .page
+        .evaluate("Object.keys(window.onionrtc.peers)[0]")
+        .unwrap();
+    let flows = pages[0]
+        .page
+        .evaluate("fetch('/connector/flows').then((r) => r.json())")
+        .unwrap();
+    eprintln!("A's connector flows before the fault: {flows}");
+    assert!(
+        flows["flows"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["raced"] == 3 && f["allocated"] == true)),
+        "{flows}"
+    );
+
+    // ---- the fault: A's TURN circuits stall ----
+    let old_a = format!(
+        "{}:{}",
+        pairs[0]["localAddress"].as_str().unwrap(),
+        pairs[0]["localPort"]
+    );
+    let t_fault = Instant::now();
+    let stalled = bridge.stall(TLS_PORT);
+    assert!(stalled >= 1, "no TURN connection through the bridge");
+    // Media must come back, at A on a new pair, within a generous bound
+    // (the figures are reported, not asserted).
+    let back = media_back(
+        &mut pages,
+        &[Some(old_a), None],
+        t_fault,
+        Duration::from_secs(40),
+    );
+    let (back_a, back_b) = (back[0], back[1]);
+    if back.iter().any(Option::is_none) {
+        fail(
+            &format!("media did not come back after the stall: {back:?}"),
+            &mut pages,
+            &procs,
+        );
+    }
+    let hop_a = pages[0].page.evaluate("window.onionrtc.hop").unwrap();
+    let hop_b = pages[1].page.evaluate("window.onionrtc.hop").unwrap();
+    let flows = pages[0]
+        .page
+        .evaluate("fetch('/connector/flows').then((r) => r.json())")
+        .unwrap();
+    eprintln!(
+        "hop: {stalled} TURN connection(s) stalled; media back at A after {back_a:?}, at B after \
+         {back_b:?}; A: {hop_a}; B: {hop_b}\nA's connector flows after: {flows}"
+    );
+    assert!(hop_a["events"].as_u64().unwrap_or(0) >= 1, "{hop_a}");
+    assert!(hop_a["restarts"].as_u64().unwrap_or(0) >= 1, "{hop_a}");
+    // The same call: the same member, the page never left it.
+    for b in pages.iter_mut() {
+        let state = b.page.evaluate("window.onionrtc.state").unwrap();
+        assert_eq!(state, "connected", "{}", b.name);
+    }
+    assert_eq!(
+        pages[0]
+            .page
+            .evaluate("Object.keys(window.onionrtc.peers)[0]")
+            .unwrap(),
+        member_b
+    );
+    let log = connector.stderr().join("\n");
+    assert!(log.contains("circuit degraded (stall)"), "{log}");
+
+    // ---- the circuit dies: tor closes it (as when a relay on it goes) ----
+    // A fault of its own, not part of the first one: the pages' hop
+    // throttle (1 s) and the first hop's signaling are behind us.
+    std::thread::sleep(Duration::from_secs(2));
+    let (pair_now, _) = pair_and_inbound(&mut pages[0]).unwrap();
+    let target = format!("{SERVER_IP}:{TLS_PORT}");
+    let mut control = tor.control().unwrap();
+    let mut circuits: Vec<String> = control
+        .stream_status()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.target == target && s.status == "SUCCEEDED")
+        .map(|s| s.circuit)
+        .collect();
+    circuits.sort();
+    circuits.dedup();
+    assert!(
+        !circuits.is_empty(),
+        "no circuit carries a stream to {target}"
+    );
+    let t_fault = Instant::now();
+    for c in &circuits {
+        control.command(&format!("CLOSECIRCUIT {c}")).unwrap();
+    }
+    let back = media_back(
+        &mut pages,
+        &[Some(pair_now), None],
+        t_fault,
+        Duration::from_secs(40),
+    );
+    if back.iter().any(Option::is_none) {
+        fail(
+            &format!("media did not come back after the circuit closed: {back:?}"),
+            &mut pages,
+            &procs,
+        );
+    }
+    let hop_a = pages[0].page.evaluate("window.onionrtc.hop").unwrap();
+    eprintln!(
+        "hop: {} circuit(s) to the relay closed by tor; media back at A after {:?}, at B after \
+         {:?}; A: {hop_a}",
+        circuits.len(),
+        back[0],
+        back[1]
+    );
+    assert!(hop_a["restarts"].as_u64().unwrap_or(0) >= 2, "{hop_a}");
+    let log = connector.stderr().join("\n");
+    for l in log.lines().filter(|l| l.contains("circuit degraded")) {
+        eprintln!("connector: {l}");
+    }
+    assert!(log.contains("circuit degraded (closed)"), "{log}");
+    for b in pages.iter_mut() {
+        let state = b.page.evaluate("window.onionrtc.state").unwrap();
+        assert_eq!(state, "connected", "{}", b.name);
+    }
+
+    // ---- negative control: hopping off in both pages, the same fault ----
+    for b in pages.iter_mut() {
+        b.page
+            .evaluate("window.onionrtc.hop.enabled = false")
+            .unwrap();
+    }
+    let (pair_now, _) = pair_and_inbound(&mut pages[0]).unwrap();
+    let t_fault = Instant::now();
+    let stalled = bridge.stall(TLS_PORT);
+    assert!(stalled >= 1);
+    // Within the bound the hop met above (and more), no recovery: the
+    // inbound media of A stays flat.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, i0) = pair_and_inbound(&mut pages[0]).unwrap();
+    let recovered = media_back(&mut pages[..1], &[None], t_fault, Duration::from_secs(8))[0];
+    let (pair_after, i1) = pair_and_inbound(&mut pages[0]).unwrap();
+    eprintln!(
+        "negative control: hopping off, A's inbound {i0} -> {i1}, pair {pair_now} -> {pair_after}, \
+         recovered: {recovered:?}"
+    );
+    assert!(
+        recovered.is_none(),
+        "recovered without hopping: {recovered:?}"
+    );
+    assert_eq!(i0, i1, "A's media flowed with its circuit stalled");
+    drop(pages);
+    let _ = connector.terminate(Duration::from_secs(10));
+    eprintln!("connector at the end: {}", connector.stderr_tail(1));
+
+    // ---- what racing buys: setup and RTT, --race 1 against --race 3 ----
+    let mut figures = Vec::new();
+    for race in ["1", "3"] {
+        let mut c = socks_connector(
+            &private,
+            &cert,
+            &["--race", race, "--web-listen", "127.0.0.1:0"],
+        );
+        c.wait_line("TURN: ", Duration::from_secs(60));
+        let turn: SocketAddr = (Ipv4Addr::LOCALHOST, 3479).into();
+        // One flow after the other: the first Allocate's answer (upstreams
+        // raced, circuits built, TLS, the relay's 401), then one more on
+        // the kept upstream (the circuit's RTT).
+        let samples: Vec<(Duration, Duration)> = private
+            .run_in(move || (0..RACE_FLOWS).map(|_| allocate_rtts(turn, 1)).collect())
+            .unwrap();
+        let _ = c.terminate(Duration::from_secs(10));
+        assert_eq!(samples.len(), RACE_FLOWS, "--race {race}: {samples:?}");
+        figures.push((race, samples));
+    }
+    for (race, samples) in &figures {
+        let mut setup: Vec<Duration> = samples.iter().map(|s| s.0).collect();
+        let mut rtt: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+        setup.sort();
+        rtt.sort();
+        eprintln!(
+            "--race {race}, {RACE_FLOWS} flows: setup (first Allocate answered) median {:?}, max {:?}; \
+             RTT on the kept upstream median {:?}, max {:?}",
+            setup[RACE_FLOWS / 2],
+            setup[RACE_FLOWS - 1],
+            rtt[RACE_FLOWS / 2],
+            rtt[RACE_FLOWS - 1]
+        );
+    }
+}
+
+/// Flows measured per race width.
+const RACE_FLOWS: usize = 12;
