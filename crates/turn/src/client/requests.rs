@@ -112,6 +112,21 @@ impl Client {
         Ok(())
     }
 
+    /// Refreshes the allocation now: a request the relay answers at once,
+    /// to probe whether the path to it still works (the answer, or its
+    /// absence, is an [`Event::Refreshed`](super::Event::Refreshed) or a
+    /// timeout like any refresh's).
+    ///
+    /// # Errors
+    /// [`ClientError::NotAllocated`], [`ClientError::TooManyTransactions`].
+    pub fn probe(&mut self, now: Instant) -> Result<(), ClientError> {
+        self.require_allocated()?;
+        let kind = RequestKind::Refresh {
+            lifetime: self.config.lifetime_secs().max(1),
+        };
+        self.send_request(now, kind, Retries::default()).map(|_| ())
+    }
+
     /// Installs a permission for `peer` (CreatePermission), refreshed every
     /// 4 minutes until [`Client::forget_permission`]. Does nothing if one
     /// exists or is being installed.
