@@ -645,7 +645,7 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
             None => {}
         }
         // A stalled or broken relay connection: a new one (a new circuit).
-        if let Some(why) = hops.due(connected_at, transport, ep.can_move_relay()) {
+        if let Some(why) = hops.due(Instant::now(), connected_at, transport, ep.can_move_relay()) {
             if why == HopReason::Probe {
                 ep.probe_relay(Instant::now());
                 continue;
@@ -1173,6 +1173,7 @@ impl Hops {
     /// one hop at a time.
     fn due(
         &mut self,
+        now: Instant,
         connected_at: Option<Instant>,
         transport: turn::Transport,
         can_move: bool,
@@ -1184,7 +1185,6 @@ impl Hops {
             return Some(HopReason::Broken);
         }
         let connected = connected_at?;
-        let now = Instant::now();
         if let Some(at) = self.at.filter(|_| !self.asked_done) {
             if now >= connected + at {
                 self.asked_done = true;
@@ -1353,6 +1353,68 @@ mod tests {
             .build()
             .unwrap()
             .block_on(call(f))
+    }
+
+    #[test]
+    fn hops_probe_a_silent_relay_first_then_move_and_back_off() {
+        let f = flags(&[]);
+        let mut h = Hops::new(&f);
+        let tcp = turn::Transport::Tcp;
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Not before the call, never over UDP or without a ticket.
+        assert_eq!(h.due(t0 + ms(5000), None, tcp, true), None);
+        assert_eq!(
+            h.due(t0 + ms(5000), Some(t0), turn::Transport::Udp, true),
+            None
+        );
+        assert_eq!(h.due(t0 + ms(5000), Some(t0), tcp, false), None);
+        // Quiet for a second: a probe, not a hop.
+        h.heard(t0);
+        assert_eq!(h.due(t0 + ms(900), Some(t0), tcp, true), None);
+        assert_eq!(
+            h.due(t0 + ms(1000), Some(t0), tcp, true),
+            Some(HopReason::Probe)
+        );
+        assert_eq!(h.due(t0 + ms(1500), Some(t0), tcp, true), None);
+        // The probe answered: nothing to do.
+        h.heard(t0 + ms(1600));
+        assert_eq!(h.due(t0 + ms(2000), Some(t0), tcp, true), None);
+        // Silence again, and no answer to the probe: move.
+        let p = t0 + ms(2600);
+        assert_eq!(h.due(p, Some(t0), tcp, true), Some(HopReason::Probe));
+        assert_eq!(
+            h.due(p + ms(1000), Some(t0), tcp, true),
+            Some(HopReason::Stalled)
+        );
+        // After a hop the wait doubles.
+        h.recent.push_back(p + ms(1000));
+        h.heard(p + ms(1000));
+        assert_eq!(h.due(p + ms(2500), Some(t0), tcp, true), None);
+        assert_eq!(
+            h.due(p + ms(3000), Some(t0), tcp, true),
+            Some(HopReason::Probe)
+        );
+        // A broken connection moves at once; five moves a minute at most
+        // for stalls.
+        h.broken();
+        assert_eq!(h.due(p, Some(t0), tcp, true), Some(HopReason::Broken));
+        h.broken = false;
+        for _ in 0..MAX_HOPS_PER_MINUTE {
+            h.recent.push_back(p);
+        }
+        assert_eq!(h.due(p + ms(30_000), Some(t0), tcp, true), None);
+        // --hop-at: once, at its time.
+        let f = flags(&["--hop-at", "4"]);
+        let mut h = Hops::new(&f);
+        h.heard(t0 + ms(3900));
+        assert_eq!(h.due(t0 + ms(3900), Some(t0), tcp, true), None);
+        h.heard(t0 + ms(4000));
+        assert_eq!(
+            h.due(t0 + ms(4000), Some(t0), tcp, true),
+            Some(HopReason::Asked)
+        );
+        assert_eq!(h.due(t0 + ms(4010), Some(t0), tcp, true), None);
     }
 
     #[test]
