@@ -14,7 +14,10 @@
 //! - 3: time passes (bytes 0–1, in 100 ms units) and `handle_timeout` runs;
 //! - 4: a request signed by the harness with the user's key and a valid
 //!   nonce, so that the fuzzer reaches past authentication: byte 0 picks
-//!   the method and flow, then attributes `[type: u16][len: u8][value]`;
+//!   the method and flow (bit 5: put the latest MOBILITY-TICKET the server
+//!   gave first; bit 6: hand it to `export_moving`, as the shard owning the
+//!   ticket does, and what leaves to `import_moving`), then attributes
+//!   `[type: u16][len: u8][value]`;
 //! - 5: driver events: a failed relay bind, a peer connect result, an
 //!   incoming peer connection, a closed peer or client connection.
 //!
@@ -105,6 +108,8 @@ struct Harness {
     fail_binds: bool,
     connections: Vec<u32>,
     buf: Vec<u8>,
+    /// The latest MOBILITY-TICKET in an answer (RFC 8016).
+    ticket: Vec<u8>,
 }
 
 impl Harness {
@@ -121,6 +126,7 @@ impl Harness {
             fail_binds: false,
             connections: Vec::new(),
             buf: vec![0; PEER_DATA_HEADROOM + 1500 + PEER_DATA_TAILROOM],
+            ticket: Vec::new(),
         };
         h.nonce = h
             .challenge_nonce(flow(40000, Transport::Udp))
@@ -129,7 +135,10 @@ impl Harness {
             flow(40000, Transport::Udp),
             Method::ALLOCATE,
             1,
-            &[Attribute::RequestedTransport(17)],
+            &[
+                Attribute::RequestedTransport(17),
+                Attribute::MobilityTicket(&[]),
+            ],
         );
         h.signed(
             flow(40001, Transport::Tcp),
@@ -137,8 +146,10 @@ impl Harness {
             2,
             &[Attribute::RequestedTransport(6)],
         );
-        // The harness itself works: both allocations exist.
+        // The harness itself works: both allocations exist, the first
+        // with a mobility ticket.
         assert_eq!(h.server.allocation_count(), 2);
+        assert!(!h.ticket.is_empty());
         h
     }
 
@@ -167,21 +178,27 @@ impl Harness {
     /// Sends a request with `attrs`, then USERNAME, REALM, NONCE,
     /// MESSAGE-INTEGRITY and FINGERPRINT.
     fn signed(&mut self, ft: FiveTuple, method: Method, tx: u8, attrs: &[Attribute<'_>]) {
+        if let Some(req) = self.encode_signed(method, tx, attrs) {
+            self.client_packet(ft, &req);
+        }
+    }
+
+    fn encode_signed(&self, method: Method, tx: u8, attrs: &[Attribute<'_>]) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 2048];
         let typ = MessageType::new(method, Class::Request);
-        let Ok(mut e) = MessageEncoder::new(&mut buf, typ, TransactionId([tx; 12])) else {
-            return;
-        };
+        let mut e = MessageEncoder::new(&mut buf, typ, TransactionId([tx; 12])).ok()?;
         let ok = attrs.iter().all(|a| e.push(a).is_ok())
             && e.push(&Attribute::Username(USER)).is_ok()
             && e.push(&Attribute::Realm(REALM)).is_ok()
             && e.push(&Attribute::Nonce(&self.nonce)).is_ok()
             && e.message_integrity(&FIXED.key).is_ok()
             && e.fingerprint().is_ok();
-        if ok {
-            let n = e.finish();
-            self.client_packet(ft, &buf[..n]);
+        if !ok {
+            return None;
         }
+        let n = e.finish();
+        buf.truncate(n);
+        Some(buf)
     }
 
     fn client_packet(&mut self, ft: FiveTuple, bytes: &[u8]) {
@@ -214,6 +231,14 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(o) = self.server.poll_output() {
             match o {
+                Output::Transmit { payload, .. } => {
+                    if let Some(Ok(Attribute::MobilityTicket(t))) = Message::parse(&payload)
+                        .ok()
+                        .and_then(|m| m.get(attr::MOBILITY_TICKET))
+                    {
+                        self.ticket = t.to_vec();
+                    }
+                }
                 Output::BindRelay { token, addrs, .. } => {
                     // A BindRelay always names at least one address.
                     let r = if self.fail_binds {
@@ -236,12 +261,15 @@ impl Harness {
         match (op & 0x7f) % 6 {
             0 => {
                 let port = if b(0) % 2 == 0 { 40000 } else { 40002 };
+                // What the driver asks of every datagram first.
+                let _ = self.server.mobility_shard(data);
                 self.client_packet(flow(port, Transport::Udp), data);
             }
             1 => {
                 let port = if b(0) % 2 == 0 { 40001 } else { 40003 };
                 // What the driver asks of every stream frame first.
                 let _ = self.server.connection_bind_shard(data);
+                let _ = self.server.mobility_shard(data);
                 self.client_packet(flow(port, Transport::Tcp), data);
             }
             2 => {
@@ -284,7 +312,11 @@ impl Harness {
             2 => flow(40003, Transport::Tcp),
             _ => flow(40002, Transport::Udp),
         };
+        let ticket = self.ticket.clone();
         let mut attrs = Vec::new();
+        if sel & 0x20 != 0 {
+            attrs.push(Attribute::MobilityTicket(&ticket));
+        }
         while rest.len() >= 3 && attrs.len() < 16 {
             let typ = u16::from_be_bytes([rest[0], rest[1]]);
             let len = usize::from(rest[2]).min(rest.len() - 3);
@@ -294,7 +326,18 @@ impl Harness {
             });
             rest = &rest[3 + len..];
         }
-        self.signed(ft, method, sel, &attrs);
+        if sel & 0x40 == 0 {
+            self.signed(ft, method, sel, &attrs);
+            return;
+        }
+        let Some(req) = self.encode_signed(method, sel, &attrs) else {
+            return;
+        };
+        if let Some(m) = self.server.export_moving(self.now, ft, &req) {
+            let _ = m.relay_addrs();
+            self.server.import_moving(self.now, m);
+        }
+        self.drain();
     }
 
     fn driver_event(&mut self, data: &[u8]) {

@@ -166,6 +166,8 @@ pub struct Endpoint {
     events: VecDeque<EndpointEvent>,
     connected: bool,
     failed: bool,
+    /// RFC 8016: the outcome of the last [`Endpoint::move_relay`], until taken.
+    moved: Option<Result<(), u16>>,
     connect_deadline: Option<Instant>,
     drops: Drops,
     rtt: Option<Duration>,
@@ -213,6 +215,7 @@ impl Endpoint {
             events: VecDeque::new(),
             connected: false,
             failed: false,
+            moved: None,
             connect_deadline: None,
             drops: Drops::default(),
             rtt: None,
@@ -436,6 +439,50 @@ impl Endpoint {
         self.drive(now);
     }
 
+    /// RFC 8016: moves the allocation to a new connection to the relay (a
+    /// new Tor circuit): from now on every transmit is for it, starting
+    /// with a Refresh that carries the MOBILITY-TICKET (the TURN client
+    /// must have been configured with `mobility`). The relayed address,
+    /// and so ICE and DTLS, stay: the peer sees nothing. The outcome comes
+    /// from [`Endpoint::take_move_result`].
+    ///
+    /// # Errors
+    /// [`Error::Turn`] without an allocation or a ticket.
+    pub fn move_relay(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: turn::Transport,
+    ) -> Result<(), Error> {
+        self.moved = None;
+        self.turn
+            .move_to(now, server, transport)
+            .map_err(Error::Turn)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Sends the relay a request it answers at once (a Refresh), so that
+    /// a silent path can be told from a quiet peer: whatever comes back
+    /// proves the relay connection alive.
+    pub fn probe_relay(&mut self, now: Instant) {
+        if self.turn.probe(now).is_err() {
+            self.drops.send_failed += 1;
+        }
+    }
+
+    /// Whether the relay gave a MOBILITY-TICKET: [`Endpoint::move_relay`]
+    /// can work.
+    pub fn can_move_relay(&self) -> bool {
+        self.turn.mobility_ticket().is_some()
+    }
+
+    /// The outcome of the last [`Endpoint::move_relay`] once the relay
+    /// answered: `Ok` moved, `Err(code)` refused or unanswered (0).
+    pub fn take_move_result(&mut self) -> Option<Result<(), u16>> {
+        self.moved.take()
+    }
+
     /// Hangs up: closes the WebRTC session and deletes the allocation
     /// (poll the transmits once more to send the Refresh with lifetime 0).
     pub fn close(&mut self, now: Instant) {
@@ -546,6 +593,8 @@ impl Endpoint {
                 }
                 self.receive(now, peer, &data);
             }
+            TurnEvent::Moved { .. } => self.moved = Some(Ok(())),
+            TurnEvent::MoveFailed { code } => self.moved = Some(Err(code)),
             TurnEvent::AllocationExpired => self.fail("the relay allocation expired".into()),
             TurnEvent::RefreshFailed { code: 437 } => {
                 self.fail("the relay forgot the allocation".into());

@@ -124,6 +124,18 @@ pub struct CallFlags {
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 
+    /// Move the relay allocation to a new connection (through Tor: a new
+    /// circuit) when nothing came from the relay for this many
+    /// milliseconds during the call, or when the connection breaks (TCP
+    /// and TLS relays; TURN mobility, RFC 8016). 0: never move.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub hop_after_stall: u64,
+
+    /// Move to a new connection once, this many seconds after the call
+    /// connected, whatever the path's health (tests and measurements).
+    #[arg(long, value_name = "SECS")]
+    pub hop_at: Option<f64>,
+
     /// Opus bit rate (bit/s).
     #[arg(long, value_name = "BPS", default_value_t = 32_000)]
     pub bitrate: i32,
@@ -506,15 +518,7 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                 host: relay.url.host.clone(),
                 port: relay.url.port,
             };
-            let tls_config = if tls {
-                Some(connector::tls::relay_config(&trust)?)
-            } else {
-                None
-            };
-            let s = dialer
-                .dial(&ep, tls_config.as_ref(), None)
-                .await
-                .context("cannot reach the relay")?;
+            let s = dial_relay(&dialer, &ep, &trust).await?;
             // The TURN client needs an address for the server; over a
             // stream it is only a label (the name may be resolved by the proxy).
             let server = relay.url.host.parse::<IpAddr>().map_or(
@@ -534,8 +538,17 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     } else {
         turn::Transport::Tcp
     };
-    let turn_config =
+    let mut turn_config =
         turn::client::ClientConfig::new(server, transport, &relay.username, &relay.credential);
+    // RFC 8016: a stream to the relay (through Tor: a circuit) can be
+    // replaced mid-call without dropping the allocation.
+    turn_config.mobility = transport.is_stream();
+    let relay_ep = Upstream {
+        tls: relay.url.protocol == RelayProtocol::Tls,
+        host: relay.url.host.clone(),
+        port: relay.url.port,
+    };
+    let mut hops = Hops::new(&flags);
     let mut ep_config = EndpointConfig::new(turn_config, local);
     ep_config.relay_protocol = relay.url.protocol;
     let mut ep = Endpoint::new(ep_config, Instant::now())?;
@@ -580,7 +593,13 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
     }
     'call: loop {
         // Everything the endpoint wants to send or say.
-        end_on_err!('call, flush(&mut ep, &mut io).await);
+        if let Err(e) = flush(&mut ep, &mut io).await {
+            if hops.enabled() && ep.can_move_relay() && !hops.is_broken() {
+                hops.broken();
+            } else if !hops.is_broken() {
+                end_on_err!('call, Err::<(), _>(e));
+            }
+        }
         while let Some(ev) = ep.poll_event() {
             match ev {
                 EndpointEvent::Allocated { .. } => {
@@ -615,6 +634,39 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                 }
                 EndpointEvent::Audio(p) => jb.push(p.seq, p.rtp_time, p.arrival, &p.payload),
             }
+        }
+        match ep.take_move_result() {
+            Some(Ok(())) => hops.moved(tty),
+            Some(Err(code)) => {
+                summary.state = "disconnected";
+                summary.error = Some(format!("the relay refused to move the allocation ({code})"));
+                break 'call;
+            }
+            None => {}
+        }
+        // A stalled or broken relay connection: a new one (a new circuit).
+        if let Some(why) = hops.due(Instant::now(), connected_at, transport, ep.can_move_relay()) {
+            if why == HopReason::Probe {
+                ep.probe_relay(Instant::now());
+                continue;
+            }
+            match hop(
+                &mut ep, &dialer, &relay_ep, &trust, server, &mut hops, why, tty,
+            )
+            .await
+            {
+                Ok(new_io) => io = new_io,
+                Err(e) => {
+                    summary.state = if connected_at.is_some() {
+                        "disconnected"
+                    } else {
+                        "failed"
+                    };
+                    summary.error = Some(format!("cannot move to a new relay connection: {e:#}"));
+                    break 'call;
+                }
+            }
+            continue;
         }
         if allocated && initiator && !offered {
             offered = true;
@@ -733,6 +785,9 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
             }
             r = recv(&mut io, &mut buf) => {
                 let now = Instant::now();
+                if matches!(r, Ok(n) if n > 0) {
+                    hops.heard(now);
+                }
                 match r {
                     Ok(n) if n > 0 => match &io {
                         TurnIo::Udp(_, server) => ep.handle_turn_datagram(now, *server, &buf[..n]),
@@ -745,6 +800,11 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
                         }
                     },
                     Ok(_) | Err(_) if matches!(io, TurnIo::Stream(..)) => {
+                        if hops.enabled() && ep.can_move_relay() && !hops.is_broken() {
+                            // A circuit that broke: move to a new one.
+                            hops.broken();
+                            continue;
+                        }
                         summary.state = if connected_at.is_some() { "disconnected" } else { "failed" };
                         summary.error = Some("the relay closed the connection".into());
                         break;
@@ -859,6 +919,7 @@ async fn call(flags: CallFlags) -> anyhow::Result<bool> {
             "mos": if connected { mos(&s) } else { None },
             "verdict": verdict(&s, connected),
             "duration": duration,
+            "hops": hops.times_ms(),
             "error": summary.error,
         });
         println!("{v}");
@@ -1026,6 +1087,190 @@ fn status_line(connected: bool, s: &media::CallStats) -> String {
     )
 }
 
+/// A stream to the relay through the dialer (through Tor each dial gets
+/// its own circuit: the SOCKS credentials isolate it).
+async fn dial_relay(dialer: &Dialer, ep: &Upstream, trust: &RelayTrust) -> anyhow::Result<BoxIo> {
+    let tls_config = if ep.tls {
+        Some(connector::tls::relay_config(trust)?)
+    } else {
+        None
+    };
+    dialer
+        .dial(ep, tls_config.as_ref(), None)
+        .await
+        .context("cannot reach the relay")
+}
+
+/// Why the caller moves its allocation to a new relay connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HopReason {
+    /// The connection closed or failed.
+    Broken,
+    /// Nothing came from the relay for `--hop-after-stall`: not a hop
+    /// yet, a probe of the relay first.
+    Probe,
+    /// Nothing came from the relay for `--hop-after-stall`, nor an answer
+    /// to the probe for as long again.
+    Stalled,
+    /// `--hop-at`.
+    Asked,
+}
+
+/// When to hop (RFC 8016 moves), and how long the hops took.
+#[derive(Debug)]
+struct Hops {
+    stall: Option<Duration>,
+    at: Option<Duration>,
+    asked_done: bool,
+    last_heard: Instant,
+    broken: bool,
+    /// When the hop in flight started.
+    started: Option<Instant>,
+    /// When the relay was probed during the current silence.
+    probed: Option<Instant>,
+    /// Hops in the last minute (a path that breaks again and again ends
+    /// the call instead of hopping forever).
+    recent: std::collections::VecDeque<Instant>,
+    times: Vec<f64>,
+}
+
+/// Hops allowed per minute.
+const MAX_HOPS_PER_MINUTE: usize = 5;
+
+impl Hops {
+    fn new(flags: &CallFlags) -> Self {
+        Hops {
+            stall: (flags.hop_after_stall > 0)
+                .then(|| Duration::from_millis(flags.hop_after_stall)),
+            at: flags.hop_at.map(Duration::from_secs_f64),
+            asked_done: false,
+            last_heard: Instant::now(),
+            broken: false,
+            started: None,
+            probed: None,
+            recent: std::collections::VecDeque::new(),
+            times: Vec::new(),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.stall.is_some() || self.at.is_some()
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    fn broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Whether to hop now, and why: only during the call, over a stream,
+    /// one hop at a time.
+    fn due(
+        &mut self,
+        now: Instant,
+        connected_at: Option<Instant>,
+        transport: turn::Transport,
+        can_move: bool,
+    ) -> Option<HopReason> {
+        if !transport.is_stream() || !can_move || self.started.is_some() {
+            return None;
+        }
+        if self.broken {
+            return Some(HopReason::Broken);
+        }
+        let connected = connected_at?;
+        if let Some(at) = self.at.filter(|_| !self.asked_done) {
+            if now >= connected + at {
+                self.asked_done = true;
+                return Some(HopReason::Asked);
+            }
+        }
+        // The peer's own path may be the one that stalls: each recent hop
+        // doubles the wait, and a few per minute at most.
+        self.recent
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        if self.recent.len() >= MAX_HOPS_PER_MINUTE {
+            return None;
+        }
+        let quiet = now.duration_since(self.last_heard.max(connected));
+        let backoff = 1u32 << self.recent.len().min(4);
+        let stall = self.stall? * backoff;
+        if quiet < stall {
+            self.probed = None;
+            return None;
+        }
+        // Silence: the peer may just be quiet. The relay answers a probe
+        // at once over a live path; no answer within another stall is a
+        // dead path.
+        match self.probed {
+            None => {
+                self.probed = Some(now);
+                Some(HopReason::Probe)
+            }
+            Some(at) if now.duration_since(at) >= stall && self.last_heard < at => {
+                self.probed = None;
+                Some(HopReason::Stalled)
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn moved(&mut self, tty: bool) {
+        if let Some(t) = self.started.take() {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            self.times.push(ms);
+            if tty {
+                eprintln!("\nmoved to a new relay connection in {ms:.0} ms");
+            }
+            tracing::info!("moved to a new relay connection in {ms:.0} ms");
+        }
+    }
+
+    fn times_ms(&self) -> Vec<u64> {
+        self.times.iter().map(|t| t.round() as u64).collect()
+    }
+}
+
+/// Opens a new relay connection and moves the allocation there.
+#[allow(clippy::too_many_arguments)]
+async fn hop(
+    ep: &mut Endpoint,
+    dialer: &Dialer,
+    relay: &Upstream,
+    trust: &RelayTrust,
+    server: SocketAddr,
+    hops: &mut Hops,
+    why: HopReason,
+    tty: bool,
+) -> anyhow::Result<TurnIo> {
+    let now = Instant::now();
+    hops.recent
+        .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+    if hops.recent.len() >= MAX_HOPS_PER_MINUTE {
+        bail!("{MAX_HOPS_PER_MINUTE} moves within a minute: the path keeps failing");
+    }
+    hops.recent.push_back(now);
+    hops.started = Some(now);
+    if tty {
+        eprintln!("\nrelay connection {why:?}: moving to a new one");
+    }
+    tracing::info!("relay connection {why:?}: moving to a new one");
+    let s = dial_relay(dialer, relay, trust).await?;
+    let (r, w) = tokio::io::split(s);
+    let mut io = TurnIo::Stream(r, w);
+    ep.move_relay(Instant::now(), server, turn::Transport::Tcp)?;
+    flush(ep, &mut io).await?;
+    hops.broken = false;
+    hops.last_heard = Instant::now();
+    Ok(io)
+}
+
 async fn flush(ep: &mut Endpoint, io: &mut TurnIo) -> anyhow::Result<()> {
     while let Some(t) = ep.poll_transmit() {
         match io {
@@ -1108,6 +1353,68 @@ mod tests {
             .build()
             .unwrap()
             .block_on(call(f))
+    }
+
+    #[test]
+    fn hops_probe_a_silent_relay_first_then_move_and_back_off() {
+        let f = flags(&[]);
+        let mut h = Hops::new(&f);
+        let tcp = turn::Transport::Tcp;
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Not before the call, never over UDP or without a ticket.
+        assert_eq!(h.due(t0 + ms(5000), None, tcp, true), None);
+        assert_eq!(
+            h.due(t0 + ms(5000), Some(t0), turn::Transport::Udp, true),
+            None
+        );
+        assert_eq!(h.due(t0 + ms(5000), Some(t0), tcp, false), None);
+        // Quiet for a second: a probe, not a hop.
+        h.heard(t0);
+        assert_eq!(h.due(t0 + ms(900), Some(t0), tcp, true), None);
+        assert_eq!(
+            h.due(t0 + ms(1000), Some(t0), tcp, true),
+            Some(HopReason::Probe)
+        );
+        assert_eq!(h.due(t0 + ms(1500), Some(t0), tcp, true), None);
+        // The probe answered: nothing to do.
+        h.heard(t0 + ms(1600));
+        assert_eq!(h.due(t0 + ms(2000), Some(t0), tcp, true), None);
+        // Silence again, and no answer to the probe: move.
+        let p = t0 + ms(2600);
+        assert_eq!(h.due(p, Some(t0), tcp, true), Some(HopReason::Probe));
+        assert_eq!(
+            h.due(p + ms(1000), Some(t0), tcp, true),
+            Some(HopReason::Stalled)
+        );
+        // After a hop the wait doubles.
+        h.recent.push_back(p + ms(1000));
+        h.heard(p + ms(1000));
+        assert_eq!(h.due(p + ms(2500), Some(t0), tcp, true), None);
+        assert_eq!(
+            h.due(p + ms(3000), Some(t0), tcp, true),
+            Some(HopReason::Probe)
+        );
+        // A broken connection moves at once; five moves a minute at most
+        // for stalls.
+        h.broken();
+        assert_eq!(h.due(p, Some(t0), tcp, true), Some(HopReason::Broken));
+        h.broken = false;
+        for _ in 0..MAX_HOPS_PER_MINUTE {
+            h.recent.push_back(p);
+        }
+        assert_eq!(h.due(p + ms(30_000), Some(t0), tcp, true), None);
+        // --hop-at: once, at its time.
+        let f = flags(&["--hop-at", "4"]);
+        let mut h = Hops::new(&f);
+        h.heard(t0 + ms(3900));
+        assert_eq!(h.due(t0 + ms(3900), Some(t0), tcp, true), None);
+        h.heard(t0 + ms(4000));
+        assert_eq!(
+            h.due(t0 + ms(4000), Some(t0), tcp, true),
+            Some(HopReason::Asked)
+        );
+        assert_eq!(h.due(t0 + ms(4010), Some(t0), tcp, true), None);
     }
 
     #[test]

@@ -399,6 +399,7 @@ struct RelayFile {
     idle_timeout_secs: Option<u64>,
     max_frame: Option<usize>,
     tcp_relay: Option<bool>,
+    mobility: Option<bool>,
     threads: Option<usize>,
     busy_poll_us: Option<u32>,
     unauthenticated_rate: Option<u32>,
@@ -474,6 +475,9 @@ pub struct RelayConfig {
     pub max_frame: usize,
     /// Accept RFC 6062 TCP allocations.
     pub tcp_relay: bool,
+    /// RFC 8016 mobility: MOBILITY-TICKETs for clients that ask, and
+    /// allocations that follow them to a new 5-tuple.
+    pub mobility: bool,
     /// Worker threads (resolved: never 0).
     pub threads: usize,
     /// After a loop turn that had work, each shard polls its sockets
@@ -675,6 +679,7 @@ impl RelayConfig {
             idle_timeout: Duration::from_secs(120),
             max_frame: 4096,
             tcp_relay: true,
+            mobility: true,
             threads: cores(),
             busy_poll_us: 0,
             unauthenticated_rate: limits.unauthenticated_rate,
@@ -777,6 +782,7 @@ impl RelayConfig {
         c.log_client_addresses = f.log_client_addresses.unwrap_or(false);
         c.software = f.software.unwrap_or(false);
         c.tcp_relay = f.tcp_relay.unwrap_or(true);
+        c.mobility = f.mobility.unwrap_or(true);
         c.metrics = f
             .metrics
             .map(|v| parse_metrics("metrics", &v))
@@ -1057,6 +1063,7 @@ impl RelayConfig {
         config.software =
             (self.software).then(|| format!("OnionRTC {}", env!("CARGO_PKG_VERSION")));
         config.tcp_relay = self.tcp_relay;
+        config.mobility = self.mobility;
         config.limits = Limits {
             allocations_per_user: self.max_allocations_per_user,
             allocations_per_static_user: self.max_allocations_per_static_user,
@@ -1200,6 +1207,7 @@ impl RelayConfig {
         t.kv("idle_timeout_secs", self.idle_timeout.as_secs());
         t.kv("max_frame", self.max_frame);
         t.kv("tcp_relay", self.tcp_relay);
+        t.kv("mobility", self.mobility);
         t.kv("threads", self.threads);
         t.kv("busy_poll_us", self.busy_poll_us);
         t.kv("unauthenticated_rate", self.unauthenticated_rate);

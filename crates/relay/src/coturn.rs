@@ -371,6 +371,7 @@ struct State {
     denied: Vec<Cidr>,
     allow_loopback: bool,
     no_tcp_relay: bool,
+    mobility: bool,
     no_udp: bool,
     no_tcp: bool,
     no_tls: bool,
@@ -720,7 +721,10 @@ fn translate(st: &mut State, opt: &CoturnOption, n: &mut Notes<'_>) {
         "stun-only" => n.no("the relay always serves TURN; STUN Binding needs no credentials"),
         "no-stun" => n.no("STUN Binding is always answered (rate-limited per source)"),
         "secure-stun" => n.no("STUN Binding requests are answered without authentication (rate-limited per source)"),
-        "mobility" => n.no("ICE mobility (RFC 8016) is not implemented"),
+        "mobility" => {
+            st.mobility = true;
+            n.done("mobility = true");
+        }
         "oauth" => n.no("third-party (OAuth) authorization is not implemented; use TURN REST credentials"),
         "server-relay" => n.no("not implemented (non-standard)"),
         "check-origin-consistency" => n.no("ORIGIN is not checked"),
@@ -967,6 +971,9 @@ fn write_toml(st: &State, origin: &str, notes: &[Note]) -> (String, Vec<String>)
     // The rest.
     if st.no_tcp_relay {
         b.kv("tcp_relay", "false".into(), "no-tcp-relay");
+    }
+    if st.mobility {
+        b.kv("mobility", "true".into(), "mobility");
     }
     if let Some(t) = st.threads {
         b.kv("threads", t.to_string(), "relay-threads");

@@ -33,6 +33,12 @@ pub struct DriverStats {
     /// RFC 6062 data connections handed to the shard owning their
     /// ConnectionBind.
     pub handovers: u64,
+    /// RFC 8016 allocations moved in from another shard (UDP flows; a
+    /// stream is handed over instead, counted in `handovers`).
+    pub mobility_arrivals: u64,
+    /// RFC 8016 moves between shards lost because a shard was gone
+    /// (shutting down).
+    pub mobility_lost: u64,
 }
 
 /// The latest counters of every shard.
@@ -80,6 +86,8 @@ impl Metrics {
                 t.1.relay_sockets += d.relay_sockets;
                 t.1.oversize_datagrams += d.oversize_datagrams;
                 t.1.handovers += d.handovers;
+                t.1.mobility_lost += d.mobility_lost;
+                t.1.mobility_arrivals += d.mobility_arrivals;
             }
         }
         t
@@ -162,7 +170,7 @@ impl Metrics {
                 s.auth_failures_for(f)
             );
         }
-        let simple: [(&str, &str, u64); 13] = [
+        let simple: [(&str, &str, u64); 17] = [
             (
                 "onionrtc_auth_challenges_total",
                 "401 challenges to requests without credentials.",
@@ -222,6 +230,26 @@ impl Metrics {
                 "onionrtc_connection_handovers_total",
                 "RFC 6062 data connections handed to the shard holding their peer connection.",
                 d.handovers,
+            ),
+            (
+                "onionrtc_mobility_moves_total",
+                "RFC 8016: allocations moved to a new client 5-tuple by a MOBILITY-TICKET.",
+                s.mobility_moves,
+            ),
+            (
+                "onionrtc_mobility_refused_total",
+                "RFC 8016: mobility requests refused (unknown ticket, another user, mobility off).",
+                s.mobility_refused,
+            ),
+            (
+                "onionrtc_mobility_shard_moves_total",
+                "RFC 8016: allocations that moved to another shard with their client's new UDP flow.",
+                d.mobility_arrivals,
+            ),
+            (
+                "onionrtc_mobility_lost_total",
+                "RFC 8016: moves between shards lost to a shard shutting down.",
+                d.mobility_lost,
             ),
             (
                 "onionrtc_connections_timed_out_total",
@@ -335,6 +363,8 @@ fn add_stats(t: &mut Stats, a: &Stats) {
     t.dropped_no_permission += a.dropped_no_permission;
     t.dropped_no_channel += a.dropped_no_channel;
     t.error_responses += a.error_responses;
+    t.mobility_moves += a.mobility_moves;
+    t.mobility_refused += a.mobility_refused;
     for i in 0..2 {
         for j in 0..2 {
             t.bandwidth_dropped_packets[i][j] += a.bandwidth_dropped_packets[i][j];

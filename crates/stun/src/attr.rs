@@ -77,9 +77,13 @@ pub const FINGERPRINT: u16 = 0x8028;
 pub const ICE_CONTROLLED: u16 = 0x8029;
 /// ICE-CONTROLLING (RFC 8445).
 pub const ICE_CONTROLLING: u16 = 0x802A;
+/// MOBILITY-TICKET (RFC 8016): empty in an Allocate (the client asks for
+/// mobility), an opaque ticket in responses and in a Refresh that moves
+/// the allocation to a new 5-tuple.
+pub const MOBILITY_TICKET: u16 = 0x8030;
 
 /// Every attribute type this crate decodes, with its RFC name.
-pub const KNOWN: [(u16, &str); 34] = [
+pub const KNOWN: [(u16, &str); 35] = [
     (MAPPED_ADDRESS, "MAPPED-ADDRESS"),
     (USERNAME, "USERNAME"),
     (MESSAGE_INTEGRITY, "MESSAGE-INTEGRITY"),
@@ -114,6 +118,7 @@ pub const KNOWN: [(u16, &str); 34] = [
     (FINGERPRINT, "FINGERPRINT"),
     (ICE_CONTROLLED, "ICE-CONTROLLED"),
     (ICE_CONTROLLING, "ICE-CONTROLLING"),
+    (MOBILITY_TICKET, "MOBILITY-TICKET"),
 ];
 
 /// Whether this crate knows the attribute type.
@@ -130,6 +135,9 @@ pub fn name(typ: u16) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// Maximum MOBILITY-TICKET length in bytes: tickets are opaque to clients,
+/// ours are 64 bytes and coturn's a few hundred; anything longer is refused.
+pub const MAX_MOBILITY_TICKET: usize = 1024;
 /// Maximum USERNAME length in bytes (RFC 8489 §14.3: fewer than 509).
 pub const MAX_USERNAME: usize = 508;
 /// Maximum length in bytes of REALM, NONCE, SOFTWARE and reason phrases
@@ -353,6 +361,8 @@ pub enum Attribute<'a> {
     IceControlled(u64),
     /// ICE-CONTROLLING tie-breaker.
     IceControlling(u64),
+    /// MOBILITY-TICKET (RFC 8016): opaque, empty when requesting one.
+    MobilityTicket(&'a [u8]),
     /// Any other type, undecoded.
     Unknown {
         /// The type.
@@ -479,6 +489,12 @@ impl<'a> Attribute<'a> {
             }
             ICE_CONTROLLED => Attribute::IceControlled(u64::from_be_bytes(fixed(t, v)?)),
             ICE_CONTROLLING => Attribute::IceControlling(u64::from_be_bytes(fixed(t, v)?)),
+            MOBILITY_TICKET => {
+                if v.len() > MAX_MOBILITY_TICKET {
+                    return Err(Error::InvalidAttribute(t));
+                }
+                Attribute::MobilityTicket(v)
+            }
             _ => Attribute::Unknown { typ: t, value: v },
         })
     }
@@ -520,6 +536,7 @@ impl<'a> Attribute<'a> {
             Attribute::UseCandidate => USE_CANDIDATE,
             Attribute::IceControlled(_) => ICE_CONTROLLED,
             Attribute::IceControlling(_) => ICE_CONTROLLING,
+            Attribute::MobilityTicket(_) => MOBILITY_TICKET,
             Attribute::Unknown { typ, .. } => *typ,
         }
     }
@@ -566,6 +583,7 @@ impl<'a> Attribute<'a> {
             Attribute::PasswordAlgorithm(e) => 4 + e.params.len(),
             Attribute::UnknownAttributes(u) => u.as_bytes().len(),
             Attribute::Data(d) => d.len(),
+            Attribute::MobilityTicket(t) => check_len(t.len(), MAX_MOBILITY_TICKET)?,
             Attribute::EvenPort(_) => 1,
             Attribute::DontFragment | Attribute::UseCandidate => 0,
             Attribute::ReservationToken(_) | Attribute::IceControlled(_) => 8,
@@ -614,7 +632,7 @@ impl<'a> Attribute<'a> {
                 out[0..2].copy_from_slice(&n.to_be_bytes());
                 out[2..4].fill(0);
             }
-            Attribute::Data(d) => out.copy_from_slice(d),
+            Attribute::Data(d) | Attribute::MobilityTicket(d) => out.copy_from_slice(d),
             Attribute::RequestedAddressFamily(f) | Attribute::AdditionalAddressFamily(f) => {
                 out.copy_from_slice(&[f.to_u8(), 0, 0, 0])
             }
@@ -670,6 +688,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         420 => "Unknown Attribute",
         437 => "Allocation Mismatch",
         438 => "Stale Nonce",
+        405 => "Mobility Forbidden",
         440 => "Address Family not Supported",
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
@@ -707,6 +726,7 @@ mod tests {
             (ADDRESS_ERROR_CODE, &[9, 0, 4, 40]),
             (USERNAME, &[0xff, 0xfe]),
             (ICMP, &[0; 7]),
+            (MOBILITY_TICKET, &[0; MAX_MOBILITY_TICKET + 1]),
         ];
         for (t, v) in cases {
             let raw = RawAttribute {

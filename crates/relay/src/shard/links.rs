@@ -10,8 +10,16 @@
 //! ConnectionBind frame to the owner through its mailbox and wakes it; the
 //! owner answers the bind and pipes from then on. Only the control plane
 //! crosses shards; no packet does.
+//!
+//! RFC 8016 mobility: a Refresh whose MOBILITY-TICKET names another
+//! shard's allocation arrived here. On a stream, the connection is handed
+//! to the owner like a ConnectionBind. A UDP flow cannot be handed over
+//! (the kernel picks its shard by address hash), so the allocation comes
+//! here instead: this shard asks the owner ([`Letter::Fetch`]), the owner
+//! checks the Refresh and sends the allocation with its relay sockets
+//! ([`Letter::Arrival`]), and this shard answers the Refresh.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -75,10 +83,34 @@ pub struct Handoff {
     frame: Vec<u8>,
 }
 
+/// What shards send each other.
+pub enum Letter {
+    /// A client stream and the frame that names the receiving shard.
+    Stream(Handoff),
+    /// RFC 8016: shard `to` received `frame`, a Refresh from the UDP flow
+    /// `ft` with a ticket naming the receiving shard's allocation.
+    Fetch {
+        /// The new client flow.
+        ft: FiveTuple,
+        /// The Refresh.
+        frame: Vec<u8>,
+        /// The shard that holds the flow.
+        to: u32,
+    },
+    /// RFC 8016: an allocation moving to the receiving shard, with its
+    /// relay sockets.
+    Arrival {
+        /// The allocation.
+        moving: Box<turn::server::MovingAllocation>,
+        /// Its relay sockets, deregistered from the sender's poll.
+        sockets: Vec<(SocketAddr, UdpSocket)>,
+    },
+}
+
 /// Where to hand a shard connections.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    tx: Sender<Handoff>,
+    tx: Sender<Letter>,
     waker: Arc<Waker>,
 }
 
@@ -89,7 +121,7 @@ pub struct Links {
     /// Every shard's mailbox, by shard index.
     pub mailboxes: Arc<[Mailbox]>,
     /// This shard's mailbox.
-    pub inbox: Receiver<Handoff>,
+    pub inbox: Receiver<Letter>,
     /// Connection counts of all shards.
     pub conns: Arc<ConnCounts>,
     /// Metrics of all shards.
@@ -152,12 +184,12 @@ impl Shard {
                 conn,
                 frame: frame.to_vec(),
             };
-            m.tx.send(h).is_ok() && m.waker.wake().is_ok()
+            m.tx.send(Letter::Stream(h)).is_ok() && m.waker.wake().is_ok()
         });
         if sent {
             self.stats.handovers += 1;
             tracing::debug!(
-                "shard {}: ConnectionBind for shard {owner}, connection handed over",
+                "shard {}: ConnectionBind or mobility Refresh for shard {owner}, connection handed over",
                 self.index
             );
         } else {
@@ -166,10 +198,109 @@ impl Shard {
         }
     }
 
-    /// Takes the connections other shards handed over: each one's
-    /// ConnectionBind is answered here, then it is served like any other.
+    fn post(&self, to: u32, letter: Letter) -> bool {
+        self.mailboxes
+            .get(to as usize)
+            .is_some_and(|m| m.tx.send(letter).is_ok() && m.waker.wake().is_ok())
+    }
+
+    /// RFC 8016: a Refresh from the UDP flow `ft` moves an allocation of
+    /// shard `owner` here: ask for it.
+    pub(super) fn fetch_allocation(&mut self, owner: u32, ft: FiveTuple, frame: &[u8]) {
+        let letter = Letter::Fetch {
+            ft,
+            frame: frame.to_vec(),
+            to: self.index as u32,
+        };
+        if !self.post(owner, letter) {
+            self.stats.mobility_lost += 1;
+        }
+    }
+
+    /// RFC 8016: shard `to` asks for an allocation: the server checks the
+    /// Refresh (and answers it if refused); the allocation and its relay
+    /// sockets leave.
+    fn send_allocation(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        frame: &[u8],
+        to: u32,
+        bufs: &mut Bufs,
+    ) {
+        let Some(moving) = self.server.export_moving(now, ft, frame) else {
+            self.drain(now, bufs);
+            return;
+        };
+        let mut sockets = Vec::new();
+        for a in moving.relay_addrs() {
+            let Some(t) = self.relay_by_local.remove(&a) else {
+                continue;
+            };
+            if let Some(Entry::RelayUdp { mut sock, .. }) = self.slab.try_remove(t.0) {
+                let _ = self.poll.registry().deregister(&mut sock);
+                self.stats.relay_sockets = self.stats.relay_sockets.saturating_sub(1);
+                sockets.push((a, sock));
+            }
+        }
+        let moving = Box::new(moving);
+        if !self.post(to, Letter::Arrival { moving, sockets }) {
+            // The other shard is gone (shutting down): the allocation and
+            // its sockets end here.
+            self.stats.mobility_lost += 1;
+        }
+        self.drain(now, bufs);
+    }
+
+    /// RFC 8016: an allocation arrived from another shard.
+    fn receive_allocation(
+        &mut self,
+        now: Instant,
+        moving: turn::server::MovingAllocation,
+        sockets: Vec<(SocketAddr, UdpSocket)>,
+        bufs: &mut Bufs,
+    ) {
+        let Some(id) = self.server.import_moving(now, moving) else {
+            // Refused (the flow made an allocation meanwhile): the sockets close.
+            self.drain(now, bufs);
+            return;
+        };
+        self.stats.mobility_arrivals += 1;
+        for (local, mut sock) in sockets {
+            let key = self.slab.vacant_key();
+            if (self.poll.registry())
+                .register(&mut sock, Token(key), Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.slab.insert(Entry::RelayUdp {
+                sock,
+                local,
+                alloc: Some(id),
+            });
+            self.relay_by_local.insert(local, Token(key));
+            self.stats.relay_sockets += 1;
+        }
+        self.drain(now, bufs);
+    }
+
+    /// Takes what other shards sent: connections handed over (each one's
+    /// ConnectionBind or Refresh is answered here, then it is served like
+    /// any other) and moving allocations.
     pub(super) fn take_handoffs(&mut self, now: Instant, bufs: &mut Bufs) {
-        while let Ok(Handoff { mut conn, frame }) = self.inbox.try_recv() {
+        while let Ok(letter) = self.inbox.try_recv() {
+            let (mut conn, frame) = match letter {
+                Letter::Stream(Handoff { conn, frame }) => (conn, frame),
+                Letter::Fetch { ft, frame, to } => {
+                    self.send_allocation(now, ft, &frame, to, bufs);
+                    continue;
+                }
+                Letter::Arrival { moving, sockets } => {
+                    self.receive_allocation(now, *moving, sockets, bufs);
+                    continue;
+                }
+            };
             let ft = conn.ft;
             let key = self.slab.vacant_key();
             let interest = Interest::READABLE | Interest::WRITABLE;

@@ -177,7 +177,7 @@ pub struct Shard {
     conns: Arc<ConnCounts>,
     /// Every shard's mailbox (RFC 6062 data connections handed over).
     mailboxes: Arc<[links::Mailbox]>,
-    inbox: std::sync::mpsc::Receiver<links::Handoff>,
+    inbox: std::sync::mpsc::Receiver<links::Letter>,
     peers: FxHashMap<u32, Token>,
     again: Vec<Token>,
     /// RFC 6062 pipe ends paused by a bandwidth limit, and when to read

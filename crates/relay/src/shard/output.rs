@@ -110,6 +110,15 @@ impl Shard {
                         lifetime.as_secs(),
                     );
                 }
+                Output::AllocationMoved { from, to } => {
+                    tracing::info!(
+                        "allocation moved client={} transport={} to client={} transport={}",
+                        ClientAddr::new(from.client, self.cfg.log_client_addresses),
+                        from.transport,
+                        ClientAddr::new(to.client, self.cfg.log_client_addresses),
+                        to.transport,
+                    );
+                }
                 Output::AllocationEnded { five_tuple, reason } => {
                     tracing::info!(
                         "allocation ended client={} transport={} reason={}",

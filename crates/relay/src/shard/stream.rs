@@ -144,7 +144,11 @@ impl Shard {
             let Bufs { frame, peer, .. } = bufs;
             // RFC 6062: a data connection binding a peer connection of
             // another shard goes to that shard, bind frame and all.
-            if let Some(owner) = self.server.connection_bind_shard(&frame[..len]) {
+            // RFC 8016: so does a Refresh whose ticket names an
+            // allocation of another shard (the allocation stays there).
+            if let Some(owner) = (self.server.connection_bind_shard(&frame[..len]))
+                .or_else(|| self.server.mobility_shard(&frame[..len]))
+            {
                 self.hand_over(t, owner, &frame[..len]);
                 return true;
             }

@@ -31,6 +31,11 @@ impl Shard {
                     transport: Transport::Udp,
                 };
                 let data = &slot[PEER_DATA_HEADROOM..PEER_DATA_HEADROOM + len];
+                // RFC 8016: a ticket of another shard's allocation.
+                if let Some(owner) = self.server.mobility_shard(data) {
+                    self.fetch_allocation(owner, ft, data);
+                    continue;
+                }
                 if let Some(send) = self.server.handle_client_packet(now, ft, data) {
                     self.send_to_peer(now, send, peer);
                 }

@@ -140,6 +140,31 @@ enum Wire {
     },
 }
 
+impl Wire {
+    /// A UDP socket bound to `local` (any port), or a TCP connection from
+    /// it to `server`.
+    fn open(transport: Transport, server: SocketAddr, local: IpAddr) -> Self {
+        match transport {
+            Transport::Udp => Wire::Udp(UdpSocket::bind((local, 0)).unwrap()),
+            Transport::Tcp => {
+                let domain = socket2::Domain::for_address(server);
+                let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+                s.bind(&SocketAddr::new(local, 0).into()).unwrap();
+                s.connect_timeout(&server.into(), Duration::from_secs(5))
+                    .unwrap();
+                let sock: TcpStream = s.into();
+                sock.set_nodelay(true).unwrap();
+                Wire::Stream {
+                    sock,
+                    decoder: StreamDecoder::new(70_000),
+                    closed: false,
+                }
+            }
+            Transport::Tls => panic!("the test driver speaks UDP and TCP only"),
+        }
+    }
+}
+
 /// Runs a `turn::client::Client` over a real socket to the relay, and
 /// lets the test send hand-made requests on the same 5-tuple (their
 /// responses are taken out before the client sees them). Every wait is
@@ -159,24 +184,7 @@ impl Driver {
     /// UDP and TCP only.
     pub fn new(config: ClientConfig, local: IpAddr) -> Self {
         let server = config.server;
-        let wire = match config.transport {
-            Transport::Udp => Wire::Udp(UdpSocket::bind((local, 0)).unwrap()),
-            Transport::Tcp => {
-                let domain = socket2::Domain::for_address(server);
-                let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
-                s.bind(&SocketAddr::new(local, 0).into()).unwrap();
-                s.connect_timeout(&server.into(), Duration::from_secs(5))
-                    .unwrap();
-                let sock: TcpStream = s.into();
-                sock.set_nodelay(true).unwrap();
-                Wire::Stream {
-                    sock,
-                    decoder: StreamDecoder::new(70_000),
-                    closed: false,
-                }
-            }
-            Transport::Tls => panic!("the test driver speaks UDP and TCP only"),
-        };
+        let wire = Wire::open(config.transport, server, local);
         Driver {
             client: Client::new(config, Instant::now()),
             wire,
@@ -186,6 +194,15 @@ impl Driver {
             raw_got: HashMap::new(),
             buf: vec![0; 70_000],
         }
+    }
+
+    /// RFC 8016: opens a new socket (UDP) or connection (TCP) from
+    /// 127.0.0.1 and moves the allocation there; the old socket closes.
+    pub fn move_to(&mut self, transport: Transport) {
+        self.wire = Wire::open(transport, self.server, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        self.client
+            .move_to(Instant::now(), self.server, transport)
+            .unwrap();
     }
 
     /// A UDP client of the test user from 127.0.0.1.

@@ -528,3 +528,49 @@ fn uclient_follows_alternate_server_from_a_draining_relay() {
         "{ma}"
     );
 }
+
+/// RFC 8016: coturn's uclient with `-M` asks for a MOBILITY-TICKET in every
+/// Allocate (coturn 4.6 does not move allocations itself: it keeps the
+/// ticket as a C string and sends it back in its Refreshes, hence our
+/// text tickets); over UDP and TCP, on two shards, every allocation gets
+/// one and the data flows. Negative control: with `mobility = false` the
+/// same Allocate is refused 405 and counted, and nothing flows.
+#[test]
+fn uclient_mobility_udp_tcp_and_refused_when_off() {
+    if !require_coturn() {
+        return;
+    }
+    let relay = TestRelay::start(|c| c.max_connections_per_ip = 1000);
+    let (_peer, pport) = start_peer();
+    for transport in [&[][..], &["-t"][..]] {
+        let mut args = vec!["-M", "-c", "-m", "10", "-n", "20", "-l", "120", "-z", "5"];
+        args.extend_from_slice(transport);
+        assert_clean(uclient(&relay, &args, Some(pport)), 200);
+    }
+    let m = metrics_after(&relay);
+    assert_eq!(metric(&m, "onionrtc_mobility_refused_total"), 0, "{m}");
+    // uclient -c runs two allocations per client.
+    assert!(metric(&m, "onionrtc_allocations_total{transport=\"udp\"}") >= 10);
+    assert!(metric(&m, "onionrtc_allocations_total{transport=\"tcp\"}") >= 10);
+    drop(relay);
+
+    let off = TestRelay::start(|c| c.mobility = false);
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args([
+        "-u", USER, "-w", PASSWORD, "-M", "-c", "-n", "5", "-l", "120",
+    ])
+    .args(["-e", "127.0.0.1", "-r", &pport.to_string()])
+    .args(["-p", &off.port.to_string(), "127.0.0.1"]);
+    let out = run_bounded(&mut cmd, Duration::from_secs(60));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        parse_uclient(&out).is_none_or(|r| r.received == 0),
+        "{text}"
+    );
+    let m = metrics_after(&off);
+    assert!(
+        metric(&m, "onionrtc_mobility_refused_total") >= 1,
+        "{m}\n{text}"
+    );
+}

@@ -11,6 +11,7 @@ mod auth;
 mod badinput;
 mod browser;
 mod interop;
+mod mobility;
 mod policy;
 mod shards;
 mod support;

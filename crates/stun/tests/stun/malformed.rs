@@ -254,6 +254,8 @@ fn zero_length_everything() {
         attr::USE_CANDIDATE,
         attr::PASSWORD_ALGORITHMS,
         attr::UNKNOWN_ATTRIBUTES,
+        // RFC 8016: an empty MOBILITY-TICKET asks for one.
+        attr::MOBILITY_TICKET,
     ];
     for (typ, name) in attr::KNOWN {
         let b = one_attr(typ, 0, &[]);

@@ -51,6 +51,7 @@ pub(crate) enum Owned {
     UseCandidate,
     IceControlled(u64),
     IceControlling(u64),
+    MobilityTicket(Vec<u8>),
     Unknown(u16, Vec<u8>),
     // Only as the tail of a message (they seal it).
     MessageIntegrity([u8; 20]),
@@ -110,6 +111,7 @@ impl Owned {
             Owned::UseCandidate => Attribute::UseCandidate,
             Owned::IceControlled(n) => Attribute::IceControlled(*n),
             Owned::IceControlling(n) => Attribute::IceControlling(*n),
+            Owned::MobilityTicket(t) => Attribute::MobilityTicket(t),
             Owned::Unknown(typ, value) => Attribute::Unknown { typ: *typ, value },
             Owned::MessageIntegrity(h) => Attribute::MessageIntegrity(*h),
             Owned::MessageIntegritySha256(h) => Attribute::MessageIntegritySha256(h),
@@ -208,6 +210,7 @@ pub(crate) fn body_attr() -> impl Strategy<Value = Owned> {
         Just(Owned::UseCandidate),
         any::<u64>().prop_map(Owned::IceControlled),
         any::<u64>().prop_map(Owned::IceControlling),
+        vec(any::<u8>(), 0..96).prop_map(Owned::MobilityTicket),
         (
             any::<u16>().prop_filter("unknown type", |t| !attr::is_known(*t)),
             vec(any::<u8>(), 0..64)

@@ -55,6 +55,9 @@ pub struct ClientConfig {
     pub additional_ipv6: bool,
     /// SOFTWARE attribute to send, if any.
     pub software: Option<String>,
+    /// RFC 8016: ask for a MOBILITY-TICKET, so that the allocation can
+    /// follow the client to a new 5-tuple ([`Client::move_to`](super::Client::move_to)).
+    pub mobility: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("address_family", &self.address_family)
             .field("additional_ipv6", &self.additional_ipv6)
             .field("software", &self.software)
+            .field("mobility", &self.mobility)
             .finish()
     }
 }
@@ -92,6 +96,7 @@ impl ClientConfig {
             address_family: None,
             additional_ipv6: false,
             software: None,
+            mobility: false,
         }
     }
 

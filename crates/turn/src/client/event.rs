@@ -80,6 +80,21 @@ pub enum Event {
         /// Error code.
         code: u16,
     },
+    /// RFC 8016: the allocation now serves the 5-tuple given to
+    /// [`Client::move_to`](super::Client::move_to): relayed addresses,
+    /// permissions and channels kept.
+    Moved {
+        /// Lifetime granted by the server.
+        lifetime: Duration,
+    },
+    /// RFC 8016: the move was refused (405 mobility off, 437 unknown
+    /// ticket, 441 another user) or got no answer ([`LOCAL_FAILURE`]);
+    /// the allocation stays where it was, the client keeps the new
+    /// transport: move again (or back) with [`Client::move_to`](super::Client::move_to).
+    MoveFailed {
+        /// Error code.
+        code: u16,
+    },
     /// The allocation was deleted by [`Client::deallocate`](super::Client::deallocate).
     Deallocated,
     /// The allocation reached its expiry without a successful refresh.
@@ -174,6 +189,10 @@ pub enum ClientError {
     /// above 65 KiB. The connection is unusable: close it.
     #[error("stream framing error: {0}")]
     Framing(stun::Error),
+    /// [`Client::move_to`](super::Client::move_to) without a
+    /// MOBILITY-TICKET: mobility was not asked for, or the server gave none.
+    #[error("no mobility ticket")]
+    NoTicket,
     /// A ConnectionBind response could not be parsed.
     #[error("malformed response: {0}")]
     Malformed(stun::Error),

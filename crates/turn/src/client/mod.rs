@@ -117,6 +117,8 @@ pub struct Client {
     stream_error: Option<stun::Error>,
     /// Recent ConnectionBind requests: transaction ID and signing key.
     connection_binds: VecDeque<(TransactionId, Option<stun::Key>)>,
+    /// RFC 8016: the latest MOBILITY-TICKET the server gave.
+    ticket: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -138,6 +140,7 @@ impl Client {
             decoder: Some(StreamDecoder::new(MAX_STREAM_FRAME)),
             stream_error: None,
             connection_binds: VecDeque::new(),
+            ticket: None,
         }
     }
 
@@ -159,6 +162,11 @@ impl Client {
     /// The server-reflexive address the server reported.
     pub fn mapped_address(&self) -> Option<SocketAddr> {
         self.mapped
+    }
+
+    /// RFC 8016: the latest MOBILITY-TICKET (opaque), if the server gave one.
+    pub fn mobility_ticket(&self) -> Option<&[u8]> {
+        self.ticket.as_deref()
     }
 
     /// The lifetime last granted by the server.
@@ -373,6 +381,7 @@ impl Client {
         self.relayed.clear();
         self.lifetime = None;
         self.connection_binds.clear();
+        self.ticket = None;
     }
 
     fn expire(&mut self) {

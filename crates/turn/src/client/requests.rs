@@ -62,6 +62,71 @@ impl Client {
         Ok(())
     }
 
+    /// RFC 8016: moves the allocation to a new 5-tuple: from now on every
+    /// transmit goes to `server` over `transport` (a new local socket,
+    /// stream or Tor circuit the driver opened), starting with a Refresh
+    /// that carries the latest MOBILITY-TICKET. The relayed addresses,
+    /// permissions and channels stay; [`Event::Moved`](super::Event::Moved)
+    /// or [`Event::MoveFailed`](super::Event::MoveFailed) follows.
+    /// Requests in flight are resent on the new transport.
+    ///
+    /// # Errors
+    /// [`ClientError::NotAllocated`]; [`ClientError::NoTicket`] without a
+    /// ticket (set [`ClientConfig::mobility`](super::ClientConfig::mobility));
+    /// [`ClientError::TooManyTransactions`].
+    pub fn move_to(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: crate::Transport,
+    ) -> Result<(), ClientError> {
+        self.require_allocated()?;
+        if self.ticket.is_none() {
+            return Err(ClientError::NoTicket);
+        }
+        self.config.server = server;
+        self.config.transport = transport;
+        self.decoder = Some(stun::StreamDecoder::new(super::MAX_STREAM_FRAME));
+        self.stream_error = None;
+        // A move in flight is superseded; other requests go out again on
+        // the new transport, now (the old one may be dead).
+        let moves: Vec<TransactionId> = (self.transactions.iter())
+            .filter(|(_, t)| matches!(t.kind, RequestKind::Move { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moves {
+            self.transactions.remove(&id);
+            self.timers.cancel(TimerKey::Transaction(id));
+        }
+        let lifetime = self.config.lifetime_secs().max(1);
+        self.send_request(now, RequestKind::Move { lifetime }, Retries::default())?;
+        let resend: Vec<Vec<u8>> = (self.transactions.values())
+            .filter(|t| !matches!(t.kind, RequestKind::Move { .. }))
+            .map(|t| t.payload.clone())
+            .collect();
+        for p in resend {
+            if self.transmits.len() < MAX_QUEUED_TRANSMITS {
+                self.queue_transmit(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the allocation now: a request the relay answers at once,
+    /// to probe whether the path to it still works (the answer, or its
+    /// absence, is an [`Event::Refreshed`](super::Event::Refreshed) or a
+    /// timeout like any refresh's).
+    ///
+    /// # Errors
+    /// [`ClientError::NotAllocated`], [`ClientError::TooManyTransactions`].
+    pub fn probe(&mut self, now: Instant) -> Result<(), ClientError> {
+        self.require_allocated()?;
+        let kind = RequestKind::Refresh {
+            lifetime: self.config.lifetime_secs().max(1),
+        };
+        self.send_request(now, kind, Retries::default()).map(|_| ())
+    }
+
     /// Installs a permission for `peer` (CreatePermission), refreshed every
     /// 4 minutes until [`Client::forget_permission`]. Does nothing if one
     /// exists or is being installed.
@@ -216,7 +281,7 @@ impl Client {
         kind: RequestKind,
         id: TransactionId,
     ) -> stun::Result<Vec<u8>> {
-        let mut attrs: Vec<Attribute<'static>> = Vec::with_capacity(3);
+        let mut attrs: Vec<Attribute<'_>> = Vec::with_capacity(4);
         match kind {
             RequestKind::Allocate => {
                 let proto = self.config.requested_transport.protocol_number();
@@ -227,8 +292,20 @@ impl Client {
                 } else if let Some(f) = self.config.address_family {
                     attrs.push(Attribute::RequestedAddressFamily(f));
                 }
+                if self.config.mobility {
+                    attrs.push(Attribute::MobilityTicket(&[]));
+                }
             }
-            RequestKind::Refresh { lifetime } => attrs.push(Attribute::Lifetime(lifetime)),
+            RequestKind::Refresh { lifetime } | RequestKind::Move { lifetime } => {
+                attrs.push(Attribute::Lifetime(lifetime));
+                // RFC 8016 §3.2: every Refresh of a mobile allocation
+                // carries the ticket (on the old 5-tuple it only refreshes).
+                if lifetime != 0 {
+                    if let Some(t) = &self.ticket {
+                        attrs.push(Attribute::MobilityTicket(t));
+                    }
+                }
+            }
             RequestKind::CreatePermission { peer } => {
                 attrs.push(Attribute::XorPeerAddress(SocketAddr::new(peer, 0)));
             }

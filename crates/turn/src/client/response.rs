@@ -133,6 +133,16 @@ impl Client {
             Some(Ok(Attribute::Lifetime(s))) => Duration::from_secs(u64::from(s)),
             _ => self.config.lifetime,
         };
+        if let Some(Ok(Attribute::MobilityTicket(t))) = msg.get(attr::MOBILITY_TICKET) {
+            if !t.is_empty()
+                && matches!(
+                    tx.kind,
+                    RequestKind::Allocate | RequestKind::Refresh { .. } | RequestKind::Move { .. }
+                )
+            {
+                self.ticket = Some(t.to_vec());
+            }
+        }
         match tx.kind {
             RequestKind::Allocate => {
                 let relayed: Vec<SocketAddr> = msg
@@ -170,6 +180,12 @@ impl Client {
                 if self.state == ClientState::Allocated {
                     self.schedule_allocation(tx.started, lifetime);
                     self.events.push(Event::Refreshed { lifetime });
+                }
+            }
+            RequestKind::Move { .. } => {
+                if self.state == ClientState::Allocated {
+                    self.schedule_allocation(tx.started, lifetime);
+                    self.events.push(Event::Moved { lifetime });
                 }
             }
             RequestKind::CreatePermission { peer } => {
@@ -256,6 +272,7 @@ impl Client {
                     Event::RefreshFailed { code }
                 });
             }
+            RequestKind::Move { .. } => self.events.push(Event::MoveFailed { code }),
             RequestKind::Refresh { .. } => {
                 if code == 437 && self.state == ClientState::Allocated {
                     self.state = ClientState::Failed;
@@ -294,6 +311,9 @@ impl Client {
             }
             // The allocation lives until its expiry timer.
             RequestKind::Refresh { .. } | RequestKind::Connect { .. } => {}
+            RequestKind::Move { .. } => self.events.push(Event::MoveFailed {
+                code: super::LOCAL_FAILURE,
+            }),
             RequestKind::CreatePermission { peer } => {
                 self.drop_permission(id, peer);
             }

@@ -23,6 +23,8 @@ pub(super) enum RequestKind {
     Allocate,
     /// Refresh; LIFETIME 0 deletes the allocation.
     Refresh { lifetime: u32 },
+    /// RFC 8016: Refresh with the MOBILITY-TICKET on a new 5-tuple.
+    Move { lifetime: u32 },
     /// CreatePermission for one peer IP.
     CreatePermission { peer: IpAddr },
     /// ChannelBind (new binding or refresh).
@@ -36,7 +38,7 @@ impl RequestKind {
     pub(super) fn method(self) -> Method {
         match self {
             RequestKind::Allocate => Method::ALLOCATE,
-            RequestKind::Refresh { .. } => Method::REFRESH,
+            RequestKind::Refresh { .. } | RequestKind::Move { .. } => Method::REFRESH,
             RequestKind::CreatePermission { .. } => Method::CREATE_PERMISSION,
             RequestKind::ChannelBind { .. } => Method::CHANNEL_BIND,
             RequestKind::Connect { .. } => Method::CONNECT,
@@ -46,7 +48,7 @@ impl RequestKind {
     /// The peer the request is about (port 0 for a permission).
     pub(super) fn peer(self) -> Option<SocketAddr> {
         match self {
-            RequestKind::Allocate | RequestKind::Refresh { .. } => None,
+            RequestKind::Allocate | RequestKind::Refresh { .. } | RequestKind::Move { .. } => None,
             RequestKind::CreatePermission { peer } => Some(SocketAddr::new(peer, 0)),
             RequestKind::ChannelBind { peer, .. } | RequestKind::Connect { peer } => Some(peer),
         }

@@ -136,6 +136,37 @@ impl Admission {
         Ok(())
     }
 
+    /// RFC 8016: `user`'s allocation moves from client IP `from` to `to`:
+    /// its share of the per-IP quota follows it, or the move is refused
+    /// (486) when `to` is at its quota.
+    pub fn move_ip(&mut self, from: IpAddr, to: IpAddr, per_ip: u32) -> Result<(), Refusal> {
+        if from == to {
+            return Ok(());
+        }
+        let mut c = self.book.counts();
+        if c.per_ip.get(&to).copied().unwrap_or(0) >= per_ip {
+            return Err(Refusal::Quota);
+        }
+        *c.per_ip.entry(to).or_insert(0) += 1;
+        if let Some(n) = c.per_ip.get_mut(&from) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_ip.remove(&from);
+            }
+        }
+        Ok(())
+    }
+
+    /// A share moves to another server of the book with its allocation
+    /// (`out`) or arrives from one: the book's counts stay.
+    pub fn hand_share(&mut self, out: bool) {
+        if out {
+            self.held = self.held.saturating_sub(1);
+        } else {
+            self.held += 1;
+        }
+    }
+
     /// Gives back a share taken by [`Admission::admit`].
     pub fn release(&mut self, user: &str, ip: IpAddr) {
         let mut c = self.book.counts();

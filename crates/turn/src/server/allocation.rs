@@ -87,6 +87,9 @@ pub(crate) struct Allocation {
     pub connections: Vec<u32>,
     /// Byte-rate buckets: [to peer, to client].
     pub bandwidth: [ByteBucket; 2],
+    /// RFC 8016: the random serial its mobility tickets carry, when the
+    /// client asked for mobility.
+    pub mobility: Option<u64>,
 }
 
 impl Allocation {

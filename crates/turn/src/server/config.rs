@@ -132,6 +132,11 @@ pub struct ServerConfig {
     pub offer_sha256: bool,
     /// Accept RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP).
     pub tcp_relay: bool,
+    /// RFC 8016 mobility: hand MOBILITY-TICKETs to clients that ask and
+    /// move an allocation to the 5-tuple that presents its ticket (see
+    /// [`super::mobility`]). On by default: a move needs the allocation
+    /// user's credentials as well as the ticket.
+    pub mobility: bool,
     /// Limits.
     pub limits: Limits,
     /// When new allocations go to another relay (300 ALTERNATE-SERVER).
@@ -173,6 +178,7 @@ impl ServerConfig {
             software: None,
             offer_sha256: true,
             tcp_relay: true,
+            mobility: true,
             limits: Limits::default(),
             redirect: Redirect::default(),
             secret: rand::random(),

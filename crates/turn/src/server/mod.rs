@@ -46,6 +46,7 @@
 mod admission;
 mod allocation;
 mod config;
+pub mod mobility;
 mod ports;
 mod redirect;
 mod refusal;
@@ -74,6 +75,7 @@ pub use config::{
     CONNECTION_BIND_TIMEOUT, DEFAULT_LIFETIME, MAX_LIFETIME, PERMISSION_LIFETIME,
     RESERVATION_LIFETIME,
 };
+pub use mobility::MovingAllocation;
 pub use redirect::{Alternate, Redirect};
 pub use refusal::Refusal;
 pub use sharding::ShardId;
@@ -209,6 +211,14 @@ pub enum Output {
         /// Why.
         reason: EndReason,
     },
+    /// RFC 8016: an allocation moved to a new client flow (for logs and
+    /// metrics); data for it goes to `to` from now on.
+    AllocationMoved {
+        /// The flow it left.
+        from: FiveTuple,
+        /// The flow it serves now.
+        to: FiveTuple,
+    },
     /// RFC 6062: open a TCP connection from `relay` to `peer`, then call
     /// [`Server::peer_connect_result`].
     ConnectPeer {
@@ -293,6 +303,8 @@ pub struct Server {
     bandwidth_total: [ByteBucket; 2],
     /// Which shard this server is ([`Server::set_shard`]).
     shard: ShardId,
+    /// RFC 8016 ticket keys (from the nonce and token secret).
+    tickets: mobility::TicketKeys,
 }
 
 impl Server {
@@ -341,6 +353,7 @@ impl Server {
             stats: Stats::default(),
             bandwidth_total: Default::default(),
             shard: ShardId::ONE,
+            tickets: mobility::TicketKeys::new(&config.secret),
             config,
         }
     }
@@ -479,6 +492,7 @@ impl Server {
         c.max_lifetime = new.max_lifetime;
         c.software = new.software;
         c.offer_sha256 = new.offer_sha256;
+        c.mobility = new.mobility;
         c.limits = new.limits;
         let mut redirect = new.redirect;
         redirect.keep_state_of(&c.redirect);
@@ -1046,8 +1060,10 @@ impl Server {
     }
 
     /// A client's TCP/TLS connection closed: its allocation (if it was a
-    /// control connection) or its peer connection (if a data connection) ends.
-    pub fn client_disconnected(&mut self, _now: Instant, five_tuple: FiveTuple) {
+    /// control connection) or its peer connection (if a data connection)
+    /// ends; an allocation with mobility (RFC 8016) stays for
+    /// [`mobility::DISCONNECT_GRACE`] at most, for its client to move it.
+    pub fn client_disconnected(&mut self, now: Instant, five_tuple: FiveTuple) {
         if let Some(id) = self.data_connections.remove(&five_tuple) {
             self.close_connection(id);
         }
@@ -1060,7 +1076,18 @@ impl Server {
             }
         }
         if let Some(id) = self.allocations.id_of(&five_tuple) {
-            self.remove_allocation(id, EndReason::Disconnected);
+            // RFC 8016: a mobile allocation waits a while for its client
+            // to come back on another flow (a Tor circuit that died).
+            let grace = now + mobility::DISCONNECT_GRACE;
+            match self.allocations.by_id_mut(id) {
+                Some(a) if a.mobility.is_some() => {
+                    if a.expires > grace {
+                        a.expires = grace;
+                        self.schedule(grace, Timer::Allocation(id));
+                    }
+                }
+                _ => self.remove_allocation(id, EndReason::Disconnected),
+            }
         }
     }
 

@@ -15,6 +15,8 @@ pub enum Refusal {
     BadRequest,
     /// 403: the peer policy refuses the peer address.
     PeerForbidden,
+    /// 405: RFC 8016: mobility is off on this relay.
+    MobilityForbidden,
     /// 420: comprehension-required attributes the server does not know.
     UnknownAttributes,
     /// 437: no allocation on this 5-tuple, or another allocation's request.
@@ -44,6 +46,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest => 400,
             Refusal::PeerForbidden => 403,
+            Refusal::MobilityForbidden => 405,
             Refusal::UnknownAttributes => 420,
             Refusal::AllocationMismatch => 437,
             Refusal::AddressFamilyNotSupported => 440,
@@ -75,6 +78,7 @@ impl Refusal {
             Refusal::Quota => stats.quota_refused += 1,
             Refusal::Capacity => stats.capacity_refused += 1,
             Refusal::BadRequest
+            | Refusal::MobilityForbidden
             | Refusal::AllocationMismatch
             | Refusal::AddressFamilyNotSupported
             | Refusal::UnsupportedTransport
@@ -90,9 +94,10 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 12] = [
+    const ALL: [Refusal; 13] = [
         Refusal::BadRequest,
         Refusal::PeerForbidden,
+        Refusal::MobilityForbidden,
         Refusal::UnknownAttributes,
         Refusal::AllocationMismatch,
         Refusal::AddressFamilyNotSupported,

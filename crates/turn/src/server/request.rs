@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::Rng as _;
 use stun::attr::{self, Attribute};
 use stun::nonce::SecurityFeatures;
 use stun::{AddressFamily, Key, Message, Method, PasswordAlgorithm, TransactionId};
@@ -21,9 +22,9 @@ use crate::FiveTuple;
 
 /// The result of authenticating a request.
 pub(super) struct Authed {
-    username: Box<str>,
-    key: Key,
-    sha256: bool,
+    pub username: Box<str>,
+    pub key: Key,
+    pub sha256: bool,
 }
 
 /// An Allocate request that passed every check and waits for its sockets.
@@ -41,6 +42,30 @@ pub(crate) struct AllocateRequest {
     pub even: bool,
     pub reserve: bool,
     pub reservation: Option<SocketAddr>,
+    /// RFC 8016: the client asked for a MOBILITY-TICKET.
+    pub mobility: bool,
+}
+
+/// What a Refresh asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefreshArgs {
+    pub lifetime: Option<u32>,
+    pub family: Option<AddressFamily>,
+}
+
+impl RefreshArgs {
+    /// Decoded from the request (`Err` for a malformed attribute).
+    pub fn of(msg: &Message<'_>) -> Result<Self, ()> {
+        let lifetime = opt(msg, attr::LIFETIME, |a| match a {
+            Attribute::Lifetime(l) => Some(l),
+            _ => None,
+        })?;
+        let family = opt(msg, attr::REQUESTED_ADDRESS_FAMILY, |a| match a {
+            Attribute::RequestedAddressFamily(f) => Some(f),
+            _ => None,
+        })?;
+        Ok(RefreshArgs { lifetime, family })
+    }
 }
 
 /// Nonces are bound to the client's IP address, not its port: RFC 6062
@@ -102,6 +127,12 @@ impl Server {
             r.unknown = &unknown[..n];
             self.send_reply(&ft, &r, &seal);
             return;
+        }
+        if method == Method::REFRESH && !self.allocations.contains(&ft) {
+            if let Some(ticket) = super::mobility::mobility_ticket(msg) {
+                self.mobility_move(now, ft, msg, ticket, auth, seal);
+                return;
+            }
         }
         if method != Method::ALLOCATE && method != Method::CONNECTION_BIND {
             match self.allocations.get(&ft) {
@@ -200,7 +231,12 @@ impl Server {
 
     /// Long-term credential check (RFC 8489 §9.2.4). Replies and returns
     /// `None` when the request does not pass.
-    fn authenticate(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> Option<Authed> {
+    pub(super) fn authenticate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Authed> {
         if !msg.has_integrity() && !msg.has_integrity_sha256() {
             self.stats.challenges += 1;
             self.challenge(now, &ft, msg, 401);
@@ -430,6 +466,15 @@ impl Server {
         })
         .map_err(|_| Refusal::BadRequest)?;
         let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
+        let mobility = match msg.get(attr::MOBILITY_TICKET) {
+            None => false,
+            Some(Ok(Attribute::MobilityTicket([]))) => true,
+            Some(_) => return Err(Refusal::BadRequest),
+        };
+        if mobility && !self.config.mobility {
+            self.stats.mobility_refused += 1;
+            return Err(Refusal::MobilityForbidden);
+        }
 
         let protocol = match transport {
             17 => RelayProtocol::Udp,
@@ -509,6 +554,9 @@ impl Server {
             even: even.is_some(),
             reserve: even == Some(true),
             reservation,
+            // RFC 6062 allocations do not move: their peer connections
+            // are bound to the control connection's streams.
+            mobility: mobility && protocol == RelayProtocol::Udp,
         })
     }
 
@@ -633,17 +681,8 @@ impl Server {
             Some(t) => reply.with(Attribute::ReservationToken(*t)),
             None => reply,
         };
-        let reply = if req.v6_unavailable {
-            reply.with(Attribute::AddressErrorCode(attr::AddressErrorCode {
-                family: AddressFamily::V6,
-                code: 440,
-                reason: attr::reason_phrase(440),
-            }))
-        } else {
-            reply
-        };
-        self.send_reply(&ft, &reply, &req.seal);
         let expires = now + req.lifetime;
+        let serial = req.mobility.then(|| self.rng.gen::<u64>());
         let id = self.allocations.insert(Allocation {
             five_tuple: ft,
             username: req.username,
@@ -656,7 +695,23 @@ impl Server {
             peer_channels: Default::default(),
             connections: Vec::new(),
             bandwidth: Default::default(),
+            mobility: serial,
         });
+        let reply = if req.v6_unavailable {
+            reply.with(Attribute::AddressErrorCode(attr::AddressErrorCode {
+                family: AddressFamily::V6,
+                code: 440,
+                reason: attr::reason_phrase(440),
+            }))
+        } else {
+            reply
+        };
+        let ticket = self.ticket_for(id);
+        let reply = match &ticket {
+            Some(t) => reply.with(Attribute::MobilityTicket(t)),
+            None => reply,
+        };
+        self.send_reply(&ft, &reply, &req.seal);
         self.schedule(expires, Timer::Allocation(id));
         self.stats.allocations_created[Stats::transport_index(ft.transport)] += 1;
         self.stats.allocations_current = self.allocations.current();
@@ -671,25 +726,31 @@ impl Server {
 
     fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, seal: Seal) {
         let txid = msg.transaction_id();
-        let lifetime = opt(msg, attr::LIFETIME, |a| match a {
-            Attribute::Lifetime(l) => Some(l),
-            _ => None,
-        });
-        let raf = opt(msg, attr::REQUESTED_ADDRESS_FAMILY, |a| match a {
-            Attribute::RequestedAddressFamily(f) => Some(f),
-            _ => None,
-        });
-        let (Ok(lifetime), Ok(raf)) = (lifetime, raf) else {
+        let Ok(args) = RefreshArgs::of(msg) else {
             self.refuse(&ft, Method::REFRESH, txid, Refusal::BadRequest, &seal);
             return;
         };
         let Some(id) = self.allocations.id_of(&ft) else {
             return;
         };
+        self.refresh_id(now, id, args, txid, &seal);
+    }
+
+    /// Refresh of the allocation `id` (on its current 5-tuple), answered
+    /// with a new MOBILITY-TICKET if it has mobility.
+    pub(super) fn refresh_id(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        args: RefreshArgs,
+        txid: TransactionId,
+        seal: &Seal,
+    ) {
         let Some(alloc) = self.allocations.by_id_mut(id) else {
             return;
         };
-        if let Some(f) = raf {
+        let ft = alloc.five_tuple;
+        if let Some(f) = args.family {
             let has = alloc
                 .relayed
                 .iter()
@@ -701,26 +762,31 @@ impl Server {
                     Method::REFRESH,
                     txid,
                     Refusal::PeerFamilyMismatch,
-                    &seal,
+                    seal,
                 );
                 return;
             }
         }
-        if lifetime == Some(0) {
+        if args.lifetime == Some(0) {
             let r = Reply::success(Method::REFRESH, txid).with(Attribute::Lifetime(0));
-            self.send_reply(&ft, &r, &seal);
+            self.send_reply(&ft, &r, seal);
             self.remove_allocation(id, super::EndReason::Deleted);
             return;
         }
-        let granted = match lifetime {
+        let granted = match args.lifetime {
             Some(s) => Duration::from_secs(u64::from(s)).min(self.config.max_lifetime),
             None => self.config.default_lifetime,
         };
         alloc.expires = now + granted;
         self.schedule(now + granted, Timer::Allocation(id));
+        let ticket = self.ticket_for(id);
         let r = Reply::success(Method::REFRESH, txid)
             .with(Attribute::Lifetime(granted.as_secs() as u32));
-        self.send_reply(&ft, &r, &seal);
+        let r = match &ticket {
+            Some(t) => r.with(Attribute::MobilityTicket(t)),
+            None => r,
+        };
+        self.send_reply(&ft, &r, seal);
     }
 
     /// Whether a client may reach `peer`: `Ok(false)` by the policy,

@@ -100,6 +100,12 @@ pub struct Stats {
     pub bandwidth_dropped_packets: [[u64; 2]; 2],
     /// Payload bytes of those packets, by direction.
     pub bandwidth_dropped_bytes: [u64; 2],
+    /// RFC 8016: allocations moved to a new 5-tuple by a MOBILITY-TICKET.
+    pub mobility_moves: u64,
+    /// RFC 8016: Refresh requests with a MOBILITY-TICKET refused (unknown
+    /// or stale ticket, another user's, or mobility off) and Allocate
+    /// requests asking for mobility while it is off.
+    pub mobility_refused: u64,
     /// Other error responses sent (400, 403, 437, 442, 443, 446, 447 ...).
     pub error_responses: u64,
 }

@@ -26,6 +26,19 @@ pub struct AllocId {
     generation: u32,
 }
 
+impl AllocId {
+    /// Slot index and generation (for tickets).
+    pub(crate) fn parts(self) -> (u32, u32) {
+        (self.index, self.generation)
+    }
+
+    /// The id of slot `index` at `generation` (from a ticket: it names
+    /// nothing unless that slot holds that generation).
+    pub(crate) fn from_parts(index: u32, generation: u32) -> Self {
+        AllocId { index, generation }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
@@ -87,6 +100,22 @@ impl AllocationTable {
         let i = Stats::transport_index(alloc.five_tuple.transport);
         self.current[i] = self.current[i].saturating_sub(1);
         Some(alloc)
+    }
+
+    /// Moves the live allocation `id` to the client flow `to` (free: no
+    /// allocation there): the 5-tuple index and the transport gauges follow.
+    pub fn rekey(&mut self, id: AllocId, to: crate::FiveTuple) -> Option<crate::FiveTuple> {
+        if self.by_tuple.contains_key(&to) {
+            return None;
+        }
+        let alloc = self.by_id_mut(id)?;
+        let from = std::mem::replace(&mut alloc.five_tuple, to);
+        self.by_tuple.remove(&from);
+        self.by_tuple.insert(to, id);
+        let i = Stats::transport_index(from.transport);
+        self.current[i] = self.current[i].saturating_sub(1);
+        self.current[Stats::transport_index(to.transport)] += 1;
+        Some(from)
     }
 
     /// The allocation `id` names, if it is still alive.
@@ -219,6 +248,7 @@ mod tests {
             peer_channels: Default::default(),
             connections: Vec::new(),
             bandwidth: Default::default(),
+            mobility: None,
         }
     }
 

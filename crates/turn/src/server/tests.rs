@@ -2063,3 +2063,265 @@ fn channels_and_permissions_survive_30_minutes_on_their_shards() {
         "expired permissions still pass data"
     );
 }
+
+// RFC 8016 mobility.
+
+fn ticket_of(m: &Message<'_>) -> Option<Vec<u8>> {
+    match m.get(attr::MOBILITY_TICKET) {
+        Some(Ok(Attribute::MobilityTicket(t))) => Some(t.to_vec()),
+        _ => None,
+    }
+}
+
+/// Allocates with an empty MOBILITY-TICKET; the ticket and relayed address.
+fn allocate_mobile(h: &mut H) -> (Vec<u8>, SocketAddr) {
+    let r = h.allocate_with(&[
+        Attribute::RequestedTransport(17),
+        Attribute::MobilityTicket(&[]),
+    ]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success, "{:?}", code(&m));
+    let t = ticket_of(&m).expect("a ticket in the Allocate answer");
+    assert_eq!(t.len(), mobility::TICKET_LEN);
+    (t, relayed(&m)[0])
+}
+
+/// A signed Refresh carrying `ticket`, and its transaction id.
+fn ticket_refresh(h: &mut H, ticket: &[u8]) -> (Vec<u8>, TransactionId) {
+    let txid = h.txid();
+    let req = h.build(
+        Method::REFRESH,
+        txid,
+        &[Attribute::MobilityTicket(ticket)],
+        true,
+    );
+    (req, txid)
+}
+
+/// Moves `h` to `to` and sends Refresh with `ticket` there (after a fresh
+/// nonce: nonces are bound to the client IP); the answer.
+fn refresh_from(h: &mut H, to: FiveTuple, ticket: &[u8]) -> Vec<u8> {
+    h.ft = to;
+    h.login();
+    h.request(Method::REFRESH, &[Attribute::MobilityTicket(ticket)])
+}
+
+#[test]
+fn a_ticket_moves_the_allocation_with_its_permissions_and_channels() {
+    let mut h = H::new();
+    let old = h.ft;
+    let (t1, relay) = allocate_mobile(&mut h);
+    let peer = public_peer();
+    h.expect_ok(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4001),
+            Attribute::XorPeerAddress(peer),
+        ],
+    );
+    // Each Refresh answer carries a new ticket; both keep working.
+    let r = h.request(Method::REFRESH, &[Attribute::MobilityTicket(&[])]);
+    let t2 = ticket_of(&Message::parse(&r).unwrap()).expect("a ticket in Refresh");
+    assert_ne!(t1, t2);
+    // Moves to another address and to a stream: same relayed address.
+    let new = ft("198.51.100.7:5555", Transport::Tcp);
+    let r = refresh_from(&mut h, new, &t2);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success, "{:?}", code(&m));
+    m.verify_integrity(&h.key()).unwrap();
+    assert_eq!(lifetime(&m), Some(600));
+    let t3 = ticket_of(&m).expect("a ticket after the move");
+    assert!(h.s.has_allocation(&new) && !h.s.has_allocation(&old));
+    assert!(h.outputs().is_empty());
+    assert_eq!(h.s.stats().mobility_moves, 1);
+    assert_eq!(h.s.stats().allocations_current, [0, 1, 0]);
+    // The channel relays both ways on the new flow, the old flow is dead.
+    let up = channel_data(0x4001, b"up");
+    let s = h.s.handle_client_packet(h.now, new, &up);
+    assert_eq!(s.map(|s| (s.relay, s.peer)), Some((relay, peer)));
+    assert!(h
+        .s
+        .handle_client_packet(h.now, old, &channel_data(0x4001, b"x"))
+        .is_none());
+    let down = h.peer_data(relay, peer, b"down").unwrap();
+    assert_eq!(ChannelData::parse(&down).unwrap().data, b"down");
+    // The old flow closing ends nothing now.
+    h.s.client_disconnected(h.now, old);
+    assert!(h.s.has_allocation(&new));
+    // The new one (a stream) closing leaves a minute to move again.
+    h.s.client_disconnected(h.now, new);
+    assert!(h.s.has_allocation(&new));
+    h.advance(Duration::from_secs(30));
+    assert!(h.s.has_allocation(&new));
+    // And it moves again, with the latest ticket.
+    let r = refresh_from(&mut h, ft("198.51.100.8:6000", Transport::Udp), &t3);
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    assert_eq!(h.s.stats().mobility_moves, 2);
+    h.s.check_invariants();
+}
+
+#[test]
+fn a_mobile_allocation_outlives_its_stream_by_the_grace_only() {
+    let mut h = H::new();
+    h.ft = ft("203.0.113.5:40000", Transport::Tcp);
+    allocate_mobile(&mut h);
+    h.s.client_disconnected(h.now, h.ft);
+    h.advance(mobility::DISCONNECT_GRACE - Duration::from_secs(1));
+    assert_eq!(h.s.allocation_count(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.s.allocation_count(), 0, "ended after the grace");
+    // Without mobility a closed stream ends it at once.
+    h.ft = ft("203.0.113.5:40001", Transport::Tcp);
+    h.login();
+    h.allocate();
+    h.s.client_disconnected(h.now, h.ft);
+    assert_eq!(h.s.allocation_count(), 0);
+    h.s.check_invariants();
+}
+
+#[test]
+fn moves_emit_an_allocation_moved_output() {
+    let mut h = H::new();
+    let old = h.ft;
+    let (t, _) = allocate_mobile(&mut h);
+    let new = ft("198.51.100.7:5555", Transport::Udp);
+    h.ft = new;
+    h.login();
+    let (req, _) = ticket_refresh(&mut h, &t);
+    h.feed(&req);
+    let outs = h.outputs();
+    assert!(
+        outs.contains(&Output::AllocationMoved { from: old, to: new }),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn refused_tickets_get_the_rfc_8016_codes_and_are_counted() {
+    let mut h = H::new();
+    let (t, _) = allocate_mobile(&mut h);
+    let elsewhere = ft("198.51.100.7:5555", Transport::Udp);
+    // Not ours, or altered: 437.
+    let r = refresh_from(&mut h, elsewhere, &[7; 61]);
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(437));
+    let mut bad = t.clone();
+    bad[20] ^= 1;
+    h.expect_code(Method::REFRESH, &[Attribute::MobilityTicket(&bad)], 437);
+    // Another user's credentials: 441.
+    h.user = "bob".into();
+    h.password = "bob-pw".into();
+    h.expect_code(Method::REFRESH, &[Attribute::MobilityTicket(&t)], 441);
+    // No ticket from a flow without allocation: 437 as ever (not counted).
+    h.expect_code(Method::REFRESH, &[], 437);
+    assert_eq!(h.s.stats().mobility_refused, 3);
+    assert_eq!(h.s.stats().mobility_moves, 0);
+    // The owner deletes it: its tickets name nothing any more.
+    h.ft = ft("203.0.113.5:40000", Transport::Udp);
+    h.user = "alice".into();
+    h.password = "alice-pw".into();
+    h.login();
+    h.expect_ok(Method::REFRESH, &[Attribute::Lifetime(0)]);
+    let r = refresh_from(&mut h, elsewhere, &t);
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(437));
+    // A non-empty ticket in an Allocate is malformed.
+    h.ft = ft("203.0.113.5:40001", Transport::Udp);
+    h.login();
+    h.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::MobilityTicket(&t),
+        ],
+        400,
+    );
+    h.s.check_invariants();
+}
+
+#[test]
+fn mobility_off_is_405_and_no_ticket_without_asking() {
+    let mut h = H::new();
+    h.allocate();
+    let r = h.request(Method::REFRESH, &[]);
+    assert_eq!(ticket_of(&Message::parse(&r).unwrap()), None);
+    let (t, _) = {
+        let mut m = H::new();
+        m.s = Server::new(h.s.config().clone(), h.now, UNIX0);
+        allocate_mobile(&mut m)
+    };
+    let mut c = config();
+    c.mobility = false;
+    let mut off = H::with(c);
+    off.login();
+    off.expect_code(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(17),
+            Attribute::MobilityTicket(&[]),
+        ],
+        405,
+    );
+    off.expect_code(Method::REFRESH, &[Attribute::MobilityTicket(&t)], 405);
+    assert_eq!(off.s.stats().mobility_refused, 2);
+    // RFC 6062 allocations get no ticket: they do not move.
+    let mut tcp = H::new();
+    tcp.ft = ft("203.0.113.5:40000", Transport::Tcp);
+    let r = tcp.allocate_with(&[
+        Attribute::RequestedTransport(6),
+        Attribute::MobilityTicket(&[]),
+    ]);
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success);
+    assert_eq!(ticket_of(&m), None);
+}
+
+#[test]
+fn a_ticket_of_another_shard_moves_the_allocation_between_servers() {
+    let mut c = config();
+    c.relay.ipv4 = Some("127.0.0.1".parse().unwrap());
+    let (mut a, mut b) = two_shards(c);
+    // alice allocates on shard 0, then shows up on a flow of shard 1.
+    let (t, relay) = allocate_mobile(&mut a);
+    let peer = public_peer();
+    a.expect_ok(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(peer)],
+    );
+    let new = ft("198.51.100.7:5555", Transport::Udp);
+    b.ft = new;
+    b.user = "alice".into();
+    b.password = "alice-pw".into();
+    b.now = a.now;
+    b.login();
+    let (req, txid) = ticket_refresh(&mut b, &t);
+    assert_eq!(b.s.mobility_shard(&req), Some(0));
+    assert_eq!(a.s.mobility_shard(&req), None, "the owner handles it");
+    // Shard 0 checks it and lets it go; shard 1 takes it and answers.
+    let moving = a.s.export_moving(a.now, new, &req).expect("exported");
+    assert_eq!(moving.relay_addrs(), vec![relay]);
+    assert_eq!(a.s.allocation_count(), 0);
+    let id = b.s.import_moving(b.now, moving).expect("imported");
+    let replies = b.replies();
+    let r = Message::parse(&replies[0]).unwrap();
+    assert_eq!((r.class(), r.transaction_id()), (Class::Success, txid));
+    r.verify_integrity(&b.key()).unwrap();
+    let t2 = ticket_of(&r).unwrap();
+    // The new ticket names shard 1.
+    let (again, _) = ticket_refresh(&mut b, &t2);
+    assert_eq!(a.s.mobility_shard(&again), Some(1));
+    assert_eq!(b.s.mobility_shard(&again), None);
+    // Peer data on the relay socket (now the driver's on shard 1) reaches
+    // the new flow; the permission came along.
+    let mut buf = vec![0u8; PEER_DATA_HEADROOM + 2 + PEER_DATA_TAILROOM];
+    let f =
+        b.s.handle_allocation_data(b.now, id, peer, &mut buf, 2)
+            .unwrap();
+    assert_eq!(f.five_tuple, new);
+    assert_eq!(b.s.stats().mobility_moves, 1);
+    a.s.check_invariants();
+    b.s.check_invariants();
+    // A stale export (the old ticket again) is refused by shard 0.
+    b.ft = ft("198.51.100.7:5556", Transport::Udp);
+    let (req, _) = ticket_refresh(&mut b, &t);
+    assert!(a.s.export_moving(a.now, b.ft, &req).is_none());
+    assert_eq!(a.s.stats().mobility_refused, 1);
+}

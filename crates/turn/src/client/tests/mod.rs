@@ -6,6 +6,7 @@
 
 mod auth;
 mod data;
+mod mobility;
 mod robust;
 mod tcp;
 mod timing;
