@@ -103,6 +103,8 @@ let roomName = null;
 let myName = 'Guest';
 let iceServers = [];
 let connectorUrls = null;
+// Private mode: the site's public origin (the page itself is on loopback).
+let connectorSite = null;
 let localStream = null;
 let cameraTrack = null;
 let screenTrack = null;
@@ -147,6 +149,9 @@ async function loadConnector() {
       console.warn('connector.json has no usable "turn" URL: normal mode');
       return null;
     }
+    if (typeof body?.site === 'string' && /^https?:\/\/[^/\s?#@]+$/.test(body.site)) {
+      connectorSite = body.site;
+    }
     return urls;
   } catch {
     return null;
@@ -171,9 +176,13 @@ function suggestRoom() {
 /**
  * The link to share: the room is in the fragment, which browsers never send
  * to the server (nor to a proxy's access log); it opens the pre-join screen.
+ * In private mode the page is on the connector's loopback address, which
+ * nobody else can open: the link names the site's public origin instead.
+ * `here` gives this page's own address (for the history entry).
  */
-function roomLink(room) {
-  return `${location.origin}${location.pathname}#room=${encodeURIComponent(room)}`;
+function roomLink(room, here = false) {
+  const origin = here ? location.origin : (connectorSite ?? location.origin);
+  return `${origin}${location.pathname}#room=${encodeURIComponent(room)}`;
 }
 
 /** Control, zero-width and bidi-override characters: never shown. */
@@ -254,7 +263,7 @@ async function join(o) {
   previewMeter?.disconnect();
   previewMeter = null;
   ui.showCall(o.room, roomLink(o.room));
-  history.replaceState(null, '', roomLink(o.room));
+  history.replaceState(null, '', roomLink(o.room, true));
   setState('joining');
   if (!localStream || (o.audioOnly && localStream.getVideoTracks().length)) {
     if (localStream) for (const t of localStream.getTracks()) t.stop();
@@ -549,6 +558,7 @@ async function onSignal(msg) {
     case 'joined': {
       connectorUrls = await connector;
       ui.showPrivateMode(!!connectorUrls);
+      if (connectorSite) ui.showCall(roomName, roomLink(roomName));
       setIceServers(msg);
       api.memberId = typeof msg.memberId === 'string' ? msg.memberId : null;
       setState('waiting');

@@ -367,7 +367,7 @@ impl Connector {
                 site: site.clone(),
                 tls: web_tls,
                 dialer,
-                connector_json: web::connector_json(turn_addr, config.via.mode()),
+                connector_json: web::connector_json(turn_addr, config.via.mode(), &site.origin()),
                 registry: Arc::clone(&turn.registry),
                 port: addr.port(),
                 stats: Arc::clone(&stats),

@@ -62,12 +62,15 @@ pub(crate) struct Web {
     pub(crate) header_timeout: Duration,
 }
 
-/// The body of `/connector.json`.
-pub(crate) fn connector_json(turn: std::net::SocketAddr, mode: &str) -> Bytes {
+/// The body of `/connector.json`: the local TURN URLs, the mode, and the
+/// site's public origin (`site`), so that the room link the page shares
+/// names the site and not this loopback address, which nobody else can open.
+pub(crate) fn connector_json(turn: std::net::SocketAddr, mode: &str, site: &str) -> Bytes {
     let value = serde_json::json!({
         "turn": format!("turn:{turn}?transport=udp"),
         "turnTcp": format!("turn:{turn}?transport=tcp"),
         "mode": mode,
+        "site": site,
     });
     Bytes::from(value.to_string())
 }

@@ -128,6 +128,8 @@ fn web_proxy() {
         assert_eq!(j["turn"], format!("turn:{turn}?transport=udp"));
         assert_eq!(j["turnTcp"], format!("turn:{turn}?transport=tcp"));
         assert_eq!(j["mode"], "direct");
+        // The site's public origin, for the room link the page shares.
+        assert_eq!(j["site"], format!("http://{site}"));
         // The site itself has none.
         let (status, _, _, _) = get(site, &site.to_string(), "/connector.json").await;
         assert_eq!(status, 404);

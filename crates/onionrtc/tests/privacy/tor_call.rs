@@ -152,6 +152,19 @@ fn private_caller_leaves_no_address() {
         "{urls_b:?}"
     );
     assert_eq!(pair_a["relayProtocol"], "udp", "{pair_a}");
+    // A's room link names the site, not the connector's loopback address
+    // (which nobody else could open); B's is the site's as it is.
+    for b in pages.iter_mut() {
+        let link = b
+            .page
+            .evaluate("document.getElementById('room-link').href")
+            .unwrap();
+        assert_eq!(
+            link.as_str(),
+            Some(format!("{site}/#room={room}").as_str()),
+            "room link"
+        );
+    }
 
     // What the server sees of each page: the exit, and B itself.
     let (who_a, raw_a) = whoami(&mut pages[0]);
