@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use testkit::redis::Redis;
 
 use super::*;
-use crate::ws_common::{ws_connect, ws_join, ws_send, ws_wait, Ws};
+use crate::ws_common::{ws_connect, ws_connect_within, ws_join, ws_send, ws_wait, Ws};
 
 /// The documented bound for `peer-left` after a node crash (docs/serve.md:
 /// member TTL 8 s + one 2 s sweep), plus room for a loaded machine.
@@ -76,8 +76,15 @@ impl Node {
         Node { server, data, log }
     }
 
+    /// The node's `/ws`, with a generous read timeout: a node that just
+    /// started on a loaded machine may take seconds to answer the upgrade.
     fn ws(&self) -> Ws {
-        ws_connect(self.server.web, &[]).unwrap()
+        let ws = ws_connect_within(self.server.web, Duration::from_secs(30)).unwrap();
+        // Then the 5 s every other reader of `/ws` in these tests expects.
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        ws
     }
 
     fn metrics(&self) -> String {
