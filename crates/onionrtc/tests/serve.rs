@@ -7,7 +7,9 @@
 //! stop the server cleanly. Every wait is bounded; the browser and the
 //! server are killed by PID on any failure. Submodules: `group` (four tabs
 //! in a group call, chat, screen sharing, room-full), `firefox` (Firefox
-//! ESR with Chromium), `speech` (no speech activity in clear).
+//! ESR with Chromium), `speech` (no speech activity in clear),
+//! `sip_gateway` (a JsSIP browser and a baresip phone through the
+//! WebRTC↔RTP gateway).
 
 // Helpers outside `#[test]` fns unwrap too: a panic in a test is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,6 +33,8 @@ mod cluster;
 mod firefox;
 #[path = "serve/group.rs"]
 mod group;
+#[path = "serve/sip_gateway.rs"]
+mod sip_gateway;
 #[path = "serve/sip_rtp.rs"]
 mod sip_rtp;
 #[path = "serve/sip.rs"]

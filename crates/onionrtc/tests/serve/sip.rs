@@ -296,7 +296,7 @@ fn sip_over_websocket_accounts_auth_and_bad_input() {
 /// Two JsSIP user agents in one page each: TURN credentials from
 /// `/api/sip/turn`, every SIP message sent and received recorded, incoming
 /// calls answered with relay-only ICE.
-const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
+pub(crate) const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
   const t = { sent: [], received: [], events: [], session: null, ua: null, creds: null };
   const W = JsSIP.WebSocketInterface.prototype;
   if (!W.__recorded) {
@@ -338,7 +338,7 @@ const JSSIP_HARNESS: &str = r#"window.sipt = (() => {
 
 /// `sipt.stats()` over either harness's `sipt.pc()`: the connection
 /// state, the selected pair's candidate types, inbound RTP totals.
-const STATS_JS: &str = r#"sipt.stats = async () => {
+pub(crate) const STATS_JS: &str = r#"sipt.stats = async () => {
     const pc = sipt.pc();
     if (!pc) return null;
     const r = await pc.getStats();
@@ -354,7 +354,7 @@ true"#;
 
 /// JsSIP as a browser script: its CommonJS files bundled by
 /// tests/js/cjs_bundle.mjs.
-fn jssip_bundle() -> Option<String> {
+pub(crate) fn jssip_bundle() -> Option<String> {
     let js = js_dir();
     if !js.join("node_modules/jssip").is_dir() {
         assert!(
@@ -393,16 +393,19 @@ fn header_of(messages: &[String], start: &str, name: &str) -> String {
         .to_owned()
 }
 
+/// What a page's `sipt` saw (events, first lines of the SIP messages sent
+/// and received) and its console, for failure messages.
+pub(crate) fn sip_page_report(p: &mut Page) -> String {
+    let state = p
+        .evaluate("JSON.stringify({events: sipt.events, sent: sipt.sent.map(m => m.split('\\r\\n')[0]), received: sipt.received.map(m => m.split('\\r\\n')[0])})")
+        .unwrap_or_else(Value::String);
+    format!("{state}\nconsole: {:#?}", p.console())
+}
+
 fn sip_fail(what: &str, pages: &mut [Page], server: &Server) -> ! {
     let mut text = format!("{what}\n");
     for (i, p) in pages.iter_mut().enumerate() {
-        let state = p
-            .evaluate("JSON.stringify({events: sipt.events, sent: sipt.sent.map(m => m.split('\\r\\n')[0]), received: sipt.received.map(m => m.split('\\r\\n')[0])})")
-            .unwrap_or_else(Value::String);
-        text.push_str(&format!(
-            "--- page {i}: {state}\nconsole: {:#?}\n",
-            p.console()
-        ));
+        text.push_str(&format!("--- page {i}: {}\n", sip_page_report(p)));
     }
     text.push_str(&format!("--- serve stderr:\n{}", server.stderr_tail()));
     panic!("{text}");
@@ -555,7 +558,7 @@ fn check_call(pages: &mut [Page], a: usize, b: usize, server: &Server) {
 
 /// What identifies the caller's device in the INVITE it sent last: its
 /// Via host, Call-ID and Contact user.
-fn caller_secrets(page: &mut Page) -> Vec<String> {
+pub(crate) fn caller_secrets(page: &mut Page) -> Vec<String> {
     let sent: Vec<String> = serde_json::from_value(page.evaluate("sipt.sent").unwrap()).unwrap();
     let via = header_of(&sent, "INVITE ", "Via");
     let host = via
@@ -584,18 +587,26 @@ fn caller_secrets(page: &mut Page) -> Vec<String> {
 /// Nothing the callee received names the caller's device, and the SDP it
 /// got holds relay candidates only and no address but the relay's.
 fn check_callee_got(page: &mut Page, secrets: &[String], who: &str) {
+    check_page_got(page, secrets, who, "INVITE ");
+}
+
+/// Nothing the page received names the other party's device (`secrets`),
+/// no IPv4 address but the relay's (127.0.0.1) and 0.0.0.0 reached it, and
+/// the SDP of the last message it received starting with `start` (an
+/// offer's `INVITE `, an answer's `SIP/2.0 200 `) holds relay candidates only.
+pub(crate) fn check_page_got(page: &mut Page, secrets: &[String], who: &str, start: &str) {
     let received: Vec<String> =
         serde_json::from_value(page.evaluate("sipt.received").unwrap()).unwrap();
-    let invite = received
+    let with_sdp = received
         .iter()
         .rev()
-        .find(|m| m.starts_with("INVITE "))
-        .unwrap_or_else(|| panic!("{who} got no INVITE"));
+        .find(|m| m.starts_with(start) && m.contains("\r\nm=audio"))
+        .unwrap_or_else(|| panic!("{who} got no {start:?} with SDP"));
     for m in &received {
         for secret in secrets {
             assert!(
                 !m.contains(secret.as_str()),
-                "{who} received the caller's {secret}:\n{m}"
+                "{who} received the other party's {secret}:\n{m}"
             );
         }
         for ip in ipv4_literals(m) {
@@ -605,7 +616,7 @@ fn check_callee_got(page: &mut Page, secrets: &[String], who: &str) {
             );
         }
     }
-    let sdp = invite.split("\r\n\r\n").nth(1).unwrap_or("");
+    let sdp = with_sdp.split("\r\n\r\n").nth(1).unwrap_or("");
     let candidates: Vec<&str> = sdp
         .lines()
         .filter(|l| l.starts_with("a=candidate:"))

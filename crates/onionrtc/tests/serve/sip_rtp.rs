@@ -23,14 +23,14 @@ const CALLEE_IP: &str = "127.0.0.3";
 const STRANGER_IP: &str = "127.0.0.4";
 const CALLER_HZ: f64 = 440.0;
 const CALLEE_HZ: f64 = 1000.0;
-const PASSWORD: &str = "phones-on-a-trusted-lan";
+pub(crate) const PASSWORD: &str = "phones-on-a-trusted-lan";
 /// Seconds of decoded audio each phone must have recorded.
 const AUDIO_SECS: usize = 3;
 /// baresip records 8 kHz mono here (`audio_srate`, PCMU).
-const RATE: u32 = 8000;
+pub(crate) const RATE: u32 = 8000;
 
 /// A 20 s tone at `hz`, 8 kHz mono, about -12 dBFS.
-fn tone_wav(path: &Path, hz: f64) {
+pub(crate) fn tone_wav(path: &Path, hz: f64) {
     let n = RATE as usize * 20;
     let mut data = Vec::with_capacity(n * 2);
     for i in 0..n {
@@ -57,18 +57,18 @@ fn read_wav(path: &Path) -> Vec<i16> {
 }
 
 /// The strength of `hz` in 8 kHz `samples` (media's Goertzel, at 48 kHz).
-fn strength(samples: &[i16], hz: f64) -> f64 {
+pub(crate) fn strength(samples: &[i16], hz: f64) -> f64 {
     media::tone::goertzel(&media::tone::resample_to_48k(samples, RATE), hz)
 }
 
 /// Whether `samples` clearly hold `hz` and not `other`.
-fn has_tone(samples: &[i16], hz: f64, other: f64) -> bool {
+pub(crate) fn has_tone(samples: &[i16], hz: f64, other: f64) -> bool {
     let (s, o) = (strength(samples, hz), strength(samples, other));
     s > 0.02 && s > 5.0 * o
 }
 
 /// What `dir`'s phone decoded (sndfile's `dump-*-dec.wav`).
-fn decoded(dir: &Path) -> Vec<i16> {
+pub(crate) fn decoded(dir: &Path) -> Vec<i16> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -82,7 +82,7 @@ fn decoded(dir: &Path) -> Vec<i16> {
 
 /// A baresip configuration directory: UDP from `ip`, the tone of `wav` as
 /// microphone, ALSA's null device as speaker, decoded audio recorded.
-fn phone_dir(work: &Path, user: &str, ip: &str, sip: SocketAddr, wav: &Path) -> PathBuf {
+pub(crate) fn phone_dir(work: &Path, user: &str, ip: &str, sip: SocketAddr, wav: &Path) -> PathBuf {
     let dir = work.join(user);
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
@@ -121,7 +121,7 @@ pub(crate) fn baresip(dir: &Path, log: &Path, extra: &[&str]) -> Proc {
 }
 
 /// The bridge port named in the first `m=audio` line after `after` in `text`.
-fn audio_port(text: &str, after: &str) -> Option<u16> {
+pub(crate) fn audio_port(text: &str, after: &str) -> Option<u16> {
     let at = text.find(after)?;
     text[at..]
         .lines()
