@@ -1,8 +1,11 @@
 //! The plain-RTP media bridge's reading of a phone's SDP and of datagrams
-//! (`signal::sip_media`) on arbitrary bytes: never a panic; what it writes
-//! for the other phone names only the bridge's address (after the
-//! sanitizer, as the server does), and the datagram check never accepts
-//! more than the bridge forwards.
+//! (`signal::sip_media`), and the browser ↔ phone gateway's (its RTP
+//! payload parser, `signal::sip_gateway`; the codec list and restriction
+//! of `media::sdp`) on arbitrary bytes: never a panic; what the bridge
+//! writes for the other phone names only the bridge's address (after the
+//! sanitizer, as the server does), the datagram check never accepts more
+//! than the bridge forwards, a payload lies inside its datagram, and a
+//! restricted offer lists only what was kept.
 
 #![no_main]
 
@@ -10,6 +13,7 @@ use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
 use signal::sanitize::Sanitizer;
+use signal::sip_gateway::rtp_payload;
 use signal::sip_media::{declared_address, is_plain_rtp, point_at, rtp_like, MAX_DATAGRAM};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,11 +22,21 @@ fuzz_target!(|data: &[u8]| {
             assert!(data.len() >= 8 && data.len() <= MAX_DATAGRAM && first >> 6 == 2);
         }
     }
+    if let Some((pt, _, payload)) = rtp_payload(data) {
+        assert!(pt < 128 && payload.len() + 12 <= data.len());
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let _ = is_plain_rtp(text);
     let _ = declared_address(text);
+    let codecs = media::sdp::audio_codecs(text);
+    if let Some(&(keep, _)) = codecs.first() {
+        let restricted = media::sdp::restrict_audio(text, &[keep]);
+        for (pt, _) in media::sdp::audio_codecs(&restricted) {
+            assert_eq!(pt, keep, "{restricted}");
+        }
+    }
     let Ok(clean) = Sanitizer::new(&[]).sdp(text) else {
         return;
     };

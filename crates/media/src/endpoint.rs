@@ -36,6 +36,48 @@ impl RelayProtocol {
     }
 }
 
+/// An audio codec the endpoint can carry. It never transcodes: frames go
+/// in and out encoded, so a gateway passes a phone's G.711 or Opus through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// Opus, 48 kHz clock (what browsers prefer; `onionrtc call` encodes it).
+    Opus,
+    /// G.711 µ-law (PCMU), 8 kHz, static payload type 0.
+    Pcmu,
+    /// G.711 A-law (PCMA), 8 kHz, static payload type 8.
+    Pcma,
+}
+
+impl AudioCodec {
+    /// The codec of an `a=rtpmap` encoding name (`opus`, `PCMU`, `PCMA`;
+    /// any case), `None` for others.
+    pub fn from_encoding(name: &str) -> Option<AudioCodec> {
+        match name.to_ascii_lowercase().as_str() {
+            "opus" => Some(AudioCodec::Opus),
+            "pcmu" => Some(AudioCodec::Pcmu),
+            "pcma" => Some(AudioCodec::Pcma),
+            _ => None,
+        }
+    }
+
+    /// The RTP clock rate.
+    pub const fn clock_rate(self) -> u32 {
+        match self {
+            AudioCodec::Opus => 48_000,
+            AudioCodec::Pcmu | AudioCodec::Pcma => 8_000,
+        }
+    }
+
+    fn of(codec: Codec) -> Option<AudioCodec> {
+        match codec {
+            Codec::Opus => Some(AudioCodec::Opus),
+            Codec::PCMU => Some(AudioCodec::Pcmu),
+            Codec::PCMA => Some(AudioCodec::Pcma),
+            _ => None,
+        }
+    }
+}
+
 /// Configuration of an [`Endpoint`].
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -49,6 +91,9 @@ pub struct EndpointConfig {
     /// How long ICE may take to connect after the remote description is
     /// set before the endpoint reports [`EndpointEvent::Failed`].
     pub connect_timeout: Duration,
+    /// The audio codecs offered or accepted, in order of preference
+    /// (default: Opus only).
+    pub codecs: Vec<AudioCodec>,
 }
 
 impl EndpointConfig {
@@ -65,6 +110,7 @@ impl EndpointConfig {
             local,
             relay_protocol,
             connect_timeout: Duration::from_secs(30),
+            codecs: vec![AudioCodec::Opus],
         }
     }
 }
@@ -86,8 +132,9 @@ pub enum Error {
     /// str0m refused the offer or answer (no common codec, …).
     #[error("{0}")]
     Rtc(#[from] str0m::RtcError),
-    /// The offer has no audio we can take (no audio section, or no Opus).
-    #[error("the offer has no Opus audio")]
+    /// The offer has no audio we can take (no audio section, or none of
+    /// our codecs).
+    #[error("the offer has no audio codec we take")]
     NoAudio,
     /// An answer came without an offer of ours pending.
     #[error("no offer pending")]
@@ -111,6 +158,8 @@ pub struct AudioPacket {
     pub arrival: Instant,
     /// The encoded frame.
     pub payload: Arc<[u8]>,
+    /// Its codec.
+    pub codec: AudioCodec,
 }
 
 /// What happened, from [`Endpoint::poll_event`].
@@ -185,7 +234,8 @@ const MAX_EARLY: usize = 256;
 const MAX_EVENTS: usize = 4096;
 
 impl Endpoint {
-    /// An endpoint with a fresh DTLS certificate, Opus only, relay only.
+    /// An endpoint with a fresh DTLS certificate, the configured codecs,
+    /// relay only.
     ///
     /// # Errors
     /// [`Error::Certificate`] when no certificate can be made.
@@ -195,11 +245,18 @@ impl Endpoint {
             .dtls_provider
             .generate_certificate()
             .ok_or(Error::Certificate)?;
-        let rtc = RtcConfig::new()
+        let mut rtc = RtcConfig::new()
             .set_crypto_provider(Arc::new(provider))
             .set_dtls_cert(cert)
-            .clear_codecs()
-            .enable_opus(true, false)
+            .clear_codecs();
+        for c in &config.codecs {
+            rtc = match c {
+                AudioCodec::Opus => rtc.enable_opus(true, false),
+                AudioCodec::Pcmu => rtc.enable_pcmu(true, false),
+                AudioCodec::Pcma => rtc.enable_pcma(true, false),
+            };
+        }
+        let rtc = rtc
             .set_stats_interval(Some(Duration::from_secs(1)))
             .set_reordering_size_audio(0)
             .build(now);
@@ -266,8 +323,8 @@ impl Endpoint {
         (self.bytes_sent, self.packets_sent)
     }
 
-    /// Creates an SDP offer with one send-receive Opus audio section and
-    /// our relay candidate.
+    /// Creates an SDP offer with one send-receive audio section (the
+    /// configured codecs) and our relay candidate.
     ///
     /// # Errors
     /// [`Error::NotAllocated`] before [`EndpointEvent::Allocated`].
@@ -289,12 +346,12 @@ impl Endpoint {
     ///
     /// # Errors
     /// [`Error::NotAllocated`], [`Error::Sdp`], [`Error::NoAudio`] (no
-    /// Opus audio section), [`Error::Rtc`].
+    /// audio section with one of our codecs), [`Error::Rtc`].
     pub fn accept_offer(&mut self, now: Instant, offer: &str) -> Result<String, Error> {
         if self.relayed.is_none() {
             return Err(Error::NotAllocated);
         }
-        if !has_opus_audio(offer) {
+        if !has_audio(offer, &self.config.codecs) {
             return Err(Error::NoAudio);
         }
         let (offer, dropped) = sdp::relay_candidates_only(offer);
@@ -354,20 +411,25 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Sends one encoded audio frame with RTP timestamp `rtp_time`.
+    /// Sends one encoded audio frame (of the negotiated codec, see
+    /// [`Endpoint::codec`]) with RTP timestamp `rtp_time` in its clock.
     /// Before the call is connected the frame is dropped (returns false).
     pub fn send_audio(&mut self, now: Instant, rtp_time: u32, payload: &[u8]) -> bool {
         if !self.connected {
             return false;
         }
         let Some(mid) = self.mid else { return false };
-        let Some(pt) = self.opus_pt(mid) else {
+        let Some((pt, codec)) = self.send_pt(mid) else {
             return false;
         };
         let Some(writer) = self.rtc.writer(mid) else {
             return false;
         };
-        let time = MediaTime::new(u64::from(rtp_time), Frequency::FORTY_EIGHT_KHZ);
+        let hz = match codec {
+            AudioCodec::Opus => Frequency::FORTY_EIGHT_KHZ,
+            AudioCodec::Pcmu | AudioCodec::Pcma => Frequency::EIGHT_KHZ,
+        };
+        let time = MediaTime::new(u64::from(rtp_time), hz);
         if writer.write(pt, now, time, payload.to_vec()).is_err() {
             return false;
         }
@@ -377,13 +439,22 @@ impl Endpoint {
         true
     }
 
-    fn opus_pt(&mut self, mid: Mid) -> Option<Pt> {
+    /// The negotiated codec we send: the first of the session's payload
+    /// types (the answer's order) that is one of ours.
+    fn send_pt(&mut self, mid: Mid) -> Option<(Pt, AudioCodec)> {
+        let codecs = self.config.codecs.clone();
         let writer = self.rtc.writer(mid)?;
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt());
-        pt
+        let found = writer.payload_params().find_map(|p| {
+            let c = AudioCodec::of(p.spec().codec)?;
+            codecs.contains(&c).then_some((p.pt(), c))
+        });
+        found
+    }
+
+    /// The audio codec negotiated, once the offer/answer is done.
+    pub fn codec(&mut self) -> Option<AudioCodec> {
+        let mid = self.mid?;
+        self.send_pt(mid).map(|(_, c)| c)
     }
 
     /// Bytes from the relay over UDP.
@@ -646,10 +717,12 @@ impl Endpoint {
                 self.mid = Some(m.mid);
             }
             Event::MediaData(d) => {
-                if Some(d.mid) != self.mid || d.params.spec().codec != Codec::Opus {
+                let codec = AudioCodec::of(d.params.spec().codec)
+                    .filter(|c| self.config.codecs.contains(c));
+                let Some(codec) = codec.filter(|_| Some(d.mid) == self.mid) else {
                     self.drops.other_media += 1;
                     return;
-                }
+                };
                 self.media_received += 1;
                 let seq = **d.seq_range.start();
                 self.push_event(EndpointEvent::Audio(AudioPacket {
@@ -657,6 +730,7 @@ impl Endpoint {
                     rtp_time: d.time.numer() as u32,
                     arrival: d.network_time,
                     payload: d.data,
+                    codec,
                 }));
             }
             Event::MediaEgressStats(s) => {
@@ -680,20 +754,11 @@ impl Endpoint {
     }
 }
 
-/// Whether an SDP has an audio section offering Opus.
-fn has_opus_audio(sdp: &str) -> bool {
-    let mut in_audio = false;
-    for line in sdp.lines() {
-        if let Some(m) = line.strip_prefix("m=") {
-            in_audio = m.starts_with("audio ");
-        } else if in_audio && line.starts_with("a=rtpmap:") {
-            let lower = line.to_ascii_lowercase();
-            if lower.contains(" opus/48000") {
-                return true;
-            }
-        }
-    }
-    false
+/// Whether an SDP has an audio section offering one of `codecs`.
+fn has_audio(sdp: &str, codecs: &[AudioCodec]) -> bool {
+    crate::sdp::audio_codecs(sdp)
+        .iter()
+        .any(|(_, c)| codecs.contains(c))
 }
 
 #[cfg(test)]

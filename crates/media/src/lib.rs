@@ -44,7 +44,10 @@
 //!   fingerprint does not link two calls.
 //!
 //! ## Audio
-//! Opus only (48 kHz, mono here, 20 ms frames), encoded and decoded with
+//! The endpoint carries encoded frames of the codecs its configuration
+//! names ([`AudioCodec`]: Opus by default; the SIP gateway of `serve` also
+//! passes a phone's PCMU or PCMA through, never transcoding). `onionrtc
+//! call` speaks Opus (48 kHz, mono here, 20 ms frames), encoded and decoded with
 //! libopus behind the `opus` feature ([`codec`]). Received frames go into
 //! the adaptive [`jitter::JitterBuffer`], which asks the decoder for
 //! packet-loss concealment (or FEC, when the next packet carries it) and
@@ -60,7 +63,9 @@ pub mod tone;
 #[cfg(feature = "opus")]
 pub mod codec;
 
-pub use endpoint::{AudioPacket, Endpoint, EndpointConfig, EndpointEvent, Error, RelayProtocol};
+pub use endpoint::{
+    AudioCodec, AudioPacket, Endpoint, EndpointConfig, EndpointEvent, Error, RelayProtocol,
+};
 pub use jitter::{FrameDecoder, JitterBuffer, Pop};
 pub use stats::{CallStats, ReceiveStats};
 

@@ -717,7 +717,8 @@ fn resolve_sip(
             }
             let Some((first, last)) = signal::sip_media::MediaSettings::parse_ports(&ports) else {
                 bail!(
-                    "invalid [sip] media_ports {ports:?}: \"FIRST-LAST\", 1 <= FIRST < LAST,                      at least 4 ports (4 per bridged call)"
+                    "invalid [sip] media_ports {ports:?}: \"FIRST-LAST\", 1 <= FIRST < LAST, \
+                     at least 4 ports (4 per bridged call)"
                 );
             };
             let address = match &file.media_address {
@@ -742,6 +743,8 @@ fn resolve_sip(
             };
             Some(signal::sip_media::MediaSettings {
                 address,
+                // Set by `load`, which has the relay's listeners.
+                relay: None,
                 first,
                 last,
             })
@@ -756,6 +759,21 @@ fn resolve_sip(
         tls,
         media,
     })
+}
+
+/// Where the SIP gateways' endpoints reach the relay: its first UDP
+/// listener, a wildcard address taken as loopback.
+fn gateway_relay(relay: &RelayConfig) -> Option<SocketAddr> {
+    let l = relay
+        .listen
+        .iter()
+        .find(|l| l.proto == relay::config::ListenProto::Udp)?;
+    let ip = match l.addr.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Some(SocketAddr::new(ip, l.addr.port()))
 }
 
 /// What `serve` runs with, secret not yet loaded.
@@ -793,6 +811,9 @@ pub fn load(flags: &ServeFlags) -> anyhow::Result<Loaded> {
     };
     let mut serve = resolve(file, &base, flags)?;
     serve.sip = resolve_sip(sip, &serve, &base, relay.tls.as_ref())?;
+    if let Some(m) = serve.sip.media.as_mut() {
+        m.relay = gateway_relay(&relay);
+    }
     if serve.turn_urls.is_none() {
         if let Some(l) = relay.listen.iter().find(|l| l.addr.ip().is_unspecified()) {
             bail!(

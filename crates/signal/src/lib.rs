@@ -51,6 +51,7 @@ pub mod protocol;
 mod ratelimit;
 mod rooms;
 pub mod sanitize;
+pub mod sip_gateway;
 pub mod sip_media;
 pub mod sip_net;
 pub mod sip_ws;

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use crate::ratelimit::TokenBucket;
+use crate::sip_gateway::{Gateway, MediaRuntime, RelayAccess};
 use crate::sip_ws::lock;
 
 /// Datagrams larger than this are dropped (RTP over UDP stays under the
@@ -68,6 +69,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct MediaSettings {
     /// The address the bridge binds and writes into the phones' SDP.
     pub address: IpAddr,
+    /// The relay's UDP listener as this host reaches it: where the
+    /// WebRTC ↔ RTP gateways allocate (`None`: no gateways, calls between
+    /// a browser and a phone get 488).
+    pub relay: Option<SocketAddr>,
     /// The port range, inclusive.
     pub first: u16,
     pub last: u16,
@@ -103,11 +108,13 @@ pub(crate) struct MediaCounters {
     pub(crate) no_peer: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) idle: AtomicU64,
+    /// WebRTC ↔ RTP gateways opened ([`crate::sip_gateway`]).
+    pub(crate) gateways_opened: AtomicU64,
 }
 
 /// One side's phone, as its SDP and signaling describe it.
 #[derive(Debug, Default, Clone, Copy)]
-struct Peer {
+pub(crate) struct Peer {
     /// The phone's SIP peer address (its UDP flow or TCP connection).
     signaling: Option<IpAddr>,
     /// The RTP address in its SDP.
@@ -117,9 +124,19 @@ struct Peer {
 }
 
 impl Peer {
+    /// A phone whose SIP comes from `signaling` and whose SDP names
+    /// `declared`, not latched yet.
+    pub(crate) fn new(signaling: Option<IpAddr>, declared: Option<SocketAddr>) -> Peer {
+        Peer {
+            signaling,
+            declared,
+            latched: [None, None],
+        }
+    }
+
     /// Whether a packet from `src` on component `c` is this phone's
     /// (latching on the first acceptable one).
-    fn accept(&mut self, c: usize, src: SocketAddr) -> bool {
+    pub(crate) fn accept(&mut self, c: usize, src: SocketAddr) -> bool {
         match self.latched[c] {
             Some(l) => l == src,
             None => {
@@ -142,7 +159,7 @@ impl Peer {
     }
 
     /// Where component `c` goes.
-    fn destination(&self, c: usize) -> Option<SocketAddr> {
+    pub(crate) fn destination(&self, c: usize) -> Option<SocketAddr> {
         if let Some(l) = self.latched[c] {
             return Some(l);
         }
@@ -184,8 +201,12 @@ impl Drop for Bridge {
 #[derive(Debug, Default)]
 struct Inner {
     bridges: HashMap<u64, Bridge>,
+    /// WebRTC ↔ RTP gateways by call and leg.
+    gateways: HashMap<(u64, usize), Gateway>,
     used: HashSet<u16>,
     cursor: u16,
+    /// Where the gateways' endpoints run (started with the first).
+    runtime: Option<MediaRuntime>,
 }
 
 /// The bridges of one server.
@@ -331,6 +352,109 @@ impl Bridges {
         lock(&self.inner).bridges.len()
     }
 
+    /// Open gateways.
+    pub(crate) fn open_gateways(&self) -> usize {
+        lock(&self.inner).gateways.len()
+    }
+
+    /// The relay the gateways allocate on.
+    pub(crate) fn relay(&self) -> Option<SocketAddr> {
+        self.settings.relay
+    }
+
+    /// The offer for leg `leg` of call `call` (`original`, from the
+    /// caller at `signaling`) going from a browser to a phone or from a
+    /// phone to a browser (`from_browser`): opens the leg's gateway.
+    /// `None`: no room, no codec in common, or our endpoint could not
+    /// start (488 for this leg).
+    pub(crate) fn gateway_offer(
+        &self,
+        (call, leg): (u64, usize),
+        from_browser: bool,
+        signaling: Option<IpAddr>,
+        original: &str,
+        relay: RelayAccess,
+    ) -> Option<String> {
+        let codecs = media::sdp::audio_codecs(original);
+        if codecs.is_empty() {
+            return None;
+        }
+        let mut inner = lock(&self.inner);
+        if inner.bridges.len() + inner.gateways.len() >= self.settings.capacity() {
+            self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if inner.runtime.is_none() {
+            inner.runtime = MediaRuntime::start();
+        }
+        let runtime = inner.runtime.as_ref()?.handle().clone();
+        let (ports, mut sockets) = self.take_ports(&mut inner)?;
+        // The endpoint talks to the relay from the second pair's first
+        // port (the same address family as the relay, else any port).
+        let to_relay = match sockets.get(2) {
+            Some(s) if relay.server.is_ipv4() == self.settings.address.is_ipv4() => {
+                s.try_clone().ok()
+            }
+            _ => {
+                let any: SocketAddr = if relay.server.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                std::net::UdpSocket::bind(any)
+                    .ok()
+                    .filter(|s| s.set_nonblocking(true).is_ok())
+            }
+        }?;
+        sockets.truncate(2);
+        let rtcp = sockets.pop()?;
+        let rtp = sockets.pop()?;
+        let (browser_offer, phone) = if from_browser {
+            (Some(original.to_owned()), Peer::default())
+        } else {
+            (None, Peer::new(signaling, declared_address(original)))
+        };
+        let gw = Gateway::open(
+            &runtime,
+            ports,
+            [rtp, rtcp, to_relay],
+            self.settings.address,
+            relay,
+            browser_offer,
+            codecs,
+            phone,
+            self.counters.clone(),
+        )?;
+        // Offering to a browser waits for our endpoint's allocation (the
+        // SIP core waits anyway: it needs the offer to go on). No offer:
+        // the gateway is dropped (its endpoint stops, its ports close).
+        let offer = gw.offer()?;
+        inner.used.extend(ports);
+        self.counters
+            .gateways_opened
+            .fetch_add(1, Ordering::Relaxed);
+        inner.gateways.insert((call, leg), gw);
+        Some(offer)
+    }
+
+    /// The answer of leg `leg` of call `call` through its gateway, if it
+    /// has one: `Some(None)` when the gateway cannot answer (488).
+    pub(crate) fn gateway_answer(
+        &self,
+        (call, leg): (u64, usize),
+        signaling: Option<IpAddr>,
+        answer: &str,
+    ) -> Option<Option<String>> {
+        let mut inner = lock(&self.inner);
+        let gw = inner.gateways.get_mut(&(call, leg))?;
+        Some(gw.answer(answer, signaling))
+    }
+
+    /// Whether call `call` runs through a gateway.
+    pub(crate) fn has_gateway(&self, call: u64) -> bool {
+        lock(&self.inner).gateways.keys().any(|(c, _)| *c == call)
+    }
+
     /// The SDP `sdp` (already sanitized; `original` as the phone sent it)
     /// of call `call`'s side `from` rewritten to the other side's ports;
     /// opens the call's bridge on first use. `None`: no room (488).
@@ -380,6 +504,22 @@ impl Bridges {
                 inner.used.remove(&p);
             }
         }
+        let legs: Vec<(u64, usize)> = inner
+            .gateways
+            .keys()
+            .filter(|(c, _)| *c == call)
+            .copied()
+            .collect();
+        for key in legs {
+            // Dropping the gateway closes its endpoint's channel: the
+            // endpoint hangs up (deleting its allocation) and its sockets
+            // close.
+            if let Some(g) = inner.gateways.remove(&key) {
+                for p in g.ports {
+                    inner.used.remove(&p);
+                }
+            }
+        }
     }
 
     /// Calls whose media stopped for [`IDLE_TIMEOUT`] (each reported once).
@@ -393,17 +533,26 @@ impl Bridges {
                 out.push(call);
             }
         }
+        // Only a leg that answered speaks for its call (a fork that lost
+        // never gets media, and its endpoint gives up).
+        for (&(call, _), g) in inner.gateways.iter().filter(|(_, g)| g.is_answered()) {
+            let mut st = lock(&g.shared);
+            let idle = now.saturating_duration_since(st.last_packet) >= timeout;
+            if !st.idle_reported && (idle || st.failed) && !out.contains(&call) {
+                st.idle_reported = true;
+                out.push(call);
+            }
+        }
         self.counters
             .idle
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         out
     }
 
-    fn open_bridge(&self, inner: &mut Inner) -> Option<Bridge> {
+    /// Two free port pairs (RTP even, RTCP next), bound: `[p, q]` and
+    /// the sockets of p, p + 1, q, q + 1. Not marked used yet.
+    fn take_ports(&self, inner: &mut Inner) -> Option<([u16; 2], Vec<std::net::UdpSocket>)> {
         let s = &self.settings;
-        if inner.bridges.len() >= s.capacity() {
-            return None;
-        }
         let first = s.first + s.first % 2;
         let mut sockets = Vec::with_capacity(4);
         let mut ports = Vec::with_capacity(2);
@@ -435,6 +584,14 @@ impl Bridges {
         if ports.len() < 2 {
             return None;
         }
+        Some(([ports[0], ports[1]], sockets))
+    }
+
+    fn open_bridge(&self, inner: &mut Inner) -> Option<Bridge> {
+        if inner.bridges.len() + inner.gateways.len() >= self.settings.capacity() {
+            return None;
+        }
+        let (ports, sockets) = self.take_ports(inner)?;
         // Called from the SIP tasks, so inside the runtime; anywhere else
         // there is no bridge rather than a panic.
         let runtime = tokio::runtime::Handle::try_current().ok()?;
@@ -449,7 +606,6 @@ impl Bridges {
             idle_reported: false,
         }));
         let task = runtime.spawn(forward(tokio_sockets, state.clone(), self.counters.clone()));
-        let ports = [ports[0], ports[1]];
         inner.used.extend(ports);
         Some(Bridge { ports, state, task })
     }
@@ -590,6 +746,7 @@ mod tests {
         }
         let s = |first, last| MediaSettings {
             address: "127.0.0.1".parse().unwrap(),
+            relay: None,
             first,
             last,
         };
@@ -687,6 +844,7 @@ mod tests {
         drop(probe);
         let bridges = Bridges::new(MediaSettings {
             address: ip,
+            relay: None,
             first: base,
             last: base + 3,
         });

@@ -282,7 +282,7 @@ async fn udp_loop(
                     continue;
                 }
                 let conn = flow.conn;
-                rt.receive(conn, &buf[..n], &state.config().relay_addresses);
+                rt.receive(conn, &buf[..n], state.config());
             }
         }
     }
@@ -456,7 +456,6 @@ async fn tcp_conn<S>(
     // Set while the buffer holds part of a message.
     let mut partial_since: Option<tokio::time::Instant> = None;
     let mut closing = false;
-    let relays = state.config().relay_addresses.clone();
     'conn: loop {
         let deadline = match partial_since {
             Some(t) => t + TCP_HEADER_TIMEOUT,
@@ -495,7 +494,7 @@ async fn tcp_conn<S>(
                                 break 'conn;
                             }
                             let msg: Vec<u8> = buf.drain(..k).collect();
-                            rt.receive(conn, &msg, &relays);
+                            rt.receive(conn, &msg, state.config());
                         }
                         Frame::TooLarge(head) => {
                             let outs = lock(&rt.core).refused_too_large_head(conn, &buf[..head]);
@@ -506,7 +505,7 @@ async fn tcp_conn<S>(
                         Frame::Broken(head) => {
                             match head {
                                 // The core answers 400 when it can, and counts.
-                                Some(h) => rt.receive(conn, &buf[..h], &relays),
+                                Some(h) => rt.receive(conn, &buf[..h], state.config()),
                                 None => lock(&rt.core).refused_too_large(),
                             }
                             closing = true;

@@ -117,6 +117,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct SdpSanitizer<'a> {
     sanitizer: Sanitizer<'a>,
     media: Option<&'a Bridges>,
+    config: &'a crate::SignalConfig,
+}
+
+impl SdpSanitizer<'_> {
+    /// Our relay with fresh credentials, for a gateway's endpoint.
+    fn relay_access(&self, bridges: &Bridges) -> Option<crate::sip_gateway::RelayAccess> {
+        let server = bridges.relay()?;
+        let creds = crate::echo::relay_credentials(self.config);
+        Some(crate::sip_gateway::RelayAccess {
+            server,
+            username: creds.username,
+            password: creds.credential,
+        })
+    }
 }
 
 impl sip::SdpFilter for SdpSanitizer<'_> {
@@ -124,16 +138,54 @@ impl sip::SdpFilter for SdpSanitizer<'_> {
         self.sanitizer.sdp(sdp).ok().map(|s| s.sdp)
     }
 
-    /// Plain RTP (a phone's) goes through the media bridge when it is on:
-    /// the SDP names the bridge's ports instead of `0.0.0.0`.
+    /// With the media bridge on: plain RTP between phones goes through
+    /// the bridge (the SDP names the bridge's ports instead of `0.0.0.0`),
+    /// and a call between a browser and a phone through a gateway
+    /// ([`crate::sip_gateway`]); what goes to a browser passes the
+    /// sanitizer either way.
     fn filter_call(&self, call: sip::CallSdp, sdp: &str) -> Option<String> {
-        let clean = self.filter(sdp)?;
-        match self.media {
-            Some(bridges) if crate::sip_media::is_plain_rtp(sdp) => {
-                let side = usize::from(!call.from_caller);
-                bridges.rewrite(call.call, side, call.peer, sdp, &clean)
+        let Some(bridges) = self.media else {
+            return self.filter(sdp);
+        };
+        let plain = crate::sip_media::is_plain_rtp(sdp);
+        let for_browser = |out: String| {
+            if call.to_websocket {
+                self.filter(&out)
+            } else {
+                Some(out)
             }
-            _ => Some(clean),
+        };
+        match call.leg {
+            // An answer from a leg that has a gateway.
+            Some(leg) if !call.from_caller => {
+                if let Some(out) = bridges.gateway_answer((call.call, leg), call.peer, sdp) {
+                    return for_browser(out?);
+                }
+            }
+            // An offer from a phone to a browser, or from a browser to a
+            // phone (the browser's offer sanitized first, like any).
+            Some(leg) if plain == call.to_websocket => {
+                let relay = self.relay_access(bridges)?;
+                let offer = if plain {
+                    sdp.to_owned()
+                } else {
+                    self.filter(sdp)?
+                };
+                let out =
+                    bridges.gateway_offer((call.call, leg), !plain, call.peer, &offer, relay)?;
+                return for_browser(out);
+            }
+            Some(_) => {}
+            // Within the dialog: not through a gateway (yet).
+            None if bridges.has_gateway(call.call) => return None,
+            None => {}
+        }
+        let clean = self.filter(sdp)?;
+        if plain {
+            let side = usize::from(!call.from_caller);
+            bridges.rewrite(call.call, side, call.peer, sdp, &clean)
+        } else {
+            Some(clean)
         }
     }
 }
@@ -203,14 +255,15 @@ impl SipRuntime {
         }
     }
 
-    pub(crate) fn receive(&self, conn: ConnId, data: &[u8], relays: &[crate::Cidr]) {
+    pub(crate) fn receive(&self, conn: ConnId, data: &[u8], config: &crate::SignalConfig) {
         let accounts = RealmAccounts {
             store: &self.users,
             realm: &self.domain,
         };
         let filter = SdpSanitizer {
-            sanitizer: Sanitizer::new(relays),
+            sanitizer: Sanitizer::new(&config.relay_addresses),
             media: self.media.as_ref(),
+            config,
         };
         let outs = lock(&self.core).receive(conn, data, Instant::now(), &accounts, &filter);
         self.dispatch(outs);
@@ -450,8 +503,20 @@ impl SipRuntime {
             metric(
                 "onionrtc_sip_media_idle_total",
                 "counter",
-                "Bridged calls hung up because no media flowed for 120 s.",
+                "Bridged calls hung up because no media flowed for 120 s (or a gateway's endpoint failed).",
                 get(&c.idle),
+            );
+            metric(
+                "onionrtc_sip_gateways",
+                "gauge",
+                "WebRTC-to-RTP gateways open (calls between a browser and a phone).",
+                media.open_gateways() as u64,
+            );
+            metric(
+                "onionrtc_sip_gateways_total",
+                "counter",
+                "WebRTC-to-RTP gateways opened.",
+                get(&c.gateways_opened),
             );
         }
         out
@@ -561,7 +626,7 @@ async fn run(state: SignalState, rt: Arc<SipRuntime>, ip: IpAddr, mut socket: We
                     rt.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                     break Some((close_code::POLICY, "rate limit"));
                 }
-                rt.receive(conn, &data, &config.relay_addresses);
+                rt.receive(conn, &data, config);
             }
         }
     };

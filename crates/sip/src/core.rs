@@ -123,6 +123,13 @@ pub struct CallSdp {
     pub from_caller: bool,
     /// The sender's address on its SIP connection.
     pub peer: Option<IpAddr>,
+    /// The callee leg an initial offer goes to, or its answer comes from
+    /// (a forked call filters the offer once per leg); `None` within an
+    /// established dialog (re-INVITE, UPDATE).
+    pub leg: Option<usize>,
+    /// The body goes to a WebSocket client (a browser: WebRTC media);
+    /// else to a phone (UDP, TCP or TLS).
+    pub to_websocket: bool,
 }
 
 /// Ended calls remembered at most until [`Core::take_ended`] (more: the
@@ -405,11 +412,23 @@ impl Core {
         std::mem::take(&mut self.ended)
     }
 
-    fn call_sdp(&self, call: u64, from_caller: bool, conn: ConnId) -> CallSdp {
+    /// What the filter learns about a body `conn` sent within call `call`
+    /// towards `to`.
+    fn call_sdp(
+        &self,
+        call: u64,
+        from_caller: bool,
+        conn: ConnId,
+        leg: Option<usize>,
+        to: ConnId,
+    ) -> CallSdp {
+        let t = self.transport(to);
         CallSdp {
             call,
             from_caller,
             peer: self.conns.get(&conn).map(|c| c.peer),
+            leg,
+            to_websocket: t.eq_ignore_ascii_case("ws") || t.eq_ignore_ascii_case("wss"),
         }
     }
 
@@ -1113,17 +1132,28 @@ impl Core {
         // released late for one can never be another call's.
         let key = self.next_call;
         self.next_call += 1;
-        let Some(offer) = sdp.filter_call(self.call_sdp(key, true, conn), &req.body) else {
+        // Each device gets the offer filtered for it (a browser and a
+        // phone of one user need different media: a gateway for one).
+        // A device whose offer is refused gets no leg: leg numbers count
+        // the others.
+        let mut offers: Vec<(Binding, String)> = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            let c = self.call_sdp(key, true, conn, Some(offers.len()), b.conn);
+            if let Some(o) = sdp.filter_call(c, &req.body) {
+                offers.push((b, o));
+            }
+        }
+        if offers.is_empty() {
             self.counters.sdp_rejected += 1;
             self.note_ended(key);
             return self.reply_code(conn, &req, 488, now);
-        };
+        }
         let our_tag = token();
         let trying = self.response(&req, conn, 100, None);
         self.reply(conn, &req, trying, now);
         self.counters.calls += 1;
         let mut legs = Vec::new();
-        for b in bindings {
+        for (b, offer) in offers {
             let call_id = format!("{}{}", token(), token());
             let from_tag = token();
             let mut m = Message::request("INVITE", &b.uri);
@@ -1136,7 +1166,7 @@ impl Core {
             m.push("Contact", self.our_contact(b.conn));
             m.push("Allow", ALLOW);
             m.push("Content-Type", "application/sdp");
-            m.body = offer.clone();
+            m.body = offer;
             self.send_request(b.conn, &m, now);
             self.b_index.insert(call_id.clone(), (key, legs.len()));
             legs.push(Leg {
@@ -1336,8 +1366,12 @@ impl Core {
             let r = self.response(&req, conn, 491, tag.as_deref());
             return self.reply(conn, &req, r, now);
         }
-        let Some(body) = sdp.filter_call(self.call_sdp(key, from_leg.is_none(), conn), &req.body)
-        else {
+        let to = match from_leg {
+            None => call.legs.get(answered).map_or(conn, |l| l.conn),
+            Some(_) => call.a_conn,
+        };
+        let within = self.call_sdp(key, from_leg.is_none(), conn, None, to);
+        let Some(body) = sdp.filter_call(within, &req.body) else {
             self.counters.sdp_rejected += 1;
             let r = self.response(&req, conn, 488, tag.as_deref());
             return self.reply(conn, &req, r, now);
@@ -1423,7 +1457,8 @@ impl Core {
         };
         let body = if code < 300 {
             // The answer comes from the side the offer was sent to.
-            let b = sdp.filter_call(self.call_sdp(key, p.from_leg.is_some(), conn), &resp.body);
+            let c = self.call_sdp(key, p.from_leg.is_some(), conn, None, sender);
+            let b = sdp.filter_call(c, &resp.body);
             if b.is_none() {
                 self.counters.sdp_rejected += 1;
                 code = 488;
@@ -1727,7 +1762,8 @@ impl Core {
             .get("To")
             .and_then(NameAddr::parse)
             .and_then(|n| n.tag().map(str::to_string));
-        let from_callee = self.call_sdp(key, false, conn);
+        let a_conn = self.calls.get(&key).map_or(conn, |c| c.a_conn);
+        let from_callee = self.call_sdp(key, false, conn, Some(i), a_conn);
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };

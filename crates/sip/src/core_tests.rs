@@ -29,12 +29,14 @@ impl SdpFilter for Marker {
         ))
     }
 
-    /// Names the call, the sending side and whether its address was known.
+    /// Names the call, the sending side, whether its address was known,
+    /// and the leg (`-` within a dialog).
     fn filter_call(&self, call: CallSdp, sdp: &str) -> Option<String> {
         let side = if call.from_caller { "caller" } else { "callee" };
         let known = call.peer.is_some();
+        let leg = call.leg.map_or("-".to_string(), |l| l.to_string());
         self.filter(sdp)
-            .map(|s| format!("a=x-call:{}:{side}:{known}\r\n{s}", call.call))
+            .map(|s| format!("a=x-call:{}:{side}:{known}:{leg}\r\n{s}", call.call))
     }
 }
 
@@ -268,10 +270,12 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
         invites.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
         vec![2, 3]
     );
-    for (_, m) in &invites {
-        // The filter knew the call and that the caller sent it.
+    for (leg, (_, m)) in invites.iter().enumerate() {
+        // The filter knew the call, that the caller sent it, and filtered
+        // it once per device (leg).
         assert!(
-            m.body.starts_with("a=x-call:1:caller:true\r\n"),
+            m.body
+                .starts_with(&format!("a=x-call:1:caller:true:{leg}\r\n")),
             "{}",
             m.body
         );
@@ -303,7 +307,7 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
     assert_eq!(ok.code(), Some(200));
     assert!(ok.body.ends_with("a=filtered\r\n") && !ok.body.contains("203.0.113"));
     assert!(
-        ok.body.starts_with("a=x-call:1:callee:true\r\n"),
+        ok.body.starts_with("a=x-call:1:callee:true:1\r\n"),
         "{}",
         ok.body
     );
