@@ -290,7 +290,8 @@ impl Gateway {
                     .map(|(p, _)| p)?;
                 {
                     let mut st = lock(&self.shared);
-                    st.phone = Peer::new(signaling, crate::sip_media::declared_address(sdp));
+                    st.phone
+                        .answered(signaling, crate::sip_media::declared_address(sdp));
                     st.phone_pt = Some(pt);
                 }
                 let restricted = media::sdp::restrict_audio(offer, &[browser_pt]);

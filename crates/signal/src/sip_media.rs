@@ -134,6 +134,16 @@ impl Peer {
         }
     }
 
+    /// The phone's answer names `declared`, and its SIP comes from
+    /// `signaling`: what was latched stays unless the phone moved.
+    pub(crate) fn answered(&mut self, signaling: Option<IpAddr>, declared: Option<SocketAddr>) {
+        if self.signaling != signaling {
+            *self = Peer::new(signaling, declared);
+        } else {
+            self.declared = declared;
+        }
+    }
+
     /// Whether a packet from `src` on component `c` is this phone's
     /// (latching on the first acceptable one).
     pub(crate) fn accept(&mut self, c: usize, src: SocketAddr) -> bool {
@@ -362,9 +372,9 @@ impl Bridges {
         self.settings.relay
     }
 
-    /// The offer for leg `leg` of call `call` (`original`, from the
-    /// caller at `signaling`) going from a browser to a phone or from a
-    /// phone to a browser (`from_browser`): opens the leg's gateway.
+    /// The offer for leg `leg` of call `call` (`original`) going from a
+    /// browser to a phone or from a phone to a browser (`from_browser`),
+    /// the phone's SIP address `signaling`: opens the leg's gateway.
     /// `None`: no room, no codec in common, or our endpoint could not
     /// start (488 for this leg).
     pub(crate) fn gateway_offer(
@@ -409,8 +419,9 @@ impl Bridges {
         sockets.truncate(2);
         let rtcp = sockets.pop()?;
         let rtp = sockets.pop()?;
+        // The phone's SDP address comes with its offer, or its answer.
         let (browser_offer, phone) = if from_browser {
-            (Some(original.to_owned()), Peer::default())
+            (Some(original.to_owned()), Peer::new(signaling, None))
         } else {
             (None, Peer::new(signaling, declared_address(original)))
         };

@@ -171,8 +171,9 @@ impl sip::SdpFilter for SdpSanitizer<'_> {
                 } else {
                     self.filter(sdp)?
                 };
-                let out =
-                    bridges.gateway_offer((call.call, leg), !plain, call.peer, &offer, relay)?;
+                // The phone's SIP address: the sender's, or the recipient's.
+                let phone = if plain { call.peer } else { call.to_peer };
+                let out = bridges.gateway_offer((call.call, leg), !plain, phone, &offer, relay)?;
                 return for_browser(out);
             }
             Some(_) => {}

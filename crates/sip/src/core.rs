@@ -130,6 +130,9 @@ pub struct CallSdp {
     /// The body goes to a WebSocket client (a browser: WebRTC media);
     /// else to a phone (UDP, TCP or TLS).
     pub to_websocket: bool,
+    /// The recipient's address on its SIP connection (a phone's media
+    /// usually comes from there before its answer does).
+    pub to_peer: Option<IpAddr>,
 }
 
 /// Ended calls remembered at most until [`Core::take_ended`] (more: the
@@ -429,6 +432,7 @@ impl Core {
             peer: self.conns.get(&conn).map(|c| c.peer),
             leg,
             to_websocket: t.eq_ignore_ascii_case("ws") || t.eq_ignore_ascii_case("wss"),
+            to_peer: self.conns.get(&to).map(|c| c.peer),
         }
     }
 

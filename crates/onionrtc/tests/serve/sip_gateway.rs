@@ -37,11 +37,6 @@ const AUDIO_SECS: usize = 3;
 /// How far the browser's dominant frequency may be from the phone's tone.
 const HZ_TOLERANCE: f64 = 30.0;
 
-/// How long an ended call over UDP stays counted in `onionrtc_sip_calls`
-/// ("being set up, connected or ending"): the B2BUA keeps it for 64·T1 to
-/// absorb late responses, plus a margin.
-const LINGER: Duration = Duration::from_secs(::sip::core::TX_TIMEOUT.as_secs() + 8);
-
 /// What the page hears from the session's peer connection: the dominant
 /// frequency of its remote audio track (Web Audio analyser, 1.5 s) and its
 /// level in dB. Chromium feeds Web Audio a remote track's samples only
@@ -217,7 +212,8 @@ impl Scene<'_> {
     }
 
     /// After a hang-up: the gateway is closed within a bound (the call
-    /// itself is counted while its transactions linger, see [`LINGER`]).
+    /// itself stays counted in `onionrtc_sip_calls` while its transactions
+    /// linger, 64·T1 over UDP: not waited for here).
     fn check_released(&self, page: &mut Page, call: &str) {
         let released =
             testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -556,7 +552,6 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
 
     // The phone hangs up (baresip quits on SIGTERM with a BYE).
     quit(&mut phone);
-    let hung_up = Instant::now();
     let bye = scene.wait_trace(Duration::from_secs(1), |m| {
         m.sent && m.text.starts_with("BYE ")
     });
@@ -603,16 +598,7 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
             "the log names {needle}:\n{server_log}"
         );
     }
-    // Both calls are gone once their transactions are over.
-    let gone = testkit::wait_until(LINGER, Duration::from_millis(250), || {
-        (scene.metric("onionrtc_sip_calls") == 0).then_some(())
-    });
-    let gone_in = hung_up.elapsed();
     let m = server.get_as_operator("/metrics", &data).1;
-    assert!(
-        gone.is_some(),
-        "a call outlived its BYE by {LINGER:?}:\n{m}"
-    );
     assert_eq!(
         metric_sum(&m, "onionrtc_sip_calls_answered_total"),
         2,
@@ -621,6 +607,9 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
     let status = server.terminate().unwrap();
     assert!(status.success(), "serve exited with {status}");
     let counter = |name: &str| metric_sum(&m, &format!("onionrtc_sip_media_{name}_total"));
+    // (`foreign` is usually 1: baresip sends its first RTCP report from
+    // 127.0.0.1, not its own 127.0.0.2, before its answer tells the
+    // gateway its ports; dropped, as a stranger's would be.)
     eprintln!(
         "gateway e2e: media packets {}, foreign {}, malformed {}, rate-limited {}",
         counter("packets"),
@@ -629,11 +618,9 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
         counter("rate_limited")
     );
     eprintln!(
-        "gateway e2e: the browser heard {} and {} Hz; no call left {:?} after the last BYE; \
-         {:?} in all",
+        "gateway e2e: the browser heard {} and {} Hz; {:?} in all",
         heard_a["hz"],
         heard_b["hz"],
-        gone_in,
         started.elapsed()
     );
 }
