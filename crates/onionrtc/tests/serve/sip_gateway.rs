@@ -15,8 +15,10 @@
 //! phone is answered with the browser's choice alone), relay/relay in
 //! the browser, inbound audio growing, the browser hears
 //! 440 Hz, the phone decodes 1000 Hz and not its own 440 Hz (the negative
-//! control), one gateway open (metrics) and none after the BYE; at the
-//! end no call is left once its transactions are over. Privacy:
+//! control), one gateway open (metrics) and none after the BYE. During
+//! call A, malformed, truncated and oversized SIP hits the UDP and TCP
+//! listeners (sipp.rs's `bad_input`: 400/413 or dropped): the call keeps
+//! its audio both ways. Privacy:
 //! nothing the browser received names the phone (its address, Call-ID,
 //! tags, Contact user, User-Agent), nothing the phone received names the
 //! browser, and the server's log names neither.
@@ -27,6 +29,7 @@ use super::sip_rtp::{audio_port, baresip, decoded, has_tone, phone_dir, strength
 use super::sip_rtp::{PASSWORD, RATE};
 use super::sip_ws::{caller_secrets, check_page_got, jssip_bundle, sip_config, sip_page_report};
 use super::sip_ws::{users, DOMAIN, JSSIP_HARNESS, STATS_JS};
+use super::sipp::bad_input;
 use super::*;
 
 const PHONE_IP: &str = "127.0.0.2";
@@ -358,7 +361,8 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     // baresip 1.0 answers only the first challenge.
     text.push_str(&format!(
-        "listen = [\"udp://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
+        "listen = [\"udp://127.0.0.1:{sip_port}\", \"tcp://127.0.0.1:{sip_port}\"]\n\
+         digest_algorithms = [\"MD5\"]\n\
          media_ports = \"{first}-{}\"\n",
         first + 39
     ));
@@ -476,6 +480,29 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
     // Control: the phone's own trace names its address and tags.
     assert!(secrets_a.len() >= 4, "{secrets_a:?}");
     check_page_got(&mut page, &secrets_a, "alice", "SIP/2.0 200 ");
+
+    // Malformed, truncated and oversized SIP on the phones' UDP and TCP
+    // listeners during the call (sipp.rs's checks: 400/413 or dropped, the
+    // listeners still answer): the call keeps its audio both ways.
+    let decoded_before = decoded(&scene.phone).len();
+    bad_input(SocketAddr::from(([127, 0, 0, 1], sip_port)));
+    let heard = page.evaluate(PAGE_HEARS_SIP).unwrap();
+    let hz = heard["hz"].as_f64().unwrap_or(0.0);
+    if (hz - PHONE_HZ).abs() > HZ_TOLERANCE || heard["level"].as_f64().unwrap_or(f64::MIN) < -80.0 {
+        scene.fail(
+            &format!("call A: after the bad input the browser hears {heard}"),
+            &mut page,
+        );
+    }
+    let grows = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        (decoded(&scene.phone).len() > decoded_before + RATE as usize).then_some(())
+    });
+    if grows.is_none() {
+        scene.fail(
+            "call A: the phone's audio stopped after the bad input",
+            &mut page,
+        );
+    }
 
     // alice hangs up: the phone gets the BYE; the gateway closes.
     page.evaluate("sipt.hangup()").unwrap();

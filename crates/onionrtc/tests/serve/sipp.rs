@@ -79,7 +79,7 @@ CSeq: 1 OPTIONS\r\n{extra}Content-Length: 0\r\n\r\n"
 
 /// Malformed, truncated and oversized SIP on UDP and TCP: answered 400/413
 /// or dropped, the listeners still answer afterwards.
-fn bad_input(sip: SocketAddr) {
+pub(crate) fn bad_input(sip: SocketAddr) {
     let sock = UdpSocket::bind("127.0.0.4:0").unwrap();
     let quiet = Duration::from_millis(500);
     let answer = Duration::from_secs(10);
