@@ -414,13 +414,13 @@ fn sip_fail(what: &str, pages: &mut [Page], server: &Server) -> ! {
 /// The files under `root` over HTTP on 127.0.0.1, with
 /// `Access-Control-Allow-Origin: *` (SIP.js is ES modules only: the pages
 /// import it across origins). Stopped on drop.
-struct ModuleServer {
-    addr: SocketAddr,
+pub(crate) struct ModuleServer {
+    pub(crate) addr: SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ModuleServer {
-    fn start(root: std::path::PathBuf) -> ModuleServer {
+    pub(crate) fn start(root: std::path::PathBuf) -> ModuleServer {
         use std::sync::atomic::{AtomicBool, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -471,7 +471,7 @@ impl Drop for ModuleServer {
 /// The same `window.sipt` interface over SIP.js (UserAgent, Registerer,
 /// incoming INVITEs accepted); `MODULE` is replaced by the URL of
 /// `sip.js/lib/index.js`.
-const SIPJS_HARNESS: &str = r#"(async () => {
+pub(crate) const SIPJS_HARNESS: &str = r#"(async () => {
   const SIP = await import('MODULE');
   const t = { sent: [], received: [], events: [], session: null, ua: null, creds: null };
   const watch = (s) => {

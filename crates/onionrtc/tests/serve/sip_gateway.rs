@@ -8,7 +8,8 @@
 //! decodes (`sndfile`), the page measures what it hears (Web Audio). Call A:
 //! alice (browser) calls the phone, the phone answers, alice hangs up.
 //! Call B: the phone calls alice, alice answers, the phone hangs up (it
-//! quits on SIGTERM and sends BYE, which its trace must show). Each call:
+//! quits on SIGTERM and sends BYE, which its trace must show). Call C:
+//! carol on **SIP.js** calls the phone and hangs up. Each call:
 //! the phone's SDP is plain RTP/AVP on a port of `media_ports` (no ICE,
 //! no DTLS), codecs pass through (the browser is answered with the codec
 //! the phone chose alone, offered only codecs the phone offered, and the
@@ -25,10 +26,11 @@
 
 use std::path::PathBuf;
 
+use super::firefox::js_dir;
 use super::sip_rtp::{audio_port, baresip, decoded, has_tone, phone_dir, strength, tone_wav};
 use super::sip_rtp::{PASSWORD, RATE};
 use super::sip_ws::{caller_secrets, check_page_got, jssip_bundle, sip_config, sip_page_report};
-use super::sip_ws::{users, DOMAIN, JSSIP_HARNESS, STATS_JS};
+use super::sip_ws::{users, ModuleServer, DOMAIN, JSSIP_HARNESS, SIPJS_HARNESS, STATS_JS};
 use super::sipp::bad_input;
 use super::*;
 
@@ -131,7 +133,8 @@ impl Scene<'_> {
     fn check_talk(&self, page: &mut Page, call: &str) -> Value {
         // The events of earlier calls stay: count this call's confirmation.
         // A failed session (none before: the test stops there) ends the wait.
-        let confirmed = if call == "A" { 1 } else { 2 };
+        // (Calls A and B are alice's, C is carol's, on her own page.)
+        let confirmed = if call == "B" { 2 } else { 1 };
         let connected = format!(
             "(async () => {{ if (sipt.events.some((e) => e.startsWith('failed'))) return 'failed'; \
              const s = await sipt.stats(); \
@@ -341,7 +344,7 @@ fn quit(phone: &mut Proc) {
 }
 
 #[test]
-fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
+fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
     if !testkit::require_tool("chromium", &["--version"])
         || !testkit::require_tool("node", &["--version"])
         || !testkit::require_tool("baresip", &["-h"])
@@ -368,7 +371,7 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
     ));
     std::fs::write(&config, text).unwrap();
     let data = work.join("data");
-    for user in ["alice", "phone"] {
+    for user in ["alice", "phone", "carol"] {
         let (ok, _, err) = users(&config, &data, &["add", user], &format!("{PASSWORD}\n"));
         assert!(ok, "users add {user}: {err}");
     }
@@ -600,6 +603,54 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
         );
     }
     drop(phone);
+
+    // Call C: carol on SIP.js (its own session description handler and
+    // 407 handling) calls a fresh phone; carol hangs up.
+    let phone_log_b = scene.phone_log.clone();
+    scene.phone = phone_dir(&work.join("c"), "phone", PHONE_IP, sip, &phone_wav);
+    scene.phone_log = work.join("phone-c.log");
+    let mut phone = baresip(&scene.phone, &scene.phone_log, &[]);
+    let modules = ModuleServer::start(js_dir().join("node_modules/sip.js/lib"));
+    let mut carol = browser.new_page(&server.url("/healthz")).unwrap();
+    carol.evaluate(RAW_MIC).unwrap();
+    let module = format!("http://{}/index.js", modules.addr);
+    carol
+        .evaluate_within(
+            &SIPJS_HARNESS.replace("MODULE", &module),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    carol.evaluate(STATS_JS).unwrap();
+    if let Err(e) = carol.evaluate(&format!("sipt.start('carol', '{PASSWORD}', '{DOMAIN}')")) {
+        scene.fail(&format!("carol start: {e}"), &mut carol);
+    }
+    let registered =
+        testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            (scene.metric("onionrtc_sip_registrations") >= 3).then_some(())
+        });
+    if registered.is_none() {
+        scene.fail("carol and the new phone did not register", &mut carol);
+    }
+    carol
+        .evaluate(&format!("sipt.call('sip:phone@{DOMAIN}')"))
+        .unwrap();
+    let heard_c = scene.check_talk(&mut carol, "C");
+    check_page_got(
+        &mut carol,
+        &phone_secrets(&scene.trace()),
+        "carol",
+        "SIP/2.0 200 ",
+    );
+    carol.evaluate("sipt.hangup()").unwrap();
+    let bye = scene.wait_trace(Duration::from_secs(10), |m| {
+        !m.sent && m.text.starts_with("BYE ")
+    });
+    if bye.is_none() {
+        scene.fail("call C: the phone got no BYE", &mut carol);
+    }
+    scene.check_released(&mut carol, "C");
+    drop(phone);
+    drop(carol);
     drop(page);
     drop(browser);
 
@@ -607,7 +658,7 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
     // itself: the grep can fail), nor does the server's log name either.
     let mut needles = browser_secrets.clone();
     needles.push("JsSIP".to_owned());
-    for phone_log in [&phone_log, &scene.phone_log] {
+    for phone_log in [&phone_log, &phone_log_b, &scene.phone_log] {
         let text = String::from_utf8_lossy(&std::fs::read(phone_log).unwrap()).into_owned();
         assert!(text.contains(PHONE_IP), "{text}");
         for needle in &needles {
@@ -619,7 +670,7 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
         }
     }
     let server_log = std::fs::read_to_string(&log).unwrap();
-    for needle in [PHONE_IP, "sip:alice", "sip:phone"] {
+    for needle in [PHONE_IP, "sip:alice", "sip:phone", "sip:carol"] {
         assert!(
             !server_log.contains(needle),
             "the log names {needle}:\n{server_log}"
@@ -628,7 +679,7 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
     let m = server.get_as_operator("/metrics", &data).1;
     assert_eq!(
         metric_sum(&m, "onionrtc_sip_calls_answered_total"),
-        2,
+        3,
         "{m}"
     );
     let status = server.terminate().unwrap();
@@ -645,9 +696,10 @@ fn jssip_browser_and_baresip_phone_talk_through_the_gateway() {
         counter("rate_limited")
     );
     eprintln!(
-        "gateway e2e: the browser heard {} and {} Hz; {:?} in all",
+        "gateway e2e: the browsers heard {}, {} and {} Hz; {:?} in all",
         heard_a["hz"],
         heard_b["hz"],
+        heard_c["hz"],
         started.elapsed()
     );
 }
