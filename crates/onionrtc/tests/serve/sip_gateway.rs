@@ -609,7 +609,7 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
     let phone_log_b = scene.phone_log.clone();
     scene.phone = phone_dir(&work.join("c"), "phone", PHONE_IP, sip, &phone_wav);
     scene.phone_log = work.join("phone-c.log");
-    let mut phone = baresip(&scene.phone, &scene.phone_log, &[]);
+    let phone = baresip(&scene.phone, &scene.phone_log, &[]);
     let modules = ModuleServer::start(js_dir().join("node_modules/sip.js/lib"));
     let mut carol = browser.new_page(&server.url("/healthz")).unwrap();
     carol.evaluate(RAW_MIC).unwrap();
