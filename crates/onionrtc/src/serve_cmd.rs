@@ -127,6 +127,7 @@ struct SipFile {
     tls_key: Option<PathBuf>,
     media_ports: Option<String>,
     media_address: Option<String>,
+    media_timeout: Option<u64>,
 }
 
 /// The resolved `[sip]` settings.
@@ -704,8 +705,8 @@ fn resolve_sip(
     };
     let media = match file.media_ports {
         None => {
-            if file.media_address.is_some() {
-                bail!("[sip] media_address is set but [sip] media_ports is not");
+            if file.media_address.is_some() || file.media_timeout.is_some() {
+                bail!("[sip] media_address or media_timeout is set but [sip] media_ports is not");
             }
             None
         }
@@ -741,8 +742,16 @@ fn resolve_sip(
                     ),
                 },
             };
+            let idle = match file.media_timeout {
+                None => signal::sip_media::IDLE_TIMEOUT,
+                Some(s) if (1..=86_400).contains(&s) => std::time::Duration::from_secs(s),
+                Some(s) => bail!(
+                    "invalid [sip] media_timeout {s}: seconds without media before a bridged                      call is hung up, 1 to 86400"
+                ),
+            };
             Some(signal::sip_media::MediaSettings {
                 address,
+                idle,
                 // Set by `load`, which has the relay's listeners.
                 relay: None,
                 first,
@@ -1020,10 +1029,11 @@ fn redacted_toml(s: &ServeSettings, relay: &RelayConfig) -> String {
     }
     match &s.sip.media {
         Some(m) => out.push_str(&format!(
-            "media_ports = \"{}-{}\"\nmedia_address = {}\n",
+            "media_ports = \"{}-{}\"\nmedia_address = {}\nmedia_timeout = {}\n",
             m.first,
             m.last,
-            toml_str(&m.address.to_string())
+            toml_str(&m.address.to_string()),
+            m.idle.as_secs()
         )),
         None => out.push_str("# media_ports: unset (no plain-RTP media bridge)\n"),
     }
@@ -1950,7 +1960,19 @@ mod tests {
         .media
         .unwrap();
         assert_eq!(m.address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(m.idle, signal::sip_media::IDLE_TIMEOUT);
+        let m = sip(
+            &format!("{on}media_ports = \"30000-30003\"\nmedia_timeout = 5"),
+            "",
+        )
+        .unwrap()
+        .media
+        .unwrap();
+        assert_eq!(m.idle, std::time::Duration::from_secs(5));
         for bad in [
+            "media_ports = \"30000-30099\"\nmedia_timeout = 0",
+            "media_ports = \"30000-30099\"\nmedia_timeout = 86401",
+            "media_timeout = 30",
             "media_ports = \"30000-30002\"",
             "media_ports = \"x\"",
             "media_ports = \"30000-30099\"\nmedia_address = \"0.0.0.0\"",

@@ -61,7 +61,7 @@ pub const MAX_DATAGRAM: usize = 1500;
 pub const PACKETS_PER_SEC: f64 = 500.0;
 /// Burst of [`PACKETS_PER_SEC`].
 pub const PACKET_BURST: u32 = 250;
-/// An answered call with no media for this long is hung up.
+/// An answered call with no media for this long is hung up, by default.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `[sip] media_address` and `media_ports`.
@@ -69,6 +69,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct MediaSettings {
     /// The address the bridge binds and writes into the phones' SDP.
     pub address: IpAddr,
+    /// An answered call with no media for this long is hung up
+    /// (`[sip] media_timeout`, default [`IDLE_TIMEOUT`]).
+    pub idle: Duration,
     /// The relay's UDP listener as this host reaches it: where the
     /// WebRTC ↔ RTP gateways allocate (`None`: no gateways, calls between
     /// a browser and a phone get 488).
@@ -533,7 +536,12 @@ impl Bridges {
         }
     }
 
-    /// Calls whose media stopped for [`IDLE_TIMEOUT`] (each reported once).
+    /// `[sip] media_timeout`.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.settings.idle
+    }
+
+    /// Calls whose media stopped for `timeout` (each reported once).
     pub(crate) fn idle(&self, now: Instant, timeout: Duration) -> Vec<u64> {
         let inner = lock(&self.inner);
         let mut out = Vec::new();
@@ -757,6 +765,7 @@ mod tests {
         }
         let s = |first, last| MediaSettings {
             address: "127.0.0.1".parse().unwrap(),
+            idle: IDLE_TIMEOUT,
             relay: None,
             first,
             last,
@@ -855,6 +864,7 @@ mod tests {
         drop(probe);
         let bridges = Bridges::new(MediaSettings {
             address: ip,
+            idle: IDLE_TIMEOUT,
             relay: None,
             first: base,
             last: base + 3,

@@ -277,7 +277,7 @@ impl SipRuntime {
         let outs = lock(&self.core).tick(now);
         self.dispatch(outs);
         if let Some(media) = &self.media {
-            for call in media.idle(now, crate::sip_media::IDLE_TIMEOUT) {
+            for call in media.idle(now, media.idle_timeout()) {
                 let outs = lock(&self.core).hang_up(call, now);
                 self.dispatch(outs);
             }
@@ -504,7 +504,7 @@ impl SipRuntime {
             metric(
                 "onionrtc_sip_media_idle_total",
                 "counter",
-                "Bridged calls hung up because no media flowed for 120 s (or a gateway's endpoint failed).",
+                "Bridged calls hung up because no media flowed for [sip] media_timeout (or a gateway's endpoint failed).",
                 get(&c.idle),
             );
             metric(
