@@ -11,6 +11,17 @@
 //! unharmed. After the hang-up no bridge is left open. Privacy: nothing
 //! either phone received names the other's address (each phone's own trace
 //! names its own, so the grep can fail), nor does the server's log.
+//!
+//! `idle_bridged_call_is_hung_up` (`media_timeout = 3`): the call survives
+//! 4 s of live media (the negative control: no idle hang-up, audio and the
+//! bridge's packet count growing); then both phones freeze (SIGSTOP: no
+//! media, no BYE) and within 15 s the server counts the call idle
+//! (`onionrtc_sip_media_idle_total` 1, not before 2.5 s) and releases its
+//! bridge; thawed, each phone reads a BYE from the server, and neither sent
+//! one. `cancelled_call_releases_its_bridge`: bob does not answer; while he
+//! rings (his trace: the INVITE, his 180) the bridge is open; alice quits on
+//! SIGTERM, which makes baresip send CANCEL (her trace shows it): the
+//! bridge closes (one opened in all, none idle), and bob gets the CANCEL.
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -81,8 +92,22 @@ pub(crate) fn decoded(dir: &Path) -> Vec<i16> {
 }
 
 /// A baresip configuration directory: UDP from `ip`, the tone of `wav` as
-/// microphone, ALSA's null device as speaker, decoded audio recorded.
+/// microphone, ALSA's null device as speaker, decoded audio recorded;
+/// incoming calls answered at once.
 pub(crate) fn phone_dir(work: &Path, user: &str, ip: &str, sip: SocketAddr, wav: &Path) -> PathBuf {
+    answering_phone_dir(work, user, ip, sip, wav, true)
+}
+
+/// [`phone_dir`], answering incoming calls at once if `answers`, else
+/// leaving them ringing.
+fn answering_phone_dir(
+    work: &Path,
+    user: &str,
+    ip: &str,
+    sip: SocketAddr,
+    wav: &Path,
+    answers: bool,
+) -> PathBuf {
     let dir = work.join(user);
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
@@ -96,9 +121,10 @@ pub(crate) fn phone_dir(work: &Path, user: &str, ip: &str, sip: SocketAddr, wav:
         dir.display()
     );
     std::fs::write(dir.join("config"), config).unwrap();
+    let mode = if answers { "auto" } else { "manual" };
     let account = format!(
         "<sip:{user}@{DOMAIN};transport=udp>;auth_pass={PASSWORD};\
-         outbound=\"sip:{sip};transport=udp\";regint=600;answermode=auto\n"
+         outbound=\"sip:{sip};transport=udp\";regint=600;answermode={mode}\n"
     );
     std::fs::write(dir.join("accounts"), account).unwrap();
     dir
@@ -130,69 +156,168 @@ pub(crate) fn audio_port(text: &str, after: &str) -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
+/// A served B2BUA with the bridge, accounts alice and bob, and their
+/// phones' config dirs (alice plays [`CALLER_HZ`], bob [`CALLEE_HZ`]).
+struct Scene {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    log: PathBuf,
+    server: Server,
+    sip: SocketAddr,
+    alice: PathBuf,
+    bob: PathBuf,
+    alice_log: PathBuf,
+    bob_log: PathBuf,
+}
+
+impl Scene {
+    /// Serves with the bridge on 40 ports (10 bridges) from `first` and
+    /// `extra` `[sip]` lines; bob answers if `bob_answers`.
+    fn start(first: u16, extra: &str, bob_answers: bool) -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path();
+        let (config, _) = sip_config(work);
+        let sip_port = testkit::free_port();
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        // baresip 1.0 answers only the first challenge.
+        text.push_str(&format!(
+            "listen = [\"udp://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
+             media_ports = \"{first}-{}\"\n{extra}",
+            first + 39
+        ));
+        std::fs::write(&config, text).unwrap();
+        let data = work.join("data");
+        for user in ["alice", "bob"] {
+            let (ok, _, err) = users(&config, &data, &["add", user], &format!("{PASSWORD}\n"));
+            assert!(ok, "users add {user}: {err}");
+        }
+        let log = work.join("serve.log");
+        let server = Server::start_logged(&config, &data, "info", Some(&log));
+        let sip = SocketAddr::from(([127, 0, 0, 1], sip_port));
+        let (alice_wav, bob_wav) = (work.join("alice.wav"), work.join("bob.wav"));
+        tone_wav(&alice_wav, CALLER_HZ);
+        tone_wav(&bob_wav, CALLEE_HZ);
+        Scene {
+            alice: phone_dir(work, "alice", CALLER_IP, sip, &alice_wav),
+            bob: answering_phone_dir(work, "bob", CALLEE_IP, sip, &bob_wav, bob_answers),
+            alice_log: work.join("alice.log"),
+            bob_log: work.join("bob.log"),
+            data,
+            log,
+            server,
+            sip,
+            _dir: dir,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.server.get_as_operator("/metrics", &self.data).1
+    }
+
+    fn gauge(&self, name: &str) -> u64 {
+        metric_sum(&self.metrics(), name)
+    }
+
+    /// `what`, both phones' logs and the server's stderr.
+    fn fail(&self, what: &str) -> String {
+        format!(
+            "{what}\nalice:\n{}\nbob:\n{}\nserve:\n{}",
+            String::from_utf8_lossy(&std::fs::read(&self.alice_log).unwrap_or_default()),
+            String::from_utf8_lossy(&std::fs::read(&self.bob_log).unwrap_or_default()),
+            self.server.stderr_tail()
+        )
+    }
+
+    /// Starts bob's phone and waits (bounded) for its registration.
+    fn start_bob(&self) -> Proc {
+        let bob = baresip(&self.bob, &self.bob_log, &[]);
+        let registered =
+            testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+                (self.gauge("onionrtc_sip_registrations") >= 1).then_some(())
+            });
+        assert!(
+            registered.is_some(),
+            "{}",
+            self.fail("bob did not register")
+        );
+        bob
+    }
+
+    /// Starts alice's phone, calling bob.
+    fn dial(&self) -> Proc {
+        let dial = format!("/dial sip:bob@{DOMAIN}");
+        baresip(&self.alice, &self.alice_log, &["-e", &dial])
+    }
+
+    /// Waits (bounded) for the bridged INVITE in bob's trace: the bridge
+    /// port it names.
+    fn bridge_port(&self) -> u16 {
+        let port = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            let t = std::fs::read_to_string(&self.bob_log).unwrap_or_default();
+            audio_port(&t, "INVITE sip:bob")
+        });
+        port.unwrap_or_else(|| panic!("{}", self.fail("bob got no bridged INVITE")))
+    }
+}
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`) to `proc`.
+fn kill(proc: &Proc, signal: &str) {
+    let pid = proc.pid().to_string();
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// baresip quits on SIGTERM (hanging up its call); waits (bounded) for it.
+fn quit(proc: &mut Proc) {
+    kill(proc, "TERM");
+    let _ = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        proc.0.try_wait().ok().flatten()
+    });
+}
+
+/// Whether the SIP trace (`-s`) in baresip log `log` holds a message
+/// starting with `start` that `from` sent to `to` (each an IP address, or
+/// IP address and port; empty: any). baresip prints each message as
+/// `ESC[36;1m#`, `UDP src -> dst`, the message, `ESC[;m`.
+fn traced(log: &Path, from: &str, to: &str, start: &str) -> bool {
+    let is = |addr: &str, want: &str| {
+        want.is_empty() || addr == want || addr.starts_with(&format!("{want}:"))
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    text.split("\x1b[36;1m#\n").skip(1).any(|block| {
+        let Some((route, message)) = block.split_once('\n') else {
+            return false;
+        };
+        let mut route = route.split_whitespace().skip(1);
+        let (src, dst) = (route.next().unwrap_or(""), route.nth(1).unwrap_or(""));
+        is(src, from) && is(dst, to) && message.starts_with(start)
+    })
+}
+
 #[test]
 fn baresip_phones_talk_through_the_rtp_bridge() {
     if !testkit::require_tool("baresip", &["-h"]) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
-    let (config, _) = sip_config(work);
-    let sip_port = testkit::free_port();
     // A range of 40 ports (10 bridges) below the ephemeral range (where
     // other tests' free ports come from), baresip's RTP ports below that;
     // ports other programs hold are skipped.
     let first = 24_000 + (std::process::id() % 400) as u16 * 20;
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    // baresip 1.0 answers only the first challenge.
-    text.push_str(&format!(
-        "listen = [\"udp://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
-         media_ports = \"{first}-{}\"\n",
-        first + 39
-    ));
-    std::fs::write(&config, text).unwrap();
-    let data = work.join("data");
-    for user in ["alice", "bob"] {
-        let (ok, _, err) = users(&config, &data, &["add", user], &format!("{PASSWORD}\n"));
-        assert!(ok, "users add {user}: {err}");
-    }
-    let log = work.join("serve.log");
-    let server = Server::start_logged(&config, &data, "info", Some(&log));
-    let sip = SocketAddr::from(([127, 0, 0, 1], sip_port));
-    let metrics = || server.get_as_operator("/metrics", &data).1;
-    let gauge = |name: &str| metric_sum(&metrics(), name);
+    let scene = Scene::start(first, "", true);
+    let (alice, bob) = (&scene.alice, &scene.bob);
+    let metrics = || scene.metrics();
+    let fail = |what: &str| scene.fail(what);
+    let gauge = |name: &str| scene.gauge(name);
 
-    let (alice_wav, bob_wav) = (work.join("alice.wav"), work.join("bob.wav"));
-    tone_wav(&alice_wav, CALLER_HZ);
-    tone_wav(&bob_wav, CALLEE_HZ);
-    let alice = phone_dir(work, "alice", CALLER_IP, sip, &alice_wav);
-    let bob = phone_dir(work, "bob", CALLEE_IP, sip, &bob_wav);
-    let (alice_log, bob_log) = (work.join("alice.log"), work.join("bob.log"));
-    let fail = |what: &str| -> String {
-        format!(
-            "{what}\nalice:\n{}\nbob:\n{}\nserve:\n{}",
-            std::fs::read_to_string(&alice_log).unwrap_or_default(),
-            std::fs::read_to_string(&bob_log).unwrap_or_default(),
-            server.stderr_tail()
-        )
-    };
-
-    let mut bob_proc = baresip(&bob, &bob_log, &[]);
-    let registered =
-        testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-            (gauge("onionrtc_sip_registrations") >= 1).then_some(())
-        });
-    assert!(registered.is_some(), "{}", fail("bob did not register"));
-    let dial = format!("/dial sip:bob@{DOMAIN}");
-    let mut alice_proc = baresip(&alice, &alice_log, &["-e", &dial]);
+    let bob_proc = scene.start_bob();
+    let mut alice_proc = scene.dial();
 
     // The call is up: the bridge port bob was told about takes a stranger's
     // RTP, garbage and an oversized datagram (dropped, counted).
-    let bridge = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        let t = std::fs::read_to_string(&bob_log).unwrap_or_default();
-        audio_port(&t, "INVITE sip:bob")
-    });
-    let bridge = bridge.unwrap_or_else(|| panic!("{}", fail("bob got no bridged INVITE")));
+    let bridge = scene.bridge_port();
     let before = metrics();
     let stranger = UdpSocket::bind(format!("{STRANGER_IP}:0")).unwrap();
     let to = SocketAddr::from(([127, 0, 0, 1], bridge));
@@ -207,7 +332,7 @@ fn baresip_phones_talk_through_the_rtp_bridge() {
     // Both phones record the other's tone.
     let enough = AUDIO_SECS * RATE as usize;
     let got = testkit::wait_until(Duration::from_secs(45), Duration::from_millis(200), || {
-        (decoded(&alice).len() > enough && decoded(&bob).len() > enough).then_some(())
+        (decoded(alice).len() > enough && decoded(bob).len() > enough).then_some(())
     });
     assert!(
         got.is_some(),
@@ -234,22 +359,14 @@ fn baresip_phones_talk_through_the_rtp_bridge() {
     );
 
     // Hang up: alice quits (BYE); the bridge closes.
-    let pid = alice_proc.pid().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let _ = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        alice_proc.0.try_wait().ok().flatten()
-    });
+    quit(&mut alice_proc);
     let closed = testkit::wait_until(Duration::from_secs(40), Duration::from_millis(100), || {
         (gauge("onionrtc_sip_media_bridges") == 0).then_some(())
     });
     assert!(closed.is_some(), "{}", fail("the bridge was not released"));
-    let _ = bob_proc.0.kill();
+    drop(bob_proc);
 
-    let (a, b) = (decoded(&alice), decoded(&bob));
+    let (a, b) = (decoded(alice), decoded(bob));
     eprintln!(
         "bob heard {:.3} at {CALLER_HZ} Hz ({:.3} at {CALLEE_HZ}); alice heard {:.3} at {CALLEE_HZ} Hz ({:.3} at {CALLER_HZ}); {} and {} samples",
         strength(&b, CALLER_HZ),
@@ -273,8 +390,8 @@ fn baresip_phones_talk_through_the_rtp_bridge() {
     // Privacy: each phone's trace names its own address (the grep can
     // fail), never the other's; the server's log names neither.
     let (alice_got, bob_got) = (
-        std::fs::read_to_string(&alice_log).unwrap(),
-        std::fs::read_to_string(&bob_log).unwrap(),
+        std::fs::read_to_string(&scene.alice_log).unwrap(),
+        std::fs::read_to_string(&scene.bob_log).unwrap(),
     );
     assert!(alice_got.contains(CALLER_IP) && bob_got.contains(CALLEE_IP));
     assert!(bob_got.contains("c=IN IP4 127.0.0.1"), "{bob_got}");
@@ -286,13 +403,170 @@ fn baresip_phones_talk_through_the_rtp_bridge() {
         !alice_got.contains(CALLEE_IP),
         "alice received bob's address:\n{alice_got}"
     );
-    let server_log = std::fs::read_to_string(&log).unwrap();
+    let server_log = std::fs::read_to_string(&scene.log).unwrap();
     for ip in [CALLER_IP, CALLEE_IP, STRANGER_IP] {
         assert!(
             !server_log.contains(ip),
             "the log names {ip}:\n{server_log}"
         );
     }
-    let status = server.terminate().unwrap();
+    let status = scene.server.terminate().unwrap();
     assert!(status.success(), "serve exited with {status}");
+}
+
+#[test]
+fn idle_bridged_call_is_hung_up() {
+    if !testkit::require_tool("baresip", &["-h"]) {
+        return;
+    }
+    let started = Instant::now();
+    // 40 ports, never on the other tests' (24000 + (pid % 400)·20,
+    // 26000 + (pid % 200)·20) in the same process.
+    let first = 20_000 + (std::process::id() % 100) as u16 * 20;
+    let scene = Scene::start(first, "media_timeout = 3\n", true);
+    let fail = |what: &str| scene.fail(what);
+    let mut bob = scene.start_bob();
+    let mut alice = scene.dial();
+
+    // The call is up, audio flows both ways.
+    scene.bridge_port();
+    let flowing = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let n = RATE as usize / 2;
+        (decoded(&scene.alice).len() > n && decoded(&scene.bob).len() > n).then_some(())
+    });
+    assert!(flowing.is_some(), "{}", fail("no audio on both phones"));
+    let heard = || (decoded(&scene.alice).len(), decoded(&scene.bob).len());
+    let packets = || scene.gauge("onionrtc_sip_media_packets_total");
+    let ((a0, b0), p0) = (heard(), packets());
+
+    // Negative control: 4 s of live media (over media_timeout; 50 packets
+    // a second each way), the call stays up.
+    std::thread::sleep(Duration::from_secs(4));
+    let m = scene.metrics();
+    let ((a1, b1), p1) = (heard(), metric_sum(&m, "onionrtc_sip_media_packets_total"));
+    assert_eq!(
+        metric_sum(&m, "onionrtc_sip_media_idle_total"),
+        0,
+        "{}",
+        fail(&m)
+    );
+    assert_eq!(
+        metric_sum(&m, "onionrtc_sip_media_bridges"),
+        1,
+        "{}",
+        fail(&m)
+    );
+    let grown = 2 * RATE as usize;
+    assert!(
+        a1 >= a0 + grown && b1 >= b0 + grown,
+        "{}",
+        fail(&format!(
+            "audio stalled: alice {a0} → {a1}, bob {b0} → {b1} samples"
+        ))
+    );
+    assert!(p1 >= p0 + 200, "{}", fail(&format!("{p0} → {p1} packets")));
+
+    // Both phones freeze: no media, no BYE either. The server hangs up
+    // after media_timeout and releases the bridge.
+    // (Should anything below panic, Proc's drop SIGKILLs them, stopped or
+    // not.)
+    kill(&alice, "STOP");
+    kill(&bob, "STOP");
+    let frozen = Instant::now();
+    let hung_up = testkit::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let m = scene.metrics();
+        (metric_sum(&m, "onionrtc_sip_media_idle_total") == 1
+            && metric_sum(&m, "onionrtc_sip_media_bridges") == 0)
+            .then(|| frozen.elapsed())
+    });
+    kill(&alice, "CONT");
+    kill(&bob, "CONT");
+    let after = hung_up
+        .unwrap_or_else(|| panic!("{}", fail(&format!("not hung up:\n{}", scene.metrics()))));
+    assert!(
+        after >= Duration::from_millis(2500),
+        "hung up {after:?} after the media stopped"
+    );
+
+    // Thawed, each phone reads the server's BYE; neither sent one.
+    let server = scene.sip.to_string();
+    let byes = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (traced(&scene.alice_log, &server, CALLER_IP, "BYE ")
+            && traced(&scene.bob_log, &server, CALLEE_IP, "BYE "))
+        .then_some(())
+    });
+    assert!(
+        byes.is_some(),
+        "{}",
+        fail("a phone got no BYE from the server")
+    );
+    assert!(
+        !traced(&scene.alice_log, CALLER_IP, "", "BYE ")
+            && !traced(&scene.bob_log, CALLEE_IP, "", "BYE "),
+        "{}",
+        fail("a phone hung up itself")
+    );
+    quit(&mut alice);
+    quit(&mut bob);
+    eprintln!(
+        "idle call hung up {after:?} after both phones froze; test took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn cancelled_call_releases_its_bridge() {
+    if !testkit::require_tool("baresip", &["-h"]) {
+        return;
+    }
+    let started = Instant::now();
+    // 40 ports, never on the other tests' in the same process.
+    let first = 22_000 + (std::process::id() % 100) as u16 * 20;
+    let scene = Scene::start(first, "", false);
+    let fail = |what: &str| scene.fail(what);
+    let _bob = scene.start_bob();
+    let mut alice = scene.dial();
+
+    // bob rings (no answer); the bridge opened on alice's offer.
+    let ringing = testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        (traced(&scene.bob_log, "", CALLEE_IP, "INVITE ")
+            && traced(&scene.bob_log, CALLEE_IP, "", "SIP/2.0 180 ")
+            && scene.gauge("onionrtc_sip_media_bridges") == 1)
+            .then_some(())
+    });
+    assert!(
+        ringing.is_some(),
+        "{}",
+        fail("bob is not ringing with a bridge open")
+    );
+    assert!(
+        !traced(&scene.bob_log, CALLEE_IP, "", "SIP/2.0 200 "),
+        "{}",
+        fail("bob answered")
+    );
+
+    // alice gives up: baresip quits with a CANCEL; the bridge closes.
+    quit(&mut alice);
+    assert!(
+        traced(&scene.alice_log, CALLER_IP, "", "CANCEL "),
+        "{}",
+        fail("alice sent no CANCEL")
+    );
+    let released = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (scene.gauge("onionrtc_sip_media_bridges") == 0).then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "{}",
+        fail("the bridge outlived the CANCEL")
+    );
+    let m = scene.metrics();
+    assert_eq!(metric_sum(&m, "onionrtc_sip_media_bridges_total"), 1, "{m}");
+    assert_eq!(metric_sum(&m, "onionrtc_sip_media_idle_total"), 0, "{m}");
+    let server = scene.sip.to_string();
+    let cancelled = testkit::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        traced(&scene.bob_log, &server, CALLEE_IP, "CANCEL ").then_some(())
+    });
+    assert!(cancelled.is_some(), "{}", fail("bob got no CANCEL"));
+    eprintln!("cancelled call: test took {:?}", started.elapsed());
 }
