@@ -308,6 +308,8 @@ impl Gateway {
                 plain_sdp(self.address, self.ports[0], &[chosen])
             }
         };
+        // The media starts now (a long ring is not silence).
+        lock(&self.shared).last_packet = Instant::now();
         self.answered = Some(out.clone());
         Some(out)
     }

@@ -541,11 +541,18 @@ impl Bridges {
         self.settings.idle
     }
 
-    /// Calls whose media stopped for `timeout` (each reported once).
-    pub(crate) fn idle(&self, now: Instant, timeout: Duration) -> Vec<u64> {
+    /// Calls of `answered` whose media stopped for `timeout` (each
+    /// reported once, and counted: the caller hangs them up). A call still
+    /// ringing is not idle, however long it rings.
+    pub(crate) fn idle(
+        &self,
+        now: Instant,
+        timeout: Duration,
+        answered: &HashSet<u64>,
+    ) -> Vec<u64> {
         let inner = lock(&self.inner);
         let mut out = Vec::new();
-        for (&call, b) in &inner.bridges {
+        for (&call, b) in inner.bridges.iter().filter(|(c, _)| answered.contains(c)) {
             let mut st = lock(&b.state);
             if !st.idle_reported && now.saturating_duration_since(st.last_packet) >= timeout {
                 st.idle_reported = true;
@@ -554,7 +561,8 @@ impl Bridges {
         }
         // Only a leg that answered speaks for its call (a fork that lost
         // never gets media, and its endpoint gives up).
-        for (&(call, _), g) in inner.gateways.iter().filter(|(_, g)| g.is_answered()) {
+        let legs = inner.gateways.iter();
+        for (&(call, _), g) in legs.filter(|((c, _), g)| g.is_answered() && answered.contains(c)) {
             let mut st = lock(&g.shared);
             let idle = now.saturating_duration_since(st.last_packet) >= timeout;
             if !st.idle_reported && (idle || st.failed) && !out.contains(&call) {
@@ -911,13 +919,18 @@ mod tests {
             assert_eq!((&buf[..n], from.port()), (&rtp[..], pa));
         }
         assert_eq!(bridges.counters.forwarded.load(Ordering::Relaxed), 6);
+        let answered: HashSet<u64> = [7].into();
         assert!(bridges
-            .idle(Instant::now(), Duration::from_secs(3600))
+            .idle(Instant::now(), Duration::from_secs(3600), &answered)
             .is_empty());
-        assert_eq!(
-            bridges.idle(Instant::now() + Duration::from_secs(1), Duration::ZERO),
-            vec![7]
-        );
+        // A call not answered (still ringing) is never idle.
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(bridges
+            .idle(later, Duration::ZERO, &HashSet::new())
+            .is_empty());
+        assert_eq!(bridges.counters.idle.load(Ordering::Relaxed), 0);
+        assert_eq!(bridges.idle(later, Duration::ZERO, &answered), vec![7]);
+        assert_eq!(bridges.counters.idle.load(Ordering::Relaxed), 1);
         bridges.release(7);
         bridges.release(7);
         assert_eq!(bridges.open(), 0);

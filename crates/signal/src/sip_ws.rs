@@ -277,7 +277,8 @@ impl SipRuntime {
         let outs = lock(&self.core).tick(now);
         self.dispatch(outs);
         if let Some(media) = &self.media {
-            for call in media.idle(now, media.idle_timeout()) {
+            let answered = lock(&self.core).answered_calls();
+            for call in media.idle(now, media.idle_timeout(), &answered) {
                 let outs = lock(&self.core).hang_up(call, now);
                 self.dispatch(outs);
             }

@@ -443,6 +443,15 @@ impl Core {
         self.ended.push(key);
     }
 
+    /// The calls answered and not ended (what [`Core::hang_up`] acts on).
+    pub fn answered_calls(&self) -> HashSet<u64> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| !c.ended && c.answered.is_some() && c.final_sent)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// Hangs up an answered call from our side (BYE to both), e.g. when
     /// its media stopped; a call not answered yet is left to its timers.
     pub fn hang_up(&mut self, key: u64, now: Instant) -> Vec<Out> {

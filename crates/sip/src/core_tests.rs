@@ -291,6 +291,8 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
     }
     let inv1 = invites[0].1.clone();
     let inv2 = invites[1].1.clone();
+    // Ringing is not answered (a media bridge's idle check skips it).
+    assert!(w.core.answered_calls().is_empty());
 
     // bob1 rings, bob2 answers.
     let out = w.send(2, &response_to(&inv1, 180, "b1", ""));
@@ -312,6 +314,7 @@ fn forked_call_connects_hangs_up_and_hides_the_caller() {
         ok.body
     );
     assert!(w.core.take_ended().is_empty());
+    assert_eq!(w.core.answered_calls(), [1].into());
     let ok_text = String::from_utf8(ok.to_bytes()).unwrap();
     assert!(
         !ok_text.contains("bob-secret") && !ok_text.contains("bobdevice"),

@@ -18,8 +18,10 @@
 //! media, no BYE) and within 15 s the server counts the call idle
 //! (`onionrtc_sip_media_idle_total` 1, not before 2.5 s) and releases its
 //! bridge; thawed, each phone reads a BYE from the server, and neither sent
-//! one. `cancelled_call_releases_its_bridge`: bob does not answer; while he
-//! rings (his trace: the INVITE, his 180) the bridge is open; alice quits on
+//! one. `cancelled_call_releases_its_bridge` (`media_timeout = 1`): bob
+//! does not answer; while he rings (his trace: the INVITE, his 180) the
+//! bridge is open, and 2.5 s of ringing count as nothing idle (a call not
+//! answered carries no media; it once did count); alice quits on
 //! SIGTERM, which makes baresip send CANCEL (her trace shows it): the
 //! bridge closes (one opened in all, none idle), and bob gets the CANCEL.
 
@@ -522,7 +524,9 @@ fn cancelled_call_releases_its_bridge() {
     let started = Instant::now();
     // 40 ports, never on the other tests' in the same process.
     let first = 22_000 + (std::process::id() % 100) as u16 * 20;
-    let scene = Scene::start(first, "", false);
+    // A 1 s media timeout: ringing longer is not silence (no media flows
+    // before the answer), the bridge must stay and nothing count as idle.
+    let scene = Scene::start(first, "media_timeout = 1\n", false);
     let fail = |what: &str| scene.fail(what);
     let _bob = scene.start_bob();
     let mut alice = scene.dial();
@@ -544,6 +548,10 @@ fn cancelled_call_releases_its_bridge() {
         "{}",
         fail("bob answered")
     );
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = scene.metrics();
+    assert_eq!(metric_sum(&m, "onionrtc_sip_media_idle_total"), 0, "{m}");
+    assert_eq!(metric_sum(&m, "onionrtc_sip_media_bridges"), 1, "{m}");
 
     // alice gives up: baresip quits with a CANCEL; the bridge closes.
     quit(&mut alice);
