@@ -27,7 +27,7 @@
 use std::path::PathBuf;
 
 use super::firefox::js_dir;
-use super::sip_rtp::{audio_port, baresip, decoded, has_tone, phone_dir, strength, tone_wav};
+use super::sip_rtp::{audio_port, baresip, decoded, has_tone, phone_dir, quit, strength, tone_wav};
 use super::sip_rtp::{PASSWORD, RATE};
 use super::sip_ws::{caller_secrets, check_page_got, jssip_bundle, sip_config, sip_page_report};
 use super::sip_ws::{users, ModuleServer, DOMAIN, JSSIP_HARNESS, SIPJS_HARNESS, STATS_JS};
@@ -327,20 +327,6 @@ fn phone_secrets(trace: &[Traced]) -> Vec<String> {
     out.sort();
     out.dedup();
     out
-}
-
-/// baresip quits on SIGTERM (hanging up its call with a BYE); waits
-/// (bounded) for it to exit.
-fn quit(phone: &mut Proc) {
-    let pid = phone.pid().to_string();
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -TERM {pid}");
-    let _ = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        phone.0.try_wait().ok().flatten()
-    });
 }
 
 #[test]

@@ -273,7 +273,7 @@ fn kill(proc: &Proc, signal: &str) {
 }
 
 /// baresip quits on SIGTERM (hanging up its call); waits (bounded) for it.
-fn quit(proc: &mut Proc) {
+pub(crate) fn quit(proc: &mut Proc) {
     kill(proc, "TERM");
     let _ = testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
         proc.0.try_wait().ok().flatten()
