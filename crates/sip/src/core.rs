@@ -1285,7 +1285,10 @@ impl Core {
                 if !same {
                     return self.reply_code(conn, &req, 481, now);
                 }
-                self.reply_code(conn, &req, 200, now);
+                // The same To tag as the INVITE's responses (RFC 3261 §9.2).
+                let tag = call.our_tag.clone();
+                let r = self.response(&req, conn, 200, Some(&tag));
+                self.reply(conn, &req, r, now);
                 let Some(call) = self.calls.get_mut(&key) else {
                     return;
                 };

@@ -408,6 +408,10 @@ fn callee_hangs_up_and_caller_cancels() {
     let out = w.send(1, &cancel);
     let codes: Vec<Option<u16>> = out.iter().map(|(_, m)| m.code()).collect();
     assert_eq!(codes, vec![Some(200), Some(487)]);
+    // One To tag for the CANCEL's 200 and the INVITE's 487 (RFC 3261 §9.2).
+    let tags: Vec<Option<&str>> = out.iter().map(|(_, m)| m.get("To")).collect();
+    assert!(tags[0].is_some_and(|t| t.contains(";tag=")), "{tags:?}");
+    assert_eq!(tags[0], tags[1]);
     let out = w.send(2, &response_to(&inv, 180, "b", ""));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1.method(), Some("CANCEL"));
