@@ -46,6 +46,9 @@ pub enum AudioCodec {
     Pcmu,
     /// G.711 A-law (PCMA), 8 kHz, static payload type 8.
     Pcma,
+    /// G.722 (wideband, 16 kHz audio), static payload type 9, whose RTP
+    /// clock is 8 kHz (RFC 3551 §4.5.2).
+    G722,
 }
 
 impl AudioCodec {
@@ -56,6 +59,7 @@ impl AudioCodec {
             "opus" => Some(AudioCodec::Opus),
             "pcmu" => Some(AudioCodec::Pcmu),
             "pcma" => Some(AudioCodec::Pcma),
+            "g722" => Some(AudioCodec::G722),
             _ => None,
         }
     }
@@ -64,7 +68,14 @@ impl AudioCodec {
     pub const fn clock_rate(self) -> u32 {
         match self {
             AudioCodec::Opus => 48_000,
-            AudioCodec::Pcmu | AudioCodec::Pcma => 8_000,
+            AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::G722 => 8_000,
+        }
+    }
+
+    fn rtp_frequency(self) -> Frequency {
+        match self {
+            AudioCodec::Opus => Frequency::FORTY_EIGHT_KHZ,
+            AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::G722 => Frequency::EIGHT_KHZ,
         }
     }
 
@@ -73,6 +84,7 @@ impl AudioCodec {
             Codec::Opus => Some(AudioCodec::Opus),
             Codec::PCMU => Some(AudioCodec::Pcmu),
             Codec::PCMA => Some(AudioCodec::Pcma),
+            Codec::G722 => Some(AudioCodec::G722),
             _ => None,
         }
     }
@@ -254,6 +266,7 @@ impl Endpoint {
                 AudioCodec::Opus => rtc.enable_opus(true, false),
                 AudioCodec::Pcmu => rtc.enable_pcmu(true, false),
                 AudioCodec::Pcma => rtc.enable_pcma(true, false),
+                AudioCodec::G722 => rtc.enable_g722(true, false),
             };
         }
         let rtc = rtc
@@ -425,11 +438,8 @@ impl Endpoint {
         let Some(writer) = self.rtc.writer(mid) else {
             return false;
         };
-        let hz = match codec {
-            AudioCodec::Opus => Frequency::FORTY_EIGHT_KHZ,
-            AudioCodec::Pcmu | AudioCodec::Pcma => Frequency::EIGHT_KHZ,
-        };
-        let time = MediaTime::new(u64::from(rtp_time), hz);
+        // In the RTP clock; str0m rebases to the codec's (G.722: 16 kHz).
+        let time = MediaTime::new(u64::from(rtp_time), codec.rtp_frequency());
         if writer.write(pt, now, time, payload.to_vec()).is_err() {
             return false;
         }
@@ -727,7 +737,8 @@ impl Endpoint {
                 let seq = **d.seq_range.start();
                 self.push_event(EndpointEvent::Audio(AudioPacket {
                     seq,
-                    rtp_time: d.time.numer() as u32,
+                    // The RTP clock (str0m gives G.722 in its 16 kHz one).
+                    rtp_time: d.time.rebase(codec.rtp_frequency()).numer() as u32,
                     arrival: d.network_time,
                     payload: d.data,
                     codec,

@@ -46,7 +46,7 @@
 //! ## Audio
 //! The endpoint carries encoded frames of the codecs its configuration
 //! names ([`AudioCodec`]: Opus by default; the SIP gateway of `serve` also
-//! passes a phone's PCMU or PCMA through, never transcoding). `onionrtc
+//! passes a phone's G.722, PCMU or PCMA through, never transcoding). `onionrtc
 //! call` speaks Opus (48 kHz, mono here, 20 ms frames), encoded and decoded with
 //! libopus behind the `opus` feature ([`codec`]). Received frames go into
 //! the adaptive [`jitter::JitterBuffer`], which asks the decoder for

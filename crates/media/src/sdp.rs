@@ -54,7 +54,7 @@ pub fn is_relay_candidate(candidate: &str) -> bool {
 
 /// The audio codecs we can carry that the first audio section of `sdp`
 /// lists, in its order: `(payload type, codec)`. Payload types without an
-/// `a=rtpmap` count by RFC 3551's static table (0 PCMU, 8 PCMA).
+/// `a=rtpmap` count by RFC 3551's static table (0 PCMU, 8 PCMA, 9 G722).
 pub fn audio_codecs(sdp: &str) -> Vec<(u8, crate::AudioCodec)> {
     let mut order: Option<Vec<u8>> = None;
     let mut names: Vec<(u8, String)> = Vec::new();
@@ -93,6 +93,7 @@ pub fn audio_codecs(sdp: &str) -> Vec<(u8, crate::AudioCodec)> {
                 Some((_, name)) => crate::AudioCodec::from_encoding(name),
                 None if pt == 0 => Some(crate::AudioCodec::Pcmu),
                 None if pt == 8 => Some(crate::AudioCodec::Pcma),
+                None if pt == 9 => Some(crate::AudioCodec::G722),
                 None => None,
             };
             codec.map(|c| (pt, c))
@@ -163,7 +164,7 @@ mod tests {
         use crate::AudioCodec::*;
         assert_eq!(
             audio_codecs(CHROME),
-            vec![(111, Opus), (0, Pcmu), (8, Pcma)]
+            vec![(111, Opus), (9, G722), (0, Pcmu), (8, Pcma)]
         );
         // A phone's static payload types need no rtpmap.
         let phone = "m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";

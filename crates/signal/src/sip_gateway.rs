@@ -21,7 +21,7 @@
 //!   of `[sip] media_ports`, latching on the phone's packets like the
 //!   phone-to-phone bridge ([`crate::sip_media`]).
 //! - **Codecs pass through, never transcoded**: the phone is offered the
-//!   browser's Opus, PCMU and PCMA (in the browser's order), or the browser
+//!   browser's Opus, G.722, PCMU and PCMA (in the browser's order), or the browser
 //!   is offered the phone's; whatever the answer picks is the only codec
 //!   the other side is offered or answered (the browser's offer is
 //!   restricted to it before our endpoint answers it). DTMF
@@ -133,6 +133,7 @@ fn rtpmap(codec: AudioCodec) -> &'static str {
         AudioCodec::Opus => "opus/48000/2",
         AudioCodec::Pcmu => "PCMU/8000",
         AudioCodec::Pcma => "PCMA/8000",
+        AudioCodec::G722 => "G722/8000",
     }
 }
 

@@ -9,7 +9,8 @@
 //! alice (browser) calls the phone, the phone answers, alice hangs up.
 //! Call B: the phone calls alice, alice answers, the phone hangs up (it
 //! quits on SIGTERM and sends BYE, which its trace must show). Call C:
-//! carol on **SIP.js** calls the phone and hangs up. Each call:
+//! carol on **SIP.js** calls a wideband phone (G.722 first, then G.711:
+//! the call must be G.722 end to end) and hangs up. Each call:
 //! the phone's SDP is plain RTP/AVP on a port of `media_ports` (no ICE,
 //! no DTLS), codecs pass through (the browser is answered with the codec
 //! the phone chose alone, offered only codecs the phone offered, and the
@@ -27,7 +28,10 @@
 use std::path::PathBuf;
 
 use super::firefox::js_dir;
-use super::sip_rtp::{audio_port, baresip, decoded, has_tone, phone_dir, quit, strength, tone_wav};
+use super::sip_rtp::{
+    audio_port, baresip, decoded, has_tone, phone_dir, phone_dir_with, quit, strength, tone_wav,
+    tone_wav_at,
+};
 use super::sip_rtp::{PASSWORD, RATE};
 use super::sip_ws::{caller_secrets, check_page_got, jssip_bundle, sip_config, sip_page_report};
 use super::sip_ws::{users, ModuleServer, DOMAIN, JSSIP_HARNESS, SIPJS_HARNESS, STATS_JS};
@@ -593,7 +597,12 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
     // Call C: carol on SIP.js (its own session description handler and
     // 407 handling) calls a fresh phone; carol hangs up.
     let phone_log_b = scene.phone_log.clone();
-    scene.phone = phone_dir(&work.join("c"), "phone", PHONE_IP, sip, &phone_wav);
+    // This phone is wideband: G.722 first (then G.711), so the call is
+    // G.722 end to end (Chromium offers it).
+    let codecs = ["g722.so", "g711.so"];
+    let wide_wav = work.join("phone-16k.wav");
+    tone_wav_at(&wide_wav, PHONE_HZ, 2 * RATE);
+    scene.phone = phone_dir_with(&work.join("c"), "phone", PHONE_IP, sip, &wide_wav, &codecs);
     scene.phone_log = work.join("phone-c.log");
     let phone = baresip(&scene.phone, &scene.phone_log, &[]);
     let modules = ModuleServer::start(js_dir().join("node_modules/sip.js/lib"));
@@ -621,6 +630,22 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
         .evaluate(&format!("sipt.call('sip:phone@{DOMAIN}')"))
         .unwrap();
     let heard_c = scene.check_talk(&mut carol, "C");
+    let phone_answer = scene
+        .trace()
+        .into_iter()
+        .find(|m| m.sent && m.is_invite_response("200"))
+        .map(|m| audio_pts(&m.text))
+        .unwrap_or_default();
+    let carol_answer = audio_pts(&page_sdp(&mut carol, "sipt.received", "SIP/2.0 200 "));
+    if phone_answer.first().map(String::as_str) != Some("9") || carol_answer != ["9"] {
+        scene.fail(
+            &format!(
+                "call C: not G.722 end to end: the phone answered {phone_answer:?}, \
+                 carol was answered {carol_answer:?}"
+            ),
+            &mut carol,
+        );
+    }
     check_page_got(
         &mut carol,
         &phone_secrets(&scene.trace()),

@@ -44,14 +44,20 @@ pub(crate) const RATE: u32 = 8000;
 
 /// A 20 s tone at `hz`, 8 kHz mono, about -12 dBFS.
 pub(crate) fn tone_wav(path: &Path, hz: f64) {
-    let n = RATE as usize * 20;
+    tone_wav_at(path, hz, RATE);
+}
+
+/// [`tone_wav`] at `rate` Hz (baresip's `aufile` wants the codec's rate:
+/// 16 kHz for G.722).
+pub(crate) fn tone_wav_at(path: &Path, hz: f64, rate: u32) {
+    let n = rate as usize * 20;
     let mut data = Vec::with_capacity(n * 2);
     for i in 0..n {
-        let t = i as f64 / f64::from(RATE);
+        let t = i as f64 / f64::from(rate);
         let v = ((std::f64::consts::TAU * hz * t).sin() * 8000.0) as i16;
         data.extend_from_slice(&v.to_le_bytes());
     }
-    write_pcm_wav(path, RATE, &data);
+    write_pcm_wav(path, rate, &data);
 }
 
 /// The samples of a 16-bit PCM WAV, up to the end of the file (a header
@@ -61,12 +67,24 @@ fn read_wav(path: &Path) -> Vec<i16> {
     let Some(at) = bytes.windows(4).position(|w| w == b"data") else {
         return Vec::new();
     };
-    bytes
+    let samples: Vec<i16> = bytes
         .get(at + 8..)
         .unwrap_or(&[])
         .chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
+        .collect();
+    // A wideband recording (G.722 decodes at 16 kHz) comes back at 8 kHz:
+    // pairs averaged (a low-pass enough for tones far below 4 kHz).
+    let rate = bytes
+        .get(24..28)
+        .map_or(RATE, |r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]));
+    if rate == 2 * RATE {
+        return samples
+            .chunks_exact(2)
+            .map(|p| ((i32::from(p[0]) + i32::from(p[1])) / 2) as i16)
+            .collect();
+    }
+    samples
 }
 
 /// The strength of `hz` in 8 kHz `samples` (media's Goertzel, at 48 kHz).
@@ -97,7 +115,20 @@ pub(crate) fn decoded(dir: &Path) -> Vec<i16> {
 /// microphone, ALSA's null device as speaker, decoded audio recorded;
 /// incoming calls answered at once.
 pub(crate) fn phone_dir(work: &Path, user: &str, ip: &str, sip: SocketAddr, wav: &Path) -> PathBuf {
-    answering_phone_dir(work, user, ip, sip, wav, true)
+    answering_phone_dir(work, user, ip, sip, wav, true, &["g711.so"])
+}
+
+/// [`phone_dir`] with the codec modules `codecs` (e.g. `g722.so`, in the
+/// order baresip prefers them).
+pub(crate) fn phone_dir_with(
+    work: &Path,
+    user: &str,
+    ip: &str,
+    sip: SocketAddr,
+    wav: &Path,
+    codecs: &[&str],
+) -> PathBuf {
+    answering_phone_dir(work, user, ip, sip, wav, true, codecs)
 }
 
 /// [`phone_dir`], answering incoming calls at once if `answers`, else
@@ -109,14 +140,16 @@ fn answering_phone_dir(
     sip: SocketAddr,
     wav: &Path,
     answers: bool,
+    codecs: &[&str],
 ) -> PathBuf {
     let dir = work.join(user);
     std::fs::create_dir_all(&dir).unwrap();
+    let modules: String = codecs.iter().map(|m| format!("module {m}\n")).collect();
     let config = format!(
         "poll_method epoll\nsip_listen {ip}:0\nnet_interface {ip}\n\
          audio_player alsa,null\naudio_alert alsa,null\naudio_source aufile,{}\n\
          audio_srate {RATE}\naudio_channels 1\nrtp_ports 10000-19999\n\
-         module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+         module_path /usr/lib/baresip/modules\n{modules}module aufile.so\n\
          module alsa.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app menu.so\n\
          snd_path {}\n",
         wav.display(),
@@ -201,7 +234,15 @@ impl Scene {
         tone_wav(&bob_wav, CALLEE_HZ);
         Scene {
             alice: phone_dir(work, "alice", CALLER_IP, sip, &alice_wav),
-            bob: answering_phone_dir(work, "bob", CALLEE_IP, sip, &bob_wav, bob_answers),
+            bob: answering_phone_dir(
+                work,
+                "bob",
+                CALLEE_IP,
+                sip,
+                &bob_wav,
+                bob_answers,
+                &["g711.so"],
+            ),
             alice_log: work.join("alice.log"),
             bob_log: work.join("bob.log"),
             data,
