@@ -452,7 +452,7 @@ impl Endpoint {
     /// The negotiated codec we send: the first of the session's payload
     /// types (the answer's order) that is one of ours.
     fn send_pt(&mut self, mid: Mid) -> Option<(Pt, AudioCodec)> {
-        let codecs = self.config.codecs.clone();
+        let codecs = &self.config.codecs;
         let writer = self.rtc.writer(mid)?;
         let found = writer.payload_params().find_map(|p| {
             let c = AudioCodec::of(p.spec().codec)?;

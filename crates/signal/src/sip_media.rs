@@ -401,27 +401,20 @@ impl Bridges {
             inner.runtime = MediaRuntime::start();
         }
         let runtime = inner.runtime.as_ref()?.handle().clone();
-        let (ports, mut sockets) = self.take_ports(&mut inner)?;
+        let (ports, sockets) = self.take_ports(&mut inner)?;
         // The endpoint talks to the relay from the second pair's first
         // port (the same address family as the relay, else any port).
-        let to_relay = match sockets.get(2) {
-            Some(s) if relay.server.is_ipv4() == self.settings.address.is_ipv4() => {
-                s.try_clone().ok()
-            }
-            _ => {
-                let any: SocketAddr = if relay.server.is_ipv4() {
-                    ([0, 0, 0, 0], 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
-                std::net::UdpSocket::bind(any)
-                    .ok()
-                    .filter(|s| s.set_nonblocking(true).is_ok())
-            }
-        }?;
-        sockets.truncate(2);
-        let rtcp = sockets.pop()?;
-        let rtp = sockets.pop()?;
+        let [rtp, rtcp, q, _]: [std::net::UdpSocket; 4] = sockets.try_into().ok()?;
+        let to_relay = if relay.server.is_ipv4() == self.settings.address.is_ipv4() {
+            q
+        } else {
+            let any: SocketAddr = if relay.server.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            bind(any.ip(), 0)?
+        };
         // The phone's SDP address comes with its offer, or its answer.
         let (browser_offer, phone) = if from_browser {
             (Some(original.to_owned()), Peer::new(signaling, None))

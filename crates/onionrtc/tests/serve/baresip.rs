@@ -85,16 +85,16 @@ fn baresip_phones_register_and_call_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let ca = testkit::nginx::TestCa::new(work, &["127.0.0.1", DOMAIN]);
-    let (config, _) = sip_config(work);
     let sip_port = testkit::free_port();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "listen = [\"tls://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
-         tls_cert = {:?}\ntls_key = {:?}\n",
-        ca.cert.display().to_string(),
-        ca.key.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
+    let (config, _) = sip_config(
+        work,
+        &format!(
+            "listen = [\"tls://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
+             tls_cert = {:?}\ntls_key = {:?}\n",
+            ca.cert.display().to_string(),
+            ca.key.display().to_string()
+        ),
+    );
     let data = work.join("data");
     for user in ["alice", "bob"] {
         let (ok, _, err) = users(&config, &data, &["add", user], &format!("{PASSWORD}\n"));

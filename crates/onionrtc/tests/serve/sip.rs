@@ -13,11 +13,14 @@ use ::sip::Algorithm;
 
 pub(crate) const DOMAIN: &str = "sip.test";
 
-/// `serve_config` plus `[sip] enabled = true, domain = "sip.test"`.
-pub(crate) fn sip_config(dir: &Path) -> (std::path::PathBuf, u16) {
+/// `serve_config` plus `[sip] enabled = true, domain = "sip.test"` and
+/// the `[sip]` lines `extra`.
+pub(crate) fn sip_config(dir: &Path, extra: &str) -> (std::path::PathBuf, u16) {
     let (config, _, web_port) = serve_config(dir, &["udp", "tcp"]);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("[sip]\nenabled = true\ndomain = \"{DOMAIN}\"\n"));
+    text.push_str(&format!(
+        "[sip]\nenabled = true\ndomain = \"{DOMAIN}\"\n{extra}"
+    ));
     std::fs::write(&config, text).unwrap();
     (config, web_port)
 }
@@ -154,7 +157,7 @@ fn basic(user: &str, password: &str) -> String {
 #[test]
 fn sip_over_websocket_accounts_auth_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = sip_config(dir.path());
+    let (config, _) = sip_config(dir.path(), "");
     let data_dir = dir.path().join("data");
 
     // Accounts: the password from stdin, only hashes on disk.
@@ -637,7 +640,7 @@ fn jssip_and_sipjs_calls_through_serve() {
     }
     let Some(bundle) = jssip_bundle() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = sip_config(dir.path());
+    let (config, _) = sip_config(dir.path(), "");
     let data_dir = dir.path().join("data");
     let accounts = [
         ("alice", "alice-password"),

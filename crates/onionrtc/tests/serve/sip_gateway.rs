@@ -122,6 +122,14 @@ impl Scene<'_> {
         phone_trace(&self.phone_log)
     }
 
+    /// The 200 to an INVITE in the phone's trace: the one it sent
+    /// (`sent`, its answer) or received (ours, when it called).
+    fn invite_ok(&self, sent: bool) -> Option<Traced> {
+        self.trace()
+            .into_iter()
+            .find(|m| m.sent == sent && m.is_invite_response("200"))
+    }
+
     /// Waits (bounded) until the phone's trace holds a message that
     /// `want` accepts.
     fn wait_trace(&self, limit: Duration, want: impl Fn(&Traced) -> bool) -> Option<Traced> {
@@ -345,21 +353,20 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let (config, _) = sip_config(work);
     let sip_port = testkit::free_port();
     // 40 ports (10 gateways of four) below the ephemeral range; with the
     // same process id never on sip_rtp's (24000 + (pid % 400)·20), so
     // both can run at once.
     let first = 26_000 + (std::process::id() % 200) as u16 * 20;
-    let mut text = std::fs::read_to_string(&config).unwrap();
     // baresip 1.0 answers only the first challenge.
-    text.push_str(&format!(
-        "listen = [\"udp://127.0.0.1:{sip_port}\", \"tcp://127.0.0.1:{sip_port}\"]\n\
-         digest_algorithms = [\"MD5\"]\n\
-         media_ports = \"{first}-{}\"\n",
-        first + 39
-    ));
-    std::fs::write(&config, text).unwrap();
+    let (config, _) = sip_config(
+        work,
+        &format!(
+            "listen = [\"udp://127.0.0.1:{sip_port}\", \"tcp://127.0.0.1:{sip_port}\"]\n\
+             digest_algorithms = [\"MD5\"]\nmedia_ports = \"{first}-{}\"\n",
+            first + 39
+        ),
+    );
     let data = work.join("data");
     for user in ["alice", "phone", "carol"] {
         let (ok, _, err) = users(&config, &data, &["add", user], &format!("{PASSWORD}\n"));
@@ -442,9 +449,7 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
     // Codecs pass through: the browser is answered with the phone's choice
     // (G.711: baresip answers PCMU and PCMA, the first counts) alone.
     let phone_answer = scene
-        .trace()
-        .into_iter()
-        .find(|m| m.sent && m.is_invite_response("200"))
+        .invite_ok(true)
         .map(|m| audio_pts(&m.text))
         .unwrap_or_default();
     let browser_answer = audio_pts(&page_sdp(&mut page, "sipt.received", "SIP/2.0 200 "));
@@ -521,10 +526,7 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
         scene.fail(&format!("call B: the page got no INVITE: {e}"), &mut page);
     }
     let heard_b = scene.check_talk(&mut page, "B");
-    let answer = scene
-        .trace()
-        .into_iter()
-        .find(|m| !m.sent && m.is_invite_response("200"));
+    let answer = scene.invite_ok(false);
     let port = answer
         .as_ref()
         .and_then(|m| audio_port(&m.text, "SIP/2.0 200"))
@@ -631,9 +633,7 @@ fn jssip_sipjs_and_baresip_talk_through_the_gateway() {
         .unwrap();
     let heard_c = scene.check_talk(&mut carol, "C");
     let phone_answer = scene
-        .trace()
-        .into_iter()
-        .find(|m| m.sent && m.is_invite_response("200"))
+        .invite_ok(true)
         .map(|m| audio_pts(&m.text))
         .unwrap_or_default();
     let carol_answer = audio_pts(&page_sdp(&mut carol, "sipt.received", "SIP/2.0 200 "));

@@ -211,16 +211,16 @@ impl Scene {
     fn start(first: u16, extra: &str, bob_answers: bool) -> Scene {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path();
-        let (config, _) = sip_config(work);
         let sip_port = testkit::free_port();
-        let mut text = std::fs::read_to_string(&config).unwrap();
         // baresip 1.0 answers only the first challenge.
-        text.push_str(&format!(
-            "listen = [\"udp://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
-             media_ports = \"{first}-{}\"\n{extra}",
-            first + 39
-        ));
-        std::fs::write(&config, text).unwrap();
+        let (config, _) = sip_config(
+            work,
+            &format!(
+                "listen = [\"udp://127.0.0.1:{sip_port}\"]\ndigest_algorithms = [\"MD5\"]\n\
+                 media_ports = \"{first}-{}\"\n{extra}",
+                first + 39
+            ),
+        );
         let data = work.join("data");
         for user in ["alice", "bob"] {
             let (ok, _, err) = users(&config, &data, &["add", user], &format!("{PASSWORD}\n"));

@@ -157,15 +157,15 @@ fn sipp_phones_register_and_call_over_udp_and_tcp() {
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let (config, _) = sip_config(work);
     let sip_port = testkit::free_port();
-    let mut text = std::fs::read_to_string(&config).unwrap();
     // SIPp 3.6 answers only the first challenge and knows only MD5.
-    text.push_str(&format!(
-        "listen = [\"udp://127.0.0.1:{sip_port}\", \"tcp://127.0.0.1:{sip_port}\"]\n\
-         digest_algorithms = [\"MD5\"]\nmessages_per_sec = 1000\n"
-    ));
-    std::fs::write(&config, text).unwrap();
+    let (config, _) = sip_config(
+        work,
+        &format!(
+            "listen = [\"udp://127.0.0.1:{sip_port}\", \"tcp://127.0.0.1:{sip_port}\"]\n\
+             digest_algorithms = [\"MD5\"]\nmessages_per_sec = 1000\n"
+        ),
+    );
     let data = work.join("data");
     let names: Vec<String> = (0..REGISTRATIONS).map(|i| format!("phone{i}")).collect();
     let mut all = names.clone();
